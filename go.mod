@@ -1,0 +1,3 @@
+module github.com/guestward/guestward
+
+go 1.25
