@@ -1,0 +1,307 @@
+package journal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+)
+
+// Binary encoding of an Entry, version 1. All integers are little-endian
+// base-128 varints (encoding/binary), minimal length; strings are a length
+// varint then UTF-8 bytes:
+//
+//	u8       version (1)
+//	u8       state: 1 started, 2 task_running, 3 succeeded, 4 failed
+//	u8       flags: bit 0 set when At is present
+//	uvarint  VMID
+//	varint   At as Unix nanoseconds (only when flag bit 0 is set)
+//	string   OpID, Kind, UPID, IdempKey, Error
+//	uvarint  number of params, then that many (key, value) string pairs
+//	         in strictly increasing key order
+//
+// The encoding is canonical: each Entry has exactly one, and decoding
+// rejects every other byte string.
+const codecVersion = 1
+
+const flagAt = 1
+
+var stateCodes = [...]State{1: Started, 2: TaskRunning, 3: Succeeded, 4: Failed}
+
+func stateCode(s State) byte {
+	switch s {
+	case Started:
+		return 1
+	case TaskRunning:
+		return 2
+	case Succeeded:
+		return 3
+	case Failed:
+		return 4
+	}
+	return 0
+}
+
+// MarshalBinary encodes e in the journal's stable binary format, the one
+// both built-in backends store. It fails, wrapping [ErrInvalidEntry], for an
+// entry that does not pass [Entry.Validate].
+func (e Entry) MarshalBinary() ([]byte, error) {
+	return e.AppendBinary(nil)
+}
+
+// AppendBinary appends the encoding of e (see [Entry.MarshalBinary]) to b.
+func (e Entry) AppendBinary(b []byte) ([]byte, error) {
+	if err := e.Validate(); err != nil {
+		return b, err
+	}
+	return e.appendEncoding(b), nil
+}
+
+// appendEncoding appends the encoding of an already validated entry.
+func (e *Entry) appendEncoding(b []byte) []byte {
+	var flags byte
+	if !e.At.IsZero() {
+		flags |= flagAt
+	}
+	b = append(b, codecVersion, stateCode(e.State), flags)
+	b = binary.AppendUvarint(b, uint64(e.VMID))
+	if flags&flagAt != 0 {
+		b = binary.AppendVarint(b, e.At.UnixNano())
+	}
+	b = appendString(b, e.OpID)
+	b = appendString(b, e.Kind)
+	b = appendString(b, e.UPID)
+	b = appendString(b, e.IdempKey)
+	b = appendString(b, e.Error)
+	b = binary.AppendUvarint(b, uint64(len(e.Params)))
+	switch len(e.Params) {
+	case 0:
+	case 1:
+		for k, v := range e.Params {
+			b = appendString(appendString(b, k), v)
+		}
+	default:
+		for _, k := range slices.Sorted(maps.Keys(e.Params)) {
+			b = appendString(appendString(b, k), e.Params[k])
+		}
+	}
+	return b
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func uvarintLen(x uint64) int {
+	n := 1
+	for x >= 0x80 {
+		x >>= 7
+		n++
+	}
+	return n
+}
+
+func (e *Entry) encodedSize() int {
+	n := 3 + uvarintLen(uint64(e.VMID))
+	if !e.At.IsZero() {
+		n += binary.MaxVarintLen64 // an upper bound is enough here
+	}
+	for _, s := range [...]string{e.OpID, e.Kind, e.UPID, e.IdempKey, e.Error} {
+		n += uvarintLen(uint64(len(s))) + len(s)
+	}
+	n += uvarintLen(uint64(len(e.Params)))
+	for k, v := range e.Params {
+		n += uvarintLen(uint64(len(k))) + len(k) + uvarintLen(uint64(len(v))) + len(v)
+	}
+	return n
+}
+
+// UnmarshalBinary decodes data, which must hold exactly one entry in the
+// format of [Entry.MarshalBinary]. Anything else (an unknown version, a
+// truncated or overlong field, trailing bytes, a non-canonical encoding, or
+// an entry that fails [Entry.Validate]) is an error wrapping [ErrCorrupt].
+// On error *e is unchanged.
+func (e *Entry) UnmarshalBinary(data []byte) error {
+	var out Entry
+	if err := decodeEntry(data, &out, nil); err != nil {
+		return fmt.Errorf("journal: %w: %w", ErrCorrupt, err)
+	}
+	*e = out
+	return nil
+}
+
+// interner shares the backing memory of short strings that repeat from
+// record to record (kinds, parameter names), which makes replaying a long
+// journal allocate far less. It is bounded.
+type interner map[string]string
+
+const (
+	internMaxLen     = 64
+	internMaxEntries = 4096
+)
+
+func (in interner) bytes(b []byte) string {
+	if in == nil || len(b) > internMaxLen {
+		return string(b)
+	}
+	if s, ok := in[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(in) < internMaxEntries {
+		in[s] = s
+	}
+	return s
+}
+
+var (
+	errShort     = errors.New("entry truncated")
+	errVarint    = errors.New("malformed or non-minimal varint")
+	errTrailing  = errors.New("trailing bytes after entry")
+	errParamSort = errors.New("parameters not in strictly increasing key order")
+)
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) byte() byte {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) == 0 {
+		d.err = errShort
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	x, n := binary.Uvarint(d.b)
+	if n <= 0 || (n > 1 && d.b[n-1] == 0) {
+		if n == 0 {
+			d.err = errShort
+		} else {
+			d.err = errVarint
+		}
+		return 0
+	}
+	d.b = d.b[n:]
+	return x
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	x, n := binary.Varint(d.b)
+	if n <= 0 || (n > 1 && d.b[n-1] == 0) {
+		if n == 0 {
+			d.err = errShort
+		} else {
+			d.err = errVarint
+		}
+		return 0
+	}
+	d.b = d.b[n:]
+	return x
+}
+
+func (d *decoder) bytes() []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) {
+		d.err = errShort
+		return nil
+	}
+	s := d.b[:n:n]
+	d.b = d.b[n:]
+	return s
+}
+
+func (d *decoder) string(in interner) string {
+	b := d.bytes()
+	if d.err != nil || len(b) == 0 {
+		return ""
+	}
+	return in.bytes(b)
+}
+
+// decodeEntry decodes exactly one entry from b into *e.
+func decodeEntry(b []byte, e *Entry, in interner) error {
+	d := decoder{b: b}
+	if v := d.byte(); d.err == nil && v != codecVersion {
+		return fmt.Errorf("unknown entry version %d", v)
+	}
+	code := d.byte()
+	flags := d.byte()
+	if d.err != nil {
+		return d.err
+	}
+	if int(code) >= len(stateCodes) || stateCodes[code] == "" {
+		return fmt.Errorf("unknown state code %d", code)
+	}
+	if flags&^flagAt != 0 {
+		return fmt.Errorf("unknown flags %#x", flags)
+	}
+	e.State = stateCodes[code]
+	vmid := d.uvarint()
+	if vmid > uint64(maxInt) {
+		return fmt.Errorf("VMID %d out of range", vmid)
+	}
+	e.VMID = int(vmid)
+	if flags&flagAt != 0 {
+		e.At = time.Unix(0, d.varint()).UTC()
+	}
+	e.OpID = d.string(nil)
+	e.Kind = d.string(in)
+	e.UPID = d.string(nil)
+	e.IdempKey = d.string(nil)
+	e.Error = d.string(nil)
+	np := d.uvarint()
+	if d.err != nil {
+		return d.err
+	}
+	if np > uint64(len(d.b)/2) { // each pair takes at least two bytes
+		return errShort
+	}
+	if np > 0 {
+		e.Params = make(map[string]string, int(np))
+		var last []byte
+		for i := uint64(0); i < np; i++ {
+			k := d.bytes()
+			v := d.bytes()
+			if d.err != nil {
+				return d.err
+			}
+			if i > 0 && string(k) <= string(last) {
+				return errParamSort
+			}
+			last = k
+			e.Params[in.bytes(k)] = string(v)
+		}
+	}
+	if d.err != nil {
+		return d.err
+	}
+	if len(d.b) != 0 {
+		return errTrailing
+	}
+	if err := e.validateFields(); err != nil {
+		return err
+	}
+	return nil
+}
+
+const maxInt = int(^uint(0) >> 1)

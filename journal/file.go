@@ -1,0 +1,710 @@
+package journal
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+
+	"github.com/guestward/guestward/internal/fsx"
+)
+
+// Sibling files of a journal at path. Only the lock file outlives a call.
+const (
+	lockSuffix    = ".lock"    // held while the journal is open
+	createSuffix  = ".create"  // a new journal, before it is renamed into place
+	compactSuffix = ".compact" // a compacted journal, before it is renamed into place
+)
+
+// FileJournal is a [Journal] stored in one append-only file. See the package
+// documentation for the file's life: group commit, recovery, compaction,
+// repair. Open one with [OpenFile].
+//
+// A FileJournal is safe for concurrent use. Only one FileJournal, in one
+// process, may have a given file open at a time: OpenFile takes a lock.
+type FileJournal struct {
+	path string
+	dir  string
+	cfg  fileConfig
+	log  *slog.Logger
+	lock io.Closer
+
+	mu          sync.Mutex
+	idx         *index               // acknowledged state; only the writer changes it
+	pendingOps  map[string]pendingOp // ops with queued records: state after the last one
+	pendingKeys map[string]string    // idempotency keys claimed by queued records
+	recNo       uint64               // records accepted, durable or queued
+	open        *batch               // the batch Append adds to
+	spareBuf    []byte
+	spareRecs   []pendingRec
+	broken      error // sticky write failure
+	closed      bool
+	size        int64 // bytes in the file; written by the writer under mu
+	compactions int
+
+	kick     chan struct{} // capacity 1: there is a batch to write
+	compactC chan compactRequest
+	stop     chan struct{}
+	done     chan struct{} // closed when the writer has returned
+
+	// Owned by the writer goroutine.
+	f             fsx.File
+	compactedSize int64
+}
+
+// batch is a group of records written with one write and made durable with
+// one sync.
+type batch struct {
+	buf  []byte // frames, sealed just before the write
+	recs []pendingRec
+	done chan struct{} // closed once err is final
+	err  error
+}
+
+type pendingRec struct {
+	e     Entry  // the op's merged state after this record
+	seq   uint64 // when the op started
+	recNo uint64
+}
+
+type pendingOp struct {
+	e     Entry
+	seq   uint64
+	recNo uint64 // the op's last queued record
+}
+
+type compactRequest struct {
+	stop   func() error
+	result chan error
+}
+
+var (
+	_ Journal   = (*FileJournal)(nil)
+	_ KeyLookup = (*FileJournal)(nil)
+)
+
+// OpenFile opens the journal stored in the file at path, creating it (with
+// mode 0600) when it does not exist or is empty, and replays it.
+//
+// A torn final write left by a crash is dropped and the file truncated to its
+// last intact record. Damage anywhere else fails with a [*CorruptError]
+// (matching [ErrCorrupt]) that gives the byte offset; see [RepairFile]. A
+// file that another process has open fails with [ErrLocked].
+//
+// Next to path the journal keeps path+".lock" (an advisory lock, left in
+// place) and, while they are being written, path+".create" and
+// path+".compact"; leftovers of those two from a crash are removed.
+func OpenFile(path string, opts ...FileOption) (*FileJournal, error) {
+	cfg := defaultFileConfig()
+	for _, o := range opts {
+		if o != nil {
+			o.applyFile(&cfg)
+		}
+	}
+	if path == "" {
+		return nil, errors.New("journal: open: empty path")
+	}
+	path = filepath.Clean(path)
+	j := &FileJournal{
+		path:        path,
+		dir:         filepath.Dir(path),
+		cfg:         cfg,
+		log:         loggerOrDiscard(cfg.logger),
+		pendingOps:  make(map[string]pendingOp),
+		pendingKeys: make(map[string]string),
+		open:        &batch{done: make(chan struct{})},
+		kick:        make(chan struct{}, 1),
+		compactC:    make(chan compactRequest),
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
+	}
+	lock, err := cfg.fs.Lock(path + lockSuffix)
+	if errors.Is(err, fsx.ErrLocked) {
+		return nil, fmt.Errorf("journal: open %s: %w", path, ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("journal: open %s: %w", path, err)
+	}
+	j.lock = lock
+	if err := j.load(); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	go j.run()
+	return j, nil
+}
+
+func loggerOrDiscard(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
+}
+
+func (j *FileJournal) load() error {
+	for _, leftover := range []string{j.path + createSuffix, j.path + compactSuffix} {
+		if err := j.cfg.fs.Remove(leftover); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("journal: open %s: remove leftover: %w", j.path, err)
+		}
+	}
+	fi, err := j.cfg.fs.Stat(j.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || err == nil && fi.Size() == 0 && fi.Mode().IsRegular():
+		if err := j.create(); err != nil {
+			return fmt.Errorf("journal: create %s: %w", j.path, err)
+		}
+	case err != nil:
+		return fmt.Errorf("journal: open %s: %w", j.path, err)
+	}
+	f, err := j.cfg.fs.OpenFile(j.path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("journal: open %s: %w", j.path, err)
+	}
+	idx, res, recs, err := replayFile(nil, f, j.path, nil)
+	if err != nil {
+		f.Close()
+		return err
+	}
+	if res.torn != "" {
+		j.log.Warn("journal: dropping the torn final write left by a crash",
+			"path", j.path, "offset", res.end, "reason", res.torn)
+		err := f.Truncate(res.end)
+		if err == nil {
+			err = f.Sync()
+		}
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("journal: %s: truncate torn tail at offset %d: %w", j.path, res.end, err)
+		}
+	}
+	if _, err := f.Seek(res.end, io.SeekStart); err != nil {
+		f.Close()
+		return fmt.Errorf("journal: open %s: %w", j.path, err)
+	}
+	j.f, j.idx, j.size, j.recNo = f, idx, res.end, recs
+	return nil
+}
+
+// create writes an empty journal next to path and renames it into place, so
+// that path never names a file without a complete header.
+func (j *FileJournal) create() error {
+	tmp := j.path + createSuffix
+	f, err := j.cfg.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(appendFileHeader(nil))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = j.cfg.fs.Rename(tmp, j.path)
+	}
+	if err == nil {
+		err = j.cfg.fs.SyncDir(j.dir)
+	}
+	return err
+}
+
+// replayFile checks the header of an open journal file and replays its
+// records into a new index, calling visit (when not nil) for each record.
+// It returns the number of records replayed.
+func replayFile(stop func() error, f fsx.File, path string, visit visitFunc) (*index, scanResult, uint64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, scanResult{}, 0, fmt.Errorf("journal: %s: %w", path, err)
+	}
+	size := fi.Size()
+	h := make([]byte, fileHeaderSize)
+	n, err := f.ReadAt(h, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, scanResult{}, 0, fmt.Errorf("journal: %s: read header: %w", path, err)
+	}
+	if err := checkFileHeader(h[:n]); err != nil {
+		return nil, scanResult{}, 0, &CorruptError{Path: path, Offset: 0, Reason: err.Error()}
+	}
+	idx := newIndex()
+	var seq uint64
+	res, err := scanLog(stop, f, size, func(off int64, snapshot bool, e *Entry) error {
+		seq++
+		if err := idx.replay(e, snapshot, seq); err != nil {
+			return err
+		}
+		if visit != nil {
+			return visit(off, snapshot, e)
+		}
+		return nil
+	})
+	if err != nil {
+		var ce *CorruptError
+		if errors.As(err, &ce) {
+			ce.Path = path
+			return nil, res, 0, ce
+		}
+		return nil, res, 0, fmt.Errorf("journal: %s: %w", path, err)
+	}
+	return idx, res, seq, nil
+}
+
+// Path returns the journal's file path.
+func (j *FileJournal) Path() string { return j.path }
+
+// Append implements [Journal]. Concurrent calls share writes and syncs
+// (group commit); each returns once its own record is durable. Records are
+// stored, and become visible to readers, in the order Append accepted them.
+//
+// After a write or sync fails, the journal accepts no more records (the
+// state of the file is unknown): every later Append returns an error wrapping
+// the first failure. Close it and open it again, which recovers from the
+// file.
+func (j *FileJournal) Append(ctx context.Context, e Entry) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("journal: append op %q: %w", e.OpID, err)
+	}
+	e = normalizeAt(e, j.cfg.now)
+	if err := e.Validate(); err != nil {
+		return err
+	}
+	e.Params = maps.Clone(e.Params)
+
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return fmt.Errorf("journal: append op %q: %w", e.OpID, ErrClosed)
+	}
+	if j.broken != nil {
+		err := j.broken
+		j.mu.Unlock()
+		return fmt.Errorf("journal: append op %q: journal unusable after a write failure: %w", e.OpID, err)
+	}
+	prev, seq := j.tipLocked(e.OpID)
+	merged, err := merge(prev, e)
+	if err == nil && prev == nil && e.IdempKey != "" {
+		if owner := j.keyOwnerLocked(e.IdempKey); owner != "" {
+			err = keyConflict(e.OpID, e.IdempKey, owner)
+		}
+	}
+	if err != nil {
+		j.mu.Unlock()
+		return err
+	}
+	j.recNo++
+	if prev == nil {
+		seq = j.recNo
+		if e.IdempKey != "" {
+			j.pendingKeys[e.IdempKey] = e.OpID
+		}
+	}
+	b := j.open
+	b.buf = appendFrame(b.buf, kindRecord, &e)
+	b.recs = append(b.recs, pendingRec{e: merged, seq: seq, recNo: j.recNo})
+	j.pendingOps[e.OpID] = pendingOp{e: merged, seq: seq, recNo: j.recNo}
+	first := len(b.recs) == 1
+	j.mu.Unlock()
+
+	if first {
+		select {
+		case j.kick <- struct{}{}:
+		default:
+		}
+	}
+	select {
+	case <-b.done:
+		return b.err
+	default:
+	}
+	select {
+	case <-b.done:
+		return b.err
+	case <-ctx.Done():
+		return fmt.Errorf("journal: append op %q: %w (the record was queued and may still become durable)", e.OpID, ctx.Err())
+	}
+}
+
+// tipLocked returns the latest state of opID counting queued records, and
+// when it started.
+func (j *FileJournal) tipLocked(opID string) (*Entry, uint64) {
+	if p, ok := j.pendingOps[opID]; ok {
+		return &p.e, p.seq
+	}
+	if st := j.idx.ops[opID]; st != nil {
+		return &st.e, st.seq
+	}
+	return nil, 0
+}
+
+func (j *FileJournal) keyOwnerLocked(key string) string {
+	if owner, ok := j.pendingKeys[key]; ok {
+		return owner
+	}
+	return j.idx.keys[key]
+}
+
+// run is the writer goroutine: it writes and syncs batches one at a time,
+// and compacts between them.
+func (j *FileJournal) run() {
+	defer close(j.done)
+	for {
+		j.mu.Lock()
+		if b := j.open; len(b.recs) > 0 {
+			j.open = &batch{buf: j.spareBuf[:0], recs: j.spareRecs[:0], done: make(chan struct{})}
+			j.spareBuf, j.spareRecs = nil, nil
+			broken := j.broken
+			j.mu.Unlock()
+			j.commit(b, broken)
+			j.maybeCompact()
+			continue
+		}
+		closed := j.closed
+		j.mu.Unlock()
+		if closed {
+			return
+		}
+		select {
+		case <-j.kick:
+		case req := <-j.compactC:
+			req.result <- j.compact(req.stop)
+		case <-j.stop:
+		}
+	}
+}
+
+// commit writes and syncs b, then makes its records visible and wakes its
+// appenders.
+func (j *FileJournal) commit(b *batch, broken error) {
+	err := broken
+	if err == nil {
+		err = j.writeBatch(b.buf)
+	}
+	j.mu.Lock()
+	if err != nil {
+		if j.broken == nil {
+			j.broken = err
+			j.log.Error("journal: write failed; no more records accepted until reopened", "path", j.path, "err", err)
+		}
+		err = fmt.Errorf("journal: append: journal unusable after a write failure: %w", j.broken)
+	} else {
+		j.size += int64(len(b.buf))
+		for i := range b.recs {
+			r := &b.recs[i]
+			j.idx.apply(r.e, r.seq)
+			if p, ok := j.pendingOps[r.e.OpID]; ok && p.recNo == r.recNo {
+				delete(j.pendingOps, r.e.OpID)
+			}
+			if k := r.e.IdempKey; k != "" && j.pendingKeys[k] == r.e.OpID {
+				delete(j.pendingKeys, k)
+			}
+		}
+	}
+	clear(b.recs)
+	j.spareBuf, j.spareRecs = b.buf[:0], b.recs[:0]
+	b.buf, b.recs = nil, nil
+	j.mu.Unlock()
+	b.err = err
+	close(b.done)
+}
+
+func (j *FileJournal) writeBatch(buf []byte) error {
+	sealFrames(buf, j.size)
+	if err := j.cfg.fp.Eval("append/before-write"); err != nil {
+		return fmt.Errorf("journal: %s: write: %w", j.path, err)
+	}
+	if _, err := j.f.Write(buf); err != nil {
+		return fmt.Errorf("journal: %s: write: %w", j.path, err)
+	}
+	if j.cfg.noSync {
+		return nil
+	}
+	if err := j.cfg.fp.Eval("append/before-sync"); err != nil {
+		return fmt.Errorf("journal: %s: sync: %w", j.path, err)
+	}
+	if err := j.f.Sync(); err != nil {
+		return fmt.Errorf("journal: %s: sync: %w", j.path, err)
+	}
+	return nil
+}
+
+func (j *FileJournal) maybeCompact() {
+	t := j.cfg.threshold
+	if t <= 0 || j.size < t || j.size < 2*j.compactedSize {
+		return
+	}
+	if err := j.compact(nil); err != nil {
+		j.log.Error("journal: automatic compaction failed", "path", j.path, "err", err)
+	}
+}
+
+// Compact rewrites the journal as its live state and swaps the new file in
+// atomically: the latest state of every operation not yet terminal, every
+// terminal operation still within the retention window (see
+// [WithRetention]), and every operation holding an applied idempotency key
+// (see [WithKeyRetention]). Operations past retention are dropped from
+// memory too. Appends wait while it runs.
+//
+// A crash at any point leaves a complete journal, the old or the new one.
+// When ctx ends before the swap, Compact abandons the new file and returns
+// an error wrapping ctx.Err(); after the swap it completes.
+func (j *FileJournal) Compact(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("journal: %s: compact: %w", j.path, err)
+	}
+	req := compactRequest{stop: ctx.Err, result: make(chan error, 1)}
+	select {
+	case j.compactC <- req:
+	case <-j.done:
+		return fmt.Errorf("journal: %s: compact: %w", j.path, ErrClosed)
+	case <-ctx.Done():
+		return fmt.Errorf("journal: %s: compact: %w", j.path, ctx.Err())
+	}
+	return <-req.result
+}
+
+// compact runs on the writer goroutine, between batches. Only the writer
+// changes j.idx, so it reads it here without holding j.mu.
+func (j *FileJournal) compact(stop func() error) error {
+	j.mu.Lock()
+	broken := j.broken
+	j.mu.Unlock()
+	if broken != nil {
+		return fmt.Errorf("journal: %s: compact: journal unusable after a write failure: %w", j.path, broken)
+	}
+	now := j.cfg.now()
+	var kept []*opState
+	var dropped []string
+	for id, st := range j.idx.ops {
+		if j.cfg.retention.keep(&st.e, now) {
+			kept = append(kept, st)
+		} else {
+			dropped = append(dropped, id)
+		}
+	}
+	slices.SortFunc(kept, func(a, b *opState) int { return cmp.Compare(a.seq, b.seq) })
+
+	tmp := j.path + compactSuffix
+	fail := func(f fsx.File, err error) error {
+		if f != nil {
+			f.Close()
+		}
+		j.cfg.fs.Remove(tmp)
+		return fmt.Errorf("journal: %s: compact: %w", j.path, err)
+	}
+	f, err := j.cfg.fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fail(nil, err)
+	}
+	if err := j.cfg.fp.Eval("compact/before-write"); err != nil {
+		return fail(f, err)
+	}
+	if _, err := f.Write(appendFileHeader(nil)); err != nil {
+		return fail(f, err)
+	}
+	size := int64(fileHeaderSize)
+	var buf []byte
+	flush := func() error {
+		if len(buf) == 0 {
+			return nil
+		}
+		sealFrames(buf, size)
+		if _, err := f.Write(buf); err != nil {
+			return err
+		}
+		size += int64(len(buf))
+		buf = buf[:0]
+		if stop != nil {
+			return stop()
+		}
+		return nil
+	}
+	for _, st := range kept {
+		buf = appendFrame(buf, kindSnapshot, &st.e)
+		if len(buf) >= windowSize {
+			if err := flush(); err != nil {
+				return fail(f, err)
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return fail(f, err)
+	}
+	if err := j.cfg.fp.Eval("compact/before-sync"); err != nil {
+		return fail(f, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(f, err)
+	}
+	if err := j.cfg.fp.Eval("compact/before-rename"); err != nil {
+		return fail(f, err)
+	}
+	if stop != nil {
+		if err := stop(); err != nil {
+			return fail(f, err)
+		}
+	}
+	if err := j.cfg.fs.Rename(tmp, j.path); err != nil {
+		return fail(f, err)
+	}
+	// From here on the name refers to the new file. Until the directory
+	// is synced a crash may still bring back the old one, which is
+	// complete too; but no record may be acknowledged in the new file
+	// before then.
+	err = j.cfg.fp.Eval("compact/before-syncdir")
+	if err == nil {
+		err = j.cfg.fs.SyncDir(j.dir)
+	}
+	if err != nil {
+		f.Close()
+		err = fmt.Errorf("journal: %s: compact: sync directory after rename: %w", j.path, err)
+		j.mu.Lock()
+		if j.broken == nil {
+			j.broken = err
+		}
+		j.mu.Unlock()
+		j.log.Error("journal: compaction left the journal unusable until reopened", "path", j.path, "err", err)
+		return err
+	}
+	old := j.f
+	j.f = f
+	old.Close()
+	before := j.size
+	j.mu.Lock()
+	for _, id := range dropped {
+		j.idx.remove(id)
+	}
+	j.size = size
+	j.compactions++
+	j.mu.Unlock()
+	j.compactedSize = size
+	j.log.Info("journal: compacted", "path", j.path, "bytes_before", before, "bytes_after", size,
+		"ops_kept", len(kept), "ops_dropped", len(dropped))
+	return nil
+}
+
+func (j *FileJournal) readCheck(ctx context.Context) error {
+	if j.closed {
+		return ErrClosed
+	}
+	return ctx.Err()
+}
+
+// Latest implements [Journal].
+func (j *FileJournal) Latest(ctx context.Context, opID string) (Entry, bool, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.readCheck(ctx); err != nil {
+		return Entry{}, false, fmt.Errorf("journal: latest of op %q: %w", opID, err)
+	}
+	if e := j.idx.latest(opID); e != nil {
+		return e.Clone(), true, nil
+	}
+	return Entry{}, false, nil
+}
+
+// InFlight implements [Journal].
+func (j *FileJournal) InFlight(ctx context.Context) ([]Entry, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.readCheck(ctx); err != nil {
+		return nil, fmt.Errorf("journal: in-flight ops: %w", err)
+	}
+	return j.idx.inFlight(), nil
+}
+
+// AlreadyApplied implements [Journal].
+func (j *FileJournal) AlreadyApplied(ctx context.Context, idempKey string) (bool, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.readCheck(ctx); err != nil {
+		return false, fmt.Errorf("journal: key %q: %w", idempKey, err)
+	}
+	return j.idx.applied(idempKey), nil
+}
+
+// LatestByKey implements [KeyLookup].
+func (j *FileJournal) LatestByKey(ctx context.Context, idempKey string) (Entry, bool, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.readCheck(ctx); err != nil {
+		return Entry{}, false, fmt.Errorf("journal: key %q: %w", idempKey, err)
+	}
+	e, ok := j.idx.byKey(idempKey)
+	return e, ok, nil
+}
+
+// Ops returns the latest state of every operation the journal holds, in the
+// order they started.
+func (j *FileJournal) Ops(ctx context.Context) ([]Entry, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.readCheck(ctx); err != nil {
+		return nil, fmt.Errorf("journal: ops: %w", err)
+	}
+	return j.idx.all(), nil
+}
+
+// FileStats describes an open [FileJournal].
+type FileStats struct {
+	Path        string
+	Size        int64 // bytes in the file
+	Ops         int   // operations held
+	InFlight    int   // of which not terminal
+	Keys        int   // idempotency keys held
+	Compactions int   // compactions since the journal was opened
+	// Err is the write failure that made the journal stop accepting
+	// records, or nil.
+	Err error
+}
+
+// Stats returns a snapshot of the journal's size and contents.
+func (j *FileJournal) Stats() FileStats {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return FileStats{
+		Path:        j.path,
+		Size:        j.size,
+		Ops:         len(j.idx.ops),
+		InFlight:    len(j.idx.inflight),
+		Keys:        len(j.idx.keys),
+		Compactions: j.compactions,
+		Err:         j.broken,
+	}
+}
+
+// Close implements [Journal]. It waits until every record already accepted
+// by Append is written and synced, then closes the file and releases the
+// lock. It returns the write failure that broke the journal, if any.
+func (j *FileJournal) Close() error {
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return nil
+	}
+	j.closed = true
+	j.mu.Unlock()
+	close(j.stop)
+	<-j.done
+	err := j.f.Close()
+	if lerr := j.lock.Close(); err == nil {
+		err = lerr
+	}
+	if err != nil {
+		err = fmt.Errorf("journal: close %s: %w", j.path, err)
+	}
+	j.mu.Lock()
+	broken := j.broken
+	j.mu.Unlock()
+	if broken != nil {
+		err = errors.Join(err, fmt.Errorf("journal: close %s: earlier write failure: %w", j.path, broken))
+	}
+	return err
+}
