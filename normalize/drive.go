@@ -54,13 +54,11 @@ func isCloudInitVolume(volume string) bool {
 	if name == "cloudinit" {
 		return true
 	}
-	if !strings.HasPrefix(name, "vm-") || !strings.HasSuffix(name, "-cloudinit") {
+	const prefix, suffix = "vm-", "-cloudinit"
+	if len(name) <= len(prefix)+len(suffix) || !strings.HasPrefix(name, prefix) || !strings.HasSuffix(name, suffix) {
 		return false
 	}
-	id := name[len("vm-") : len(name)-len("-cloudinit")]
-	if id == "" {
-		return false
-	}
+	id := name[len(prefix) : len(name)-len(suffix)]
 	for k := 0; k < len(id); k++ {
 		if !isDigit(id[k]) {
 			return false
@@ -132,7 +130,10 @@ func compareVolume(pc *propCompare, key string, d, a []kv, fixedSize bool) {
 		}
 		if s, ok := lookup(a, "size"); ok {
 			if got, ok := parseSize(s); !ok || got != want {
-				pc.failRaw("size", FormatSize(want), s)
+				pc.differs = true
+				if pc.diffs != nil {
+					pc.failRaw("size", FormatSize(want), canonicalValue(TypeSize, s))
+				}
 			}
 		}
 		return
@@ -174,13 +175,10 @@ func (r nicRule) compare(d, a string, diffs *[]Diff) bool {
 	if d == a {
 		return true
 	}
-	if d == "" || a == "" {
-		return wholeDiff(r, d, a, diffs)
-	}
 	var dbuf, abuf [maxItems]kv
 	dk, e1 := scanProps(r.f, d, dbuf[:0])
 	ak, e2 := scanProps(r.f, a, abuf[:0])
-	if e1.code != perrNone || e2.code != perrNone {
+	if e1.code != perrNone || e2.code != perrNone || (len(dk) == 0) != (len(ak) == 0) {
 		return wholeDiff(r, d, a, diffs)
 	}
 	pc := propCompare{f: r.f, diffs: diffs}
@@ -238,13 +236,10 @@ func (r driveRule) compare(d, a string, diffs *[]Diff) bool {
 	if d == a {
 		return true
 	}
-	if d == "" || a == "" {
-		return wholeDiff(r, d, a, diffs)
-	}
 	var dbuf, abuf [maxItems]kv
 	dk, e1 := scanProps(driveFormat, d, dbuf[:0])
 	ak, e2 := scanProps(driveFormat, a, abuf[:0])
-	if e1.code != perrNone || e2.code != perrNone {
+	if e1.code != perrNone || e2.code != perrNone || (len(dk) == 0) != (len(ak) == 0) {
 		return wholeDiff(r, d, a, diffs)
 	}
 	pc := propCompare{f: driveFormat, diffs: diffs}
@@ -308,13 +303,10 @@ func (r mountRule) compare(d, a string, diffs *[]Diff) bool {
 	if d == a {
 		return true
 	}
-	if d == "" || a == "" {
-		return wholeDiff(r, d, a, diffs)
-	}
 	var dbuf, abuf [maxItems]kv
 	dk, e1 := scanProps(r.f, d, dbuf[:0])
 	ak, e2 := scanProps(r.f, a, abuf[:0])
-	if e1.code != perrNone || e2.code != perrNone {
+	if e1.code != perrNone || e2.code != perrNone || (len(dk) == 0) != (len(ak) == 0) {
 		return wholeDiff(r, d, a, diffs)
 	}
 	pc := propCompare{f: r.f, diffs: diffs}

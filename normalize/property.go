@@ -37,7 +37,8 @@ const (
 	// TypeList values are ordered lists (";"-separated), compared item by
 	// item.
 	TypeList
-	// TypeFold values compare case-insensitively (MAC addresses, UUIDs).
+	// TypeFold values compare ignoring the case of ASCII letters (MAC
+	// addresses, UUIDs).
 	TypeFold
 )
 
@@ -131,17 +132,20 @@ type Property struct {
 // skipped, the default key may be written bare anywhere, aliases are
 // resolved and a folded "<model>=<MAC>" item is split into its two keys.
 // Values are kept as written; comparison and printing interpret them by
-// their [Type]. Surrounding white space of s is ignored.
+// their [Type].
 //
-// Unlike Proxmox, ParseProperty accepts keys the format does not list, so
-// that values written by newer Proxmox versions can still be compared. It
-// returns an error wrapping [ErrSyntax] for an item with an empty key or
-// value, a key given twice, or a bare value when f has no default key.
+// ParseProperty is more lenient than Proxmox in two ways, both so that
+// declared values compare by what they mean: it trims white space around
+// keys and values (Proxmox would reject such an item), and it accepts keys
+// the format does not list, so that values written by newer Proxmox
+// versions can still be compared. It returns an error wrapping [ErrSyntax]
+// for an item with an empty key or value, a key given twice, or a bare
+// value when f has no default key.
 func ParseProperty(f *Format, s string) (Property, error) {
 	if f == nil {
 		f = &Format{}
 	}
-	items, perr := scanProps(f, strings.TrimSpace(s), nil)
+	items, perr := scanProps(f, s, nil)
 	if perr.code != 0 {
 		return Property{}, fmt.Errorf("normalize: property string %q: %s: %w", s, perr, ErrSyntax)
 	}
@@ -229,7 +233,8 @@ func scanProps(f *Format, s string, dst []kv) ([]kv, parseErr) {
 		} else {
 			s = ""
 		}
-		if isBlank(part) {
+		part = trimSpace(part)
+		if part == "" {
 			continue
 		}
 		eq := strings.IndexByte(part, '=')
@@ -243,7 +248,7 @@ func scanProps(f *Format, s string, dst []kv) ([]kv, parseErr) {
 			dst = append(dst, kv{f.DefaultKey, part})
 			continue
 		}
-		k, v := part[:eq], part[eq+1:]
+		k, v := trimSpace(part[:eq]), trimSpace(part[eq+1:])
 		if k == "" {
 			return dst, parseErr{perrEmptyKey, part}
 		}
@@ -323,10 +328,15 @@ func printProps(f *Format, items []kv) string {
 		if v, ok := lookup(items, f.DefaultKey); ok {
 			mark(f.DefaultKey)
 			dv := canonicalValue(f.key(f.DefaultKey).Type, v)
-			if fv, fok := lookup(items, f.FoldKey); fok && f.folds(v) {
+			switch fv, fok := lookup(items, f.FoldKey); {
+			case fok && f.folds(v):
 				mark(f.FoldKey)
 				b.WriteString(dv + "=" + canonicalValue(f.key(f.FoldKey).Type, fv))
-			} else {
+			case strings.IndexByte(dv, '=') >= 0 || isBlank(dv):
+				// Written bare it would read back as another key or be
+				// skipped as blank; keep the key.
+				b.WriteString(f.DefaultKey + "=" + dv)
+			default:
 				b.WriteString(dv)
 			}
 		}
@@ -355,8 +365,15 @@ func printProps(f *Format, items []kv) string {
 }
 
 // canonicalValue prints v canonically for t, or returns v unchanged when it
-// does not parse as t.
+// does not parse as t or would print empty.
 func canonicalValue(t Type, v string) string {
+	if c := canonical(t, v); c != "" {
+		return c
+	}
+	return v
+}
+
+func canonical(t Type, v string) string {
 	switch t {
 	case TypeBool:
 		if b, ok := parseBool(v); ok {
@@ -423,7 +440,7 @@ func valueEqual(t Type, a, b string) bool {
 	case TypeList:
 		return listEqual(a, b, true, false)
 	case TypeFold:
-		return strings.EqualFold(a, b)
+		return asciiEqualFold(a, b)
 	}
 	return false
 }

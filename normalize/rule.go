@@ -174,14 +174,14 @@ func (r *propRule) compare(d, a string, diffs *[]Diff) bool {
 	if d == a {
 		return true
 	}
-	if !r.absentIsDefault && (d == "" || a == "") {
-		return wholeDiff(r, d, a, diffs)
-	}
 	var dbuf, abuf [maxItems]kv
 	dk, e1 := scanProps(r.f, d, dbuf[:0])
 	ak, e2 := scanProps(r.f, a, abuf[:0])
 	if e1.code != perrNone || e2.code != perrNone {
 		return wholeDiff(r, d, a, diffs)
+	}
+	if !r.absentIsDefault && (len(dk) == 0) != (len(ak) == 0) {
+		return wholeDiff(r, d, a, diffs) // one side absent: nothing to compare key by key
 	}
 	pc := propCompare{f: r.f, diffs: diffs, allGenerated: r.allGenerated}
 	return pc.run(dk, ak)

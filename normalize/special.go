@@ -206,7 +206,7 @@ func (r bootRule) compare(d, a string, diffs *[]Diff) bool {
 // compare case-insensitively.
 type vmgenidRule struct{}
 
-func (vmgenidRule) Normalize(v string) string { return strings.ToLower(trimSpace(v)) }
+func (vmgenidRule) Normalize(v string) string { return asciiLower(trimSpace(v)) }
 
 func (vmgenidRule) Equal(d, a string) bool {
 	d, a = trimSpace(d), trimSpace(a)
@@ -218,7 +218,7 @@ func (vmgenidRule) Equal(d, a string) bool {
 	case d == "0" || d == "":
 		return a == "0" || a == ""
 	}
-	return strings.EqualFold(d, a)
+	return asciiEqualFold(d, a)
 }
 
 func (r vmgenidRule) Explain(d, a string) []Diff { return explainWhole(r, d, a) }

@@ -128,7 +128,7 @@ func splitList(s string, dst []string) []string {
 // (duplicates ignored), optionally ignoring letter case. It does not
 // allocate for up to 32 items a side.
 func listEqual(a, b string, ordered, fold bool) bool {
-	eq := strings.EqualFold
+	eq := asciiEqualFold
 	if !fold {
 		eq = func(x, y string) bool { return x == y }
 	}
@@ -165,6 +165,41 @@ outer:
 	return true
 }
 
+// asciiEqualFold compares ASCII letters without case and every other byte
+// exactly. Proxmox tags are ASCII ([a-z0-9_][a-z0-9_+.-]*); Unicode case
+// folding would make folding and lower-casing disagree (İ).
+func asciiEqualFold(x, y string) bool {
+	if len(x) != len(y) {
+		return false
+	}
+	for i := 0; i < len(x); i++ {
+		if lowerASCII(x[i]) != lowerASCII(y[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerASCII(c byte) byte {
+	if c >= 'A' && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				b[j] = lowerASCII(b[j])
+			}
+			return string(b)
+		}
+	}
+	return s
+}
+
 // canonicalTags prints a tag list the way Proxmox's get_unique_tags does:
 // split, lower-cased unless caseSensitive, de-duplicated, sorted without
 // regard to case and joined with ";".
@@ -172,11 +207,11 @@ func canonicalTags(v string, caseSensitive bool) string {
 	tags := splitList(v, nil)
 	if !caseSensitive {
 		for i, t := range tags {
-			tags[i] = strings.ToLower(t)
+			tags[i] = asciiLower(t)
 		}
 	}
 	slices.SortFunc(tags, func(x, y string) int {
-		if c := strings.Compare(strings.ToLower(x), strings.ToLower(y)); c != 0 {
+		if c := strings.Compare(asciiLower(x), asciiLower(y)); c != 0 {
 			return c
 		}
 		return strings.Compare(x, y)
