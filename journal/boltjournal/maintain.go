@@ -1,0 +1,461 @@
+package boltjournal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/guestward/guestward/internal/fsx"
+	"github.com/guestward/guestward/journal"
+)
+
+// Compact prunes every expired operation and then rewrites the database into
+// a fresh file holding only live data, which returns to the file system the
+// space bbolt keeps for reuse after deletions. The new file is written under
+// path+".compact", synced, and renamed over the old one; a crash at any point
+// leaves one complete database, old or new. Appends and reads wait while it
+// runs.
+//
+// When ctx ends before the rename, Compact abandons the copy and returns an
+// error wrapping ctx.Err(). If the database cannot be reopened afterwards,
+// the journal becomes unusable (every method returns that error) and must be
+// closed and opened again.
+func (j *Journal) Compact(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("boltjournal: %s: compact: %w", j.path, err)
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := j.usable(); err != nil {
+		return fmt.Errorf("boltjournal: %s: compact: %w", j.path, err)
+	}
+	if err := j.pruneAll(); err != nil {
+		return err
+	}
+	before := fileSize(j.path)
+	tmp := j.path + compactSuffix
+	if err := copyDB(tmp, j.db, j.cfg); err != nil {
+		return fmt.Errorf("boltjournal: %s: compact: %w", j.path, err)
+	}
+	if err := ctx.Err(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("boltjournal: %s: compact: %w", j.path, err)
+	}
+	if err := j.cfg.fp.Eval("compact/before-rename"); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("boltjournal: %s: compact: %w", j.path, err)
+	}
+	if err := j.db.Close(); err != nil {
+		os.Remove(tmp)
+		j.reopenLocked()
+		return fmt.Errorf("boltjournal: %s: compact: close: %w", j.path, err)
+	}
+	j.db = nil
+	renameErr := os.Rename(tmp, j.path)
+	if renameErr == nil {
+		renameErr = fsx.OS{}.SyncDir(j.dir)
+	} else {
+		os.Remove(tmp)
+	}
+	if err := j.reopenLocked(); err != nil {
+		return errors.Join(renameErr, err)
+	}
+	if renameErr != nil {
+		return fmt.Errorf("boltjournal: %s: compact: %w", j.path, renameErr)
+	}
+	j.log.Info("boltjournal: compacted", "path", j.path, "bytes_before", before, "bytes_after", fileSize(j.path))
+	return nil
+}
+
+// reopenLocked opens j.path again after Compact closed it. j.mu is held.
+func (j *Journal) reopenLocked() error {
+	db, err := openDB(j.path, j.cfg)
+	if err != nil {
+		j.broken = fmt.Errorf("boltjournal: %s: reopening after compaction failed; close and open the journal again: %w", j.path, err)
+		j.log.Error("boltjournal: journal unusable", "path", j.path, "err", err)
+		return j.broken
+	}
+	j.db = db
+	return nil
+}
+
+// copyDB writes a compact copy of src to a new file at dst and syncs it.
+func copyDB(dst string, src *bolt.DB, cfg config) error {
+	if err := os.Remove(dst); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	out, err := bolt.Open(dst, 0o600, &bolt.Options{NoSync: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return err
+	}
+	err = func() (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				err = errPanic{p}
+			}
+		}()
+		return bolt.Compact(out, src, 4<<20)
+	}()
+	if err == nil && !cfg.noSync {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(dst)
+	}
+	return err
+}
+
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return -1
+	}
+	return fi.Size()
+}
+
+// Stats describes a journal database.
+type Stats struct {
+	Path     string
+	Size     int64 // bytes in the database file
+	Ops      int   // operations held
+	InFlight int   // of which not terminal
+	Keys     int   // idempotency keys held
+}
+
+// Verify checks the whole database without changing it: bbolt's own
+// consistency check of its pages, the decoding of every stored entry, and
+// the agreement of every index (in-flight, keys, retention) with the
+// operations. Damage is reported as an error matching [journal.ErrCorrupt].
+func (j *Journal) Verify(ctx context.Context) (Stats, error) {
+	st := Stats{Path: j.path}
+	err := j.view(ctx, "verify", func(tx *bolt.Tx) error {
+		var err error
+		st, err = verifyTx(ctx, tx)
+		st.Path = j.path
+		return err
+	})
+	st.Size = fileSize(j.path)
+	return st, err
+}
+
+func verifyTx(ctx context.Context, tx *bolt.Tx) (Stats, error) {
+	var st Stats
+	for err := range tx.Check() {
+		if err != nil {
+			// Drain so bbolt's checking goroutine can finish.
+			for range tx.Check() {
+			}
+			return st, fmt.Errorf("bbolt page check: %w", err)
+		}
+	}
+	type opInfo struct {
+		e   journal.Entry
+		seq uint64
+	}
+	ops := map[string]opInfo{}
+	seqs := map[uint64]string{}
+	err := tx.Bucket(bucketOps).ForEach(func(k, v []byte) error {
+		if len(ops)&1023 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		e, seq, err := decodeOp(string(k), v)
+		if err != nil {
+			return err
+		}
+		if other, dup := seqs[seq]; dup {
+			return fmt.Errorf("ops %q and %q share sequence %d", other, k, seq)
+		}
+		seqs[seq] = string(k)
+		ops[string(k)] = opInfo{e, seq}
+		return nil
+	})
+	if err != nil {
+		return st, err
+	}
+	st.Ops = len(ops)
+	inflight := 0
+	err = tx.Bucket(bucketInflight).ForEach(func(k, v []byte) error {
+		o, ok := ops[string(v)]
+		if !ok || len(k) != 8 || o.seq != keySeq(k) || o.e.State.Terminal() {
+			return fmt.Errorf("in-flight index entry %x → %q does not match a live op", k, v)
+		}
+		inflight++
+		return nil
+	})
+	if err != nil {
+		return st, err
+	}
+	st.InFlight = inflight
+	err = tx.Bucket(bucketKeys).ForEach(func(k, v []byte) error {
+		o, ok := ops[string(v)]
+		if !ok || o.e.IdempKey != string(k) {
+			return fmt.Errorf("key %q names op %q, which does not hold it", k, v)
+		}
+		st.Keys++
+		return nil
+	})
+	if err != nil {
+		return st, err
+	}
+	indexed := 0
+	for _, name := range [][]byte{bucketDone, bucketApplied} {
+		err = tx.Bucket(name).ForEach(func(k, _ []byte) error {
+			if len(k) < 8 {
+				return fmt.Errorf("%s index key %x too short", name, k)
+			}
+			o, ok := ops[string(k[8:])]
+			if !ok || !o.e.State.Terminal() || !o.e.At.Equal(keyTime(k)) {
+				// Stale entries for a pruned op ID that was
+				// reused are harmless; prune skips them.
+				return nil
+			}
+			if string(retentionBucket(&o.e)) != string(name) {
+				return fmt.Errorf("op %q is indexed under %s retention", k[8:], name)
+			}
+			indexed++
+			return nil
+		})
+		if err != nil {
+			return st, err
+		}
+	}
+	terminal := 0
+	for id, o := range ops {
+		if o.e.State.Terminal() {
+			terminal++
+		} else if v := tx.Bucket(bucketInflight).Get(seqKey(o.seq)); string(v) != id {
+			return st, fmt.Errorf("op %q is in flight but missing from the in-flight index", id)
+		}
+		if k := o.e.IdempKey; k != "" {
+			if owner := tx.Bucket(bucketKeys).Get([]byte(k)); string(owner) != id {
+				return st, fmt.Errorf("op %q holds key %q, which names %q", id, k, owner)
+			}
+		}
+	}
+	if indexed != terminal {
+		return st, fmt.Errorf("%d terminal ops but %d retention index entries", terminal, indexed)
+	}
+	return st, nil
+}
+
+func keySeq(k []byte) uint64 {
+	var s uint64
+	for _, b := range k {
+		s = s<<8 | uint64(b)
+	}
+	return s
+}
+
+// RepairReport describes what [Repair] did.
+type RepairReport struct {
+	Path string
+	// Repaired is false when Verify found nothing wrong and the database
+	// was left untouched.
+	Repaired bool
+	// Reason is the damage Verify found.
+	Reason string
+	// Backup is the copy of the database as it was before the repair.
+	Backup string
+	// Kept is how many operations the rebuilt database holds.
+	Kept int
+	// Lost lists what could not be carried over: op IDs whose entries did
+	// not decode, or a note that the rest of the ops bucket was unreadable.
+	Lost []string
+}
+
+// Repair rebuilds a damaged journal database. It verifies the database at
+// path (see [Journal.Verify]); if that finds damage, it copies the file, as
+// it is, to path + ".damaged-" + a UTC timestamp, then writes a new database
+// from every operation whose entry still decodes, rebuilding all indexes
+// from them, and renames it into place. What could not be carried over is
+// listed in the report, never skipped silently. A database bbolt cannot open
+// at all (both of its meta pages damaged) cannot be repaired here.
+//
+// Repair takes the journal's lock and fails with [journal.ErrLocked] while
+// the journal is open. Of the options, only WithLogger and WithClock (for the
+// backup's name) have an effect.
+func Repair(ctx context.Context, path string, opts ...Option) (RepairReport, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if o != nil {
+			o.apply(&cfg)
+		}
+	}
+	path = filepath.Clean(path)
+	rep := RepairReport{Path: path}
+	lock, err := takeLock(path)
+	if err != nil {
+		return rep, err
+	}
+	defer lock.Close()
+	src, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 100 * time.Millisecond})
+	if err != nil {
+		return rep, fmt.Errorf("boltjournal: repair %s: bbolt cannot open the database: %w", path, err)
+	}
+	defer src.Close()
+	verr := safeView(src, func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if tx.Bucket(name) == nil {
+				return fmt.Errorf("no %q bucket", name)
+			}
+		}
+		_, err := verifyTx(ctx, tx)
+		return err
+	})
+	if verr == nil {
+		return rep, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return rep, fmt.Errorf("boltjournal: repair %s: %w", path, err)
+	}
+	rep.Reason = verr.Error()
+	rep.Backup = path + ".damaged-" + cfg.now().UTC().Format("20060102T150405.000000000Z")
+	if err := copyFile(path, rep.Backup); err != nil {
+		return rep, fmt.Errorf("boltjournal: repair %s: keep a copy: %w", path, err)
+	}
+	tmp := path + compactSuffix
+	os.Remove(tmp)
+	if err := create(tmp); err != nil {
+		return rep, fmt.Errorf("boltjournal: repair %s: %w", path, err)
+	}
+	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		os.Remove(tmp)
+		return rep, fmt.Errorf("boltjournal: repair %s: %w", path, err)
+	}
+	rebuildErr := rebuild(src, dst, &rep)
+	if cerr := dst.Close(); rebuildErr == nil {
+		rebuildErr = cerr
+	}
+	if rebuildErr == nil {
+		rebuildErr = os.Rename(tmp, path)
+	}
+	if rebuildErr == nil {
+		rebuildErr = fsx.OS{}.SyncDir(filepath.Dir(path))
+	}
+	if rebuildErr != nil {
+		os.Remove(tmp)
+		return rep, fmt.Errorf("boltjournal: repair %s: %w", path, rebuildErr)
+	}
+	rep.Repaired = true
+	loggerOrDiscard(cfg.logger).Warn("boltjournal: repaired", "path", path, "backup", rep.Backup,
+		"kept", rep.Kept, "lost", len(rep.Lost), "reason", rep.Reason)
+	return rep, nil
+}
+
+// rebuild copies every decodable op from src into the empty journal dst,
+// recreating the indexes.
+func rebuild(src, dst *bolt.DB, rep *RepairReport) error {
+	type op struct {
+		e   journal.Entry
+		seq uint64
+	}
+	var ops []op
+	err := safeView(src, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketOps)
+		if b == nil {
+			rep.Lost = append(rep.Lost, "the ops bucket is missing")
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			e, seq, err := decodeOp(string(k), v)
+			if err != nil {
+				rep.Lost = append(rep.Lost, fmt.Sprintf("op %q: %v", k, err))
+				return nil
+			}
+			ops = append(ops, op{e, seq})
+			return nil
+		})
+	})
+	var p errPanic
+	if errors.As(err, &p) {
+		rep.Lost = append(rep.Lost, fmt.Sprintf("the rest of the ops bucket after %d ops: %v", len(ops), p))
+	} else if err != nil {
+		return err
+	}
+	return dst.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketOps)
+		var maxSeq uint64
+		keys := map[string]bool{}
+		for _, o := range ops {
+			if o.e.IdempKey != "" {
+				if keys[o.e.IdempKey] {
+					rep.Lost = append(rep.Lost, fmt.Sprintf("op %q: key %q is held by another op", o.e.OpID, o.e.IdempKey))
+					continue
+				}
+				keys[o.e.IdempKey] = true
+				if err := tx.Bucket(bucketKeys).Put([]byte(o.e.IdempKey), []byte(o.e.OpID)); err != nil {
+					return err
+				}
+			}
+			v, err := encodeOp(o.seq, &o.e)
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte(o.e.OpID), v); err != nil {
+				return err
+			}
+			if o.e.State.Terminal() {
+				err = tx.Bucket(retentionBucket(&o.e)).Put(timeKey(o.e.At, o.e.OpID), []byte{})
+			} else {
+				err = tx.Bucket(bucketInflight).Put(seqKey(o.seq), []byte(o.e.OpID))
+			}
+			if err != nil {
+				return err
+			}
+			maxSeq = max(maxSeq, o.seq)
+			rep.Kept++
+		}
+		return b.SetSequence(maxSeq)
+	})
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	if err == nil {
+		err = fsx.DataSync(out)
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = fsx.OS{}.SyncDir(filepath.Dir(dst))
+	}
+	if err != nil {
+		os.Remove(dst)
+	}
+	return err
+}
+
+// Stats counts what the journal holds, without the checks of Verify.
+func (j *Journal) Stats(ctx context.Context) (Stats, error) {
+	st := Stats{Path: j.path}
+	err := j.view(ctx, "stats", func(tx *bolt.Tx) error {
+		st.Ops = tx.Bucket(bucketOps).Stats().KeyN
+		st.InFlight = tx.Bucket(bucketInflight).Stats().KeyN
+		st.Keys = tx.Bucket(bucketKeys).Stats().KeyN
+		return nil
+	})
+	st.Size = fileSize(j.path)
+	return st, err
+}
