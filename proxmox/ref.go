@@ -105,12 +105,17 @@ type UPIDInfo struct {
 var ErrInvalidUPID = errors.New("proxmox: invalid UPID")
 
 // upidRE is the format pve-common's upid_decode accepts, field for field.
-var upidRE = regexp.MustCompile(`^UPID:([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?):([0-9A-Fa-f]{8}):([0-9A-Fa-f]{8,9}):([0-9A-Fa-f]{8}):([^:\s]+):([^:\s]*):([^:\s]+):$`)
+// Perl's \s (5.18 and later) also matches the vertical tab, which Go's \s
+// does not, so the class is spelled out.
+var upidRE = regexp.MustCompile(`^UPID:([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?):([0-9A-Fa-f]{8}):([0-9A-Fa-f]{8,9}):([0-9A-Fa-f]{8}):([^:\t\n\v\f\r ]+):([^:\t\n\v\f\r ]*):([^:\t\n\v\f\r ]+):$`)
 
 // ParseUPID decodes a task id. It accepts exactly what Proxmox accepts: the
 // node, three hexadecimal fields (pid and start time 8 digits, pstart 8 or 9),
 // a non-empty type, a possibly empty id, a non-empty user, and the trailing
-// colon.
+// colon. The one deliberate difference: Perl's "$" also matches before a
+// final newline, so Proxmox would accept "UPID:...:\n"; ParseUPID does not,
+// because no API answer carries one and the newline would not survive
+// [UPIDInfo.Format]. Errors wrap [ErrInvalidUPID].
 func ParseUPID(s string) (UPIDInfo, error) {
 	m := upidRE.FindStringSubmatch(s)
 	if m == nil {
