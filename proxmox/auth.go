@@ -1,0 +1,248 @@
+package proxmox
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// authenticator adds credentials to requests. Implementations keep their
+// secrets in unexported fields behind a pointer, so no fmt verb applied to
+// a Client reaches them.
+type authenticator interface {
+	// credentials returns what to send; it may log in (ticket auth).
+	credentials(ctx context.Context, c *Client) (creds, error)
+	// rejected is called when Proxmox answered 401 to a request sent with
+	// cr. It reports whether sending again with fresh credentials can help.
+	rejected(cr creds) bool
+	// describe names the identity, without secrets, for String and logs.
+	describe() string
+	// secrets lists the values to scrub from anything shown to people.
+	secrets() []string
+}
+
+// creds is one request's credentials.
+type creds struct {
+	authorization string  // Authorization header (token)
+	cookie        string  // Cookie header (ticket)
+	csrf          string  // CSRFPreventionToken, sent on writes (ticket)
+	ticket        *ticket // identifies the ticket, for rejected
+}
+
+func (cr creds) apply(h http.Header, write bool) {
+	if cr.authorization != "" {
+		h.Set("Authorization", cr.authorization)
+	}
+	if cr.cookie != "" {
+		h.Set("Cookie", cr.cookie)
+	}
+	if write && cr.csrf != "" {
+		h.Set("CSRFPreventionToken", cr.csrf)
+	}
+}
+
+// tokenAuth sends "Authorization: PVEAPIToken=user@realm!name=secret".
+type tokenAuth struct {
+	id     string
+	header string
+	secret string
+}
+
+func (a *tokenAuth) credentials(context.Context, *Client) (creds, error) {
+	return creds{authorization: a.header}, nil
+}
+
+func (a *tokenAuth) rejected(creds) bool { return false }
+func (a *tokenAuth) describe() string    { return fmt.Sprintf("token %q", a.id) }
+func (a *tokenAuth) secrets() []string   { return []string{a.secret} }
+
+// Ticket lifetimes. Proxmox accepts a ticket for 2 h after it was issued
+// (API.md §2.2); the client logs in again after 1 h, and stops using a
+// ticket after 1 h 50 min even if a new login keeps failing, so clock drift
+// and slow requests never present an expired ticket.
+const (
+	ticketRenewAfter = time.Hour
+	ticketUsableFor  = 2*time.Hour - 10*time.Minute
+	// After a failed renewal, keep using the old ticket for this long
+	// before trying again, rather than logging in on every request.
+	ticketRetryAfter = time.Minute
+)
+
+// ticket is one login's result. It is immutable once published.
+type ticket struct {
+	cookie   string // "PVEAuthCookie=<escaped ticket>"
+	csrf     string
+	obtained time.Time
+}
+
+// ticketAuth logs in with a password and keeps a fresh ticket.
+type ticketAuth struct {
+	user     string
+	password string
+
+	mu         sync.Mutex
+	cur        *ticket
+	inflight   *loginCall // non-nil while a login runs
+	failedAt   time.Time  // last failed renewal while cur was usable
+	allTickets []string   // recent tickets and CSRF tokens, for scrubbing
+}
+
+// loginCall is one login shared by every caller that needs it.
+type loginCall struct {
+	done chan struct{}
+	t    *ticket
+	err  error
+}
+
+func (a *ticketAuth) describe() string { return fmt.Sprintf("ticket for %q", a.user) }
+
+func (a *ticketAuth) secrets() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]string, 0, 1+len(a.allTickets))
+	out = append(out, a.password)
+	return append(out, a.allTickets...)
+}
+
+func (a *ticketAuth) rejected(cr creds) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if cr.ticket == nil {
+		return false
+	}
+	if a.cur == cr.ticket {
+		a.cur = nil // force a new login
+	}
+	return true
+}
+
+func (t *ticket) creds() creds {
+	return creds{cookie: t.cookie, csrf: t.csrf, ticket: t}
+}
+
+func (a *ticketAuth) credentials(ctx context.Context, c *Client) (creds, error) {
+	for {
+		a.mu.Lock()
+		now := c.now()
+		t := a.cur
+		if t != nil && now.Sub(t.obtained) < ticketRenewAfter {
+			a.mu.Unlock()
+			return t.creds(), nil
+		}
+		usable := t != nil && now.Sub(t.obtained) < ticketUsableFor
+		if usable && !a.failedAt.IsZero() && now.Sub(a.failedAt) < ticketRetryAfter {
+			a.mu.Unlock()
+			return t.creds(), nil
+		}
+		call := a.inflight
+		if call == nil {
+			call = &loginCall{done: make(chan struct{})}
+			a.inflight = call
+			a.mu.Unlock()
+
+			nt, err := a.login(ctx, c)
+
+			a.mu.Lock()
+			call.t, call.err = nt, err
+			a.inflight = nil
+			if err == nil {
+				a.cur = nt
+				a.failedAt = time.Time{}
+			} else if usable && !isContextErr(err) {
+				a.failedAt = c.now()
+			}
+			close(call.done)
+			a.mu.Unlock()
+
+			if err != nil {
+				if usable && ctx.Err() == nil {
+					c.log.LogAttrs(ctx, slog.LevelWarn, "proxmox: ticket renewal failed; using the current ticket",
+						slog.String("user", a.user), slog.String("error", c.scrub(err.Error())))
+					return t.creds(), nil
+				}
+				return creds{}, err
+			}
+			return nt.creds(), nil
+		}
+		a.mu.Unlock()
+		if usable {
+			return t.creds(), nil // someone is renewing; the old ticket still works
+		}
+		select {
+		case <-call.done:
+			if call.err == nil {
+				return call.t.creds(), nil
+			}
+			if isContextErr(call.err) && ctx.Err() == nil {
+				continue // that caller gave up; log in ourselves
+			}
+			return creds{}, call.err
+		case <-ctx.Done():
+			return creds{}, ctx.Err()
+		}
+	}
+}
+
+// ticketResponse is the data of POST /access/ticket.
+type ticketResponse struct {
+	Username string   `json:"username"`
+	Ticket   string   `json:"ticket"`
+	CSRF     string   `json:"CSRFPreventionToken"`
+	NeedTFA  flexBool `json:"NeedTFA"`
+}
+
+// login posts the password to /access/ticket. The request creates nothing
+// on the server, so it is retried like a read.
+func (a *ticketAuth) login(ctx context.Context, c *Client) (*ticket, error) {
+	form := url.Values{"username": {a.user}, "password": {a.password}}
+	var tr ticketResponse
+	err := c.call(ctx, &request{method: http.MethodPost, path: "/access/ticket", form: form, noAuth: true, retryable: true}, &tr)
+	if err != nil {
+		return nil, fmt.Errorf("proxmox: log in as %s: %w", a.user, err)
+	}
+	// Record the secrets before anything else can mention them.
+	a.mu.Lock()
+	for _, s := range []string{tr.Ticket, tr.CSRF} {
+		if s != "" {
+			a.allTickets = append(a.allTickets, s)
+		}
+	}
+	// Old tickets cannot come back in any response; keep a bounded tail.
+	if n := len(a.allTickets); n > 16 {
+		a.allTickets = append(a.allTickets[:0:0], a.allTickets[n-16:]...)
+	}
+	a.mu.Unlock()
+	if tr.NeedTFA {
+		return nil, fmt.Errorf("proxmox: log in as %s: %w: the account needs a second factor; use an API token", a.user, ErrUnauthorized)
+	}
+	if tr.Ticket == "" || tr.CSRF == "" {
+		return nil, fmt.Errorf("proxmox: log in as %s: %w: no ticket or CSRF token in the answer", a.user, ErrUnexpectedResponse)
+	}
+	if strings.ContainsAny(tr.CSRF, "\r\n") {
+		return nil, fmt.Errorf("proxmox: log in as %s: %w: malformed CSRF token", a.user, ErrUnexpectedResponse)
+	}
+	c.log.LogAttrs(ctx, slog.LevelInfo, "proxmox: logged in", slog.String("user", a.user))
+	return &ticket{
+		cookie:   "PVEAuthCookie=" + url.QueryEscape(tr.Ticket),
+		csrf:     tr.CSRF,
+		obtained: c.now(),
+	}, nil
+}
+
+// scrub replaces every known secret in s.
+func (c *Client) scrub(s string) string {
+	if c.auth == nil {
+		return s
+	}
+	for _, sec := range c.auth.secrets() {
+		if len(sec) >= 4 && strings.Contains(s, sec) {
+			s = strings.ReplaceAll(s, sec, redacted)
+		}
+	}
+	return s
+}

@@ -1,0 +1,380 @@
+package proxmox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"sort"
+	"strings"
+	"unicode/utf8"
+)
+
+// Config is a guest's configuration as Proxmox reports it.
+//
+// Values holds every option as a string, whatever JSON type Proxmox used:
+// strings as they are, numbers in the exact digits sent ("2048", "0.4"),
+// JSON booleans as "1"/"0". The digest is not among the Values. A key that
+// is absent is unset (Proxmox's default applies).
+type Config struct {
+	Values map[string]string
+	// Digest is the SHA-1 (40 hex digits) of the guest's config file,
+	// pending section included. Send it back in [ConfigChange.Digest] to
+	// make a write fail with [ErrDigestMismatch] if someone else changed
+	// the config in between.
+	Digest string
+	// LXCRaw holds an LXC container's raw "lxc.*" lines as [key, value]
+	// pairs, in file order; nil for QEMU and for containers without them.
+	// They are not in Values.
+	LXCRaw [][2]string
+}
+
+func (cfg *Config) unmarshalData(b []byte) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("config is not an object: %v", err)
+	}
+	cfg.Values = make(map[string]string, len(m))
+	for k, v := range m {
+		switch k {
+		case "digest":
+			s, _, err := valueText(v)
+			if err != nil {
+				return fmt.Errorf("digest: %v", err)
+			}
+			cfg.Digest = s
+			continue
+		case "lxc":
+			var pairs [][]string
+			if json.Unmarshal(v, &pairs) == nil {
+				for _, p := range pairs {
+					if len(p) == 2 {
+						cfg.LXCRaw = append(cfg.LXCRaw, [2]string{p[0], p[1]})
+					}
+				}
+				continue
+			}
+		}
+		s, ok, err := valueText(v)
+		if err != nil {
+			return fmt.Errorf("option %q: %v", k, err)
+		}
+		if ok {
+			cfg.Values[k] = s
+		}
+	}
+	return nil
+}
+
+// Config reads a guest's configuration with GET
+// /nodes/{node}/{type}/{vmid}/config, which returns the configuration with
+// pending changes applied: a value changed while the guest runs, that takes
+// effect at its next restart, shows as its new value here, and a pending
+// deletion shows as absent. This is what the guest will run with after its
+// next restart, and what a write builds on; compare desired state against
+// it, so a change already made is never sent twice. [Client.Pending] tells
+// which of these values are not in effect yet, and [Client.CurrentConfig]
+// returns the values in effect now.
+//
+// A guest that does not exist on ref.Node yields an error matching
+// [ErrNotFound]. An invalid ref is refused before any request with
+// [ErrInvalidRef].
+func (c *Client) Config(ctx context.Context, ref Ref) (Config, error) {
+	return c.config(ctx, ref, false)
+}
+
+// CurrentConfig is [Client.Config] with current=1: the values in effect
+// now, without pending changes. Its Digest is the same as Config's.
+func (c *Client) CurrentConfig(ctx context.Context, ref Ref) (Config, error) {
+	return c.config(ctx, ref, true)
+}
+
+func (c *Client) config(ctx context.Context, ref Ref, current bool) (Config, error) {
+	if err := ref.Validate(); err != nil {
+		return Config{}, err
+	}
+	r := &request{method: http.MethodGet, path: guestPath(ref, "/config")}
+	if current {
+		r.query = url.Values{"current": {"1"}}
+	}
+	var cfg Config
+	if err := c.call(ctx, r, &cfg); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// PendingItem is one option of a guest's configuration with its pending
+// state, from [Client.Pending].
+type PendingItem struct {
+	Key string
+	// Value is the value in effect now; HasValue is false when the option
+	// is not set now (it only exists as a pending addition).
+	Value    string
+	HasValue bool
+	// Pending is the value that takes effect at the next restart;
+	// HasPending is false when there is no pending value.
+	Pending    string
+	HasPending bool
+	// Delete is true when the option is pending deletion; Force when that
+	// deletion was forced (Proxmox's delete: 2).
+	Delete bool
+	Force  bool
+}
+
+// IsPending reports whether the option has a change that is not in effect
+// yet.
+func (p PendingItem) IsPending() bool { return p.HasPending || p.Delete }
+
+type pendingEntry struct {
+	Key     string          `json:"key"`
+	Value   json.RawMessage `json:"value"`
+	Pending json.RawMessage `json:"pending"`
+	Delete  flexInt         `json:"delete"`
+}
+
+type pendingList []PendingItem
+
+func (pl *pendingList) unmarshalData(b []byte) error {
+	var entries []pendingEntry
+	if err := json.Unmarshal(b, &entries); err != nil {
+		return fmt.Errorf("pending list: %v", err)
+	}
+	out := make([]PendingItem, 0, len(entries))
+	for _, e := range entries {
+		if e.Key == "" || e.Key == "digest" {
+			continue
+		}
+		it := PendingItem{Key: e.Key, Delete: e.Delete != 0, Force: e.Delete == 2}
+		var err error
+		if len(e.Value) > 0 {
+			if it.Value, it.HasValue, err = valueText(e.Value); err != nil {
+				return fmt.Errorf("pending %q value: %v", e.Key, err)
+			}
+		}
+		if len(e.Pending) > 0 {
+			if it.Pending, it.HasPending, err = valueText(e.Pending); err != nil {
+				return fmt.Errorf("pending %q pending value: %v", e.Key, err)
+			}
+		}
+		out = append(out, it)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	*pl = out
+	return nil
+}
+
+// Pending lists every option of a guest's configuration with its current
+// value and any pending change, from GET
+// /nodes/{node}/{type}/{vmid}/pending, sorted by key. The digest row that
+// Proxmox includes is left out (read it from [Client.Config]). Changes
+// become pending when they cannot be applied to a running guest (for
+// example QEMU cores); a restart applies them.
+func (c *Client) Pending(ctx context.Context, ref Ref) ([]PendingItem, error) {
+	if err := ref.Validate(); err != nil {
+		return nil, err
+	}
+	var pl pendingList
+	if err := c.call(ctx, &request{method: http.MethodGet, path: guestPath(ref, "/pending")}, &pl); err != nil {
+		return nil, err
+	}
+	return pl, nil
+}
+
+// ConfigChange is one update of a guest's configuration.
+type ConfigChange struct {
+	// Set maps option names to new values, as Proxmox's API takes them:
+	// booleans as "1"/"0", property strings as "key=value,...", tag lists
+	// separated by ';'. Values are sent as given; the client does not
+	// rewrite them.
+	Set map[string]string
+	// Delete lists options to remove (reset to their default).
+	Delete []string
+	// Digest, when not empty, is the [Config.Digest] the change was
+	// planned against; Proxmox then refuses the change with
+	// [ErrDigestMismatch] if the config changed since.
+	Digest string
+}
+
+// ErrInvalidConfig is returned, wrapped, by [ConfigChange.Validate] and
+// [Client.SetConfig] for a change Proxmox would refuse or that would
+// corrupt the guest's config file. Nothing is sent.
+var ErrInvalidConfig = errors.New("proxmox: invalid config change")
+
+// Limits Proxmox enforces; see API.md §1.1, §8.
+const (
+	// MaxDescription is the longest description Proxmox accepts, in
+	// characters.
+	MaxDescription = 8192
+	// maxBody is the largest POST/PUT body every supported Proxmox
+	// version accepts (64 KiB before PVE 8.4).
+	maxBody = 64 << 10
+)
+
+// configKeyRE is Proxmox's pve-configid.
+var configKeyRE = regexp.MustCompile(`^(?i)[a-z][a-z0-9_-]+$`)
+
+// digestRE is a config digest: SHA-1 in hex.
+var digestRE = regexp.MustCompile(`^[0-9a-fA-F]{40}$`)
+
+// controlParam reports why k, a parameter of the config endpoints that is
+// not an option, cannot be used as one; "" for an option name.
+func controlParam(k string) string {
+	switch strings.ToLower(k) {
+	case "digest":
+		return "use ConfigChange.Digest"
+	case "delete":
+		return "use ConfigChange.Delete"
+	case "revert":
+		return "reverting pending changes is not supported"
+	case "skiplock":
+		return "skipping the lock is not supported"
+	case "force":
+		return "forced deletion is not supported"
+	case "background_delay":
+		return "waiting inside Proxmox is not supported; use WaitTask"
+	case "node", "vmid":
+		return "it is part of the Ref"
+	case "import-working-storage":
+		return "importing is not supported"
+	}
+	return ""
+}
+
+// Validate checks the change against Proxmox's rules that do not depend on
+// the guest: it is not empty; option names are valid (pve-configid) and
+// not control parameters; no option is both set and deleted; values are
+// valid UTF-8 without NUL; only "description" may contain line breaks
+// (elsewhere they would corrupt the line-based config file); the
+// description has at most [MaxDescription] characters; the digest is 40
+// hex digits; and the encoded request fits Proxmox's 64 KiB body limit.
+// Everything else (value formats, ranges, option names that do not exist)
+// is Proxmox's to judge. The error wraps [ErrInvalidConfig].
+func (ch ConfigChange) Validate() error {
+	_, err := ch.form()
+	return err
+}
+
+func (ch ConfigChange) form() (url.Values, error) {
+	if len(ch.Set) == 0 && len(ch.Delete) == 0 {
+		return nil, fmt.Errorf("%w: nothing to set or delete", ErrInvalidConfig)
+	}
+	form := make(url.Values, len(ch.Set)+2)
+	for k, v := range ch.Set {
+		if err := checkKey(k); err != nil {
+			return nil, err
+		}
+		if !utf8.ValidString(v) {
+			return nil, fmt.Errorf("%w: value of %q is not valid UTF-8", ErrInvalidConfig, k)
+		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return nil, fmt.Errorf("%w: value of %q contains a NUL byte", ErrInvalidConfig, k)
+		}
+		if k == "description" {
+			if n := utf8.RuneCountInString(v); n > MaxDescription {
+				return nil, fmt.Errorf("%w: description has %d characters; Proxmox accepts at most %d", ErrInvalidConfig, n, MaxDescription)
+			}
+		} else if strings.ContainsAny(v, "\r\n") {
+			return nil, fmt.Errorf("%w: value of %q contains a line break; only description may", ErrInvalidConfig, k)
+		}
+		form[k] = []string{v}
+	}
+	if len(ch.Delete) > 0 {
+		del := make([]string, 0, len(ch.Delete))
+		seen := make(map[string]bool, len(ch.Delete))
+		for _, k := range ch.Delete {
+			if err := checkKey(k); err != nil {
+				return nil, err
+			}
+			if _, ok := ch.Set[k]; ok {
+				return nil, fmt.Errorf("%w: option %q is both set and deleted", ErrInvalidConfig, k)
+			}
+			if !seen[k] {
+				seen[k] = true
+				del = append(del, k)
+			}
+		}
+		form["delete"] = []string{strings.Join(del, ",")}
+	}
+	if ch.Digest != "" {
+		if !digestRE.MatchString(ch.Digest) {
+			return nil, fmt.Errorf("%w: digest %.50q is not 40 hex digits", ErrInvalidConfig, ch.Digest)
+		}
+		form["digest"] = []string{ch.Digest}
+	}
+	if n := len(form.Encode()); n > maxBody {
+		return nil, fmt.Errorf("%w: encoded change is %d bytes; Proxmox accepts at most %d", ErrInvalidConfig, n, maxBody)
+	}
+	return form, nil
+}
+
+func checkKey(k string) error {
+	if !configKeyRE.MatchString(k) {
+		return fmt.Errorf("%w: %.80q is not a valid option name", ErrInvalidConfig, k)
+	}
+	if why := controlParam(k); why != "" {
+		return fmt.Errorf("%w: %q is not an option: %s", ErrInvalidConfig, k, why)
+	}
+	return nil
+}
+
+// SetConfig changes a guest's configuration. The two guest types differ,
+// and callers must handle both:
+//
+//   - QEMU: POST /nodes/{node}/qemu/{vmid}/config. Proxmox checks the
+//     digest and the lock synchronously (failing with [ErrDigestMismatch]
+//     or [ErrLocked]) and then applies the change in a task, whose UPID is
+//     returned: the change is done only when [Client.WaitTask] says so,
+//     and hot-plug failures surface there.
+//   - LXC: PUT /nodes/{node}/lxc/{vmid}/config. The change is applied
+//     before the call returns, and the UPID is "".
+//
+// On a running guest, options that cannot be changed live become pending
+// (see [Client.Pending]) instead of failing.
+//
+// The change is validated first ([ConfigChange.Validate]); an invalid
+// change or ref is refused before any request. Like every write, the
+// request is never re-sent once it may have reached Proxmox; an error
+// matching [ErrOutcomeUnknown] means the change may or may not have been
+// made.
+func (c *Client) SetConfig(ctx context.Context, ref Ref, ch ConfigChange) (UPID, error) {
+	if err := ref.Validate(); err != nil {
+		return "", err
+	}
+	form, err := ch.form()
+	if err != nil {
+		return "", fmt.Errorf("proxmox: set config of %s: %w", ref, err)
+	}
+	method := http.MethodPost
+	if ref.Type == LXC {
+		method = http.MethodPut
+	}
+	var u upidData
+	if err := c.call(ctx, &request{method: method, path: guestPath(ref, "/config"), form: form}, &u); err != nil {
+		return "", err
+	}
+	return UPID(u), nil
+}
+
+// upidData is the data of a call that may start a task: a UPID, or null
+// when the call completed synchronously.
+type upidData UPID
+
+func (u *upidData) unmarshalData(b []byte) error {
+	s, ok, err := valueText(b)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		*u = ""
+		return nil
+	}
+	if _, err := ParseUPID(s); err != nil {
+		return fmt.Errorf("expected a UPID or null: %v", err)
+	}
+	*u = upidData(s)
+	return nil
+}

@@ -1,0 +1,84 @@
+package proxmox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// ErrInvalidArgument is returned, wrapped, for an argument that is not a
+// [Ref] or a [ConfigChange] and that Proxmox would refuse (a negative
+// timeout, a bad node name in a task query). Nothing is sent.
+var ErrInvalidArgument = errors.New("proxmox: invalid argument")
+
+// Start starts a guest: POST /nodes/{node}/{type}/{vmid}/status/start. It
+// returns the UPID of the start task (type "qmstart" or "vzstart", or
+// "hastart" for HA-managed guests, in which case the task only asks the HA
+// manager and the guest starts later); wait for it with
+// [Client.WaitTask].
+//
+// Where Proxmox reports failures differs by type: an LXC container that is
+// already running fails here, synchronously, with [ErrAlreadyRunning];
+// a QEMU VM that is already running, is locked ([ErrLocked]) or does not
+// exist ([ErrNotFound]) yields a UPID whose task fails. Match the class on
+// either error, not the place.
+func (c *Client) Start(ctx context.Context, ref Ref) (UPID, error) {
+	return c.power(ctx, ref, "start", nil)
+}
+
+// Stop stops a guest immediately, like pulling the plug: POST
+// .../status/stop. It returns the task's UPID ("qmstop", "vzstop" or
+// "hastop"). Stopping a stopped QEMU VM is a successful no-op task;
+// stopping a stopped LXC container fails synchronously with
+// [ErrNotRunning].
+func (c *Client) Stop(ctx context.Context, ref Ref) (UPID, error) {
+	return c.power(ctx, ref, "stop", nil)
+}
+
+// Shutdown asks the guest's operating system to shut down: POST
+// .../status/shutdown, with timeout (rounded up to whole seconds) as the
+// time Proxmox waits for it; 0 leaves Proxmox's default (60 s unless the
+// guest's startup order sets one). It returns the task's UPID
+// ("qmshutdown", "vzshutdown" or "hastop"). If the guest does not stop in
+// time the task fails; Proxmox is not asked to force a stop, so decide
+// yourself whether to follow with [Client.Stop]. A stopped QEMU VM is a
+// successful no-op; a stopped LXC container fails synchronously with
+// [ErrNotRunning].
+func (c *Client) Shutdown(ctx context.Context, ref Ref, timeout time.Duration) (UPID, error) {
+	if timeout < 0 {
+		return "", fmt.Errorf("%w: shutdown timeout %s is negative", ErrInvalidArgument, timeout)
+	}
+	var form url.Values
+	if timeout > 0 {
+		secs := (timeout + time.Second - 1) / time.Second
+		form = url.Values{"timeout": {strconv.FormatInt(int64(secs), 10)}}
+	}
+	return c.power(ctx, ref, "shutdown", form)
+}
+
+// Reboot restarts a running guest: POST .../status/reboot (a shutdown
+// followed by a start, which also applies pending config changes). It
+// returns the task's UPID ("qmreboot" or "vzreboot"). A guest that is not
+// running fails synchronously with [ErrNotRunning].
+func (c *Client) Reboot(ctx context.Context, ref Ref) (UPID, error) {
+	return c.power(ctx, ref, "reboot", nil)
+}
+
+func (c *Client) power(ctx context.Context, ref Ref, action string, form url.Values) (UPID, error) {
+	if err := ref.Validate(); err != nil {
+		return "", err
+	}
+	var u upidData
+	r := &request{method: http.MethodPost, path: guestPath(ref, "/status/"+action), form: form}
+	if err := c.call(ctx, r, &u); err != nil {
+		return "", err
+	}
+	if u == "" {
+		return "", fmt.Errorf("proxmox: POST %s: %w: no UPID in the answer", displayPath(r.path), ErrUnexpectedResponse)
+	}
+	return UPID(u), nil
+}

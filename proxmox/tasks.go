@@ -1,0 +1,342 @@
+package proxmox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// TaskStatus is the state of one task, from GET
+// /nodes/{node}/tasks/{upid}/status.
+type TaskStatus struct {
+	UPID      UPID
+	Node      string
+	PID       int
+	PStart    uint64
+	StartTime time.Time
+	Type      string // "qmstart", "vzstop", "qmconfig", ...
+	ID        string // the task's object, usually the vmid
+	User      string // for token tasks the token's user; see TokenID
+	TokenID   string // token name when an API token started the task
+	// Status is "running" or "stopped".
+	Status string
+	// ExitStatus is set once the task stopped: "OK", "WARNINGS: n" (it
+	// succeeded but logged n warnings), or the error text.
+	ExitStatus string
+}
+
+// Running reports whether the task has not finished.
+func (s TaskStatus) Running() bool { return s.Status != "stopped" }
+
+// Succeeded reports whether the task finished with "OK" or "WARNINGS: n".
+func (s TaskStatus) Succeeded() bool { return !s.Running() && exitOK(s.ExitStatus) }
+
+// Warnings returns n of a "WARNINGS: n" exit status, else 0.
+func (s TaskStatus) Warnings() int { return exitWarnings(s.ExitStatus) }
+
+var reWarnings = regexp.MustCompile(`^WARNINGS: (\d+)$`)
+
+func exitOK(s string) bool { return s == "OK" || reWarnings.MatchString(s) }
+
+func exitWarnings(s string) int {
+	m := reWarnings.FindStringSubmatch(s)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+type taskStatusEntry struct {
+	UPID       flexString `json:"upid"`
+	Node       flexString `json:"node"`
+	PID        flexInt    `json:"pid"`
+	PStart     flexInt    `json:"pstart"`
+	StartTime  flexInt    `json:"starttime"`
+	Type       flexString `json:"type"`
+	ID         flexString `json:"id"`
+	User       flexString `json:"user"`
+	TokenID    flexString `json:"tokenid"`
+	Status     flexString `json:"status"`
+	ExitStatus flexString `json:"exitstatus"`
+}
+
+// TaskStatus reads a task's state. The task is addressed on the node named
+// in its UPID; a malformed UPID is refused before any request with
+// [ErrInvalidUPID]. A task its node does not know fails with [ErrNotFound]
+// (Proxmox's 400 "no such task"), which can also happen for a moment right
+// after the task was created; [Client.WaitTask] allows for that.
+func (c *Client) TaskStatus(ctx context.Context, upid UPID) (TaskStatus, error) {
+	info, err := ParseUPID(string(upid))
+	if err != nil {
+		return TaskStatus{}, err
+	}
+	var e taskStatusEntry
+	r := &request{method: http.MethodGet, path: "/nodes/" + url.PathEscape(info.Node) + "/tasks/" + url.PathEscape(string(upid)) + "/status"}
+	if err := c.call(ctx, r, &e); err != nil {
+		return TaskStatus{}, err
+	}
+	st := TaskStatus{
+		UPID: upid, Node: info.Node, PID: info.PID, PStart: info.PStart, StartTime: info.StartTime,
+		Type: info.Type, ID: info.ID, User: string(e.User), TokenID: string(e.TokenID),
+		Status: string(e.Status), ExitStatus: string(e.ExitStatus),
+	}
+	if st.User == "" {
+		st.User = info.User
+	}
+	return st, nil
+}
+
+// WaitTask polls a task until it finishes, starting at the interval set by
+// [WithTaskPolling] and doubling it up to the cap. It returns the final
+// status, and nil if the exit status is "OK" or "WARNINGS: n" (success with
+// warnings: check [TaskStatus.Warnings]). A task that failed yields a
+// [*TaskError], matching [ErrTaskFailed] and the class of its exit status
+// ([ErrLocked], [ErrNotFound], [ErrAlreadyRunning], ...).
+//
+// "no such task" is tolerated for the grace period of
+// [WithTaskNotFoundGrace], since a node can briefly not know a task it just
+// created. Transient failures to read the status (network, 59x) do not end
+// the wait: the task runs on regardless, so WaitTask keeps polling. It stops
+// when ctx ends, returning the last status seen and an error wrapping
+// ctx.Err(); the task itself is not affected.
+func (c *Client) WaitTask(ctx context.Context, upid UPID) (TaskStatus, error) {
+	if _, err := ParseUPID(string(upid)); err != nil {
+		return TaskStatus{}, err
+	}
+	var (
+		last          = TaskStatus{UPID: upid}
+		interval      = c.pollMin
+		firstNotFound time.Time
+	)
+	for {
+		st, err := c.TaskStatus(ctx, upid)
+		switch {
+		case err == nil:
+			firstNotFound = time.Time{}
+			last = st
+			if !st.Running() {
+				if exitOK(st.ExitStatus) {
+					return st, nil
+				}
+				return st, &TaskError{UPID: upid, ExitStatus: st.ExitStatus}
+			}
+		case isContextErr(err) && ctx.Err() != nil:
+			return last, fmt.Errorf("proxmox: wait for task %s: %w", upid, ctx.Err())
+		case errors.Is(err, ErrNotFound):
+			if firstNotFound.IsZero() {
+				firstNotFound = time.Now()
+			}
+			if time.Since(firstNotFound) >= c.notFoundGrace {
+				return last, fmt.Errorf("proxmox: wait for task %s: %w", upid, err)
+			}
+		case errors.Is(err, ErrTransient):
+			c.log.LogAttrs(ctx, slog.LevelInfo, "proxmox: task status unavailable; still waiting",
+				slog.String("upid", string(upid)), slog.String("error", err.Error()))
+		default:
+			return last, fmt.Errorf("proxmox: wait for task %s: %w", upid, err)
+		}
+		if err := sleep(ctx, interval); err != nil {
+			return last, fmt.Errorf("proxmox: wait for task %s: %w", upid, err)
+		}
+		interval = min(interval*2, c.pollMax)
+	}
+}
+
+// TaskFilter selects tasks for [Client.Tasks]. The zero value selects every
+// task of the node.
+type TaskFilter struct {
+	VMID int    // only tasks of this guest; 0 for any
+	Type string // only tasks of this type, e.g. "qmstart"; "" for any
+	// Since and Until bound the task's start time, inclusive, to the
+	// second (sub-second parts are dropped). Zero means unbounded.
+	Since, Until time.Time
+	User         string // only tasks started by this user id; "" for any
+	ErrorsOnly   bool   // only tasks that failed
+	Limit        int    // return at most this many tasks; 0 for all
+}
+
+// TaskInfo is one task in a node's task list ([Client.Tasks]).
+type TaskInfo struct {
+	UPID      UPID
+	Node      string
+	PID       int
+	PStart    uint64
+	StartTime time.Time
+	EndTime   time.Time // zero while running
+	Type      string
+	ID        string
+	User      string
+	Running   bool
+	// ExitStatus is "OK", "WARNINGS: n" or the error text once the task
+	// finished; "" while it runs.
+	ExitStatus string
+}
+
+// Succeeded reports whether the task finished with "OK" or "WARNINGS: n".
+func (t TaskInfo) Succeeded() bool { return !t.Running && exitOK(t.ExitStatus) }
+
+type taskListEntry struct {
+	UPID      flexString `json:"upid"`
+	Node      flexString `json:"node"`
+	PID       flexInt    `json:"pid"`
+	PStart    flexInt    `json:"pstart"`
+	StartTime flexInt    `json:"starttime"`
+	EndTime   flexInt    `json:"endtime"`
+	Type      flexString `json:"type"`
+	ID        flexString `json:"id"`
+	User      flexString `json:"user"`
+	Status    flexString `json:"status"`
+}
+
+// taskPage is the page size Tasks asks for (Proxmox's default is 50).
+const taskPage = 500
+
+var reTaskField = regexp.MustCompile(`^[^:\t\n\v\f\r ]+$`)
+
+// Tasks lists a node's tasks, running and finished (GET
+// /nodes/{node}/tasks with source=all): running tasks first, then finished
+// ones newest first, as Proxmox orders them. It reads page after page
+// until f.Limit or the end. Pages are not a consistent snapshot: a task
+// started meanwhile shifts the list, so entries seen twice are dropped.
+// It is how a program that crashed after sending a write finds the task
+// the write may have started: filter by guest, type and a start time
+// shortly before the write.
+//
+// Bad filter values and node names are refused before any request with
+// [ErrInvalidArgument].
+func (c *Client) Tasks(ctx context.Context, node string, f TaskFilter) ([]TaskInfo, error) {
+	if !ValidNodeName(node) {
+		return nil, fmt.Errorf("%w: node name %q is not a valid Proxmox node name", ErrInvalidArgument, node)
+	}
+	q := url.Values{"source": {"all"}}
+	if f.VMID != 0 {
+		if f.VMID < MinVMID || f.VMID > MaxVMID {
+			return nil, fmt.Errorf("%w: task filter vmid %d is outside %d..%d", ErrInvalidArgument, f.VMID, MinVMID, MaxVMID)
+		}
+		q.Set("vmid", strconv.Itoa(f.VMID))
+	}
+	if f.Type != "" {
+		if !reTaskField.MatchString(f.Type) {
+			return nil, fmt.Errorf("%w: task type %q", ErrInvalidArgument, f.Type)
+		}
+		q.Set("typefilter", f.Type)
+	}
+	if f.User != "" {
+		if !reTaskField.MatchString(f.User) {
+			return nil, fmt.Errorf("%w: task user %q", ErrInvalidArgument, f.User)
+		}
+		q.Set("userfilter", f.User)
+	}
+	if !f.Since.IsZero() {
+		if f.Since.Unix() <= 0 {
+			return nil, fmt.Errorf("%w: task filter since %s is not after 1970", ErrInvalidArgument, f.Since)
+		}
+		q.Set("since", strconv.FormatInt(f.Since.Unix(), 10))
+	}
+	if !f.Until.IsZero() {
+		if f.Until.Unix() <= 0 || (!f.Since.IsZero() && f.Until.Before(f.Since)) {
+			return nil, fmt.Errorf("%w: task filter until %s is before since or 1970", ErrInvalidArgument, f.Until)
+		}
+		q.Set("until", strconv.FormatInt(f.Until.Unix(), 10))
+	}
+	if f.ErrorsOnly {
+		q.Set("errors", "1")
+	}
+	if f.Limit < 0 {
+		return nil, fmt.Errorf("%w: task limit %d is negative", ErrInvalidArgument, f.Limit)
+	}
+	path := "/nodes/" + url.PathEscape(node) + "/tasks"
+	var out []TaskInfo
+	seen := make(map[UPID]bool)
+	for start := 0; ; {
+		page := taskPage
+		if f.Limit > 0 {
+			page = min(page, f.Limit-len(out))
+		}
+		q.Set("start", strconv.Itoa(start))
+		q.Set("limit", strconv.Itoa(page))
+		var entries []taskListEntry
+		total, err := c.callTotal(ctx, &request{method: http.MethodGet, path: path, query: q}, &entries)
+		if err != nil {
+			return nil, err
+		}
+		added := 0
+		for _, e := range entries {
+			t := e.info(node)
+			if t.UPID == "" || seen[t.UPID] {
+				// A task started between two pages shifts the list
+				// by one, repeating an entry.
+				continue
+			}
+			seen[t.UPID] = true
+			out = append(out, t)
+			added++
+			if f.Limit > 0 && len(out) == f.Limit {
+				return out, nil
+			}
+		}
+		start += len(entries)
+		if len(entries) < page || added == 0 || (total >= 0 && int64(start) >= total) {
+			return out, nil
+		}
+	}
+}
+
+func (e taskListEntry) info(node string) TaskInfo {
+	t := TaskInfo{
+		UPID: UPID(e.UPID), Node: string(e.Node), PID: int(e.PID), PStart: uint64(e.PStart),
+		Type: string(e.Type), ID: string(e.ID), User: string(e.User),
+	}
+	if e.StartTime > 0 {
+		t.StartTime = time.Unix(int64(e.StartTime), 0).UTC()
+	}
+	if e.EndTime > 0 {
+		t.EndTime = time.Unix(int64(e.EndTime), 0).UTC()
+	}
+	if info, err := ParseUPID(string(e.UPID)); err == nil {
+		// The UPID is authoritative for the fields it encodes.
+		t.Node, t.PID, t.PStart, t.StartTime, t.Type, t.ID = info.Node, info.PID, info.PStart, info.StartTime, info.Type, info.ID
+		if t.User == "" {
+			t.User = info.User
+		}
+	}
+	if t.Node == "" {
+		t.Node = node
+	}
+	status := string(e.Status)
+	t.Running = strings.EqualFold(status, "running") || (status == "" && e.EndTime == 0)
+	if !t.Running {
+		t.ExitStatus = status
+	}
+	return t
+}
+
+// VersionInfo is the answer of GET /version.
+type VersionInfo struct {
+	Version string // e.g. "8.1.4"
+	Release string // e.g. "8.1"
+	RepoID  string // pve-manager commit
+}
+
+// Version reads the Proxmox VE version of the node that answers. It needs
+// valid credentials but no privileges, so it also serves as a cheap check
+// that the client can reach and authenticate to Proxmox.
+func (c *Client) Version(ctx context.Context) (VersionInfo, error) {
+	var v struct {
+		Version flexString `json:"version"`
+		Release flexString `json:"release"`
+		RepoID  flexString `json:"repoid"`
+	}
+	if err := c.call(ctx, &request{method: http.MethodGet, path: "/version"}, &v); err != nil {
+		return VersionInfo{}, err
+	}
+	return VersionInfo{Version: string(v.Version), Release: string(v.Release), RepoID: string(v.RepoID)}, nil
+}
