@@ -1,0 +1,189 @@
+// Package proxmoxtest is an in-process fake Proxmox VE cluster for tests:
+// a TLS server on loopback that speaks Proxmox's JSON API for the guest
+// operations guestward uses, holds guests the way Proxmox holds them, runs
+// tasks asynchronously, and misbehaves on request.
+//
+// It follows net/http/httptest: the double runs the real client code path
+// over real HTTP, and [Server.Client] trusts the server's certificate. The
+// facts it emulates are those of ../../../shared/pve/API.md and QUIRKS.md
+// (Proxmox's own sources, cited there); where this package knowingly
+// deviates, the "Limits" section says so.
+//
+// # Model
+//
+// A [Server] is a cluster of one or more nodes ([WithNodes]); the first node
+// serves the API, the others are reached through it, as with Proxmox's
+// request proxy. Each guest lives on one node and is held as Proxmox holds
+// it:
+//
+//   - a config file with a current section and a pending section
+//     ("[PENDING]" for QEMU, "[pve:pending]" for LXC; pending deletions as
+//     its "delete:" line), serialized as Proxmox writes it and re-read as
+//     Proxmox parses it, so description trimming and value normalisation
+//     come out as on a real node;
+//   - the digest: SHA-1 of that file text, changing on every write;
+//   - the lock ("lock:" in the file) and the template flag ("template: 1");
+//   - the power state, kept outside the file.
+//
+// GET config merges the pending section unless current=1; GET pending
+// returns Proxmox's key/value/pending/delete items. Power actions and QEMU
+// config updates through POST return a UPID and do their work in a task;
+// QEMU PUT and LXC PUT update synchronously. Checks that Proxmox makes
+// before forking a worker fail the request (500 with the message as the
+// status line's reason phrase); the others fail the task, whose exit status
+// then carries the error text.
+//
+// # Quick start
+//
+//	srv := proxmoxtest.Start(t, proxmoxtest.WithNodes("pve1", "pve2"))
+//	srv.AddGuest(proxmoxtest.GuestSpec{Node: "pve1", Type: proxmox.QEMU, VMID: 100,
+//		Config: map[string]string{"name": "web", "cores": "2", "memory": "2048"}})
+//	id, secret := srv.APIToken()
+//	// point the client at srv.URL with srv.Client() and the token ...
+//	srv.WaitIdle(ctx)
+//	st, _ := srv.Guest(proxmox.Ref{Node: "pve1", Type: proxmox.QEMU, VMID: 100})
+//
+// [NewServer] does the same without a testing.TB (for demos); the caller
+// closes it with [Server.Close].
+//
+// # Endpoints
+//
+// Below /api2/json: GET /version; GET /cluster/resources (type=vm, node,
+// storage); GET /nodes; GET /nodes/{node}/qemu and /lxc; for each guest GET
+// the index, GET config (current, snapshot), PUT config, POST config (QEMU,
+// with background_delay), GET pending, GET status/current, POST
+// status/start, stop, shutdown and reboot; GET /nodes/{node}/tasks (start,
+// limit, vmid, typefilter, userfilter, since, until, errors, statusfilter,
+// source=archive|active|all); GET /nodes/{node}/tasks/{upid}/status and
+// /log (start, limit); DELETE /nodes/{node}/tasks/{upid}; GET and POST
+// /access/ticket. Anything else answers 501 "Method 'GET /x' not
+// implemented", as Proxmox does: there is no 404 and no 405.
+//
+// The HTTP layer behaves like pve-api-daemon: HTTP/1.1 only; HEAD and other
+// methods get 501 "method 'HEAD' not available"; chunked request bodies and
+// bodies on GET or DELETE get 501; bodies over 64 KiB (512 KiB from 8.4) get
+// 501; form bodies are split on both '&' and ';', '=' inside a value
+// truncates it unless escaped, repeated keys are joined with NUL (see
+// decodeForm); JSON bodies are accepted; query parameters override body
+// keys; a path parameter repeated with another value is a 400. Parameters
+// are validated against the endpoint's schema (400 "Parameter verification
+// failed." with an errors map): unknown parameters, booleans other than 1/0,
+// malformed integers, formats, lengths, ranges and enumerations. Every
+// answer with status 400 or more closes the connection.
+//
+// # Authentication
+//
+// API tokens ([WithAPIToken]; one "root@pam!guestward" token with a random
+// secret by default) in "Authorization: PVEAPIToken=id=secret" (or with a
+// space); tickets from POST /access/ticket for users added with [WithUser],
+// in the PVEAuthCookie cookie or Authorization header, with the
+// CSRFPreventionToken header required on writes. Tickets live
+// [WithTicketLifetime] (2 h) on the server's [Clock] and are renewed by
+// logging in with the ticket as password. Failures answer 401 with
+// Proxmox's reasons ("No ticket", "invalid token value!", "no such token
+// ...", "permission denied - invalid PVE ticket", "Permission denied -
+// invalid csrf token", "Authentication failed!" from PVE 9) and an empty
+// body, delayed only if [WithAuthFailureDelay] asks. skiplock and the other
+// root-only parameters are refused for anything but a root@pam ticket.
+// Tokens never appear in the request log, in errors or in log output.
+//
+// # Write-side rewriting
+//
+// Values written through the API are rewritten as Proxmox rewrites them,
+// by this package's own code (it shares nothing with package normalize,
+// whose rules it is meant to check):
+//
+//   - QEMU netN: parsed and re-printed as "<model>=<MAC>,<sorted keys>",
+//     generating a MAC ([WithMACPrefix], by version) when none is given;
+//   - LXC netN, when applied: type=veth forced, hwaddr generated, "name"
+//     first, other keys sorted;
+//   - QEMU disks: "storage:size" allocates a volume named as the storage
+//     kind names it ([WithStorage]), records size= and drops format=;
+//     "storage:cloudinit" allocates the cloud-init drive; every drive value
+//     is re-printed in canonical order with sizes in the largest exact unit;
+//     replaced or deleted disks become unusedN;
+//   - LXC mpN, when applied: the same allocation ("subvol-" on ZFS);
+//   - tags: split on ',', ';' and spaces, sorted case-insensitively,
+//     lower-cased, de-duplicated, joined with ';';
+//   - descriptions: QEMU trims trailing whitespace, LXC reads back one "\n"
+//     per line;
+//   - LXC nameserver/searchdomain joined with spaces; cpuunits clamped to
+//     10000; vmgenid=1 replaced by a UUID; boot order=... re-printed and
+//     extended by new CD drives; booleans and integers normalised in the
+//     file.
+//
+// Changes to a running guest go to the pending section first; the options
+// Proxmox applies at once (name, description, onboot, tags, ... and, with the
+// guest's hotplug setting, NICs, SCSI/VirtIO disks, CD media, memory,
+// cpulimit, cpuunits) are applied, the rest stays pending until the guest
+// is started or rebooted. Deleting an unset option only logs a warning.
+//
+// # Versions
+//
+// [WithVersion] selects the emulated release:
+//
+//	difference                          before        from
+//	QEMU memory in GET config           number        string (8.1)
+//	default MAC prefix                  random        BC:24:11 (8.1)
+//	LXC list vmid                       string        number (8.2)
+//	stop parameter overrule-shutdown    400           accepted (8.2)
+//	error body "message"                absent        present (8.3)
+//	QEMU digest mismatch text           "missmatch"   "mismatch" (8.3)
+//	POST body limit                     64 KiB        512 KiB (8.4)
+//	401 reasons for bad tickets/tokens  specific      "Authentication failed!" (9.0)
+//
+// # Tasks
+//
+// Tasks have realistic UPIDs ("UPID:pve1:00002A33:00C5C0DF:6B0725F0:qmstart:100:root@pam!guestward:"),
+// stay "running" for [WithTaskDuration] of real time (2 ms by default),
+// then do their work and stop with exit status "OK", "WARNINGS: n" or the
+// error text, which also ends their log ("TASK OK", "TASK ERROR: ...").
+// Deterministic tests use [WithManualTasks] and finish tasks explicitly with
+// [Server.FinishTask] or [Server.FinishTasks]; [Server.WaitIdle] waits for
+// all tasks, [Server.AwaitTask] for a particular one. [WithTaskVisibilityDelay]
+// emulates the short window after a fork in which the task's status
+// answers 400 "no such task".
+//
+// # Faults
+//
+// [Server.Inject] installs a [Fault], matched per method, path pattern and
+// guest, one-shot or repeated ([Fault].Times, [Fault].Skip): forced status
+// codes including the proxy's 595 to 599, latency under the test's control
+// ([Fault].Wait) or in real time ([Fault].Delay), connections dropped before
+// or after the request took effect ([DropMode]), failing or warning tasks,
+// and hooks ([Fault].Before, [Fault].After) that make locks appear
+// ([Server.SetLock]) or another writer change the config
+// ([Server.UpdateConfig]) between a client's read and its write.
+// [Server.SetNodeOnline] takes a node off the network, and
+// [Server.SetResourcesStale] freezes /cluster/resources as its RRD source
+// lags on a real cluster.
+//
+// # Inspection
+//
+// [Server.Guest] returns a guest's raw state (both sections, digest, file
+// text, lock, power), [Server.Requests] the request log, [Server.Tasks] and
+// [Server.TaskCount] what ran, per guest and task type.
+//
+// # Limits
+//
+// The fake emulates the API surface guestward uses, not Proxmox. It does
+// not emulate: other API formats (/api2/extjs etc. answer 501); guest
+// creation, deletion, migration, snapshots, backups; HA-managed guests;
+// ACLs and privilege separation (every token may do everything a token may
+// do; use a 403 fault to test permission errors); paused or suspended
+// guests and the reset/suspend/resume actions; tag permissions and the
+// datacenter tag-style settings (the default style is emulated); raw lxc.*
+// config keys; ISO sizes on CD drives; task log download; node-level
+// endpoints other than the tasks. Resource figures (memory use, network
+// counters, CPU load) are plausible constants, not measurements. Disk
+// hotplug is simplified (SCSI and VirtIO disks hotplug, IDE and SATA disks
+// do not, CD media always do). The option schema covers the common QEMU and
+// LXC options; an option it does not know is refused as unknown.
+//
+// # Concurrency
+//
+// A Server is safe for concurrent use. All state sits behind one mutex; a
+// request holds it only while it reads or changes state, never while it
+// waits on a fault. Close stops everything the server started and waits
+// for it, so tests can check for goroutine leaks.
+package proxmoxtest

@@ -1,0 +1,172 @@
+package proxmoxtest
+
+import (
+	"path"
+	"sync/atomic"
+	"time"
+
+	"github.com/guestward/guestward/proxmox"
+)
+
+// DropMode says whether and when a [Fault] drops the connection.
+type DropMode int
+
+const (
+	// NoDrop answers normally.
+	NoDrop DropMode = iota
+	// DropBeforeHandling closes the connection without handling the
+	// request: nothing happened on the server. A client may retry safely.
+	DropBeforeHandling
+	// DropAfterHandling handles the request completely (a task may have
+	// started, a config may have changed) and then closes the connection
+	// instead of answering. A client cannot tell this from
+	// DropBeforeHandling; it is the case that forbids blind retries.
+	DropAfterHandling
+)
+
+// Fault describes a scripted misbehaviour. A request matches a fault when
+// every non-zero matching field matches; the first installed fault that
+// matches and has budget left applies (later ones are not consulted). Its
+// effects apply in field order: Before, Wait, Delay, Drop
+// (DropBeforeHandling), Status, then the request is handled (with
+// TaskError/TaskWarnings applied to any task it starts), then After and
+// DropAfterHandling.
+type Fault struct {
+	// Method matches the HTTP method ("GET", "POST", ...); "" matches any.
+	Method string
+	// Path is a path.Match pattern for the API path below [APIPath], for
+	// example "/nodes/*/qemu/100/status/start" or "/nodes/pve/lxc/*/config";
+	// "" matches any.
+	Path string
+	// Guest matches requests addressed to a guest: its config, pending and
+	// status endpoints, and the status, log and stop endpoints of its tasks.
+	// Zero fields are wildcards (Ref{VMID: 100} is vmid 100 on any node, of
+	// any type); the zero Ref matches every request, guest or not.
+	Guest proxmox.Ref
+
+	// Skip lets this many matching requests through untouched first.
+	Skip int
+	// Times is how many matching requests the fault applies to before it
+	// retires; 0 means every one, forever.
+	Times int
+
+	// Before runs first, on the request's goroutine, without server locks
+	// held. It may call Server methods: make a lock appear
+	// ([Server.SetLock]), let another writer change a config
+	// ([Server.UpdateConfig]) between a client's read and its write, or
+	// signal the test that the request arrived.
+	Before func()
+	// Wait blocks the request until the channel is closed (or the client
+	// gives up, or the server closes): latency under the test's control.
+	Wait <-chan struct{}
+	// Delay sleeps for real time; for demos. Tests should prefer Wait.
+	Delay time.Duration
+	// Drop drops the connection before or after handling; see [DropMode].
+	Drop DropMode
+	// Status, when non-zero, answers with this status instead of handling
+	// the request. Message is the reason phrase (and, for the versions that
+	// send one, the body's message); it defaults to the standard status
+	// text. 401 and 59x answers have empty bodies, as Proxmox sends them.
+	Status  int
+	Message string
+	// TaskError makes the task the request starts fail with this exit
+	// status, without doing its work. TaskWarnings makes it succeed with
+	// that many extra warnings ("WARNINGS: n").
+	TaskError    string
+	TaskWarnings int
+	// After runs after the request was handled, before the answer is
+	// written (or the connection dropped).
+	After func()
+}
+
+// FaultHandle is an installed [Fault]. It is safe for concurrent use.
+type FaultHandle struct {
+	f       Fault
+	s       *Server
+	seen    atomic.Int64
+	hits    atomic.Int64
+	removed atomic.Bool
+}
+
+// Hits returns how many requests the fault has applied to.
+func (h *FaultHandle) Hits() int { return int(h.hits.Load()) }
+
+// Remove uninstalls the fault; requests already affected are not undone.
+func (h *FaultHandle) Remove() {
+	if h.removed.Swap(true) {
+		return
+	}
+	s := h.s
+	s.faultMu.Lock()
+	defer s.faultMu.Unlock()
+	for i, f := range s.faults {
+		if f == h {
+			s.faults = append(s.faults[:i:i], s.faults[i+1:]...)
+			break
+		}
+	}
+	s.nFaults.Store(int32(len(s.faults)))
+}
+
+// Inject installs a fault and returns its handle. Faults apply in the
+// order they were installed.
+func (s *Server) Inject(f Fault) *FaultHandle {
+	h := &FaultHandle{f: f, s: s}
+	s.faultMu.Lock()
+	s.faults = append(s.faults, h)
+	s.nFaults.Store(int32(len(s.faults)))
+	s.faultMu.Unlock()
+	return h
+}
+
+// ClearFaults uninstalls every fault.
+func (s *Server) ClearFaults() {
+	s.faultMu.Lock()
+	for _, h := range s.faults {
+		h.removed.Store(true)
+	}
+	s.faults = nil
+	s.nFaults.Store(0)
+	s.faultMu.Unlock()
+}
+
+// matchFault finds the fault that applies to a request and charges it.
+func (s *Server) matchFault(method, apiPath string, g *proxmox.Ref) *Fault {
+	if s.nFaults.Load() == 0 {
+		return nil
+	}
+	s.faultMu.Lock()
+	defer s.faultMu.Unlock()
+	for _, h := range s.faults {
+		f := &h.f
+		if f.Method != "" && f.Method != method {
+			continue
+		}
+		if f.Path != "" {
+			if ok, _ := path.Match(f.Path, apiPath); !ok {
+				continue
+			}
+		}
+		if f.Guest != (proxmox.Ref{}) && (g == nil || !refMatches(f.Guest, *g)) {
+			continue
+		}
+		if f.Times > 0 && h.hits.Load() >= int64(f.Times) {
+			continue
+		}
+		if h.seen.Add(1) <= int64(f.Skip) {
+			continue
+		}
+		h.hits.Add(1)
+		cp := h.f
+		return &cp
+	}
+	return nil
+}
+
+// refMatches reports whether r is matched by pattern, whose zero fields
+// are wildcards.
+func refMatches(pattern, r proxmox.Ref) bool {
+	return (pattern.Node == "" || pattern.Node == r.Node) &&
+		(pattern.Type == "" || pattern.Type == r.Type) &&
+		(pattern.VMID == 0 || pattern.VMID == r.VMID)
+}
