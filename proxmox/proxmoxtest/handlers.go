@@ -220,14 +220,14 @@ func (s *Server) hPending(c *call) (result, *apiErr) {
 // guestStats are the runtime figures vmstatus reports. The fake has no real
 // workload, so they are simple functions of the config and the uptime.
 type guestStats struct {
-	name                                string
-	cpus                                float64
-	maxmem, maxswap, maxdisk            int64
-	mem, swap, disk                     int64
-	netin, netout, diskread, diskwrite  int64
-	uptime                              int64
-	cpu                                 float64
-	pid                                 int
+	name                               string
+	cpus                               float64
+	maxmem, maxswap, maxdisk           int64
+	mem, swap, disk                    int64
+	netin, netout, diskread, diskwrite int64
+	uptime                             int64
+	cpu                                float64
+	pid                                int
 }
 
 func atoiDefault(s string, def int) int {

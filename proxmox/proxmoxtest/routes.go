@@ -151,7 +151,7 @@ func (s *Server) routeNode(c *call, segs []string, rm *routeMatch, v version) {
 				"start": pIntMin0, "limit": pIntMin0, "userfilter": pStrOpt, "typefilter": pStrOpt,
 				"vmid": {kind: pInt, check: checkVMID}, "errors": pBoolOpt,
 				"source": {kind: pStr, enum: []string{"archive", "active", "all"}},
-				"since": pIntOpt, "until": pIntOpt, "statusfilter": {kind: pStr, check: checkStatusFilter},
+				"since":  pIntOpt, "until": pIntOpt, "statusfilter": {kind: pStr, check: checkStatusFilter},
 			}))
 			return
 		}

@@ -57,7 +57,7 @@ var (
 )
 
 func intRange(min, max float64) optSpec { return optSpec{kind: oInt, min: fp(min), max: fp(max)} }
-func enumOf(vals ...string) optSpec    { return optSpec{kind: oStr, enum: vals} }
+func enumOf(vals ...string) optSpec     { return optSpec{kind: oStr, enum: vals} }
 
 var qemuLocks = []string{"backup", "clone", "create", "migrate", "rollback", "snapshot", "snapshot-delete", "suspending", "suspended"}
 var lxcLocks = []string{"backup", "create", "destroyed", "disk", "fstrim", "migrate", "mounted", "rollback", "snapshot", "snapshot-delete"}
@@ -89,7 +89,7 @@ var qemuOptions = map[string]optSpec{
 
 // lxcOptions is the subset of pve-container's $confdesc the fake knows.
 var lxcOptions = map[string]optSpec{
-	"arch": enumOf("amd64", "i386", "arm64", "armhf", "riscv32", "riscv64"),
+	"arch":  enumOf("amd64", "i386", "arm64", "armhf", "riscv32", "riscv64"),
 	"cmode": enumOf("shell", "console", "tty"), "console": sBool, "cores": intRange(1, 8192),
 	"cpulimit": {kind: oNum, min: fp(0), max: fp(8192)}, "cpuunits": intRange(0, 500000), "debug": sBool,
 	"description": {kind: oStr, maxLen: 8192}, "entrypoint": sStr, "env": sStr, "features": sStr,
