@@ -38,7 +38,8 @@ const (
 	// item.
 	TypeList
 	// TypeFold values compare ignoring the case of ASCII letters (MAC
-	// addresses, UUIDs).
+	// addresses, UUIDs). They print in upper case, as Proxmox generates
+	// MAC addresses.
 	TypeFold
 )
 
@@ -400,6 +401,8 @@ func canonical(t Type, v string) string {
 		return strings.Join(slices.Compact(items), ";")
 	case TypeList:
 		return strings.Join(splitList(v, nil), ";")
+	case TypeFold:
+		return asciiUpper(v)
 	}
 	return v
 }

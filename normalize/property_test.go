@@ -45,7 +45,7 @@ func TestParseProperty(t *testing.T) {
 			"virtio=BC:24:11:5E:7A:01,bridge=vmbr0", "keyAlias splits into model and macaddr"},
 		{"nic keys", qemuNICFormat, "tag=20,bridge=vmbr0,macaddr=bc:24:11:5e:7a:01,model=virtio",
 			[]Item{{"tag", "20"}, {"bridge", "vmbr0"}, {"macaddr", "bc:24:11:5e:7a:01"}, {"model", "virtio"}},
-			"virtio=bc:24:11:5e:7a:01,bridge=vmbr0,tag=20", "printed folded, default key first, rest sorted"},
+			"virtio=BC:24:11:5E:7A:01,bridge=vmbr0,tag=20", "printed folded, MAC upper-case, default key first, rest sorted"},
 		{"nic bare", qemuNICFormat, " bridge=vmbr0,,virtio, ",
 			[]Item{{"bridge", "vmbr0"}, {"model", "virtio"}},
 			"virtio,bridge=vmbr0", "blank items are skipped; the bare default key may come last"},

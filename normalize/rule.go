@@ -3,7 +3,6 @@ package normalize
 import (
 	"fmt"
 	"strconv"
-	"strings"
 )
 
 // Func maps a value to its canonical form. Two values a Func maps to the
@@ -322,9 +321,4 @@ func explainWhole(r Rule, d, a string) []Diff {
 		return nil
 	}
 	return []Diff{{Desired: r.Normalize(d), Actual: r.Normalize(a)}}
-}
-
-// hasPrefixFold is strings.HasPrefix ignoring ASCII case.
-func hasPrefixFold(s, prefix string) bool {
-	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }

@@ -200,6 +200,16 @@ func asciiLower(s string) string {
 	return s
 }
 
+func asciiUpper(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'a' && c <= 'z' {
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b)
+}
+
 // canonicalTags prints a tag list the way Proxmox's get_unique_tags does:
 // split, lower-cased unless caseSensitive, de-duplicated, sorted without
 // regard to case and joined with ";".
