@@ -60,6 +60,13 @@ type FileJournal struct {
 	compactedSize int64
 }
 
+// Failpoints (tests only; see withFailpoints), in the order a record meets
+// them: "append/queued" after Append queued its record; "append/before-write"
+// and "append/before-sync" in the writer, for each batch; and, in a
+// compaction, "compact/before-write", "compact/before-sync",
+// "compact/before-rename" and "compact/before-syncdir". An error from one of
+// the append points fails the batch as a write error would.
+
 // batch is a group of records written with one write and made durable with
 // one sync.
 type batch struct {
@@ -312,6 +319,7 @@ func (j *FileJournal) Append(ctx context.Context, e Entry) error {
 	j.pendingOps[e.OpID] = pendingOp{e: merged, seq: seq, recNo: j.recNo}
 	first := len(b.recs) == 1
 	j.mu.Unlock()
+	j.cfg.fp.Eval("append/queued")
 
 	if first {
 		select {
