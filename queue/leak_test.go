@@ -42,11 +42,11 @@ func TestIdleKeysHoldNothing(t *testing.T) {
 			if lanes != 0 || ready != nil {
 				t.Fatalf("idle queue holds %d lanes (ready list empty: %v)", lanes, ready == nil)
 			}
-			if highLen > maxFreeLanes {
+			if highLen > retainIdle {
 				t.Fatalf("lane map not rebuilt after emptying: high-water mark %d", highLen)
 			}
-			if nfree > maxFreeLanes {
-				t.Fatalf("idle queue keeps %d free lanes, at most %d", nfree, maxFreeLanes)
+			if nfree > retainIdle {
+				t.Fatalf("idle queue keeps %d free lanes, at most %d", nfree, retainIdle)
 			}
 			// A map that kept 100,000 entries' worth of groups would hold
 			// megabytes; allow a little for the runtime's own noise.

@@ -14,14 +14,14 @@ import (
 type Handle[K comparable] struct {
 	q *Queue[K]
 
-	// Guarded by q.mu.
-	seq    uint64 // position in its lane while waiting
+	// Guarded by q.mu. Kept to 80 bytes: it is Submit's one allocation.
+	seq    uint32 // position in its lane while waiting (wraps; see lane.at)
+	state  uint8
+	tagged bool // listed in its lane's tagged list
 	fn     func(context.Context) error
 	ctx    context.Context
 	stop   func() bool   // unregisters the context watcher, if any
 	enq    time.Duration // submission time since q.epoch; only with an observer
-	state  uint8
-	tagged bool          // listed in its lane's tagged list
 	err    error         // written before done is closed
 	done   chan struct{} // made when somebody waits; closed when finished
 }
@@ -82,7 +82,7 @@ type lane[K comparable] struct {
 	ring []*Handle[K] // size is 0 or a power of two
 	head int          // index of the oldest slot
 	used int          // slots in use, holes included
-	seq  uint64       // sequence number of ring[head]
+	seq  uint32       // sequence number of ring[head]
 	n    int          // waiting jobs, holes excluded
 
 	busy      bool     // one of its jobs holds a slot
@@ -630,12 +630,23 @@ func (q *Queue[K]) Stats() Stats {
 	return Stats{Keys: len(q.lanes), Waiting: q.queued, Running: q.running, Closed: q.closed}
 }
 
-// Recycled lanes save an allocation each time a key turns active. While
-// the queue is busy it keeps as many free lanes as it has active ones (keys
-// come and go at about the same rate); once idle it keeps maxFreeLanes.
+// Memory retention. Recycled lanes save an allocation each time a key turns
+// active, and a map that keeps its size saves regrowing it. While the queue
+// is busy it keeps as many free lanes as its peak of active keys. When it
+// empties after a peak above retainIdle keys, it rebuilds the map and trims
+// the free list to maxFreeLanes, returning to the size of a new queue;
+// smaller peaks are kept, so a queue that often runs dry between bursts of
+// a few hundred keys does not reallocate them each time. An idle queue thus
+// holds at most retainIdle lanes' worth of memory, whatever it has seen.
+//
+// Go maps never give back the memory of deleted entries, so a map that
+// stays busy after a large burst is also rebuilt once few keys remain; the
+// ratio keeps a queue whose load swings from rebuilding over and over.
 const (
 	maxFreeLanes = 64
-	maxFreeRing  = 64 // a recycled lane keeps a ring of at most this many slots
+	maxFreeRing  = 64   // a recycled lane keeps a ring of at most this many slots
+	retainIdle   = 1024 // peak of active keys an idle queue keeps memory for
+	shrinkRatio  = 32   // rebuild a busy map when len <= peak / shrinkRatio
 )
 
 // newLane makes a lane for key. Called with q.mu held.
@@ -656,21 +667,12 @@ func (q *Queue[K]) newLane(key K) *lane[K] {
 	return l
 }
 
-// Go maps never give back the memory of deleted entries, and an idle key
-// must hold none, so the lane map is rebuilt when it empties out, or when a
-// burst of keys has passed and few remain. The hysteresis keeps a queue
-// whose load swings from rebuilding over and over.
-const (
-	shrinkMin   = 4096 // smallest high-water mark worth a partial rebuild
-	shrinkRatio = 32   // rebuild when len <= high-water mark / shrinkRatio
-)
-
-// dropLane forgets an idle lane: its key, and any holes left in its list.
+// dropLane forgets an idle lane: its key, and any holes left in its ring.
 // Called with q.mu held.
 func (q *Queue[K]) dropLane(l *lane[K]) {
 	delete(q.lanes, l.key)
 	n := len(q.lanes)
-	if q.nfree < max(maxFreeLanes, n) {
+	if q.nfree < max(maxFreeLanes, q.highLen) {
 		ring := l.ring
 		clear(ring)
 		if len(ring) > maxFreeRing {
@@ -683,23 +685,27 @@ func (q *Queue[K]) dropLane(l *lane[K]) {
 		*l = lane[K]{}
 	}
 	switch {
-	case n == 0:
-		for q.nfree > maxFreeLanes {
-			l := q.free
-			q.free, l.freeNext = l.freeNext, nil
-			q.nfree--
-		}
-		if q.highLen > maxFreeLanes {
-			q.lanes = make(map[K]*lane[K])
-			q.highLen = 0
-		}
-	case q.highLen >= shrinkMin && n <= q.highLen/shrinkRatio:
+	case n == 0 && q.highLen > retainIdle:
+		q.lanes = make(map[K]*lane[K])
+		q.highLen = 0
+		q.trimFree()
+	case n > 0 && q.highLen > retainIdle && n <= q.highLen/shrinkRatio:
 		m := make(map[K]*lane[K], n)
 		for k, v := range q.lanes {
 			m[k] = v
 		}
 		q.lanes = m
 		q.highLen = n
+		q.trimFree()
+	}
+}
+
+// trimFree shortens the free list to what the current peak justifies.
+// Called with q.mu held.
+func (q *Queue[K]) trimFree() {
+	for limit := max(maxFreeLanes, q.highLen); q.nfree > limit; q.nfree-- {
+		l := q.free
+		q.free, l.freeNext = l.freeNext, nil
 	}
 }
 
@@ -752,7 +758,7 @@ func (l *lane[K]) push(h *Handle[K]) {
 		l.grow()
 	}
 	l.ring[(l.head+l.used)&(len(l.ring)-1)] = h
-	h.seq = l.seq + uint64(l.used)
+	h.seq = l.seq + uint32(l.used)
 	l.used++
 	l.n++
 }
@@ -786,7 +792,9 @@ func (l *lane[K]) pop() *Handle[K] {
 }
 
 // at returns the slot of sequence number seq, which must be in the ring.
-func (l *lane[K]) at(seq uint64) **Handle[K] {
+// Sequence numbers wrap; the difference seq-l.seq is exact as long as
+// fewer than 2^32 jobs wait in one lane.
+func (l *lane[K]) at(seq uint32) **Handle[K] {
 	return &l.ring[(l.head+int(seq-l.seq))&(len(l.ring)-1)]
 }
 
