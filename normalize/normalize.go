@@ -166,7 +166,8 @@ func family(field string) (string, bool) {
 // ending in a digit, or a nil rule.
 var ErrInvalidOption = errors.New("normalize: invalid option")
 
-// Option configures a Set derived with [Set.With].
+// Option configures a Set derived with [Set.With]. Options are immutable
+// values, safe to reuse and share; the set of options is closed.
 type Option interface {
 	apply(*Set) error
 }

@@ -14,7 +14,8 @@ import (
 // without a default key, or a malformed size.
 var ErrSyntax = errors.New("normalize: syntax error")
 
-// Type says how the values of one property-string key compare.
+// Type says how the values of one property-string key (or of a scalar
+// field, see [ValueRule]) compare.
 type Type uint8
 
 // The value types of property-string keys.
@@ -43,7 +44,8 @@ const (
 	TypeFold
 )
 
-// Key describes one key of a property-string [Format].
+// Key describes one key of a property-string [Format]. It is a plain value,
+// safe to copy and share.
 type Key struct {
 	// Type says how values of the key compare.
 	Type Type
@@ -115,7 +117,8 @@ func (f *Format) clone() *Format {
 }
 
 // Item is one key and its value in a parsed [Property]. Keys are canonical:
-// aliases are resolved and a folded item is split in two.
+// aliases are resolved and a folded item is split in two. It is a plain
+// value, safe to copy and share.
 type Item struct {
 	Key   string
 	Value string

@@ -9,7 +9,7 @@ var (
 	boolDefault1 = ValueRule(Key{Type: TypeBool, Default: "1"})
 	boolNoDef    = ValueRule(Key{Type: TypeBool})
 	intNoDef     = ValueRule(Key{Type: TypeInt})
-	orderedList  = ValueRule(Key{Type: TypeList})
+	orderedList  = valueRule{t: TypeList, spaced: true} // nameserver, searchdomain
 )
 
 var nicModels = []string{

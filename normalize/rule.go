@@ -3,6 +3,7 @@ package normalize
 import (
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // Func maps a value to its canonical form. Two values a Func maps to the
@@ -39,7 +40,7 @@ type Explainer interface {
 }
 
 // Diff is one difference between a declared and a reported value, for
-// showing a person.
+// showing a person. It is a plain value, safe to copy and share.
 type Diff struct {
 	// Field is the configuration key ("net0", "tags").
 	Field string
@@ -74,9 +75,10 @@ func quoteOrAbsent(s string) string {
 }
 
 // FuncRule returns a [Rule] that trims surrounding white space, maps values
-// through f and compares the results byte for byte. A nil f compares the
-// trimmed values exactly, which is the rule for fields a [Set] does not
-// know.
+// through f and compares the results byte for byte. f should be idempotent
+// (f(f(v)) == f(v)) for Normalize to be. A nil f compares the trimmed values
+// exactly, which is the rule for fields a [Set] does not know. The Rule is
+// safe for concurrent use if f is.
 func FuncRule(f Func) Rule { return funcRule{f: f} }
 
 type funcRule struct{ f Func }
@@ -103,7 +105,7 @@ func (r funcRule) Equal(d, a string) bool {
 // exact is the rule for unknown fields.
 var exact Rule = funcRule{}
 
-// ValueRule returns a [Rule] for a scalar field whose values are of type
+// ValueRule returns a [Rule], safe for concurrent use, for a scalar field whose values are of type
 // k.Type (a boolean, an integer, a list, ...), where an absent value stands
 // for k.Default. With an empty Default, absent differs from every value.
 // k.Required and k.Generated have no meaning for a whole field and are
@@ -113,9 +115,18 @@ func ValueRule(k Key) Rule { return valueRule{t: k.Type, def: k.Default} }
 type valueRule struct {
 	t   Type
 	def string
+	// spaced prints lists joined with a space, as Proxmox prints the
+	// top-level nameserver and searchdomain lists, instead of ";".
+	spaced bool
 }
 
-func (r valueRule) Normalize(v string) string { return canonicalValue(r.t, trimSpace(v)) }
+func (r valueRule) Normalize(v string) string {
+	c := canonicalValue(r.t, trimSpace(v))
+	if r.spaced && (r.t == TypeList || r.t == TypeSet) {
+		c = strings.ReplaceAll(c, ";", " ")
+	}
+	return c
+}
 
 func (r valueRule) Equal(d, a string) bool {
 	d, a = trimSpace(d), trimSpace(a)
@@ -134,8 +145,8 @@ func (r valueRule) Equal(d, a string) bool {
 	return valueEqual(r.t, d, a)
 }
 
-// PropertyRule returns a [Rule] for a property-string field described by
-// f. Declared keys must match, compared by their [Type] with absent keys
+// PropertyRule returns a [Rule], safe for concurrent use, for a
+// property-string field described by f. Declared keys must match, compared by their [Type] with absent keys
 // standing for their Default; keys only Proxmox reports must be at their
 // default, unless they are Generated. With absentMeansDefaults, an absent
 // field stands for every key at its default (as for agent or features);

@@ -205,3 +205,42 @@ func TestEqualAllocations(t *testing.T) {
 		}
 	}
 }
+
+// TestNormalizeForms pins the canonical form of each kind of field.
+func TestNormalizeForms(t *testing.T) {
+	for _, c := range []struct {
+		guest, field, in, want string
+	}{
+		{"qemu", "description", "a\r\nb \n\n", "a\nb"},
+		{"qemu", "tags", "Web, db;web", "db;web"},
+		{"qemu", "onboot", "Yes", "1"},
+		{"qemu", "cores", "+04", "4"},
+		{"qemu", "cpulimit", "1.50", "1.5"},
+		{"qemu", "memory", "current=2048", "2048"},
+		{"qemu", "ostype", " l26 ", "l26"},
+		{"qemu", "hotplug", "1", "disk,network,usb"},
+		{"qemu", "hotplug", "usb;network", "network,usb"},
+		{"qemu", "hotplug", "0", "0"},
+		{"qemu", "nameserver", "1.1.1.1,8.8.8.8;9.9.9.9", "1.1.1.1 8.8.8.8 9.9.9.9"},
+		{"lxc", "searchdomain", "a.example; b.example", "a.example b.example"},
+		{"qemu", "agent", "enabled=yes,freeze-fs-on-backup=0", "1,freeze-fs=0"},
+		{"qemu", "cpu", "flags=+pcid;+aes,cputype=host", "host,flags=+aes;+pcid"},
+		{"qemu", "boot", "legacy=cdn", "cdn"},
+		{"qemu", "boot", "cdn,order=scsi0 net0", "order=scsi0;net0"},
+		{"qemu", "startup", "up=30,order=1", "1,up=30"},
+		{"qemu", "net0", "bridge=vmbr0,model=virtio,macaddr=bc:24:11:5e:7a:01,firewall=on", "virtio=BC:24:11:5E:7A:01,bridge=vmbr0,firewall=1"},
+		{"qemu", "scsi0", "iothread=true,volume=local-lvm:vm-100-disk-0,size=34359738368", "local-lvm:vm-100-disk-0,iothread=1,size=32G"},
+		{"qemu", "scsi0", "local-lvm:32,ssd=on", "local-lvm:32,ssd=1"},
+		{"qemu", "sshkeys", "ssh-ed25519 AAAA a@b\r\n", "ssh-ed25519%20AAAA%20a%40b"},
+		{"qemu", "vmgenid", "C2A8BA0F-1D8E-4A46-9A33-2D1B8D1F3F0E", "c2a8ba0f-1d8e-4a46-9a33-2d1b8d1f3f0e"},
+		{"qemu", "cipassword", " secret ", "secret"},
+		{"lxc", "net0", "bridge=vmbr0,name=eth0,ip=dhcp,type=veth", "name=eth0,bridge=vmbr0,ip=dhcp,type=veth"},
+		{"lxc", "mp0", "mp=/data,backup=yes,local-lvm:vm-101-disk-1,size=10240M", "local-lvm:vm-101-disk-1,mp=/data,backup=1,size=10G"},
+		{"lxc", "features", "nesting=true,mount=nfs;cifs", "mount=cifs;nfs,nesting=1"},
+		{"qemu", "net0", "not,a,valid,,nic=", "not,a,valid,,nic="},
+	} {
+		if got := setFor(t, c.guest).Normalize(c.field, c.in); got != c.want {
+			t.Errorf("%s Normalize(%q, %q) = %q, want %q", c.guest, c.field, c.in, got, c.want)
+		}
+	}
+}
