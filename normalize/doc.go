@@ -126,6 +126,11 @@
 //
 // Subsets are never equality (Q45): maps and sets compare in full.
 //
+// Options Proxmox stores raw and this package has no rule for (hostpciN,
+// usbN, serialN, parallelN, virtiofsN, rng0, machine, args, affinity, LXC
+// devN and lxc.* keys, among others) compare exactly after trimming, which
+// never hides a change; [WithField] and [WithFamily] can relax that.
+//
 // # Property strings
 //
 // [ParseProperty] and [Property.String] read and print Proxmox property

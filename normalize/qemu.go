@@ -224,7 +224,7 @@ var numaNodeFormat = &Format{
 	Keys: map[string]Key{
 		"cpus":      {Required: true},
 		"hostnodes": {},
-		"memory":    {Type: TypeInt},
+		"memory":    {Type: TypeNumber},
 		"policy":    {},
 	},
 }
