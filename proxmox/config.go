@@ -19,6 +19,9 @@ import (
 // strings as they are, numbers in the exact digits sent ("2048", "0.4"),
 // JSON booleans as "1"/"0". The digest is not among the Values. A key that
 // is absent is unset (Proxmox's default applies).
+//
+// Each call returns a new Config that the client does not keep: the caller
+// owns it, and it is safe for concurrent reads.
 type Config struct {
 	Values map[string]string
 	// Digest is the SHA-1 (40 hex digits) of the guest's config file,
@@ -108,7 +111,8 @@ func (c *Client) config(ctx context.Context, ref Ref, current bool) (Config, err
 }
 
 // PendingItem is one option of a guest's configuration with its pending
-// state, from [Client.Pending].
+// state, from [Client.Pending]. It is a plain value, safe for concurrent
+// use.
 type PendingItem struct {
 	Key string
 	// Value is the value in effect now; HasValue is false when the option
@@ -184,7 +188,9 @@ func (c *Client) Pending(ctx context.Context, ref Ref) ([]PendingItem, error) {
 	return pl, nil
 }
 
-// ConfigChange is one update of a guest's configuration.
+// ConfigChange is one update of a guest's configuration. [Client.SetConfig]
+// and [ConfigChange.Validate] only read it and keep no reference, so one
+// change may be used by concurrent calls as long as nobody modifies it.
 type ConfigChange struct {
 	// Set maps option names to new values, as Proxmox's API takes them:
 	// booleans as "1"/"0", property strings as "key=value,...", tag lists

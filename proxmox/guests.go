@@ -19,6 +19,8 @@ import (
 // "unknown" for a guest whose node sent no fresh data (offline, or the
 // guest was just created). For an authoritative power state read
 // [Client.Status].
+//
+// A Guest is a value owned by the caller, safe for concurrent reads.
 type Guest struct {
 	Ref      Ref
 	Name     string   // QEMU name or LXC hostname; may be empty
@@ -132,7 +134,8 @@ func SplitTags(s string) []string {
 }
 
 // GuestStatus is the authoritative state of one guest, from GET
-// .../status/current.
+// .../status/current. It is a value owned by the caller, safe for
+// concurrent reads.
 type GuestStatus struct {
 	Ref       Ref
 	Status    string // "running" or "stopped"; stays "running" for a paused VM

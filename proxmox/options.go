@@ -15,7 +15,8 @@ import (
 
 // Option configures a [Client] in [New]. Options are values built by the
 // With functions of this package; their printed form (%v, %+v, %#v, %s)
-// never shows a secret.
+// never shows a secret. An Option is immutable and safe for concurrent use;
+// one Option may configure several clients.
 type Option interface {
 	apply(*settings) error
 }

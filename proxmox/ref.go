@@ -11,7 +11,8 @@ import (
 
 // GuestType is the kind of a Proxmox VE guest: a QEMU virtual machine or an
 // LXC container. It is also the path segment Proxmox uses for the guest's
-// endpoints (/nodes/{node}/qemu/{vmid}, /nodes/{node}/lxc/{vmid}).
+// endpoints (/nodes/{node}/qemu/{vmid}, /nodes/{node}/lxc/{vmid}). Like all
+// the vocabulary types here it is a plain value, safe for concurrent use.
 type GuestType string
 
 // The guest types Proxmox VE knows.
@@ -39,7 +40,8 @@ var nodeRE = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?$`)
 func ValidNodeName(s string) bool { return nodeRE.MatchString(s) }
 
 // Ref identifies one guest: the node it lives on, its type and its id.
-// The zero Ref is invalid. Ref is a comparable value and can key a map.
+// The zero Ref is invalid. Ref is a comparable value and can key a map; it
+// is safe for concurrent use.
 type Ref struct {
 	Node string
 	Type GuestType
@@ -88,9 +90,11 @@ func ParseRef(s string) (Ref, error) {
 // UPID is a Proxmox task id, as returned by every call that starts a task,
 // for example "UPID:pve1:00007323:001036A5:6419CAF8:qmstart:100:root@pam:".
 // The empty UPID means "no task": the call completed synchronously.
+// A UPID is a plain string value, safe for concurrent use.
 type UPID string
 
-// UPIDInfo is the decoded form of a [UPID].
+// UPIDInfo is the decoded form of a [UPID]. It is a plain value, safe for
+// concurrent use.
 type UPIDInfo struct {
 	Node      string    // node that runs the task; task endpoints are addressed to it
 	PID       int       // worker process id

@@ -14,7 +14,8 @@ import (
 )
 
 // TaskStatus is the state of one task, from GET
-// /nodes/{node}/tasks/{upid}/status.
+// /nodes/{node}/tasks/{upid}/status. It is a plain value, safe for
+// concurrent use.
 type TaskStatus struct {
 	UPID      UPID
 	Node      string
@@ -151,7 +152,7 @@ func (c *Client) WaitTask(ctx context.Context, upid UPID) (TaskStatus, error) {
 }
 
 // TaskFilter selects tasks for [Client.Tasks]. The zero value selects every
-// task of the node.
+// task of the node. It is a plain value, safe for concurrent use.
 type TaskFilter struct {
 	VMID int    // only tasks of this guest; 0 for any
 	Type string // only tasks of this type, e.g. "qmstart"; "" for any
@@ -163,7 +164,8 @@ type TaskFilter struct {
 	Limit        int    // return at most this many tasks; 0 for all
 }
 
-// TaskInfo is one task in a node's task list ([Client.Tasks]).
+// TaskInfo is one task in a node's task list ([Client.Tasks]). It is a
+// plain value, safe for concurrent use.
 type TaskInfo struct {
 	UPID      UPID
 	Node      string
@@ -319,7 +321,8 @@ func (e taskListEntry) info(node string) TaskInfo {
 	return t
 }
 
-// VersionInfo is the answer of GET /version.
+// VersionInfo is the answer of GET /version. It is a plain value, safe for
+// concurrent use.
 type VersionInfo struct {
 	Version string // e.g. "8.1.4"
 	Release string // e.g. "8.1"
