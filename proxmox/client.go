@@ -41,6 +41,11 @@ type Client struct {
 	notFoundGrace time.Duration
 	now           func() time.Time
 	bufs          sync.Pool // *bytes.Buffer for response bodies
+	// traced is true when the transport reports connection use through
+	// net/http/httptrace (net/http's own Transport does). Only then can
+	// a failed write be proven unsent; with any other transport every
+	// failed write counts as possibly sent.
+	traced bool
 }
 
 // maxResponse bounds the size of a response body the client reads.
@@ -96,7 +101,13 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}
+	traced := false
+	switch hc.Transport.(type) {
+	case nil, *http.Transport:
+		traced = true
+	}
 	c := &Client{
+		traced:        traced,
 		base:          base,
 		auth:          s.auth,
 		log:           s.logger,
@@ -318,6 +329,7 @@ func (c *Client) putBuf(b *bytes.Buffer) {
 // policy travels with a request's context to the retry hooks.
 type policy struct {
 	idempotent bool        // safe to send again whatever happened
+	traced     bool        // gotConn is meaningful
 	gotConn    atomic.Bool // this attempt obtained a connection
 	attempts   atomic.Int32
 }
@@ -326,7 +338,7 @@ type policyKey struct{}
 
 // exchange sends one request through the retrying client.
 func (c *Client) exchange(ctx context.Context, r *request, body []byte, cr creds) (*rawResponse, error) {
-	p := &policy{idempotent: r.method == http.MethodGet || r.retryable}
+	p := &policy{idempotent: r.method == http.MethodGet || r.retryable, traced: c.traced}
 	rctx := context.WithValue(ctx, policyKey{}, p)
 	rctx = httptrace.WithClientTrace(rctx, &httptrace.ClientTrace{
 		GotConn: func(httptrace.GotConnInfo) { p.gotConn.Store(true) },
@@ -359,7 +371,7 @@ func (c *Client) exchange(ctx context.Context, r *request, body []byte, cr creds
 		if resp != nil {
 			resp.Body.Close()
 		}
-		te := &transportError{method: r.method, path: displayPath(r.path), err: err, unsent: !p.gotConn.Load(), ctxDone: ctx.Err() != nil}
+		te := &transportError{method: r.method, path: displayPath(r.path), err: err, unsent: c.traced && !p.gotConn.Load(), ctxDone: ctx.Err() != nil}
 		c.log.LogAttrs(ctx, slog.LevelDebug, "proxmox: request failed",
 			slog.String("method", r.method), slog.String("path", r.path),
 			slog.Int("attempts", int(p.attempts.Load())), slog.String("error", c.scrub(err.Error())))
@@ -421,7 +433,7 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 		if isTLSVerifyErr(err) {
 			return false, nil
 		}
-		return p.idempotent || !p.gotConn.Load(), nil
+		return p.idempotent || (p.traced && !p.gotConn.Load()), nil
 	}
 	switch resp.StatusCode {
 	case http.StatusTooManyRequests, 595, 596:

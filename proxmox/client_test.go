@@ -458,6 +458,56 @@ func TestUnsentWritesAreRetried(t *testing.T) {
 	}
 }
 
+// failingRoundTripper fails every request without saying how far it got.
+type failingRoundTripper struct{ n atomic.Int32 }
+
+func (f *failingRoundTripper) RoundTrip(*http.Request) (*http.Response, error) {
+	f.n.Add(1)
+	return nil, errors.New("connection reset by peer")
+}
+
+// TestForeignTransportWritesNotRetried: with a transport that does not
+// report its connections, a failed write cannot be proven unsent.
+func TestForeignTransportWritesNotRetried(t *testing.T) {
+	rt := &failingRoundTripper{}
+	lg, _ := testLogger(t)
+	c, err := New("https://pve.invalid:8006", WithHTTPClient(&http.Client{Transport: rt}), WithAPIToken(testTokenID, testSecret),
+		WithLogger(lg), WithRetry(2, time.Millisecond, time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Start(context.Background(), testRef)
+	wantErr(t, err, ErrOutcomeUnknown, ErrTransient)
+	if got := rt.n.Load(); got != 1 {
+		t.Errorf("write sent %d times, want 1", got)
+	}
+	_, err = c.Version(context.Background())
+	wantErr(t, err, ErrTransient)
+	if got := rt.n.Load(); got != 4 {
+		t.Errorf("read attempts = %d, want 3 (1 + 2 retries)", got-1)
+	}
+}
+
+func TestNullData(t *testing.T) {
+	s := newSrv(t)
+	s.handle("GET /nodes/pve1/qemu/100/config", func(w http.ResponseWriter, r *http.Request) { replyRaw(w, `{"data":null}`) })
+	s.handle("GET /cluster/resources", func(w http.ResponseWriter, r *http.Request) { replyRaw(w, `{"data":null}`) })
+	s.handle("PUT /nodes/pve1/lxc/200/config", func(w http.ResponseWriter, r *http.Request) { replyRaw(w, `{"data":null}`) })
+	s.handle("POST /nodes/pve1/qemu/100/status/start", func(w http.ResponseWriter, r *http.Request) { replyRaw(w, `{"data":null}`) })
+	c := s.tokenClient(t)
+	ctx := context.Background()
+	_, err := c.Config(ctx, testRef)
+	wantErr(t, err, ErrUnexpectedResponse)
+	_, err = c.Guests(ctx)
+	wantErr(t, err, ErrUnexpectedResponse)
+	_, err = c.Start(ctx, testRef)
+	wantErr(t, err, ErrUnexpectedResponse)
+	upid, err := c.SetConfig(ctx, testLXCRef, ConfigChange{Set: map[string]string{"cores": "1"}})
+	if err != nil || upid != "" {
+		t.Fatalf("null is LXC's synchronous answer: %q, %v", upid, err)
+	}
+}
+
 func TestTLSVerification(t *testing.T) {
 	s := newSrv(t)
 	s.handle("GET /version", func(w http.ResponseWriter, r *http.Request) {

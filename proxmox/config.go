@@ -369,6 +369,8 @@ func (c *Client) SetConfig(ctx context.Context, ref Ref, ch ConfigChange) (UPID,
 // when the call completed synchronously.
 type upidData UPID
 
+func (*upidData) acceptsNull() {}
+
 func (u *upidData) unmarshalData(b []byte) error {
 	s, ok, err := valueText(b)
 	if err != nil {

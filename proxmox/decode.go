@@ -220,6 +220,9 @@ func decodeData(body []byte, out any) (total int64, err error) {
 	if len(env.Data) == 0 {
 		return total, fmt.Errorf("%w: envelope has no data member", ErrUnexpectedResponse)
 	}
+	if _, ok := out.(interface{ acceptsNull() }); !ok && string(bytes.TrimSpace(env.Data)) == "null" {
+		return total, fmt.Errorf("%w: data is null", ErrUnexpectedResponse)
+	}
 	if u, ok := out.(interface{ unmarshalData([]byte) error }); ok {
 		err = u.unmarshalData(env.Data)
 	} else {

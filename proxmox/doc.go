@@ -63,7 +63,8 @@
 //     node it proxies to);
 //   - any request whose attempt never obtained a connection (dial, DNS and
 //     TLS handshake failures, though not a refused certificate): it cannot
-//     have reached Proxmox;
+//     have reached Proxmox (this proof needs net/http's own Transport; see
+//     [WithHTTPClient]);
 //   - any request Proxmox provably did not execute: HTTP 429, 595 and 596
 //     (the proxying node could not connect to the target node), and 500
 //     "can't lock file ... - got timeout" (the config lock was not taken).

@@ -148,7 +148,10 @@ func WithPassword(username, password string) Option {
 // the client of a test server that trusts its certificate. hc's transport
 // then decides TLS, proxies and timeouts, so [WithCAPool],
 // [WithFingerprint] and [WithTimeout] cannot be combined with it. The
-// retry rule still applies: it runs around hc.
+// retry rule still applies: it runs around hc. Proving that a failed write
+// never left the machine relies on net/http's Transport reporting its
+// connections (net/http/httptrace); with any other http.RoundTripper as
+// hc.Transport, a write that failed on the network is never retried.
 func WithHTTPClient(hc *http.Client) Option {
 	return option{
 		desc: "proxmox.WithHTTPClient(...)",
