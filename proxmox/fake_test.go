@@ -465,6 +465,11 @@ func TestFakeFingerprintPinning(t *testing.T) {
 	srv := proxmoxtest.Start(t, proxmoxtest.WithAPIToken(proxmox.TestTokenID, proxmox.TestSecret))
 	c, err := proxmox.New(srv.URL, proxmox.WithAPIToken(proxmox.TestTokenID, proxmox.TestSecret), proxmox.WithFingerprint(srv.Fingerprint()))
 	must(t, err)
+	defer c.CloseIdleConnections()
+	_, err = c.Version(context.Background())
+	must(t, err)
+	// Still usable after dropping its connections.
+	c.CloseIdleConnections()
 	_, err = c.Version(context.Background())
 	must(t, err)
 }
