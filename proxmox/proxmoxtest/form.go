@@ -92,14 +92,6 @@ func unhex(c byte) byte {
 	}
 }
 
-// errJSONParam reports a JSON body value that is not a scalar; the caller
-// turns it into the per-parameter type error Proxmox gives.
-type errJSONParam struct {
-	key, kind string
-}
-
-func (e errJSONParam) Error() string { return fmt.Sprintf("parameter %s: got %s", e.key, e.kind) }
-
 // decodeJSONBody decodes an application/json request body. Scalars become
 // the strings Proxmox's Perl side would see: numbers keep their text,
 // true/false become 1/0, null means "not given". Arrays and objects are

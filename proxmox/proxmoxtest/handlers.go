@@ -223,7 +223,7 @@ type guestStats struct {
 	name                               string
 	cpus                               float64
 	maxmem, maxswap, maxdisk           int64
-	mem, swap, disk                    int64
+	mem, disk                          int64
 	netin, netout, diskread, diskwrite int64
 	uptime                             int64
 	cpu                                float64

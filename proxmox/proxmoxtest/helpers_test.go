@@ -221,3 +221,7 @@ func ct200(node string) GuestSpec {
 		"net0":   "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:0D:0E:0F,ip=dhcp,type=veth",
 	}}
 }
+
+func httpNewRequest(ctx context.Context, method, url string) (*http.Request, error) {
+	return http.NewRequestWithContext(ctx, method, url, nil)
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -112,7 +113,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if _, ok := rec.Params["password"]; ok {
 		rec.Params["password"] = "<redacted>"
 	}
-	s.log.Debug("proxmoxtest: request", "method", rec.Method, "path", rec.Path, "status", rec.Status, "auth", rec.Auth)
+	if s.log.Enabled(r.Context(), slog.LevelDebug) {
+		s.log.Debug("proxmoxtest: request", "method", rec.Method, "path", rec.Path, "status", rec.Status, "auth", rec.Auth)
+	}
 	s.record(rec)
 	switch {
 	case drop:
@@ -152,9 +155,13 @@ func (s *Server) serve(c *call, rec *Request) (res result, aerr *apiErr, drop bo
 		return res, layerErr(501, "chunked transfer encoding not supported"), false
 	}
 	limit := s.cfg.version.bodyLimit()
-	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
-	if err != nil {
-		return res, nil, true // the client went away mid-body
+	var body []byte
+	if r.ContentLength != 0 {
+		var err error
+		body, err = io.ReadAll(io.LimitReader(r.Body, limit+1))
+		if err != nil {
+			return res, nil, true // the client went away mid-body
+		}
 	}
 	if len(body) > 0 && (r.Method == http.MethodGet || r.Method == http.MethodDelete) {
 		return res, layerErr(501, fmt.Sprintf("Unexpected content for method '%s'", r.Method)), false
@@ -288,10 +295,6 @@ func (s *Server) resolveNode(c *call, name string) *apiErr {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if name == "localhost" {
-		name = s.nodes[0].name
-		c.uri["node"] = name
-	}
 	n, ok := s.nodeByName[name]
 	if !ok {
 		return die("hostname lookup '%s' failed - failed to get address info for: %s: Name or service not known", name, name)
@@ -328,10 +331,9 @@ func (s *Server) writeResult(w http.ResponseWriter, res result) {
 	b.WriteByte('}')
 	h := w.Header()
 	for k, v := range respHeaders {
-		h[k] = v
+		h[k] = v // shared read-only slices; net/http only reads them
 	}
-	now := time.Now().UTC().Format(http.TimeFormat)
-	h["Expires"] = []string{now}
+	h["Expires"] = []string{time.Now().UTC().Format(http.TimeFormat)}
 	h["Content-Length"] = []string{strconv.Itoa(b.Len())}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b.Bytes())

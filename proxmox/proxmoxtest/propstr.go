@@ -34,6 +34,7 @@ type pkey struct {
 	keyAlias string // with alias: the key's own name is stored under keyAlias
 	enum     []string
 	min, max *float64
+	check    func(string) string // format check: the die text, "" if valid
 }
 
 type propFormat struct {
@@ -153,6 +154,10 @@ func (f *propFormat) parse(data, path string) (map[string]string, *fmtError) {
 		}
 		if msg := checkScalar(spec.kind, v, spec.enum, spec.min, spec.max); msg != "" {
 			errs[p] = msg
+		} else if spec.check != nil {
+			if msg := spec.check(v); msg != "" {
+				errs[p] = "invalid format - " + msg + "\n"
+			}
 		}
 	}
 	if len(errs) > 0 {
@@ -308,7 +313,7 @@ var qemuNetFormat = func() *propFormat {
 	keys := map[string]pkey{
 		"model":     {kind: pStr, enum: nicModels},
 		"macaddr":   {kind: pMAC, optional: true},
-		"bridge":    {kind: pStr, optional: true},
+		"bridge":    {kind: pStr, optional: true, check: checkBridge},
 		"queues":    {kind: pInt, optional: true, min: fp(0), max: fp(64)},
 		"rate":      {kind: pNum, optional: true, min: fp(0)},
 		"tag":       {kind: pInt, optional: true, min: fp(1), max: fp(4094)},
@@ -341,11 +346,48 @@ func mergeKeys(ms ...map[string]pkey) map[string]pkey {
 	return out
 }
 
+var (
+	// pve-volume-id-or-qm-path (QEMU drives) and pve-lxc-mp-string (LXC):
+	// a storage volume, an absolute path, "none"/"cdrom" (QEMU), or the
+	// "[storage:]size" allocation syntax.
+	volumeRE = regexp.MustCompile(`(?i)^(?:/.+|[a-z][a-z0-9\-_.]*[a-z0-9]:.+|(?:[a-z][a-z0-9\-_.]*[a-z0-9]:)?\d+(?:\.\d+)?)$`)
+	ifaceRE  = regexp.MustCompile(`(?i)^[a-z][a-z0-9_]{1,20}(?:[:.]\d+)?$`)
+	bridgeRE = regexp.MustCompile(`^[-_.\w]+$`)
+)
+
+func checkQemuVolume(v string) string {
+	if v == "none" || v == "cdrom" || volumeRE.MatchString(v) {
+		return ""
+	}
+	return "unable to parse volume ID '" + v + "'"
+}
+
+func checkLXCVolume(v string) string {
+	if volumeRE.MatchString(v) {
+		return ""
+	}
+	return "unable to parse volume ID '" + v + "'"
+}
+
+func checkIface(v string) string {
+	if ifaceRE.MatchString(v) {
+		return ""
+	}
+	return "invalid network interface name '" + v + "'"
+}
+
+func checkBridge(v string) string {
+	if bridgeRE.MatchString(v) {
+		return ""
+	}
+	return "invalid bridge ID '" + v + "'"
+}
+
 // qemuDriveFormat covers the keys of qemu-server's drive formats (ide, sata,
 // scsi, virtio, efidisk, tpmstate share most of them).
 var qemuDriveFormat = newFormat("file", mergeKeys(
 	map[string]pkey{
-		"file":    {kind: pStr},
+		"file":    {kind: pStr, check: checkQemuVolume},
 		"volume":  {alias: "file", optional: true},
 		"media":   {kind: pStr, optional: true, enum: []string{"cdrom", "disk"}},
 		"trans":   {kind: pStr, optional: true, enum: []string{"none", "lba", "auto"}},
@@ -372,20 +414,21 @@ var qemuDriveFormat = newFormat("file", mergeKeys(
 // lxcNetFormat is pve-container's $netconf_desc.
 var lxcNetFormat = newFormat("", mergeKeys(
 	map[string]pkey{
-		"name":   {kind: pStr},
+		"name":   {kind: pStr, check: checkIface},
+		"bridge": {kind: pStr, optional: true, check: checkBridge},
 		"hwaddr": {kind: pMAC, optional: true},
 		"mtu":    {kind: pInt, optional: true, min: fp(64), max: fp(65535)},
 		"rate":   {kind: pNum, optional: true, min: fp(0)},
 		"tag":    {kind: pInt, optional: true, min: fp(1), max: fp(4094)},
 		"type":   {kind: pStr, optional: true, enum: []string{"veth"}},
 	},
-	optKeys(pStr, "bridge", "gw", "gw6", "ip", "ip6", "trunks"),
+	optKeys(pStr, "gw", "gw6", "ip", "ip6", "trunks"),
 	optKeys(pBool, "firewall", "link_down", "host-managed"),
 ))
 
 var lxcVolumeKeys = mergeKeys(
 	map[string]pkey{
-		"volume": {kind: pStr},
+		"volume": {kind: pStr, check: checkLXCVolume},
 		"size":   {kind: pSize, optional: true},
 	},
 	optKeys(pBool, "acl", "quota", "replicate", "ro", "shared"),

@@ -81,139 +81,89 @@ func ep(h func(*call) (result, *apiErr), params map[string]param) *endpoint {
 	return &endpoint{params: params, handler: h}
 }
 
-// route maps an API path onto its endpoints, the way PVE's handler tree
-// does; unknown paths get a match without endpoints (501 after auth).
-func (s *Server) route(c *call) routeMatch {
-	segs := strings.Split(strings.TrimPrefix(c.path, "/"), "/")
-	rm := routeMatch{uri: map[string]string{}}
+// routeTable holds every endpoint, built once per server because parameter
+// schemas depend on the emulated version.
+type routeTable struct {
+	root, version, ticket, resources, nodes, nodeIndex map[string]*endpoint
+	taskList, taskIndex, taskStatus, taskLog           map[string]*endpoint
+	list                                               map[proxmox.GuestType]map[string]*endpoint
+	// guest maps a guest type and the path below the guest ("", "config",
+	// "status/start", ...) to its endpoints.
+	guest map[proxmox.GuestType]map[string]map[string]*endpoint
+}
+
+func (s *Server) buildRoutes() *routeTable {
 	v := s.cfg.version
-	switch {
-	case c.path == "":
-		rm.endpoints = methods(http.MethodGet, ep(s.hRootIndex, nil))
-	case len(segs) == 1 && segs[0] == "version":
-		rm.endpoints = methods(http.MethodGet, ep(s.hVersion, nil))
-	case len(segs) == 2 && segs[0] == "access" && segs[1] == "ticket":
-		rm.public = true
-		rm.endpoints = methods(
+	rt := &routeTable{
+		root:    methods(http.MethodGet, ep(s.hRootIndex, nil)),
+		version: methods(http.MethodGet, ep(s.hVersion, nil)),
+		ticket: methods(
 			http.MethodGet, ep(func(*call) (result, *apiErr) { return result{data: nullData}, nil }, nil),
 			http.MethodPost, ep(s.hLogin, map[string]param{
 				"username": {kind: pStr, required: true, maxLen: 64}, "password": {kind: pStr, required: true},
 				"realm": pStrOpt, "otp": pStrOpt, "path": pStrOpt, "privs": pStrOpt, "new-format": pBoolOpt,
 				"tfa-challenge": pStrOpt,
-			}))
-	case len(segs) == 2 && segs[0] == "cluster" && segs[1] == "resources":
-		rm.endpoints = methods(http.MethodGet, ep(s.hResources, map[string]param{
+			})),
+		resources: methods(http.MethodGet, ep(s.hResources, map[string]param{
 			"type": {kind: pStr, enum: []string{"vm", "storage", "node", "sdn"}},
-		}))
-	case segs[0] != "nodes":
-	case len(segs) == 1:
-		rm.endpoints = methods(http.MethodGet, ep(s.hNodes, nil))
-	default:
-		node := segs[1]
-		if node == "localhost" {
-			node = s.nodes[0].name // the node serving the API
-		}
-		rm.uri["node"] = node
-		s.routeNode(c, segs[2:], &rm, v)
+		})),
+		nodes:     methods(http.MethodGet, ep(s.hNodes, nil)),
+		nodeIndex: methods(http.MethodGet, ep(s.hNodeIndex, nil)),
+		taskList: methods(http.MethodGet, ep(s.hTaskList, map[string]param{
+			"start": pIntMin0, "limit": pIntMin0, "userfilter": pStrOpt, "typefilter": pStrOpt,
+			"vmid": {kind: pInt, check: checkVMID}, "errors": pBoolOpt,
+			"source": {kind: pStr, enum: []string{"archive", "active", "all"}},
+			"since":  pIntOpt, "until": pIntOpt, "statusfilter": {kind: pStr, check: checkStatusFilter},
+		})),
+		taskIndex: methods(
+			http.MethodGet, ep(s.hTaskIndex, nil),
+			http.MethodDelete, ep(s.hTaskStop, nil)),
+		taskStatus: methods(http.MethodGet, ep(s.hTaskStatus, nil)),
+		taskLog: methods(http.MethodGet, ep(s.hTaskLog, map[string]param{
+			"start": pIntMin0, "limit": pIntMin0, "download": pBoolOpt,
+		})),
+		list: map[proxmox.GuestType]map[string]*endpoint{
+			proxmox.QEMU: methods(http.MethodGet, ep(s.hList, map[string]param{"full": pBoolOpt})),
+			proxmox.LXC:  methods(http.MethodGet, ep(s.hList, nil)),
+		},
+		guest: map[proxmox.GuestType]map[string]map[string]*endpoint{},
 	}
-	return rm
+	for _, t := range []proxmox.GuestType{proxmox.QEMU, proxmox.LXC} {
+		rt.guest[t] = s.guestRoutes(t, v)
+	}
+	return rt
 }
 
-func (s *Server) routeNode(c *call, segs []string, rm *routeMatch, v version) {
-	node := rm.uri["node"]
-	if len(segs) == 0 {
-		rm.endpoints = methods(http.MethodGet, ep(s.hNodeIndex, nil))
-		return
-	}
-	switch segs[0] {
-	case "qemu", "lxc":
-		t := proxmox.GuestType(segs[0])
-		if len(segs) == 1 {
-			if t == proxmox.QEMU {
-				rm.endpoints = methods(http.MethodGet, ep(s.hList, map[string]param{"full": pBoolOpt}))
-			} else {
-				rm.endpoints = methods(http.MethodGet, ep(s.hList, nil))
-			}
-			c.ref.Type = t
-			return
-		}
-		rm.uri["vmid"] = segs[1]
-		ref := proxmox.Ref{Node: node, Type: t}
-		if n, err := strconv.Atoi(segs[1]); err == nil {
-			ref.VMID = n
-		}
-		c.ref = ref
-		rm.guest = &ref
-		s.routeGuest(segs[2:], rm, t, v)
-	case "tasks":
-		if len(segs) == 1 {
-			rm.endpoints = methods(http.MethodGet, ep(s.hTaskList, map[string]param{
-				"start": pIntMin0, "limit": pIntMin0, "userfilter": pStrOpt, "typefilter": pStrOpt,
-				"vmid": {kind: pInt, check: checkVMID}, "errors": pBoolOpt,
-				"source": {kind: pStr, enum: []string{"archive", "active", "all"}},
-				"since":  pIntOpt, "until": pIntOpt, "statusfilter": {kind: pStr, check: checkStatusFilter},
-			}))
-			return
-		}
-		upid := segs[1]
-		rm.uri["upid"] = upid
-		s.mu.Lock()
-		if t, ok := s.taskByUPID[proxmox.UPID(upid)]; ok {
-			g := t.guest
-			rm.guest = &g
-		}
-		s.mu.Unlock()
-		switch {
-		case len(segs) == 2:
-			rm.endpoints = methods(
-				http.MethodGet, ep(s.hTaskIndex, nil),
-				http.MethodDelete, ep(s.hTaskStop, nil))
-		case len(segs) == 3 && segs[2] == "status":
-			rm.endpoints = methods(http.MethodGet, ep(s.hTaskStatus, nil))
-		case len(segs) == 3 && segs[2] == "log":
-			rm.endpoints = methods(http.MethodGet, ep(s.hTaskLog, map[string]param{
-				"start": pIntMin0, "limit": pIntMin0, "download": pBoolOpt,
-			}))
-		}
-	}
-}
-
-func (s *Server) routeGuest(segs []string, rm *routeMatch, t proxmox.GuestType, v version) {
+func (s *Server) guestRoutes(t proxmox.GuestType, v version) map[string]map[string]*endpoint {
 	qemu := t == proxmox.QEMU
-	if len(segs) == 0 {
-		rm.endpoints = methods(http.MethodGet, ep(s.hGuestIndex, nil))
-		return
+	g := map[string]map[string]*endpoint{
+		"":               methods(http.MethodGet, ep(s.hGuestIndex, nil)),
+		"pending":        methods(http.MethodGet, ep(s.hPending, nil)),
+		"status":         methods(http.MethodGet, ep(s.hStatusIndex, nil)),
+		"status/current": methods(http.MethodGet, ep(s.hStatusCurrent, nil)),
 	}
-	switch {
-	case len(segs) == 1 && segs[0] == "config":
-		update := map[string]param{
-			"delete": {kind: pStr, check: checkConfigIDList},
-			"revert": {kind: pStr, check: checkConfigIDList},
-			"digest": {kind: pStr, maxLen: 40},
+	update := map[string]param{
+		"delete": {kind: pStr, check: checkConfigIDList},
+		"revert": {kind: pStr, check: checkConfigIDList},
+		"digest": {kind: pStr, maxLen: 40},
+	}
+	if qemu {
+		update["skiplock"] = pRootB
+		update["force"] = pBoolOpt
+	}
+	cfg := methods(http.MethodGet, ep(s.hConfig, map[string]param{"current": pBoolOpt, "snapshot": pStrOpt}))
+	cfg[http.MethodPut] = &endpoint{params: update, options: t, handler: s.hConfigPut}
+	if qemu {
+		post := map[string]param{"background_delay": {kind: pInt, min: fp(1), max: fp(30)}}
+		for k, p := range update {
+			post[k] = p
 		}
-		if qemu {
-			update["skiplock"] = pRootB
-			update["force"] = pBoolOpt
-		}
-		rm.endpoints = methods(http.MethodGet, ep(s.hConfig, map[string]param{"current": pBoolOpt, "snapshot": pStrOpt}))
-		put := &endpoint{params: update, options: t, handler: s.hConfigPut}
-		rm.endpoints[http.MethodPut] = put
-		if qemu {
-			post := map[string]param{"background_delay": {kind: pInt, min: fp(1), max: fp(30)}}
-			for k, p := range update {
-				post[k] = p
-			}
-			rm.endpoints[http.MethodPost] = &endpoint{params: post, options: t, handler: s.hConfigPost}
-		}
-	case len(segs) == 1 && segs[0] == "pending":
-		rm.endpoints = methods(http.MethodGet, ep(s.hPending, nil))
-	case len(segs) == 1 && segs[0] == "status":
-		rm.endpoints = methods(http.MethodGet, ep(s.hStatusIndex, nil))
-	case len(segs) == 2 && segs[0] == "status" && segs[1] == "current":
-		rm.endpoints = methods(http.MethodGet, ep(s.hStatusCurrent, nil))
-	case len(segs) == 2 && segs[0] == "status":
+		cfg[http.MethodPost] = &endpoint{params: post, options: t, handler: s.hConfigPost}
+	}
+	g["config"] = cfg
+	for _, action := range []string{"start", "stop", "shutdown", "reboot"} {
 		var params map[string]param
-		switch segs[1] {
+		switch action {
 		case "start":
 			if qemu {
 				params = map[string]param{"skiplock": pRootB, "timeout": pIntMin0, "machine": pRoot,
@@ -242,12 +192,90 @@ func (s *Server) routeGuest(segs []string, rm *routeMatch, t proxmox.GuestType, 
 			}
 		case "reboot":
 			params = map[string]param{"timeout": pIntMin0}
-		default:
-			return
 		}
-		action := segs[1]
-		rm.endpoints = methods(http.MethodPost, ep(func(c *call) (result, *apiErr) { return s.hPower(c, action) }, params))
+		action := action
+		g["status/"+action] = methods(http.MethodPost, ep(func(c *call) (result, *apiErr) { return s.hPower(c, action) }, params))
 	}
+	return g
+}
+
+// route maps an API path onto its endpoints, the way PVE's handler tree
+// does; unknown paths get a match without endpoints (501 after auth).
+func (s *Server) route(c *call) routeMatch {
+	rt := s.routes
+	p := strings.TrimPrefix(c.path, "/")
+	rm := routeMatch{}
+	switch p {
+	case "":
+		rm.endpoints = rt.root
+		return rm
+	case "version":
+		rm.endpoints = rt.version
+		return rm
+	case "access/ticket":
+		rm.public, rm.endpoints = true, rt.ticket
+		return rm
+	case "cluster/resources":
+		rm.endpoints = rt.resources
+		return rm
+	case "nodes":
+		rm.endpoints = rt.nodes
+		return rm
+	}
+	rest, ok := strings.CutPrefix(p, "nodes/")
+	if !ok {
+		return rm
+	}
+	node, rest, _ := strings.Cut(rest, "/")
+	if node == "localhost" {
+		node = s.nodes[0].name // the node serving the API
+	}
+	rm.uri = map[string]string{"node": node}
+	if rest == "" {
+		rm.endpoints = rt.nodeIndex
+		return rm
+	}
+	kind, rest, _ := strings.Cut(rest, "/")
+	switch kind {
+	case "qemu", "lxc":
+		t := proxmox.GuestType(kind)
+		c.ref.Type = t
+		if rest == "" {
+			rm.endpoints = rt.list[t]
+			return rm
+		}
+		id, sub, _ := strings.Cut(rest, "/")
+		rm.uri["vmid"] = id
+		c.ref.Node = node
+		if n, err := strconv.Atoi(id); err == nil {
+			c.ref.VMID = n
+		}
+		ref := c.ref
+		rm.guest = &ref
+		rm.endpoints = rt.guest[t][sub]
+	case "tasks":
+		if rest == "" {
+			rm.endpoints = rt.taskList
+			return rm
+		}
+		upid, sub, _ := strings.Cut(rest, "/")
+		rm.uri["upid"] = upid
+		s.mu.Lock()
+		if t, ok := s.taskByUPID[proxmox.UPID(upid)]; ok {
+			g := t.guest
+			rm.guest = &g
+		}
+		s.mu.Unlock()
+		switch sub {
+		case "":
+			rm.endpoints = rt.taskIndex
+		case "status":
+			rm.endpoints = rt.taskStatus
+		case "log":
+			rm.endpoints = rt.taskLog
+		}
+	}
+	return rm
 }
 
 var vmidRE = regexp.MustCompile(`^[1-9][0-9]{2,8}$`)

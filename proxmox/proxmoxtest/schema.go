@@ -49,9 +49,7 @@ type optSpec struct {
 
 var (
 	sStr    = optSpec{kind: oStr}
-	sInt    = optSpec{kind: oInt}
 	sBool   = optSpec{kind: oBool}
-	sNum    = optSpec{kind: oNum}
 	sDrive  = optSpec{kind: oStr, format: fDrive}
 	sUnused = optSpec{kind: oStr, format: fUnused}
 )

@@ -73,6 +73,7 @@ type Server struct {
 	diskNums     map[string]map[int]bool
 	rng          *rand.Rand
 	macPrefix    string
+	authMu       sync.RWMutex // guards tokens and users
 	tokens       map[string]*token
 	users        map[string]string
 	tasks        []*task
@@ -81,6 +82,7 @@ type Server struct {
 	bootTime     time.Time
 	staleRes     []byte // non-nil: /cluster/resources answers this snapshot
 
+	routes             *routeTable
 	ticketKey, csrfKey []byte
 	defaultToken       tokenSpec
 
@@ -196,6 +198,7 @@ func NewServer(opts ...Option) (*Server, error) {
 		s.tokens[t.id] = &token{id: t.id, user: m[1], name: m[2], secret: t.secret}
 	}
 	s.ticketKey, s.csrfKey = randomBytes(32), randomBytes(32)
+	s.routes = s.buildRoutes()
 
 	if err := s.startTLS(); err != nil {
 		return nil, err
