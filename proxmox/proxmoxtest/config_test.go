@@ -483,6 +483,20 @@ func TestCipasswordMasked(t *testing.T) {
 	if c := getConfig(t, s, r, ""); c["cipassword"] != "**********" {
 		t.Fatalf("cipassword %v", c["cipassword"])
 	}
+	st := mustGuest(t, s, r)
+	if !strings.HasPrefix(st.Config["cipassword"], "$5$") || strings.Contains(st.File, "hunter2") {
+		t.Fatalf("cipassword stored as %q", st.Config["cipassword"])
+	}
+	// A value that already is a crypt hash is stored as given.
+	put(t, s, r, "cipassword", "$6$abc$def")
+	if got := mustGuest(t, s, r).Config["cipassword"]; got != "$6$abc$def" {
+		t.Fatalf("hash re-hashed: %q", got)
+	}
+	for _, rq := range s.Requests() {
+		if strings.Contains(rq.Params["cipassword"], "hunter2") {
+			t.Fatal("request log holds the cloud-init password")
+		}
+	}
 }
 
 func TestUpdateConfigHelper(t *testing.T) {

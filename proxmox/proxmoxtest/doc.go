@@ -62,9 +62,9 @@
 // The HTTP layer behaves like pve-api-daemon: HTTP/1.1 only; HEAD and other
 // methods get 501 "method 'HEAD' not available"; chunked request bodies and
 // bodies on GET or DELETE get 501; bodies over 64 KiB (512 KiB from 8.4) get
-// 501; form bodies are split on both '&' and ';', '=' inside a value
-// truncates it unless escaped, repeated keys are joined with NUL (see
-// decodeForm); JSON bodies are accepted; query parameters override body
+// 501; form bodies are split on both '&' and ';', an unescaped '=' inside a
+// value truncates it, repeated keys are joined with NUL (so two delete=
+// pairs act as a list); JSON bodies are accepted; query parameters override body
 // keys; a path parameter repeated with another value is a 400. Parameters
 // are validated against the endpoint's schema (400 "Parameter verification
 // failed." with an errors map): unknown parameters, booleans other than 1/0,
@@ -108,7 +108,9 @@
 //   - descriptions: QEMU trims trailing whitespace, LXC reads back one "\n"
 //     per line;
 //   - LXC nameserver/searchdomain joined with spaces; cpuunits clamped to
-//     10000; vmgenid=1 replaced by a UUID; boot order=... re-printed and
+//     10000; vmgenid=1 replaced by a UUID; a plain cipassword stored as a
+//     "$5$..." hash (shaped like Proxmox's, not crypt(3)-exact) and shown
+//     masked; boot order=... re-printed and
 //     extended by new CD drives; booleans and integers normalised in the
 //     file.
 //

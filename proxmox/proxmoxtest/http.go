@@ -110,8 +110,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		rec.Status = http.StatusOK
 	}
-	if _, ok := rec.Params["password"]; ok {
-		rec.Params["password"] = "<redacted>"
+	for _, k := range []string{"password", "cipassword"} {
+		if _, ok := rec.Params[k]; ok {
+			rec.Params[k] = "<redacted>"
+		}
 	}
 	if s.log.Enabled(r.Context(), slog.LevelDebug) {
 		s.log.Debug("proxmoxtest: request", "method", rec.Method, "path", rec.Path, "status", rec.Status, "auth", rec.Auth)

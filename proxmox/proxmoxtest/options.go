@@ -297,8 +297,8 @@ func WithLogger(l *slog.Logger) Option {
 }
 
 // WithRequestLogLimit bounds the request log [Server.Requests] returns to
-// the most recent n entries (older ones are discarded). 0 disables the log.
-// Default 10000.
+// n entries; when it is full the older half is discarded, so the most recent
+// n/2 entries at least are always there. 0 disables the log. Default 10000.
 func WithRequestLogLimit(n int) Option {
 	return optionFunc(func(c *config) error {
 		if n < 0 {

@@ -5,8 +5,9 @@ import (
 )
 
 // Request is one entry of the request log. It never holds credentials: the
-// Authorization, Cookie and CSRFPreventionToken headers are not recorded, and
-// a "password" parameter is replaced by "<redacted>".
+// Authorization, Cookie and CSRFPreventionToken headers are not recorded,
+// and the "password" (login) and "cipassword" (cloud-init) parameters are
+// replaced by "<redacted>".
 type Request struct {
 	Time   time.Time         // when the server received it, on the server's Clock
 	Method string            // HTTP method
@@ -20,8 +21,9 @@ type Request struct {
 	Handled bool
 }
 
-// Requests returns the request log, oldest first (bounded by
-// [WithRequestLogLimit]).
+// Requests returns the request log, oldest first. With [WithRequestLogLimit]
+// n, the log holds at most n entries: when it is full, the older half is
+// discarded.
 func (s *Server) Requests() []Request {
 	s.logMu.Lock()
 	defer s.logMu.Unlock()

@@ -1,7 +1,11 @@
 package proxmoxtest
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
 	"fmt"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -110,6 +114,8 @@ func (s *Server) qemuPrepareLocked(ref proxmox.Ref, u *configUpdate, ignoreLock 
 			u.set[k] = out
 		case k == "vmgenid" && v == "1":
 			u.set[k] = randomUUID(s.rng)
+		case k == "cipassword" && !cryptRE.MatchString(v):
+			u.set[k] = s.hashPassword(v)
 		case isQemuDrive(k):
 			d, ferr := qemuDriveFormat.parse(v, k)
 			if ferr != nil {
@@ -164,6 +170,22 @@ func (s *Server) qemuPrepareLocked(ref proxmox.Ref, u *configUpdate, ignoreLock 
 	return nil
 }
 
+// cryptRE recognises a crypt(3) hash, which Proxmox stores as given.
+var cryptRE = regexp.MustCompile(`^\$(?:[156]|2[ay])(\$.+){2}`)
+
+// hashPassword stands in for PVE::Tools::encrypt_pw: Proxmox stores a
+// cloud-init password as a SHA-256 crypt hash ("$5$salt$hash"). The shape
+// is the same here; the hash is not crypt(3)-exact.
+func (s *Server) hashPassword(pw string) string {
+	var raw [16]byte
+	binary.LittleEndian.PutUint64(raw[:8], s.rng.Uint64())
+	binary.LittleEndian.PutUint64(raw[8:], s.rng.Uint64())
+	salt := raw[:12]
+	enc := base64.RawStdEncoding
+	sum := sha256.Sum256(append(salt, pw...))
+	return "$5$" + enc.EncodeToString(salt) + "$" + enc.EncodeToString(sum[:])
+}
+
 func firstNonEmpty(vals ...string) string {
 	for _, v := range vals {
 		if v != "" {
@@ -175,12 +197,15 @@ func firstNonEmpty(vals ...string) string {
 
 func isIndexed(k string) bool { return indexedRE.MatchString(k) }
 
+func updateLogLine(ref proxmox.Ref, u *configUpdate) string {
+	return fmt.Sprintf("update VM %d: %s", ref.VMID, u.logArgs)
+}
+
 // qemuWorkerLocked writes a QEMU update to the pending section and applies
 // it: the worker of update_vm_api. It runs synchronously for PUT and inside
 // the qmconfig task for POST. Like Proxmox it writes the config after every
 // option, so a failure part-way leaves the earlier options written.
 func (s *Server) qemuWorkerLocked(ref proxmox.Ref, u *configUpdate) (log []string, err error) {
-	log = append(log, fmt.Sprintf("update VM %d: %s", ref.VMID, u.logArgs))
 	g := s.lookupLocked(ref)
 	if g == nil {
 		return log, fmt.Errorf("%s", errConfigMissing(ref))
@@ -780,6 +805,8 @@ func (s *Server) hConfigPost(c *call) (result, *apiErr) {
 		log, err := s.qemuWorkerLocked(ref, u)
 		return log, 0, err
 	})
+	// The worker prints this first; a running task's log already shows it.
+	t.log = append(t.log, updateLogLine(ref, u))
 	upid := t.upid
 	s.mu.Unlock()
 
