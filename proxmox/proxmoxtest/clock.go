@@ -8,7 +8,8 @@ import (
 // Clock supplies the fake server's notion of "now": ticket ages, UPID start
 // times, task start and end times, guest uptimes and the task list's since
 // and until filters all read it. Task durations do not: they are real time
-// ([WithTaskDuration]) or manual ([WithManualTasks]).
+// ([WithTaskDuration]) or manual ([WithManualTasks]). Implementations must
+// be safe for concurrent use; the server calls Now from many goroutines.
 type Clock interface {
 	Now() time.Time
 }

@@ -173,7 +173,9 @@
 // creation, deletion, migration, snapshots, backups; HA-managed guests;
 // ACLs and privilege separation (every token may do everything a token may
 // do; use a 403 fault to test permission errors); paused or suspended
-// guests and the reset/suspend/resume actions; tag permissions and the
+// guests and the reset/suspend/resume actions (so neither "VM is paused"
+// nor the resume a start does on a running VM locked for backup); the
+// balloon_min and shares fields of lists; tag permissions and the
 // datacenter tag-style settings (the default style is emulated); raw lxc.*
 // config keys; ISO sizes on CD drives; task log download; node-level
 // endpoints other than the tasks. Resource figures (memory use, network

@@ -8,7 +8,8 @@ import (
 	"github.com/guestward/guestward/proxmox"
 )
 
-// DropMode says whether and when a [Fault] drops the connection.
+// DropMode says whether and when a [Fault] drops the connection. It is a
+// plain value.
 type DropMode int
 
 const (
@@ -31,6 +32,10 @@ const (
 // (DropBeforeHandling), Status, then the request is handled (with
 // TaskError/TaskWarnings applied to any task it starts), then After and
 // DropAfterHandling.
+//
+// A Fault is a plain value that [Server.Inject] copies; its Before and After
+// hooks run on request goroutines, possibly concurrently, and must be safe
+// for that.
 type Fault struct {
 	// Method matches the HTTP method ("GET", "POST", ...); "" matches any.
 	Method string

@@ -16,6 +16,8 @@ import (
 // integers lose leading zeros, unknown options are refused.) To see
 // Proxmox's rewriting of user input, write through the API or
 // [Server.UpdateConfig] instead.
+//
+// A GuestSpec is a plain value; [Server.AddGuest] copies what it needs.
 type GuestSpec struct {
 	Node string            // must be one of the server's nodes; default: the first node
 	Type proxmox.GuestType // proxmox.QEMU or proxmox.LXC
@@ -34,7 +36,8 @@ type GuestSpec struct {
 	IgnoreShutdown bool
 }
 
-// GuestState is a snapshot of one guest as the fake server holds it.
+// GuestState is a snapshot of one guest as the fake server holds it. Its
+// maps are copies owned by the caller.
 type GuestState struct {
 	Ref           proxmox.Ref
 	Config        map[string]string // the current section of the config file

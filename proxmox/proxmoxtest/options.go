@@ -11,7 +11,8 @@ import (
 
 // Option configures a [Server] at construction. Options are applied in
 // order; a later option overrides an earlier one of the same kind, except
-// [WithAPIToken], [WithUser] and [WithStorage], which accumulate.
+// [WithAPIToken], [WithUser] and [WithStorage], which accumulate. An Option
+// is an immutable value and may be shared between servers and goroutines.
 type Option interface {
 	apply(*config) error
 }
@@ -21,6 +22,7 @@ type optionFunc func(*config) error
 func (f optionFunc) apply(c *config) error { return f(c) }
 
 // StorageKind selects how a fake storage names the volumes it allocates.
+// It is a plain string value.
 type StorageKind string
 
 // Storage kinds. Each allocates volumes the way the Proxmox plugin of the

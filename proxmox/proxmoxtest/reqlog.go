@@ -7,7 +7,8 @@ import (
 // Request is one entry of the request log. It never holds credentials: the
 // Authorization, Cookie and CSRFPreventionToken headers are not recorded,
 // and the "password" (login) and "cipassword" (cloud-init) parameters are
-// replaced by "<redacted>".
+// replaced by "<redacted>". Entries returned by [Server.Requests] are
+// copies owned by the caller.
 type Request struct {
 	Time   time.Time         // when the server received it, on the server's Clock
 	Method string            // HTTP method

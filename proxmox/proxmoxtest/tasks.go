@@ -11,7 +11,9 @@ import (
 	"github.com/guestward/guestward/proxmox"
 )
 
-// Task is a snapshot of one task, as the fake server holds it.
+// Task is a snapshot of one task, as the fake server holds it. It is a
+// copy: reading it is safe from any goroutine and it does not change when
+// the task does.
 type Task struct {
 	UPID       proxmox.UPID
 	Node       string
