@@ -162,7 +162,7 @@ func (v version) writeSection(b *strings.Builder, t proxmox.GuestType, vals map[
 					b.WriteString("#" + encodeText(line) + "\n")
 				}
 			}
-		} else if descr != "" {
+		} else if descr != "" && descr != "0" { // Perl truthiness again
 			for _, line := range perlSplitLines(descr) {
 				b.WriteString("#" + encodeText(line) + "\n")
 			}
