@@ -43,17 +43,17 @@ type Explainer interface {
 // showing a person. It is a plain value, safe to copy and share.
 type Diff struct {
 	// Field is the configuration key ("net0", "tags").
-	Field string
+	Field string `json:"field"`
 	// Key is the part of the value that differs: a property-string key
 	// ("bridge", "size"), or "storage" for the storage of a disk declared in
 	// allocation syntax. Empty means the value as a whole.
-	Key string
+	Key string `json:"key,omitempty"`
 	// Desired is the declared value of that part, normalized; empty when
 	// the declaration leaves it out.
-	Desired string
+	Desired string `json:"desired"`
 	// Actual is the reported value of that part, normalized; empty when
 	// Proxmox does not report it.
-	Actual string
+	Actual string `json:"actual"`
 }
 
 // String renders the difference on one line, for example
