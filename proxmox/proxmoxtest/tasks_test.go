@@ -253,12 +253,12 @@ func TestQEMUConfigPostIsATask(t *testing.T) {
 func TestBackgroundDelay(t *testing.T) {
 	s := Start(t, WithTaskDuration(0))
 	r := mustAdd(t, s, vm100(""))
-	rp := do(t, s, "POST", guestPath(r)+"/config", form("cores", "4", "background_delay", "5"))
+	rp := do(t, s, "POST", guestPath(r)+"/config", form("cores", "4", "background_delay", "30"))
 	if rp.Code != 200 || string(rp.Raw) != `{"data":null}` {
 		t.Fatalf("finished in time: %d %s", rp.Code, rp.Raw)
 	}
 	s.Inject(Fault{Path: guestPath(r) + "/config", Method: "POST", TaskError: "storage full", Times: 1})
-	rp = do(t, s, "POST", guestPath(r)+"/config", form("cores", "5", "background_delay", "5"))
+	rp = do(t, s, "POST", guestPath(r)+"/config", form("cores", "5", "background_delay", "30"))
 	if rp.Code != 500 || rp.Status != "failed to update VM 100: storage full" {
 		t.Fatalf("failed in time: %d %q", rp.Code, rp.Status)
 	}
