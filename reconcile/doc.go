@@ -1,0 +1,62 @@
+// Package reconcile keeps Proxmox VE guests in their declared state: it
+// reads the desired state, observes the guests, plans the smallest set of
+// benign actions that closes the difference, and carries the plan out
+// through a per-guest queue, journaling every step so that a crash is
+// detected and resolved on restart.
+//
+// # The pieces, in the order a pass uses them
+//
+//  1. A [DesiredProvider] supplies the declared state: a [Desired] per guest,
+//     naming only what is managed (some config options, the power state,
+//     options that must be absent). [EmptyProvider] declares nothing, and an
+//     engine using it never mutates anything; [StaticProvider] holds a state
+//     in memory; [FileProvider] reads a JSON file and follows its changes.
+//  2. The engine lists the cluster's guests once, then reads the status,
+//     configuration and pending changes of the declared guests only, a
+//     bounded number at a time ([Config].Concurrency), through the small
+//     [Proxmox] interface that *proxmox.Client implements.
+//  3. [Plan], a pure function, compares the two under the normalize rules
+//     (so Proxmox's own rewriting of values is never mistaken for drift) and
+//     decides, per guest: in sync; act (a SetConfig carrying only the
+//     differing options and the observed digest, and a Start or Stop placed
+//     around it); or skip, with a reason, for guests that are missing,
+//     locked, of another type or node, templates asked to run, of unknown
+//     power state, or with changes pending a restart.
+//  4. The engine submits each acting guest's actions as one job to the
+//     shared queue (package queue), so that a guest is changed by one job at
+//     a time, whatever asked for the change, and guests are changed in
+//     parallel. Each action is journaled before Proxmox is called (intent),
+//     when Proxmox answers with a task (its UPID), and when the outcome is
+//     known; a QEMU configuration change is awaited as a task, an LXC one
+//     completes synchronously.
+//  5. A [Report] tells, per guest, what happened: in sync, changed, skipped
+//     (with the reason), failed, vetoed by the [Policy], or in conflict (the
+//     configuration changed under us, or a lock appeared: the next pass plans
+//     the guest again).
+//
+// [Engine.Run] repeats passes at an interval, with jitter, and at once on
+// [Engine.Trigger]; passes never overlap.
+//
+// # Crashes and at-most-once
+//
+// After a crash the journal holds, for every operation that was running, its
+// intent and perhaps its task. [Engine.Recover] resolves each one before
+// anything else mutates a guest: a recorded task is awaited and its outcome
+// recorded; an intent without a task is matched against the node's task list
+// (and, for an LXC configuration change, against the configuration), and is
+// either adopted or recorded as never started. Nothing is sent twice: an
+// operation is only ever re-sent when Proxmox has proved it did nothing.
+//
+// [Engine.Apply] runs a [OneShot] operation carrying an idempotency key at
+// most once, ever: the key names one attempt, and a later call with the same
+// key returns the recorded outcome. The journal makes this hold across
+// restarts.
+//
+// # What the engine will not do
+//
+// It does not create, destroy, migrate or restart guests (a restart to apply
+// pending changes is left to a person), never sends a change to a guest with
+// changes already pending, never acts on a locked guest, and never changes an
+// option the desired state does not name. Errors that leave it unknown
+// whether Proxmox acted are resolved, not retried.
+package reconcile

@@ -1,0 +1,294 @@
+package reconcile
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/guestward/guestward/journal"
+	"github.com/guestward/guestward/normalize"
+	"github.com/guestward/guestward/proxmox"
+	"github.com/guestward/guestward/queue"
+)
+
+// Proxmox is what the engine needs from a Proxmox VE cluster.
+// *proxmox.Client implements it; tests may use the fake server in package
+// proxmoxtest behind a real client, or any other implementation.
+//
+// The methods follow *proxmox.Client's contracts: errors are classified
+// with proxmox's sentinel errors (ErrNotFound, ErrLocked, ErrDigestMismatch,
+// ErrTransient, ErrOutcomeUnknown, ErrAlreadyRunning, ErrNotRunning), and a
+// write that returns an empty UPID completed synchronously.
+type Proxmox interface {
+	Guests(ctx context.Context) ([]proxmox.Guest, error)
+	Status(ctx context.Context, ref proxmox.Ref) (proxmox.GuestStatus, error)
+	Config(ctx context.Context, ref proxmox.Ref) (proxmox.Config, error)
+	Pending(ctx context.Context, ref proxmox.Ref) ([]proxmox.PendingItem, error)
+	SetConfig(ctx context.Context, ref proxmox.Ref, ch proxmox.ConfigChange) (proxmox.UPID, error)
+	Start(ctx context.Context, ref proxmox.Ref) (proxmox.UPID, error)
+	Stop(ctx context.Context, ref proxmox.Ref) (proxmox.UPID, error)
+	Shutdown(ctx context.Context, ref proxmox.Ref, timeout time.Duration) (proxmox.UPID, error)
+	Reboot(ctx context.Context, ref proxmox.Ref) (proxmox.UPID, error)
+	TaskStatus(ctx context.Context, upid proxmox.UPID) (proxmox.TaskStatus, error)
+	WaitTask(ctx context.Context, upid proxmox.UPID) (proxmox.TaskStatus, error)
+	Tasks(ctx context.Context, node string, f proxmox.TaskFilter) ([]proxmox.TaskInfo, error)
+}
+
+var _ Proxmox = (*proxmox.Client)(nil)
+
+// Policy decides whether the engine may carry out an action. A non-nil
+// error vetoes it: the action is not journaled or sent, the guest's later
+// actions in the same pass are dropped, and the report shows the guest as
+// vetoed with the error. g is the guest as observed at the start of the
+// pass. A Policy must be safe for concurrent use.
+type Policy func(ctx context.Context, a Action, g Observed) error
+
+// ProtectTag returns a policy that vetoes stopping any guest carrying tag,
+// and, with noConfig, changing its configuration too.
+func ProtectTag(tag string, noConfig bool) Policy {
+	return func(_ context.Context, a Action, g Observed) error {
+		for _, t := range g.Tags {
+			if t != tag {
+				continue
+			}
+			if a.Kind == ActionStop || (noConfig && a.Kind == ActionSetConfig) {
+				return fmt.Errorf("guest carries the protected tag %q", tag)
+			}
+		}
+		return nil
+	}
+}
+
+// Config configures an [Engine]. Proxmox and Journal are required; every
+// other field has a default.
+type Config struct {
+	// Proxmox is the cluster to act on.
+	Proxmox Proxmox
+	// Journal records every operation before and after each side effect.
+	// The engine does not close it: its owner does, after Run returns.
+	Journal journal.Journal
+	// Provider supplies the desired state; nil means EmptyProvider, with
+	// which the engine performs no mutation.
+	Provider DesiredProvider
+	// Queue serializes every mutation per guest (keyed by vmid). Share one
+	// queue among everything that changes guests. Nil means the engine
+	// makes its own, with at most Concurrency jobs at once.
+	Queue *queue.Queue[int]
+	// Concurrency bounds the guests observed at once, and the actions run
+	// at once when the engine makes its own queue. Default 8.
+	Concurrency int
+	// Interval is the time between the starts of two passes of Run.
+	// Default 30s. Jitter, default a tenth of Interval, varies it at
+	// random by up to that much either way.
+	Interval time.Duration
+	Jitter   time.Duration
+	// DryRun plans and reports without journaling or changing anything.
+	DryRun bool
+	// Policy, if set, may veto any action.
+	Policy Policy
+	// Plan holds the normalize rules; the zero value uses the defaults.
+	Plan PlanOptions
+	// Retries bounds the attempts at one action after errors that prove
+	// Proxmox did nothing (transient errors); default 3. RetryMin and
+	// RetryMax bound the capped exponential backoff between attempts,
+	// default 1s and 15s.
+	Retries            int
+	RetryMin, RetryMax time.Duration
+	// SettleDelay is how long after an operation was journaled Recover
+	// waits before concluding that a request that left no task never
+	// reached Proxmox (it may still be in flight). Default 10s.
+	SettleDelay time.Duration
+	// ClockSkew is the clock difference tolerated between this host and
+	// the Proxmox nodes when matching tasks to journaled operations.
+	// Default 2m.
+	ClockSkew time.Duration
+	// Logger receives the engine's log; nil discards it.
+	Logger *slog.Logger
+	// OnReport, if set, is called with every pass's report by Run.
+	OnReport func(Report)
+	// OnEvent, if set, is called as each action starts and ends, for
+	// progress displays. It must be quick and safe for concurrent use.
+	OnEvent func(Event)
+	// Checkpoint, if set, is called at named points between the steps of
+	// every operation ("op/before-intent", "op/after-intent",
+	// "op/after-call", "op/after-task-record", "op/after-wait",
+	// "op/after-outcome"). A non-nil error aborts the operation right
+	// there, as if the process had crashed: nothing more is journaled or
+	// sent, and the error is reported. For crash testing; leave nil.
+	Checkpoint func(point string) error
+	// Now returns the current time; nil means time.Now. For tests.
+	Now func() time.Time
+}
+
+// ErrConfig is returned, wrapped, by NewEngine for an unusable Config.
+var ErrConfig = errors.New("reconcile: invalid engine config")
+
+// Engine observes guests, plans, and carries out plans through the shared
+// per-guest queue, journaling every step. It is safe for concurrent use:
+// passes never overlap, and one-shot operations from Apply go through the
+// same queue as the passes.
+type Engine struct {
+	cfg    Config
+	log    *slog.Logger
+	q      *queue.Queue[int]
+	ownQ   bool
+	plan   PlanOptions
+	lookup journal.KeyLookup // nil if the journal cannot find keys
+
+	pass    chan struct{} // a token: held while a pass runs
+	trigger chan struct{}
+
+	recoverMu sync.Mutex
+	recovered bool
+
+	applyMu sync.Mutex
+	applies map[string]*applyCall // one-shot calls in progress, by key
+}
+
+// NewEngine checks cfg, fills in defaults, and returns an engine. It does
+// no I/O.
+func NewEngine(cfg Config) (*Engine, error) {
+	if cfg.Proxmox == nil {
+		return nil, fmt.Errorf("%w: Proxmox is nil", ErrConfig)
+	}
+	if cfg.Journal == nil {
+		return nil, fmt.Errorf("%w: Journal is nil", ErrConfig)
+	}
+	if cfg.Provider == nil {
+		cfg.Provider = EmptyProvider{}
+	}
+	if cfg.Concurrency < 0 || cfg.Interval < 0 || cfg.Jitter < 0 || cfg.Retries < 0 ||
+		cfg.RetryMin < 0 || cfg.RetryMax < 0 || cfg.SettleDelay < 0 || cfg.ClockSkew < 0 {
+		return nil, fmt.Errorf("%w: negative durations and counts are not allowed", ErrConfig)
+	}
+	if cfg.Concurrency == 0 {
+		cfg.Concurrency = 8
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = 30 * time.Second
+	}
+	if cfg.Jitter == 0 {
+		cfg.Jitter = cfg.Interval / 10
+	}
+	if cfg.Jitter > cfg.Interval {
+		return nil, fmt.Errorf("%w: Jitter %v exceeds Interval %v", ErrConfig, cfg.Jitter, cfg.Interval)
+	}
+	if cfg.Retries == 0 {
+		cfg.Retries = 3
+	}
+	if cfg.RetryMin == 0 {
+		cfg.RetryMin = time.Second
+	}
+	if cfg.RetryMax == 0 {
+		cfg.RetryMax = 15 * time.Second
+	}
+	if cfg.RetryMax < cfg.RetryMin {
+		return nil, fmt.Errorf("%w: RetryMax %v is below RetryMin %v", ErrConfig, cfg.RetryMax, cfg.RetryMin)
+	}
+	if cfg.SettleDelay == 0 {
+		cfg.SettleDelay = 10 * time.Second
+	}
+	if cfg.ClockSkew == 0 {
+		cfg.ClockSkew = 2 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	e := &Engine{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		q:       cfg.Queue,
+		plan:    cfg.Plan.withDefaults(),
+		pass:    make(chan struct{}, 1),
+		trigger: make(chan struct{}, 1),
+		applies: make(map[string]*applyCall),
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if e.q == nil {
+		e.q = queue.New[int](queue.WithMaxConcurrent(cfg.Concurrency))
+		e.ownQ = true
+	}
+	e.lookup, _ = cfg.Journal.(journal.KeyLookup)
+	return e, nil
+}
+
+// Queue returns the per-guest queue the engine submits to, so that other
+// code changing guests can go through the same lanes.
+func (e *Engine) Queue() *queue.Queue[int] { return e.q }
+
+// normalizeSet returns the rules for a guest type.
+func (e *Engine) normalizeSet(t proxmox.GuestType) *normalize.Set { return e.plan.set(t) }
+
+// acquirePass takes the pass token, or fails when ctx ends first.
+func (e *Engine) acquirePass(ctx context.Context) error {
+	select {
+	case e.pass <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (e *Engine) releasePass() { <-e.pass }
+
+// newOpID returns a new operation id: the time, for people reading the
+// journal, and 64 random bits, for uniqueness across restarts.
+func (e *Engine) newOpID() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("reconcile: crypto/rand failed: " + err.Error()) // never happens on supported platforms
+	}
+	return e.cfg.Now().UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
+}
+
+// checkpoint runs the crash-test hook at point.
+func (e *Engine) checkpoint(point string) error {
+	if e.cfg.Checkpoint == nil {
+		return nil
+	}
+	if err := e.cfg.Checkpoint(point); err != nil {
+		return &interruptedError{point: point, err: err}
+	}
+	return nil
+}
+
+// ErrInterrupted is wrapped by the error of an operation stopped by
+// Config.Checkpoint.
+var ErrInterrupted = errors.New("reconcile: operation interrupted")
+
+type interruptedError struct {
+	point string
+	err   error
+}
+
+func (e *interruptedError) Error() string {
+	return fmt.Sprintf("reconcile: operation interrupted at %s: %v", e.point, e.err)
+}
+
+func (e *interruptedError) Unwrap() []error { return []error{ErrInterrupted, e.err} }
+
+// Event reports progress of an action, for displays; see Config.OnEvent.
+type Event struct {
+	Ref    proxmox.Ref
+	Kind   ActionKind
+	OpID   string
+	Phase  string // "start", "task" (a task was started), "done", "failed"
+	UPID   proxmox.UPID
+	Detail string
+	At     time.Time
+}
+
+func (e *Engine) event(ev Event) {
+	if e.cfg.OnEvent != nil {
+		ev.At = e.cfg.Now()
+		e.cfg.OnEvent(ev)
+	}
+}

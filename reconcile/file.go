@@ -1,0 +1,266 @@
+package reconcile
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/guestward/guestward/proxmox"
+)
+
+// FileProvider reads the desired state from a JSON file, and reads it again
+// whenever the file changes (another size, modification time or file, as
+// after an atomic rename). The format is:
+//
+//	{
+//	  "guests": [
+//	    {
+//	      "node": "pve1", "type": "qemu", "vmid": 100,
+//	      "power": "running",
+//	      "config": {"memory": 4096, "onboot": true, "tags": "web;prod"},
+//	      "delete": ["args"]
+//	    }
+//	  ]
+//	}
+//
+// Config values may be JSON strings, numbers (kept digit for digit) or
+// booleans (sent as 1 and 0, as Proxmox takes them). Unknown fields are
+// errors, so that a misspelt "confg" is not silently ignored.
+//
+// When the file cannot be read or is invalid (half-written, say),
+// [FileProvider.Desired] keeps returning the last good state together with an
+// error wrapping [ErrStale] and the cause; before any good state has been read
+// it returns only the error, and the engine does nothing. It is safe for
+// concurrent use.
+type FileProvider struct {
+	path    string
+	maxSize int64
+
+	mu      sync.Mutex
+	stamp   fileStamp
+	good    []Desired
+	hasGood bool
+	lastErr error
+}
+
+// fileStamp identifies one version of the file without reading it.
+type fileStamp struct {
+	info    os.FileInfo
+	size    int64
+	modTime time.Time
+}
+
+func (s fileStamp) same(info os.FileInfo) bool {
+	return s.info != nil && os.SameFile(s.info, info) &&
+		s.size == info.Size() && s.modTime.Equal(info.ModTime())
+}
+
+// DefaultMaxDesiredFileSize bounds the size of a desired-state file; larger
+// files are refused rather than read into memory.
+const DefaultMaxDesiredFileSize = 64 << 20
+
+// NewFileProvider returns a provider reading path. It does not read the file
+// yet; the first call to Desired does.
+func NewFileProvider(path string) (*FileProvider, error) {
+	if path == "" {
+		return nil, errors.New("reconcile: desired-state file path is empty")
+	}
+	return &FileProvider{path: path, maxSize: DefaultMaxDesiredFileSize}, nil
+}
+
+// Path returns the file's path.
+func (p *FileProvider) Path() string { return p.path }
+
+// Desired returns the state in the file, reading it again if it changed.
+func (p *FileProvider) Desired(ctx context.Context) ([]Desired, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ds, stamp, err := p.load()
+	if err != nil {
+		p.lastErr = err
+		if p.hasGood {
+			return p.good, fmt.Errorf("%w: keeping the last good state of %s: %w", ErrStale, p.path, err)
+		}
+		return nil, err
+	}
+	if ds != nil { // nil: unchanged since the last good read
+		p.good, p.hasGood, p.stamp = ds, true, stamp
+	}
+	p.lastErr = nil
+	return p.good, nil
+}
+
+// Err returns the error of the last read, nil if it succeeded.
+func (p *FileProvider) Err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastErr
+}
+
+// load reads and parses the file unless it is unchanged, in which case it
+// returns nil and the current stamp.
+func (p *FileProvider) load() ([]Desired, fileStamp, error) {
+	f, err := os.Open(p.path)
+	if err != nil {
+		return nil, fileStamp{}, fmt.Errorf("reconcile: desired-state file: %w", err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, fileStamp{}, fmt.Errorf("reconcile: desired-state file: %w", err)
+	}
+	stamp := fileStamp{info: info, size: info.Size(), modTime: info.ModTime()}
+	if p.hasGood && p.stamp.same(info) {
+		return nil, p.stamp, nil
+	}
+	if info.Size() > p.maxSize {
+		return nil, fileStamp{}, fmt.Errorf("reconcile: desired-state file %s is %d bytes, more than the %d allowed", p.path, info.Size(), p.maxSize)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, p.maxSize+1))
+	if err != nil {
+		return nil, fileStamp{}, fmt.Errorf("reconcile: desired-state file %s: %w", p.path, err)
+	}
+	if int64(len(data)) > p.maxSize {
+		return nil, fileStamp{}, fmt.Errorf("reconcile: desired-state file %s is larger than the %d bytes allowed", p.path, p.maxSize)
+	}
+	ds, err := ParseDesiredJSON(data)
+	if err != nil {
+		return nil, fileStamp{}, fmt.Errorf("reconcile: desired-state file %s: %w", p.path, err)
+	}
+	if ds == nil {
+		ds = []Desired{} // a valid, empty state: distinct from "unchanged"
+	}
+	return ds, stamp, nil
+}
+
+// desiredFile is the JSON form of a desired state.
+type desiredFile struct {
+	Guests []desiredGuest `json:"guests"`
+}
+
+type desiredGuest struct {
+	Node   string                     `json:"node"`
+	Type   string                     `json:"type"`
+	VMID   json.Number                `json:"vmid"`
+	Power  string                     `json:"power,omitempty"`
+	Config map[string]json.RawMessage `json:"config,omitempty"`
+	Delete []string                   `json:"delete,omitempty"`
+}
+
+// ParseDesiredJSON decodes and validates a desired state in the format of
+// [FileProvider]. It returns a *DesiredError for a state that decodes but is
+// invalid, and a decoding error, with the offset, for malformed JSON.
+func ParseDesiredJSON(data []byte) ([]Desired, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	dec.UseNumber()
+	var f desiredFile
+	if err := dec.Decode(&f); err != nil {
+		var syn *json.SyntaxError
+		if errors.As(err, &syn) {
+			return nil, fmt.Errorf("malformed JSON at byte %d: %w", syn.Offset, err)
+		}
+		return nil, fmt.Errorf("malformed desired state: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("malformed desired state: data after the top-level object")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("malformed desired state: data after the top-level object")
+	}
+	var problems []string
+	ds := make([]Desired, 0, len(f.Guests))
+	for i, g := range f.Guests {
+		d, p := g.desired(i)
+		problems = append(problems, p...)
+		ds = append(ds, d)
+	}
+	if len(problems) > 0 {
+		return nil, &DesiredError{Problems: problems}
+	}
+	if err := ValidateDesired(ds); err != nil {
+		return nil, err
+	}
+	sortDesired(ds)
+	return ds, nil
+}
+
+func (g desiredGuest) desired(i int) (Desired, []string) {
+	var problems []string
+	where := fmt.Sprintf("guests[%d]", i)
+	vmid, err := strconv.Atoi(g.VMID.String())
+	if err != nil {
+		problems = append(problems, fmt.Sprintf("%s: vmid %q is not an integer", where, g.VMID.String()))
+	}
+	d := Desired{
+		Ref:    proxmox.Ref{Node: g.Node, Type: proxmox.GuestType(g.Type), VMID: vmid},
+		Power:  Power(g.Power),
+		Delete: g.Delete,
+	}
+	if len(g.Config) > 0 {
+		d.Config = make(map[string]string, len(g.Config))
+		for _, k := range sortedRawKeys(g.Config) {
+			v, err := configValue(g.Config[k])
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("%s (%s): option %q: %v", where, d.Ref, k, err))
+				continue
+			}
+			d.Config[k] = v
+		}
+	}
+	return d, problems
+}
+
+// configValue turns a JSON config value into the string Proxmox takes.
+func configValue(raw json.RawMessage) (string, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return "", errors.New("no value")
+	}
+	switch raw[0] {
+	case '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return "", err
+		}
+		return s, nil
+	case 't', 'f':
+		var b bool
+		if err := json.Unmarshal(raw, &b); err != nil {
+			return "", err
+		}
+		if b {
+			return "1", nil
+		}
+		return "0", nil
+	case 'n':
+		return "", errors.New("null is not a value; list the option in delete to remove it")
+	case '{', '[':
+		return "", errors.New("objects and arrays are not option values; write property strings and lists as strings")
+	}
+	var n json.Number
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return "", err
+	}
+	return n.String(), nil
+}
+
+func sortedRawKeys(m map[string]json.RawMessage) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

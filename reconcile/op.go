@@ -1,0 +1,414 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/guestward/guestward/journal"
+	"github.com/guestward/guestward/proxmox"
+)
+
+// Actions that only one-shot operations use; Plan never emits them.
+const (
+	ActionShutdown ActionKind = "shutdown" // clean shutdown, with an optional timeout
+	ActionReboot   ActionKind = "reboot"
+)
+
+// op is one operation: an action with its journal identity.
+type op struct {
+	id      string
+	ref     proxmox.Ref
+	kind    ActionKind
+	set     map[string]string
+	del     []string
+	digest  string
+	timeout time.Duration // shutdown only
+	key     string        // idempotency key of a one-shot operation
+}
+
+func opFromAction(id string, a Action) *op {
+	return &op{id: id, ref: a.Ref, kind: a.Kind, set: a.Set, del: a.Delete, digest: a.Digest}
+}
+
+func (o *op) action() Action {
+	return Action{Kind: o.kind, Ref: o.ref, Set: o.set, Delete: o.del, Digest: o.digest}
+}
+
+// Journal parameters of an operation. set:<option> holds each value to set.
+const (
+	paramNode    = "node"
+	paramType    = "type"
+	paramDelete  = "delete"
+	paramDigest  = "digest"
+	paramTimeout = "timeout"
+	paramSet     = "set:"
+)
+
+func (o *op) params() map[string]string {
+	p := map[string]string{paramNode: o.ref.Node, paramType: string(o.ref.Type)}
+	for k, v := range o.set {
+		p[paramSet+k] = v
+	}
+	if len(o.del) > 0 {
+		p[paramDelete] = strings.Join(o.del, ",")
+	}
+	if o.digest != "" {
+		p[paramDigest] = o.digest
+	}
+	if o.timeout > 0 {
+		p[paramTimeout] = strconv.FormatInt(int64(o.timeout/time.Second), 10)
+	}
+	return p
+}
+
+// opFromEntry rebuilds an operation from its journal record.
+func opFromEntry(e journal.Entry) (*op, error) {
+	o := &op{
+		id:     e.OpID,
+		ref:    proxmox.Ref{Node: e.Params[paramNode], Type: proxmox.GuestType(e.Params[paramType]), VMID: e.VMID},
+		kind:   ActionKind(e.Kind),
+		digest: e.Params[paramDigest],
+		key:    e.IdempKey,
+	}
+	if err := o.ref.Validate(); err != nil {
+		return nil, fmt.Errorf("operation %s: %w", e.OpID, err)
+	}
+	for k, v := range e.Params {
+		if name, ok := strings.CutPrefix(k, paramSet); ok {
+			if o.set == nil {
+				o.set = make(map[string]string)
+			}
+			o.set[name] = v
+		}
+	}
+	if d := e.Params[paramDelete]; d != "" {
+		o.del = strings.Split(d, ",")
+	}
+	if t := e.Params[paramTimeout]; t != "" {
+		n, err := strconv.ParseInt(t, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("operation %s: timeout %q: %w", e.OpID, t, err)
+		}
+		o.timeout = time.Duration(n) * time.Second
+	}
+	switch o.kind {
+	case ActionStart, ActionStop, ActionShutdown, ActionReboot, ActionSetConfig:
+	default:
+		return nil, fmt.Errorf("operation %s: unknown kind %q", e.OpID, e.Kind)
+	}
+	return o, nil
+}
+
+// taskType is the type of the task Proxmox starts for the operation, ""
+// when it starts none (an LXC configuration change is synchronous).
+func (o *op) taskType() string {
+	prefix := "qm"
+	if o.ref.Type == proxmox.LXC {
+		prefix = "vz"
+		if o.kind == ActionSetConfig {
+			return ""
+		}
+	}
+	switch o.kind {
+	case ActionSetConfig:
+		return "qmconfig"
+	default:
+		return prefix + string(o.kind)
+	}
+}
+
+// ActionOutcome says how an action ended.
+type ActionOutcome string
+
+// The outcomes of an action.
+const (
+	OutcomeSucceeded ActionOutcome = "succeeded"
+	// OutcomeFailed: Proxmox refused the action or its task failed.
+	OutcomeFailed ActionOutcome = "failed"
+	// OutcomeConflict: the guest changed under us (digest mismatch) or got
+	// locked; nothing was changed, and the next pass plans it again.
+	OutcomeConflict ActionOutcome = "conflict"
+	// OutcomeVetoed: the policy refused the action; nothing was sent.
+	OutcomeVetoed ActionOutcome = "vetoed"
+	// OutcomeInterrupted: the operation stopped before its outcome was
+	// known (the engine's context ended, or a journal write failed). It
+	// stays in flight in the journal and Recover resolves it.
+	OutcomeInterrupted ActionOutcome = "interrupted"
+	// OutcomePlanned: a dry run; nothing was sent.
+	OutcomePlanned ActionOutcome = "planned"
+)
+
+// ActionReport is what happened to one action.
+type ActionReport struct {
+	Action   Action        `json:"action"`
+	OpID     string        `json:"op_id,omitempty"`
+	UPID     proxmox.UPID  `json:"upid,omitempty"`
+	Outcome  ActionOutcome `json:"outcome"`
+	Error    string        `json:"error,omitempty"`
+	Attempts int           `json:"attempts,omitempty"`
+	Duration time.Duration `json:"duration_ns,omitempty"`
+}
+
+// execute carries out one operation, journaling its intent before the call
+// to Proxmox, its task when there is one, and its outcome.
+func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
+	start := e.cfg.Now()
+	rep = ActionReport{Action: o.action(), OpID: o.id}
+	defer func() { rep.Duration = e.cfg.Now().Sub(start) }()
+	fail := func(outcome ActionOutcome, err error) ActionReport {
+		rep.Outcome, rep.Error = outcome, err.Error()
+		e.event(Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: "failed", UPID: rep.UPID, Detail: rep.Error})
+		return rep
+	}
+
+	if err := e.checkpoint("op/before-intent"); err != nil {
+		return fail(OutcomeInterrupted, err)
+	}
+	intent := journal.Entry{
+		OpID: o.id, VMID: o.ref.VMID, Kind: string(o.kind), Params: o.params(),
+		State: journal.Started, IdempKey: o.key, At: start,
+	}
+	if err := e.cfg.Journal.Append(ctx, intent); err != nil {
+		// Nothing was sent. If the record did become durable after all,
+		// Recover finds no task and closes it.
+		return fail(OutcomeInterrupted, fmt.Errorf("journal intent: %w", err))
+	}
+	e.event(Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: "start"})
+	if err := e.checkpoint("op/after-intent"); err != nil {
+		return fail(OutcomeInterrupted, err)
+	}
+
+	upid, err := e.send(ctx, o, start, &rep)
+	if cerr := e.checkpoint("op/after-call"); cerr != nil {
+		return fail(OutcomeInterrupted, cerr)
+	}
+	if err != nil {
+		if outcomeUnknown(ctx, err) {
+			return fail(OutcomeInterrupted, err)
+		}
+		return e.conclude(ctx, o, &rep, err)
+	}
+	if upid == "" {
+		// Synchronous: the change is made.
+		return e.conclude(ctx, o, &rep, nil)
+	}
+	rep.UPID = upid
+	if err := e.cfg.Journal.Append(ctx, journal.Entry{OpID: o.id, State: journal.TaskRunning, UPID: string(upid)}); err != nil {
+		return fail(OutcomeInterrupted, fmt.Errorf("journal task %s: %w", upid, err))
+	}
+	e.event(Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: "task", UPID: upid})
+	if err := e.checkpoint("op/after-task-record"); err != nil {
+		return fail(OutcomeInterrupted, err)
+	}
+	_, err = e.cfg.Proxmox.WaitTask(ctx, upid)
+	if cerr := e.checkpoint("op/after-wait"); cerr != nil {
+		return fail(OutcomeInterrupted, cerr)
+	}
+	if err != nil && ctx.Err() != nil {
+		// We stopped waiting; the task goes on. Recover resolves it.
+		return fail(OutcomeInterrupted, err)
+	}
+	return e.conclude(ctx, o, &rep, err)
+}
+
+// outcomeUnknown reports whether err leaves it open whether Proxmox acted.
+func outcomeUnknown(ctx context.Context, err error) bool {
+	return errors.Is(err, proxmox.ErrOutcomeUnknown) || (ctx.Err() != nil && !errors.Is(err, errNotSent))
+}
+
+// errNotSent marks errors that prove the request never reached Proxmox.
+var errNotSent = errors.New("not sent")
+
+// send makes the call, retrying with capped backoff while the errors prove
+// that Proxmox did nothing. A call whose answer was lost is resolved by
+// looking for the task it would have started (or, for a synchronous
+// change, for its effect) before it is tried again.
+func (e *Engine) send(ctx context.Context, o *op, at time.Time, rep *ActionReport) (proxmox.UPID, error) {
+	for attempt := 1; ; attempt++ {
+		rep.Attempts = attempt
+		upid, err := e.call(ctx, o)
+		if err == nil {
+			return upid, nil
+		}
+		if errors.Is(err, proxmox.ErrOutcomeUnknown) && ctx.Err() == nil {
+			res, rerr := e.findOutcome(ctx, o, at, nil)
+			switch {
+			case rerr != nil:
+				return "", fmt.Errorf("%w (and looking for its outcome failed: %v)", err, rerr)
+			case res.task != nil:
+				return res.task.UPID, nil
+			case res.applied:
+				return "", nil
+			}
+			// Proxmox did not act: safe to try again.
+		} else if !errors.Is(err, proxmox.ErrTransient) || ctx.Err() != nil {
+			return "", err
+		}
+		if attempt >= e.cfg.Retries {
+			return "", fmt.Errorf("gave up after %d attempts: %w", attempt, err)
+		}
+		if werr := sleepCtx(ctx, backoff(attempt, e.cfg.RetryMin, e.cfg.RetryMax)); werr != nil {
+			return "", fmt.Errorf("%w: %w (%w)", errNotSent, werr, err)
+		}
+	}
+}
+
+// call sends the operation's request once.
+func (e *Engine) call(ctx context.Context, o *op) (proxmox.UPID, error) {
+	px := e.cfg.Proxmox
+	switch o.kind {
+	case ActionStart:
+		return px.Start(ctx, o.ref)
+	case ActionStop:
+		return px.Stop(ctx, o.ref)
+	case ActionShutdown:
+		return px.Shutdown(ctx, o.ref, o.timeout)
+	case ActionReboot:
+		return px.Reboot(ctx, o.ref)
+	case ActionSetConfig:
+		return px.SetConfig(ctx, o.ref, proxmox.ConfigChange{Set: o.set, Delete: o.del, Digest: o.digest})
+	}
+	return "", fmt.Errorf("%w: unknown action kind %q", errNotSent, o.kind)
+}
+
+// conclude records the outcome of an operation whose result is known and
+// fills in the report.
+func (e *Engine) conclude(ctx context.Context, o *op, rep *ActionReport, err error) ActionReport {
+	outcome, state := classify(o.kind, err)
+	rec := journal.Entry{OpID: o.id, State: state}
+	if err != nil {
+		rec.Error = err.Error()
+	}
+	if jerr := e.cfg.Journal.Append(ctx, rec); jerr != nil {
+		rep.Outcome = OutcomeInterrupted
+		rep.Error = fmt.Sprintf("journal outcome: %v (the operation itself: %v)", jerr, errString(err))
+		e.event(Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: "failed", UPID: rep.UPID, Detail: rep.Error})
+		return *rep
+	}
+	rep.Outcome = outcome
+	if err != nil {
+		rep.Error = err.Error()
+	}
+	phase := "done"
+	if state == journal.Failed {
+		phase = "failed"
+	}
+	e.event(Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: phase, UPID: rep.UPID, Detail: rep.Error})
+	if cerr := e.checkpoint("op/after-outcome"); cerr != nil {
+		rep.Error = cerr.Error()
+	}
+	return *rep
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "succeeded"
+	}
+	return err.Error()
+}
+
+// classify maps the error of an operation to its outcome. A start that
+// finds the guest running, or a stop that finds it stopped, reached the
+// state it asked for: it succeeded.
+func classify(kind ActionKind, err error) (ActionOutcome, journal.State) {
+	switch {
+	case err == nil:
+		return OutcomeSucceeded, journal.Succeeded
+	case kind == ActionStart && errors.Is(err, proxmox.ErrAlreadyRunning),
+		(kind == ActionStop || kind == ActionShutdown) && errors.Is(err, proxmox.ErrNotRunning):
+		return OutcomeSucceeded, journal.Succeeded
+	case errors.Is(err, proxmox.ErrDigestMismatch), errors.Is(err, proxmox.ErrLocked):
+		return OutcomeConflict, journal.Failed
+	default:
+		return OutcomeFailed, journal.Failed
+	}
+}
+
+// outcomeSearch is what findOutcome found.
+type outcomeSearch struct {
+	task    *proxmox.TaskInfo // the task the operation started
+	applied bool              // a synchronous change is in effect
+}
+
+// findOutcome looks for the effect of an operation journaled at `at` whose
+// answer from Proxmox is unknown: the task it started, or, for an LXC
+// configuration change (which starts none), whether the change is in
+// effect. It first waits until SettleDelay has passed since `at`, so that a
+// request still in flight has reached Proxmox. claimed holds tasks that
+// belong to other operations.
+func (e *Engine) findOutcome(ctx context.Context, o *op, at time.Time, claimed map[proxmox.UPID]bool) (outcomeSearch, error) {
+	if wait := at.Add(e.cfg.SettleDelay).Sub(e.cfg.Now()); wait > 0 {
+		if err := sleepCtx(ctx, wait); err != nil {
+			return outcomeSearch{}, err
+		}
+	}
+	tt := o.taskType()
+	if tt == "" {
+		applied, err := e.changeInEffect(ctx, o)
+		return outcomeSearch{applied: applied}, err
+	}
+	tasks, err := e.cfg.Proxmox.Tasks(ctx, o.ref.Node, proxmox.TaskFilter{
+		VMID: o.ref.VMID, Type: tt, Since: at.Add(-e.cfg.ClockSkew),
+	})
+	if err != nil {
+		return outcomeSearch{}, fmt.Errorf("listing tasks of %s: %w", o.ref, err)
+	}
+	sort.Slice(tasks, func(i, j int) bool { return tasks[i].StartTime.Before(tasks[j].StartTime) })
+	for i := range tasks {
+		t := &tasks[i]
+		if claimed[t.UPID] || t.ID != strconv.Itoa(o.ref.VMID) {
+			continue
+		}
+		return outcomeSearch{task: t}, nil
+	}
+	return outcomeSearch{}, nil
+}
+
+// changeInEffect reports whether every option of a configuration change
+// has the value the change gives it.
+func (e *Engine) changeInEffect(ctx context.Context, o *op) (bool, error) {
+	cfg, err := e.cfg.Proxmox.Config(ctx, o.ref)
+	if err != nil {
+		return false, fmt.Errorf("reading the config of %s: %w", o.ref, err)
+	}
+	set := e.normalizeSet(o.ref.Type)
+	for k, v := range o.set {
+		if !set.Equal(k, v, cfg.Values[k]) {
+			return false, nil
+		}
+	}
+	for _, k := range o.del {
+		if _, ok := cfg.Values[k]; ok {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// backoff returns the wait before attempt+1: exponential from min, capped
+// at max, with jitter in its upper half.
+func backoff(attempt int, min, max time.Duration) time.Duration {
+	d := min << (attempt - 1)
+	if d > max || d <= 0 {
+		d = max
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleepCtx waits for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,387 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/guestward/guestward/proxmox"
+	"github.com/guestward/guestward/queue"
+)
+
+// GuestOutcome summarizes what a pass did for one declared guest.
+type GuestOutcome string
+
+// The outcomes of a guest in a pass.
+const (
+	GuestInSync      GuestOutcome = "in_sync"     // nothing to do
+	GuestChanged     GuestOutcome = "changed"     // every action succeeded
+	GuestSkipped     GuestOutcome = "skipped"     // reported, not acted on: see Reason
+	GuestFailed      GuestOutcome = "failed"      // an action failed
+	GuestConflict    GuestOutcome = "conflict"    // the guest changed or got locked under us; planned again next pass
+	GuestVetoed      GuestOutcome = "vetoed"      // the policy refused an action
+	GuestInterrupted GuestOutcome = "interrupted" // stopped before the outcome was known; Recover resolves it
+	GuestPlanned     GuestOutcome = "planned"     // dry run: actions planned, none sent
+)
+
+// GuestReport is what a pass did for one declared guest.
+type GuestReport struct {
+	Ref     proxmox.Ref    `json:"-"`
+	Outcome GuestOutcome   `json:"outcome"`
+	Reason  SkipReason     `json:"reason,omitempty"`
+	Detail  string         `json:"detail,omitempty"`
+	Plan    GuestPlan      `json:"plan"`
+	Actions []ActionReport `json:"actions,omitempty"`
+}
+
+// Report is the account of one reconcile pass.
+type Report struct {
+	Start    time.Time     `json:"start"`
+	Duration time.Duration `json:"duration_ns"`
+	DryRun   bool          `json:"dry_run,omitempty"`
+	// DesiredErr is set when the provider could only vouch for an older
+	// desired state (ErrStale); the pass acted on that state.
+	DesiredErr string `json:"desired_error,omitempty"`
+	// Listed is the number of guests the cluster listed; Observed the
+	// number of declared guests whose details were read.
+	Listed   int           `json:"listed"`
+	Observed int           `json:"observed"`
+	Plan     PlanResult    `json:"-"`
+	Guests   []GuestReport `json:"guests"`
+}
+
+// Count returns how many guests ended the pass with each outcome.
+func (r Report) Count() map[GuestOutcome]int {
+	m := make(map[GuestOutcome]int)
+	for _, g := range r.Guests {
+		m[g.Outcome]++
+	}
+	return m
+}
+
+// Actions returns the number of actions the pass sent to Proxmox (or, in a
+// dry run, planned) and how many of them succeeded.
+func (r Report) Actions() (sent, succeeded int) {
+	for _, g := range r.Guests {
+		for _, a := range g.Actions {
+			if a.Outcome != OutcomeVetoed {
+				sent++
+			}
+			if a.Outcome == OutcomeSucceeded {
+				succeeded++
+			}
+		}
+	}
+	return sent, succeeded
+}
+
+// Converged reports whether every declared guest is in sync or changed.
+func (r Report) Converged() bool {
+	for _, g := range r.Guests {
+		if g.Outcome != GuestInSync && g.Outcome != GuestChanged {
+			return false
+		}
+	}
+	return true
+}
+
+// ErrPassAborted is wrapped by the error of a pass that could not act at
+// all: the desired state or the guest list could not be read, or the
+// desired state is invalid. Such a pass changes nothing.
+var ErrPassAborted = errors.New("reconcile: pass aborted")
+
+// ReconcileOnce runs one pass: it reads the desired state, lists the guests,
+// reads the configuration of the declared ones, plans, and carries out the
+// plan through the queue, waiting for every action. Passes never overlap: a
+// call waits for the pass in progress.
+//
+// The error is non-nil only when the pass could not act at all (it wraps
+// ErrPassAborted, or is ctx.Err()); what happened to each guest, failures
+// included, is in the report. Before its first pass the engine runs
+// Recover if it has not been run.
+func (e *Engine) ReconcileOnce(ctx context.Context) (Report, error) {
+	if err := e.acquirePass(ctx); err != nil {
+		return Report{}, err
+	}
+	defer e.releasePass()
+	rep := Report{Start: e.cfg.Now(), DryRun: e.cfg.DryRun}
+	defer func() { rep.Duration = e.cfg.Now().Sub(rep.Start) }()
+
+	if !e.cfg.DryRun {
+		if _, err := e.ensureRecovered(ctx); err != nil {
+			return rep, fmt.Errorf("%w: recovery: %w", ErrPassAborted, err)
+		}
+	}
+	desired, err := e.cfg.Provider.Desired(ctx)
+	if err != nil {
+		if !errors.Is(err, ErrStale) || desired == nil {
+			return rep, fmt.Errorf("%w: desired state: %w", ErrPassAborted, err)
+		}
+		rep.DesiredErr = err.Error()
+		e.log.WarnContext(ctx, "acting on the last good desired state", "err", err)
+	}
+	if err := ValidateDesired(desired); err != nil {
+		return rep, fmt.Errorf("%w: %w", ErrPassAborted, err)
+	}
+	if len(desired) == 0 {
+		return rep, nil // nothing is managed: not even a read
+	}
+	guests, err := e.cfg.Proxmox.Guests(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("%w: listing guests: %w", ErrPassAborted, err)
+	}
+	rep.Listed = len(guests)
+	observed, errs := e.observe(ctx, desired, guests)
+	if err := ctx.Err(); err != nil {
+		return rep, err
+	}
+	for _, o := range observed {
+		if o.Config != nil {
+			rep.Observed++
+		}
+	}
+	rep.Plan = Plan(desired, observed, e.plan)
+	byVMID := make(map[int]*Observed, len(observed))
+	for i := range observed {
+		byVMID[observed[i].Ref.VMID] = &observed[i]
+	}
+
+	rep.Guests = make([]GuestReport, len(rep.Plan.Guests))
+	var handles []*queue.Handle[int]
+	for i, g := range rep.Plan.Guests {
+		gr := &rep.Guests[i]
+		gr.Ref, gr.Plan = g.Ref, g
+		switch g.Verdict {
+		case InSync:
+			gr.Outcome = GuestInSync
+			gr.Detail = g.Detail
+			continue
+		case Skip:
+			gr.Outcome, gr.Reason, gr.Detail = GuestSkipped, g.Reason, g.Detail
+			if g.Reason == SkipUnobserved && errs[g.Ref.VMID] != nil {
+				gr.Detail = errs[g.Ref.VMID].Error()
+			}
+			continue
+		}
+		if e.cfg.DryRun {
+			gr.Outcome = GuestPlanned
+			for _, a := range g.Actions {
+				gr.Actions = append(gr.Actions, ActionReport{Action: a, Outcome: OutcomePlanned})
+			}
+			continue
+		}
+		obs := *byVMID[g.Ref.VMID]
+		h, err := e.q.Submit(ctx, g.Ref.VMID, func(ctx context.Context) error {
+			e.runGuest(ctx, gr, obs)
+			return nil
+		}, queue.Coalesce("reconcile"))
+		if err != nil {
+			gr.Outcome, gr.Detail = GuestInterrupted, fmt.Sprintf("not queued: %v", err)
+			continue
+		}
+		handles = append(handles, h)
+	}
+	for _, h := range handles {
+		// Wait for every job, even when ctx ends: a job that started holds
+		// the report entry it fills in, and a job that never started
+		// resolves at once with ctx.Err().
+		if err := h.Wait(context.WithoutCancel(ctx)); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			e.log.ErrorContext(ctx, "reconcile job failed", "err", err)
+		}
+	}
+	for i := range rep.Guests {
+		if gr := &rep.Guests[i]; gr.Outcome == "" {
+			gr.Outcome, gr.Detail = GuestInterrupted, "the pass ended before this guest's turn"
+		}
+	}
+	e.logReport(ctx, rep)
+	return rep, ctx.Err()
+}
+
+// runGuest carries out one guest's actions in order, stopping at the first
+// that does not succeed.
+func (e *Engine) runGuest(ctx context.Context, gr *GuestReport, obs Observed) {
+	gr.Outcome = GuestChanged
+	for _, a := range gr.Plan.Actions {
+		if e.cfg.Policy != nil {
+			if err := e.cfg.Policy(ctx, a, obs); err != nil {
+				gr.Actions = append(gr.Actions, ActionReport{Action: a, Outcome: OutcomeVetoed, Error: err.Error()})
+				gr.Outcome, gr.Detail = GuestVetoed, fmt.Sprintf("%s vetoed: %v", a.Kind, err)
+				return
+			}
+		}
+		ar := e.execute(ctx, opFromAction(e.newOpID(), a))
+		gr.Actions = append(gr.Actions, ar)
+		switch ar.Outcome {
+		case OutcomeSucceeded:
+			continue
+		case OutcomeConflict:
+			gr.Outcome = GuestConflict
+		case OutcomeInterrupted:
+			gr.Outcome = GuestInterrupted
+		default:
+			gr.Outcome = GuestFailed
+		}
+		gr.Detail = fmt.Sprintf("%s: %s", a.Kind, ar.Error)
+		return
+	}
+}
+
+// observe reads the status, configuration and pending changes of every
+// declared guest that exists with the declared type on the declared node,
+// with at most Concurrency guests at once. Guests it could not read have a
+// nil Config; their errors are returned by vmid.
+func (e *Engine) observe(ctx context.Context, desired []Desired, guests []proxmox.Guest) ([]Observed, map[int]error) {
+	observed := make([]Observed, len(guests))
+	for i, g := range guests {
+		observed[i] = Observed{Ref: g.Ref, Status: g.Status, Template: g.Template, Lock: g.Lock, Name: g.Name, Tags: g.Tags}
+	}
+	index := make(map[int]int, len(guests))
+	for i, g := range guests {
+		index[g.Ref.VMID] = i
+	}
+	var todo []int
+	for _, d := range desired {
+		if i, ok := index[d.Ref.VMID]; ok && observed[i].Ref == d.Ref {
+			todo = append(todo, i)
+		}
+	}
+	sort.Ints(todo)
+
+	var mu sync.Mutex
+	errs := make(map[int]error)
+	sem := make(chan struct{}, e.cfg.Concurrency)
+	var wg sync.WaitGroup
+	for _, i := range todo {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := e.observeOne(ctx, &observed[i]); err != nil {
+				mu.Lock()
+				errs[observed[i].Ref.VMID] = err
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return observed, errs
+}
+
+// observeOne reads one guest's exact status, its configuration with pending
+// changes applied, and the list of pending changes.
+func (e *Engine) observeOne(ctx context.Context, o *Observed) error {
+	px := e.cfg.Proxmox
+	st, err := px.Status(ctx, o.Ref)
+	if err != nil {
+		return fmt.Errorf("reading status: %w", err)
+	}
+	cfg, err := px.Config(ctx, o.Ref)
+	if err != nil {
+		return fmt.Errorf("reading config: %w", err)
+	}
+	pending, err := px.Pending(ctx, o.Ref)
+	if err != nil {
+		return fmt.Errorf("reading pending changes: %w", err)
+	}
+	o.Status, o.Lock, o.Template = st.Status, st.Lock, st.Template
+	if st.Tags != nil {
+		o.Tags = st.Tags
+	}
+	o.Pending = o.Pending[:0]
+	for _, p := range pending {
+		if p.IsPending() {
+			o.Pending = append(o.Pending, p)
+		}
+	}
+	o.Config, o.Digest = cfg.Values, cfg.Digest
+	if o.Config == nil {
+		o.Config = map[string]string{}
+	}
+	return nil
+}
+
+func (e *Engine) logReport(ctx context.Context, rep Report) {
+	counts := rep.Count()
+	sent, ok := rep.Actions()
+	e.log.InfoContext(ctx, "reconcile pass",
+		"guests", len(rep.Guests), "in_sync", counts[GuestInSync], "changed", counts[GuestChanged],
+		"skipped", counts[GuestSkipped], "failed", counts[GuestFailed], "conflict", counts[GuestConflict],
+		"actions", sent, "succeeded", ok, "dry_run", rep.DryRun)
+}
+
+// Trigger asks Run for a pass as soon as possible, without waiting for the
+// interval. Triggers made while a pass is pending collapse into one.
+func (e *Engine) Trigger() {
+	select {
+	case e.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Run recovers in-flight operations, then runs a pass every Interval (with
+// jitter) and whenever Trigger is called, until ctx ends. A pass that fails
+// to act is logged and retried at the next tick. When ctx ends, Run stops
+// starting work, waits for the pass in progress (its Proxmox calls see the
+// ended context; operations left in flight are resolved by the next
+// Recover), closes the queue if the engine made it, and returns ctx.Err().
+// The journal stays open: its owner closes it after Run returns.
+func (e *Engine) Run(ctx context.Context) error {
+	if _, err := e.ensureRecovered(ctx); err != nil && ctx.Err() == nil {
+		e.log.ErrorContext(ctx, "recovery failed; retrying before the first pass", "err", err)
+	}
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return e.stop(ctx)
+		case <-timer.C:
+		case <-e.trigger:
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+		}
+		rep, err := e.ReconcileOnce(ctx)
+		if err != nil && ctx.Err() == nil {
+			e.log.ErrorContext(ctx, "reconcile pass did not act", "err", err)
+		}
+		if e.cfg.OnReport != nil && (err == nil || ctx.Err() == nil) {
+			e.cfg.OnReport(rep)
+		}
+		timer.Reset(e.nextDelay())
+	}
+}
+
+func (e *Engine) stop(ctx context.Context) error {
+	if e.ownQ {
+		// Jobs that were waiting have already resolved with ctx.Err();
+		// wait for running ones to wind down.
+		if err := e.q.Close(context.WithoutCancel(ctx)); err != nil {
+			e.log.Error("closing the queue", "err", err)
+		}
+	}
+	return ctx.Err()
+}
+
+// nextDelay is Interval varied by up to Jitter either way.
+func (e *Engine) nextDelay() time.Duration {
+	j := e.cfg.Jitter
+	if j <= 0 {
+		return e.cfg.Interval
+	}
+	return e.cfg.Interval - j + randDuration(2*j+1)
+}

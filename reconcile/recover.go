@@ -1,0 +1,212 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/guestward/guestward/journal"
+	"github.com/guestward/guestward/proxmox"
+)
+
+// RecoveredOp is the resolution of one operation that was in flight.
+type RecoveredOp struct {
+	OpID string        `json:"op_id"`
+	Ref  proxmox.Ref   `json:"-"`
+	Kind ActionKind    `json:"kind"`
+	Key  string        `json:"idemp_key,omitempty"`
+	From journal.State `json:"from"`
+	To   journal.State `json:"to"` // Succeeded or Failed; empty if unresolved
+	UPID proxmox.UPID  `json:"upid,omitempty"`
+	// How explains the resolution: "task finished", "task adopted",
+	// "no task: never reached Proxmox", "change in effect", ...
+	How   string `json:"how"`
+	Error string `json:"error,omitempty"` // the operation's failure, or why it stays unresolved
+}
+
+// RecoveryReport lists what Recover did.
+type RecoveryReport struct {
+	Ops []RecoveredOp `json:"ops"`
+}
+
+// Unresolved returns the operations Recover could not resolve.
+func (r RecoveryReport) Unresolved() []RecoveredOp {
+	var out []RecoveredOp
+	for _, o := range r.Ops {
+		if o.To == "" {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// ErrUnresolved is returned, wrapped, by Recover when some operations are
+// still in flight afterwards (Proxmox could not be asked, say). Passes and
+// one-shot operations refuse to run until a later Recover succeeds.
+var ErrUnresolved = errors.New("reconcile: in-flight operations unresolved")
+
+// Recover resolves every operation the journal shows in flight, as a crash
+// leaves them, and must run before anything else mutates guests; passes and
+// Apply run it themselves if it has not run.
+//
+//   - An operation with a recorded task is resolved by the task: awaited if
+//     it still runs, then recorded as succeeded or failed.
+//   - An operation without one (the crash came between journaling the
+//     intent and Proxmox's answer) is matched against the node's task list:
+//     a task of the right type for the guest, started after the intent, is
+//     adopted and awaited. An LXC configuration change, which starts no
+//     task, is checked against the guest's configuration instead. With
+//     nothing found, the request never reached Proxmox, and the operation
+//     is recorded as failed ("not started"): it never ran. Recover waits
+//     SettleDelay after the intent before deciding this, so that a request
+//     still travelling cannot be missed.
+//
+// Every resolution is journaled, so nothing runs twice: an operation with
+// an idempotency key that is resolved as succeeded stays applied. Recover
+// holds each guest's queue lane while it resolves that guest's operation.
+func (e *Engine) Recover(ctx context.Context) (RecoveryReport, error) {
+	e.recoverMu.Lock()
+	defer e.recoverMu.Unlock()
+	rep, err := e.recover(ctx)
+	if err == nil {
+		e.recovered = true
+	}
+	return rep, err
+}
+
+// ensureRecovered runs Recover once.
+func (e *Engine) ensureRecovered(ctx context.Context) (RecoveryReport, error) {
+	e.recoverMu.Lock()
+	defer e.recoverMu.Unlock()
+	if e.recovered {
+		return RecoveryReport{}, nil
+	}
+	rep, err := e.recover(ctx)
+	if err == nil {
+		e.recovered = true
+	}
+	return rep, err
+}
+
+func (e *Engine) recover(ctx context.Context) (RecoveryReport, error) {
+	inflight, err := e.cfg.Journal.InFlight(ctx)
+	if err != nil {
+		return RecoveryReport{}, fmt.Errorf("reading in-flight operations: %w", err)
+	}
+	// Tasks already tied to an operation must not be adopted by another.
+	claimed := make(map[proxmox.UPID]bool)
+	for _, en := range inflight {
+		if en.UPID != "" {
+			claimed[proxmox.UPID(en.UPID)] = true
+		}
+	}
+	var rep RecoveryReport
+	for _, en := range inflight {
+		r := RecoveredOp{OpID: en.OpID, Kind: ActionKind(en.Kind), Key: en.IdempKey, From: en.State, UPID: proxmox.UPID(en.UPID)}
+		o, err := opFromEntry(en)
+		if err != nil {
+			// A record we cannot act on: close it, it cannot be retried.
+			r.How, r.Error = "unreadable record", err.Error()
+			if jerr := e.cfg.Journal.Append(ctx, journal.Entry{OpID: en.OpID, State: journal.Failed, Error: "recovery: " + err.Error()}); jerr != nil {
+				r.Error = fmt.Sprintf("%v; and recording it failed: %v", err, jerr)
+			} else {
+				r.To = journal.Failed
+			}
+			rep.Ops = append(rep.Ops, r)
+			continue
+		}
+		r.Ref = o.ref
+		// Hold the guest's lane: nothing else may touch it meanwhile.
+		qerr := e.q.Do(ctx, o.ref.VMID, func(ctx context.Context) error {
+			e.resolve(ctx, o, en, claimed, &r)
+			return nil
+		})
+		if qerr != nil {
+			r.Error = qerr.Error()
+		}
+		rep.Ops = append(rep.Ops, r)
+		if r.To != "" {
+			e.log.InfoContext(ctx, "recovered operation", "op", r.OpID, "guest", r.Ref.String(), "kind", r.Kind, "to", r.To, "how", r.How)
+		} else {
+			e.log.WarnContext(ctx, "operation still unresolved", "op", r.OpID, "guest", r.Ref.String(), "kind", r.Kind, "err", r.Error)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return rep, err
+	}
+	if n := len(rep.Unresolved()); n > 0 {
+		return rep, fmt.Errorf("%w: %d of %d", ErrUnresolved, n, len(rep.Ops))
+	}
+	return rep, nil
+}
+
+// resolve settles one in-flight operation, filling in r.
+func (e *Engine) resolve(ctx context.Context, o *op, en journal.Entry, claimed map[proxmox.UPID]bool, r *RecoveredOp) {
+	upid := proxmox.UPID(en.UPID)
+	if upid == "" {
+		found, err := e.findOutcome(ctx, o, en.At, claimed)
+		switch {
+		case err != nil:
+			r.Error = err.Error()
+			return
+		case found.task != nil:
+			upid = found.task.UPID
+			claimed[upid] = true
+			if err := e.cfg.Journal.Append(ctx, journal.Entry{OpID: o.id, State: journal.TaskRunning, UPID: string(upid)}); err != nil {
+				r.Error = fmt.Sprintf("recording the adopted task %s: %v", upid, err)
+				return
+			}
+			r.UPID, r.How = upid, "task adopted"
+		case found.applied:
+			e.finishRecovered(ctx, o, r, nil, "change in effect")
+			return
+		default:
+			how := "no task: the request never reached Proxmox"
+			if o.taskType() == "" {
+				how = "change not in effect: the request never reached Proxmox"
+			}
+			e.finishRecovered(ctx, o, r, errors.New("not started: "+how), how)
+			return
+		}
+	}
+	_, err := e.cfg.Proxmox.WaitTask(ctx, upid)
+	if err != nil && ctx.Err() != nil {
+		r.Error = err.Error()
+		return
+	}
+	if err != nil && errors.Is(err, proxmox.ErrNotFound) && !errors.Is(err, proxmox.ErrTaskFailed) {
+		// Proxmox no longer knows the task (its log was rotated away).
+		// Whether it succeeded cannot be told; it did run, so it must not
+		// run again: record it as failed with the reason.
+		e.finishRecovered(ctx, o, r, fmt.Errorf("outcome unknown: task %s is gone: %w", upid, err), "task gone")
+		return
+	}
+	if r.How == "" {
+		r.How = "task finished"
+	}
+	e.finishRecovered(ctx, o, r, err, r.How)
+}
+
+// finishRecovered journals the outcome of a recovered operation.
+func (e *Engine) finishRecovered(ctx context.Context, o *op, r *RecoveredOp, err error, how string) {
+	_, state := classify(o.kind, err)
+	rec := journal.Entry{OpID: o.id, State: state}
+	if err != nil {
+		rec.Error = err.Error()
+		r.Error = err.Error()
+	}
+	if jerr := e.cfg.Journal.Append(ctx, rec); jerr != nil {
+		r.Error = fmt.Sprintf("recording the outcome: %v", jerr)
+		return
+	}
+	r.To, r.How = state, how
+}
+
+func randDuration(n time.Duration) time.Duration {
+	if n <= 0 {
+		return 0
+	}
+	return rand.N(n)
+}

@@ -1,0 +1,140 @@
+package reconcile
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/guestward/guestward/proxmox"
+)
+
+// refJSON is how a guest reference appears in JSON output.
+type refJSON struct {
+	Guest string            `json:"guest"`
+	Node  string            `json:"node"`
+	Type  proxmox.GuestType `json:"type"`
+	VMID  int               `json:"vmid"`
+}
+
+func jsonRef(r proxmox.Ref) refJSON {
+	return refJSON{Guest: r.String(), Node: r.Node, Type: r.Type, VMID: r.VMID}
+}
+
+// MarshalJSON renders the plan of one guest with its reference spelled out.
+func (g GuestPlan) MarshalJSON() ([]byte, error) {
+	type plain GuestPlan
+	return json.Marshal(struct {
+		refJSON
+		plain
+	}{jsonRef(g.Ref), plain(g)})
+}
+
+// MarshalJSON renders a plan as {"summary": {...}, "guests": [...]}.
+func (r PlanResult) MarshalJSON() ([]byte, error) {
+	inSync, act, skip := r.Count()
+	guests := r.Guests
+	if guests == nil {
+		guests = []GuestPlan{}
+	}
+	return json.Marshal(struct {
+		Summary summaryJSON `json:"summary"`
+		Guests  []GuestPlan `json:"guests"`
+	}{summaryJSON{InSync: inSync, Act: act, Skip: skip, Actions: len(r.Actions())}, guests})
+}
+
+type summaryJSON struct {
+	InSync  int `json:"in_sync"`
+	Act     int `json:"act"`
+	Skip    int `json:"skip"`
+	Actions int `json:"actions"`
+}
+
+// String renders the plan for a person; see [PlanResult.WriteText].
+func (r PlanResult) String() string {
+	var b strings.Builder
+	_ = r.WriteText(&b)
+	return b.String()
+}
+
+// WriteText writes the plan for a person: one block per guest that needs
+// attention, with each differing option and why it differs, the power
+// change and the actions in order, then one line per guest in sync, then a
+// summary.
+//
+//	pve1/qemu/100: act
+//	    memory: "2048" -> "4096"
+//	    net0 bridge: desired "vmbr1", actual "vmbr0"
+//	    args: delete (now "-no-reboot")
+//	    power: stopped -> running
+//	    1. set_config pve1/qemu/100 memory=4096 net0=virtio,bridge=vmbr1 -args
+//	    2. start pve1/qemu/100
+//	pve1/qemu/101: skip (locked): locked (backup)
+//	pve1/lxc/200: in sync
+//	3 guests: 1 in sync, 1 to change (2 actions), 1 skipped
+func (r PlanResult) WriteText(w io.Writer) error {
+	ew := &errWriter{w: w}
+	var inSync []GuestPlan
+	for _, g := range r.Guests {
+		switch g.Verdict {
+		case InSync:
+			inSync = append(inSync, g)
+			continue
+		case Skip:
+			ew.printf("%s: skip (%s): %s\n", g.Ref, g.Reason, g.Detail)
+			if len(g.Diffs) > 0 {
+				writeDiffs(ew, g.Diffs)
+			}
+			continue
+		}
+		ew.printf("%s: %s\n", g.Ref, g.Verdict)
+		writeDiffs(ew, g.Diffs)
+		if g.Power != "" {
+			ew.printf("    power: %s\n", g.Power)
+		}
+		for i, a := range g.Actions {
+			ew.printf("    %d. %s\n", i+1, a)
+		}
+	}
+	for _, g := range inSync {
+		if g.Detail != "" {
+			ew.printf("%s: in sync (%s)\n", g.Ref, g.Detail)
+		} else {
+			ew.printf("%s: in sync\n", g.Ref)
+		}
+	}
+	n, act, skip := r.Count()
+	ew.printf("%d guests: %d in sync, %d to change (%d actions), %d skipped\n",
+		len(r.Guests), n, act, len(r.Actions()), skip)
+	return ew.err
+}
+
+func writeDiffs(ew *errWriter, diffs []FieldDiff) {
+	for _, d := range diffs {
+		switch {
+		case d.Desired == "":
+			ew.printf("    %s: delete (now %q)\n", d.Field, d.Actual)
+		case len(d.Details) > 0:
+			for _, x := range d.Details {
+				ew.printf("    %s\n", x)
+			}
+		case d.Actual == "":
+			ew.printf("    %s: absent -> %q\n", d.Field, d.Desired)
+		default:
+			ew.printf("    %s: %q -> %q\n", d.Field, d.Actual, d.Desired)
+		}
+	}
+}
+
+// errWriter keeps the first write error, so that rendering code can print
+// freely and report once.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) printf(format string, args ...any) {
+	if e.err == nil {
+		_, e.err = fmt.Fprintf(e.w, format, args...)
+	}
+}
