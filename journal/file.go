@@ -132,7 +132,7 @@ func OpenFile(path string, opts ...FileOption) (*FileJournal, error) {
 		pendingKeys: make(map[string]string),
 		open:        &batch{done: make(chan struct{})},
 		kick:        make(chan struct{}, 1),
-		compactC:    make(chan compactRequest),
+		compactC:    make(chan compactRequest, 1),
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
 	}
@@ -367,6 +367,13 @@ func (j *FileJournal) keyOwnerLocked(key string) string {
 func (j *FileJournal) run() {
 	defer close(j.done)
 	for {
+		// A waiting Compact is served between two batches, so that a
+		// steady stream of appends cannot starve it.
+		select {
+		case req := <-j.compactC:
+			j.serve(req)
+		default:
+		}
 		j.mu.Lock()
 		if b := j.open; len(b.recs) > 0 {
 			j.open = &batch{buf: j.spareBuf[:0], recs: j.spareRecs[:0], done: make(chan struct{})}
@@ -385,14 +392,18 @@ func (j *FileJournal) run() {
 		select {
 		case <-j.kick:
 		case req := <-j.compactC:
-			if req.barrier {
-				req.result <- nil
-				continue
-			}
-			req.result <- j.compact(req.stop)
+			j.serve(req)
 		case <-j.stop:
 		}
 	}
+}
+
+func (j *FileJournal) serve(req compactRequest) {
+	if req.barrier {
+		req.result <- nil
+		return
+	}
+	req.result <- j.compact(req.stop)
 }
 
 // commit writes and syncs b, then makes its records visible and wakes its
@@ -475,14 +486,41 @@ func (j *FileJournal) Compact(ctx context.Context) error {
 		return fmt.Errorf("journal: %s: compact: %w", j.path, err)
 	}
 	req := compactRequest{stop: ctx.Err, result: make(chan error, 1)}
+	err := j.request(ctx, req)
+	if err != nil && (errors.Is(err, ErrClosed) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		return fmt.Errorf("journal: %s: compact: %w", j.path, err)
+	}
+	return err
+}
+
+// request hands req to the writer and returns the writer's reply. The
+// channel holds one request, which the writer takes at its next turn,
+// between two batches. A request the writer can no longer take (it stopped)
+// fails with ErrClosed; ctx (nil: none) can only abandon the hand-off, not a
+// request already taken, which the writer always answers.
+func (j *FileJournal) request(ctx context.Context, req compactRequest) error {
+	var cancel <-chan struct{}
+	if ctx != nil {
+		cancel = ctx.Done()
+	}
 	select {
 	case j.compactC <- req:
 	case <-j.done:
-		return fmt.Errorf("journal: %s: compact: %w", j.path, ErrClosed)
-	case <-ctx.Done():
-		return fmt.Errorf("journal: %s: compact: %w", j.path, ctx.Err())
+		return ErrClosed
+	case <-cancel:
+		return ctx.Err()
 	}
-	return <-req.result
+	select {
+	case err := <-req.result:
+		return err
+	case <-j.done:
+		select {
+		case err := <-req.result:
+			return err
+		default:
+			return ErrClosed
+		}
+	}
 }
 
 // compact runs on the writer goroutine, between batches. Only the writer

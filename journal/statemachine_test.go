@@ -74,12 +74,7 @@ func (m *fileMachine) check(t *rapid.T) {
 // writerIdle waits until the writer has finished what it was doing, such
 // as a compaction it started by itself after the last append.
 func (j *FileJournal) writerIdle() {
-	req := compactRequest{barrier: true, result: make(chan error, 1)}
-	select {
-	case j.compactC <- req:
-		<-req.result
-	case <-j.done:
-	}
+	j.request(nil, compactRequest{barrier: true, result: make(chan error, 1)})
 }
 
 var errClass = []error{ErrInvalidEntry, ErrInvalidTransition, ErrTerminal, ErrKeyConflict}

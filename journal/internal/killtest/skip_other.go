@@ -1,0 +1,5 @@
+//go:build !unix
+
+package killtest
+
+func runtimeSkip() bool { return true }
