@@ -152,7 +152,7 @@ type desiredFile struct {
 type desiredGuest struct {
 	Node   string                     `json:"node"`
 	Type   string                     `json:"type"`
-	VMID   json.Number                `json:"vmid"`
+	VMID   json.RawMessage            `json:"vmid"`
 	Power  string                     `json:"power,omitempty"`
 	Config map[string]json.RawMessage `json:"config,omitempty"`
 	Delete []string                   `json:"delete,omitempty"`
@@ -199,9 +199,12 @@ func ParseDesiredJSON(data []byte) ([]Desired, error) {
 func (g desiredGuest) desired(i int) (Desired, []string) {
 	var problems []string
 	where := fmt.Sprintf("guests[%d]", i)
-	vmid, err := strconv.Atoi(g.VMID.String())
-	if err != nil {
-		problems = append(problems, fmt.Sprintf("%s: vmid %q is not an integer", where, g.VMID.String()))
+	vmid, err := strconv.Atoi(string(bytes.TrimSpace(g.VMID)))
+	switch {
+	case len(g.VMID) == 0:
+		problems = append(problems, where+": vmid is missing")
+	case err != nil:
+		problems = append(problems, fmt.Sprintf("%s: vmid %s is not an integer", where, g.VMID))
 	}
 	d := Desired{
 		Ref:    proxmox.Ref{Node: g.Node, Type: proxmox.GuestType(g.Type), VMID: vmid},

@@ -63,7 +63,7 @@ func (r PlanResult) String() string {
 // summary.
 //
 //	pve1/qemu/100: act
-//	    memory: "2048" -> "4096"
+//	    memory current: desired "4096", actual "2048"
 //	    net0 bridge: desired "vmbr1", actual "vmbr0"
 //	    args: delete (now "-no-reboot")
 //	    power: stopped -> running
@@ -104,9 +104,17 @@ func (r PlanResult) WriteText(w io.Writer) error {
 		}
 	}
 	n, act, skip := r.Count()
-	ew.printf("%d guests: %d in sync, %d to change (%d actions), %d skipped\n",
-		len(r.Guests), n, act, len(r.Actions()), skip)
+	ew.printf("%s: %d in sync, %d to change (%s), %d skipped\n",
+		plural(len(r.Guests), "guest"), n, act, plural(len(r.Actions()), "action"), skip)
 	return ew.err
+}
+
+// plural writes a count with its noun, in the plural unless the count is 1.
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func writeDiffs(ew *errWriter, diffs []FieldDiff) {

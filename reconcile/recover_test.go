@@ -1,0 +1,183 @@
+package reconcile_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/guestward/guestward/journal"
+	"github.com/guestward/guestward/proxmox"
+	"github.com/guestward/guestward/proxmox/proxmoxtest"
+	"github.com/guestward/guestward/reconcile"
+)
+
+// intent journals an operation's intent the way the engine does, as a
+// crash would leave it.
+func intent(t *testing.T, j journal.Journal, opID string, ref proxmox.Ref, kind reconcile.ActionKind, key string, at time.Time) {
+	t.Helper()
+	err := j.Append(ctxT(t), journal.Entry{
+		OpID: opID, VMID: ref.VMID, Kind: string(kind), IdempKey: key, State: journal.Started, At: at,
+		Params: map[string]string{"node": ref.Node, "type": string(ref.Type)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func latest(t *testing.T, j journal.Journal, opID string) journal.Entry {
+	t.Helper()
+	e, ok, err := j.Latest(ctxT(t), opID)
+	if err != nil || !ok {
+		t.Fatalf("Latest(%s): %v %v", opID, ok, err)
+	}
+	return e
+}
+
+func TestRecoverIntentWithoutTaskIsNotStarted(t *testing.T) {
+	f := newFixture(t, nil)
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+	intent(t, f.j, "op-1", qemu(100), reconcile.ActionStart, "", time.Now())
+	rep, err := f.eng.Recover(ctxT(t))
+	if err != nil || len(rep.Ops) != 1 || rep.Ops[0].To != journal.Failed || !strings.Contains(rep.Ops[0].How, "never reached") {
+		t.Fatalf("%+v %v", rep, err)
+	}
+	if e := latest(t, f.j, "op-1"); e.State != journal.Failed || !strings.Contains(e.Error, "not started") {
+		t.Fatalf("journal: %+v", e)
+	}
+	if n := f.srv.TaskCount(qemu(100), ""); n != 0 {
+		t.Fatalf("Recover started %d tasks", n)
+	}
+}
+
+func TestRecoverAdoptsTheTaskTheRequestStarted(t *testing.T) {
+	f := newFixture(t, nil)
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+	at := time.Now()
+	intent(t, f.j, "op-1", qemu(100), reconcile.ActionStart, "key-1", at)
+	// The request reached Proxmox; its answer was lost in the crash.
+	upid, err := f.client.Start(ctxT(t), qemu(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := f.eng.Recover(ctxT(t))
+	if err != nil || len(rep.Ops) != 1 {
+		t.Fatalf("%+v %v", rep, err)
+	}
+	if op := rep.Ops[0]; op.To != journal.Succeeded || op.UPID != upid || op.How != "task adopted" {
+		t.Fatalf("%+v, want adopted %s", op, upid)
+	}
+	if applied, _ := f.j.AlreadyApplied(ctxT(t), "key-1"); !applied {
+		t.Fatal("the adopted one-shot is not applied")
+	}
+	// Applying the key again runs nothing.
+	res, err := f.eng.Apply(ctxT(t), reconcile.OneShot{Key: "key-1", Ref: qemu(100), Kind: reconcile.ActionStart})
+	if err != nil || !res.Replayed || f.srv.TaskCount(qemu(100), "qmstart") != 1 {
+		t.Fatalf("%+v %v", res, err)
+	}
+}
+
+func TestRecoverAwaitsATaskStillRunning(t *testing.T) {
+	f := newFixture(t, []proxmoxtest.Option{proxmoxtest.WithManualTasks()})
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+	intent(t, f.j, "op-1", qemu(100), reconcile.ActionStart, "", time.Now())
+	upid, err := f.client.Start(ctxT(t), qemu(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.j.Append(ctxT(t), journal.Entry{OpID: "op-1", State: journal.TaskRunning, UPID: string(upid)}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	var rep reconcile.RecoveryReport
+	go func() {
+		var err error
+		rep, err = f.eng.Recover(ctxT(t))
+		done <- err
+	}()
+	// Recover must wait for the task: it cannot have finished yet.
+	select {
+	case err := <-done:
+		t.Fatalf("Recover returned while the task ran: %v", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	if err := f.srv.FinishTask(upid); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if rep.Ops[0].To != journal.Succeeded || rep.Ops[0].How != "task finished" {
+		t.Fatalf("%+v", rep.Ops[0])
+	}
+}
+
+func TestRecoverLXCConfigChangeByItsEffect(t *testing.T) {
+	f := newFixture(t, nil)
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.LXC, VMID: 200, Config: map[string]string{"memory": "512"}})
+	at := time.Now()
+	for _, op := range []string{"applied", "lost"} {
+		err := f.j.Append(ctxT(t), journal.Entry{
+			OpID: op, VMID: 200, Kind: string(reconcile.ActionSetConfig), State: journal.Started, At: at,
+			Params: map[string]string{"node": "pve1", "type": "lxc", "set:memory": map[string]string{"applied": "1024", "lost": "4096"}[op]},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first change reached Proxmox before the crash; the second did not.
+	if _, err := f.client.SetConfig(ctxT(t), lxc(200), proxmox.ConfigChange{Set: map[string]string{"memory": "1024"}}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := f.eng.Recover(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]journal.State{}
+	for _, op := range rep.Ops {
+		got[op.OpID] = op.To
+	}
+	if got["applied"] != journal.Succeeded || got["lost"] != journal.Failed {
+		t.Fatalf("%+v", rep.Ops)
+	}
+}
+
+func TestUnresolvedOperationsBlockMutations(t *testing.T) {
+	f := newFixture(t, nil)
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+	f.desire(reconcile.Desired{Ref: qemu(100), Power: reconcile.PowerRunning})
+	intent(t, f.j, "op-1", qemu(100), reconcile.ActionStart, "", time.Now())
+	// The node cannot be asked about its tasks.
+	h := f.srv.Inject(proxmoxtest.Fault{Path: "/nodes/pve1/tasks", Status: 403, Message: "Permission check failed"})
+	if _, err := f.eng.Recover(ctxT(t)); !errors.Is(err, reconcile.ErrUnresolved) {
+		t.Fatalf("Recover: %v", err)
+	}
+	if _, err := f.eng.ReconcileOnce(ctxT(t)); !errors.Is(err, reconcile.ErrPassAborted) {
+		t.Fatalf("pass with unresolved operations: %v", err)
+	}
+	if _, err := f.eng.Apply(ctxT(t), reconcile.OneShot{Key: "x", Ref: qemu(100), Kind: reconcile.ActionStart}); err == nil {
+		t.Fatal("Apply ran with unresolved operations")
+	}
+	if f.writes() != 0 {
+		t.Fatal("writes while operations were unresolved")
+	}
+	h.Remove()
+	if _, err := f.eng.ReconcileOnce(ctxT(t)); err != nil {
+		t.Fatalf("after the node answers again: %v", err)
+	}
+	if e := latest(t, f.j, "op-1"); e.State != journal.Failed {
+		t.Fatalf("op-1: %+v", e)
+	}
+}
+
+func TestRecoverClosesUnreadableRecords(t *testing.T) {
+	f := newFixture(t, nil)
+	if err := f.j.Append(ctxT(t), journal.Entry{OpID: "junk", VMID: 100, Kind: "start", State: journal.Started,
+		Params: map[string]string{"node": "pve1", "type": "vmware"}}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := f.eng.Recover(ctxT(t))
+	if err != nil || rep.Ops[0].To != journal.Failed || rep.Ops[0].How != "unreadable record" {
+		t.Fatalf("%+v %v", rep, err)
+	}
+}
