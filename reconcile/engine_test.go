@@ -2,6 +2,7 @@ package reconcile_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -342,5 +343,47 @@ func TestNewEngineRefusesBadConfig(t *testing.T) {
 		if _, err := reconcile.NewEngine(cfg); !errors.Is(err, reconcile.ErrConfig) {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+func TestReportRendersAndObservesOnlyDeclaredGuests(t *testing.T) {
+	f := newFixture(t, nil)
+	driftedFleet(f)
+	rep := f.pass()
+	text := rep.String()
+	for _, s := range []string{
+		"pve1/qemu/100: changed", "set_config succeeded (op ", "task UPID:pve1:",
+		"pve1/qemu/104: skipped (locked): locked (backup)",
+		"10 guests in ", "1 in sync, 5 changed, 4 skipped; 7 actions sent, 7 succeeded",
+	} {
+		if !strings.Contains(text, s) {
+			t.Errorf("report lacks %q:\n%s", s, text)
+		}
+	}
+	b, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var js struct {
+		Guests []struct {
+			Guest, Outcome string
+			Actions        []struct{ Outcome, UPID string }
+		}
+	}
+	if err := json.Unmarshal(b, &js); err != nil || js.Guests[0].Guest != "pve1/qemu/100" || js.Guests[0].Outcome != "changed" {
+		t.Fatalf("JSON report: %s %v", b, err)
+	}
+	// Only declared guests are read in detail; the guest list is read once.
+	lists := 0
+	for _, r := range f.srv.Requests() {
+		if strings.Contains(r.Path, "/900/") {
+			t.Errorf("an undeclared guest was read: %s %s", r.Method, r.Path)
+		}
+		if r.Path == "/cluster/resources" {
+			lists++
+		}
+	}
+	if lists != 1 {
+		t.Errorf("the guest list was read %d times in one pass", lists)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/guestward/guestward/proxmox"
 )
@@ -145,4 +146,91 @@ func (e *errWriter) printf(format string, args ...any) {
 	if e.err == nil {
 		_, e.err = fmt.Fprintf(e.w, format, args...)
 	}
+}
+
+// MarshalJSON renders a guest's report with its reference spelled out.
+func (g GuestReport) MarshalJSON() ([]byte, error) {
+	type plain GuestReport
+	return json.Marshal(struct {
+		refJSON
+		plain
+	}{jsonRef(g.Ref), plain(g)})
+}
+
+// MarshalJSON renders a recovered operation with its guest spelled out.
+func (o RecoveredOp) MarshalJSON() ([]byte, error) {
+	type plain RecoveredOp
+	return json.Marshal(struct {
+		refJSON
+		plain
+	}{jsonRef(o.Ref), plain(o)})
+}
+
+// String renders the report for a person; see [Report.WriteText].
+func (r Report) String() string {
+	var b strings.Builder
+	_ = r.WriteText(&b)
+	return b.String()
+}
+
+// WriteText writes the report for a person: one line per guest that was
+// acted on, skipped or failed, with each action's outcome, then a summary
+// line with the counts and the duration.
+//
+//	pve1/qemu/100: changed
+//	    set_config succeeded (op 20261125T101500Z-9c1e..., task UPID:pve1:...)
+//	    start succeeded (op 20261125T101500Z-77a0..., task UPID:pve1:...)
+//	pve1/qemu/104: skipped (locked): locked (backup)
+//	12 guests in 180ms: 8 in sync, 2 changed, 2 skipped; 3 actions sent, 3 succeeded
+func (r Report) WriteText(w io.Writer) error {
+	ew := &errWriter{w: w}
+	if r.DesiredErr != "" {
+		ew.printf("warning: %s\n", r.DesiredErr)
+	}
+	for _, g := range r.Guests {
+		switch g.Outcome {
+		case GuestInSync:
+			continue
+		case GuestSkipped:
+			ew.printf("%s: skipped (%s): %s\n", g.Ref, g.Reason, g.Detail)
+			continue
+		}
+		if g.Detail != "" && g.Outcome != GuestChanged {
+			ew.printf("%s: %s: %s\n", g.Ref, g.Outcome, g.Detail)
+		} else {
+			ew.printf("%s: %s\n", g.Ref, g.Outcome)
+		}
+		for _, a := range g.Actions {
+			ew.printf("    %s %s", a.Action.Kind, a.Outcome)
+			if a.OpID != "" {
+				ew.printf(" (op %s", a.OpID)
+				if a.UPID != "" {
+					ew.printf(", task %s", a.UPID)
+				}
+				ew.printf(")")
+			}
+			if a.Error != "" && a.Outcome != OutcomeSucceeded {
+				ew.printf(": %s", a.Error)
+			}
+			ew.printf("\n")
+		}
+	}
+	counts := r.Count()
+	sent, ok := r.Actions()
+	var parts []string
+	for _, o := range []GuestOutcome{GuestInSync, GuestChanged, GuestPlanned, GuestSkipped, GuestConflict, GuestVetoed, GuestFailed, GuestInterrupted} {
+		if counts[o] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", counts[o], strings.ReplaceAll(string(o), "_", " ")))
+		}
+	}
+	if len(parts) == 0 {
+		parts = []string{"nothing declared"}
+	}
+	verb := "sent"
+	if r.DryRun {
+		verb = "planned"
+	}
+	ew.printf("%s in %s: %s; %s %s, %d succeeded\n", plural(len(r.Guests), "guest"),
+		r.Duration.Round(time.Millisecond), strings.Join(parts, ", "), plural(sent, "action"), verb, ok)
+	return ew.err
 }
