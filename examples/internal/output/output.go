@@ -1,0 +1,466 @@
+// Package output prints what the example programs do, for a person (text)
+// or for a program (JSON lines), from guestward's own report types. It is
+// not part of guestward's API.
+//
+// In JSON mode every line is one object whose "type" member says what it
+// is: "start", "recovery", "plan", "event", "report", "oneshot", "shutdown"
+// or "exit". Tests and scripts parse these lines; the text form may change.
+package output
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/guestward/guestward/proxmox"
+	"github.com/guestward/guestward/reconcile"
+)
+
+// Formats.
+const (
+	Text = "text"
+	JSON = "json"
+)
+
+// Printer writes records to one writer, one at a time. It is safe for
+// concurrent use: engine events arrive from many goroutines.
+type Printer struct {
+	mu     sync.Mutex
+	w      io.Writer
+	json   bool
+	now    func() time.Time
+	t0     time.Time
+	total  int // actions expected, for progress; 0 if unknown
+	done   int
+	indent string // prefix of the lines of records in text mode
+	err    error  // first write error
+}
+
+// New returns a printer writing format ("text" or "json") to w.
+func New(w io.Writer, format string) *Printer {
+	return &Printer{w: w, json: format == JSON, now: time.Now, t0: time.Now()}
+}
+
+// JSON reports whether the printer writes JSON lines.
+func (p *Printer) JSON() bool { return p.json }
+
+// Err returns the first error writing to the output, if any.
+func (p *Printer) Err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// SetIndent sets the prefix of every line the record methods (Recovery,
+// Plan, Event, Report, OneShot) write in text mode. Textf and Text write
+// as they are told.
+func (p *Printer) SetIndent(prefix string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.indent = prefix
+}
+
+// record writes a text record, indented.
+func (p *Printer) record(s string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.printf("%s", Indent(s, p.indent))
+}
+
+// Textf writes a line in text mode; in JSON mode it writes nothing.
+func (p *Printer) Textf(format string, args ...any) {
+	if p.json {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.printf(format+"\n", args...)
+}
+
+// Text writes s as it is in text mode; in JSON mode it writes nothing.
+func (p *Printer) Text(s string) {
+	if p.json {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.printf("%s", s)
+}
+
+// Object writes v, which must marshal to a JSON object, as one line in JSON
+// mode; in text mode it writes nothing.
+func (p *Printer) Object(v any) {
+	if !p.json {
+		return
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b) // one line, with a newline, and "->" left as it is
+	enc.SetEscapeHTML(false)
+	err := enc.Encode(v)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		if p.err == nil {
+			p.err = fmt.Errorf("output: %w", err)
+		}
+		return
+	}
+	p.printf("%s", b.Bytes())
+}
+
+func (p *Printer) printf(format string, args ...any) {
+	if p.err != nil {
+		return
+	}
+	_, p.err = fmt.Fprintf(p.w, format, args...)
+}
+
+// Start is the first record: what the program runs against.
+type Start struct {
+	Type           string `json:"type"` // "start"
+	Program        string `json:"program"`
+	URL            string `json:"url,omitempty"`
+	ProxmoxVersion string `json:"proxmox_version,omitempty"`
+	Journal        string `json:"journal,omitempty"`
+	Backend        string `json:"journal_backend,omitempty"`
+	Desired        string `json:"desired,omitempty"`
+	DryRun         bool   `json:"dry_run,omitempty"`
+	Interval       string `json:"interval,omitempty"`
+	Once           bool   `json:"once,omitempty"`
+	Demo           bool   `json:"demo,omitempty"`
+}
+
+// Start writes the start record (JSON mode only; text programs say it
+// their own way).
+func (p *Printer) Start(s Start) {
+	s.Type = "start"
+	p.Object(s)
+}
+
+// recoveredOp is a reconcile.RecoveredOp with its guest spelled out.
+type recoveredOp struct {
+	Guest string `json:"guest"`
+	reconcile.RecoveredOp
+}
+
+type recoveryRecord struct {
+	Type       string        `json:"type"` // "recovery"
+	Ops        []recoveredOp `json:"ops"`
+	Unresolved int           `json:"unresolved"`
+	Error      string        `json:"error,omitempty"`
+}
+
+// Recovery writes what Engine.Recover resolved.
+func (p *Printer) Recovery(rep reconcile.RecoveryReport, err error) {
+	if p.json {
+		rec := recoveryRecord{Type: "recovery", Ops: []recoveredOp{}, Unresolved: len(rep.Unresolved())}
+		for _, op := range rep.Ops {
+			rec.Ops = append(rec.Ops, recoveredOp{Guest: op.Ref.String(), RecoveredOp: op})
+		}
+		if err != nil {
+			rec.Error = err.Error()
+		}
+		p.Object(rec)
+		return
+	}
+	var b strings.Builder
+	switch {
+	case len(rep.Ops) == 0 && err == nil:
+		b.WriteString("recover: the journal shows no operation in flight\n")
+	case len(rep.Ops) > 0:
+		fmt.Fprintf(&b, "recover: %d operation(s) were in flight when the last run ended\n", len(rep.Ops))
+		for _, op := range rep.Ops {
+			to := string(op.To)
+			if to == "" {
+				to = "UNRESOLVED"
+			}
+			fmt.Fprintf(&b, "  %s %s (op %s): %s -> %s, %s", op.Ref, op.Kind, op.OpID, op.From, to, op.How)
+			if op.Key != "" {
+				fmt.Fprintf(&b, ", key %q", op.Key)
+			}
+			if op.Error != "" {
+				fmt.Fprintf(&b, ": %s", op.Error)
+			}
+			b.WriteString("\n")
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(&b, "recover: %v\n", err)
+	}
+	p.record(b.String())
+}
+
+type planRecord struct {
+	Type string               `json:"type"` // "plan"
+	Plan reconcile.PlanResult `json:"plan"`
+}
+
+// Plan writes a plan, in reconcile's own text rendering or as a "plan"
+// record.
+func (p *Printer) Plan(plan reconcile.PlanResult) {
+	if p.json {
+		p.Object(planRecord{Type: "plan", Plan: plan})
+		return
+	}
+	p.record(plan.String())
+}
+
+// Indent prefixes every line of s with prefix.
+func Indent(s, prefix string) string {
+	if prefix == "" || s == "" {
+		return s
+	}
+	lines := strings.SplitAfter(s, "\n")
+	var b strings.Builder
+	for _, l := range lines {
+		if l != "" && l != "\n" {
+			b.WriteString(prefix)
+		}
+		b.WriteString(l)
+	}
+	return b.String()
+}
+
+// ExpectActions sets how many actions the coming pass will run, so that
+// text events show progress; 0 turns progress off.
+func (p *Printer) ExpectActions(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.total, p.done = n, 0
+}
+
+type eventRecord struct {
+	Type   string               `json:"type"` // "event"
+	Guest  string               `json:"guest"`
+	Kind   reconcile.ActionKind `json:"kind"`
+	Phase  string               `json:"phase"`
+	OpID   string               `json:"op_id,omitempty"`
+	UPID   proxmox.UPID         `json:"upid,omitempty"`
+	Detail string               `json:"detail,omitempty"`
+	At     time.Time            `json:"at"`
+}
+
+// Event writes the progress of one action; use it as
+// reconcile.Config.OnEvent.
+func (p *Printer) Event(ev reconcile.Event) {
+	if p.json {
+		p.Object(eventRecord{Type: "event", Guest: ev.Ref.String(), Kind: ev.Kind, Phase: ev.Phase,
+			OpID: ev.OpID, UPID: ev.UPID, Detail: ev.Detail, At: ev.At})
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var what string
+	switch ev.Phase {
+	case "start":
+		what = "sent"
+	case "task":
+		what = "running as task " + string(ev.UPID)
+	case "done":
+		what = "done"
+	case "failed":
+		what = "FAILED: " + ev.Detail
+	default:
+		what = ev.Phase
+	}
+	progress := ""
+	if p.total > 0 && (ev.Phase == "done" || ev.Phase == "failed") {
+		p.done++
+		progress = fmt.Sprintf("  [%d/%d]", p.done, p.total)
+	}
+	at := ev.At
+	if at.IsZero() {
+		at = p.now()
+	}
+	p.printf("%s%6.2fs  %-14s %-10s %s%s\n", p.indent, at.Sub(p.t0).Seconds(), ev.Ref, ev.Kind, what, progress)
+}
+
+// ResetClock makes text event times count from now.
+func (p *Printer) ResetClock() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.t0 = p.now()
+}
+
+type reportRecord struct {
+	Type      string                         `json:"type"` // "report"
+	Pass      int                            `json:"pass"`
+	Converged bool                           `json:"converged"`
+	Counts    map[reconcile.GuestOutcome]int `json:"counts"`
+	Sent      int                            `json:"actions_sent"`
+	Succeeded int                            `json:"actions_succeeded"`
+	Error     string                         `json:"error,omitempty"`
+	Report    reconcile.Report               `json:"report"`
+}
+
+// Report writes the account of pass number n. err is the pass's error, if
+// it could not act. With all, text mode lists every guest; otherwise only
+// those that were not in sync.
+func (p *Printer) Report(n int, rep reconcile.Report, err error, all bool) {
+	sent, ok := rep.Actions()
+	if p.json {
+		rec := reportRecord{Type: "report", Pass: n, Converged: err == nil && rep.Converged(), Counts: rep.Count(),
+			Sent: sent, Succeeded: ok, Report: rep}
+		if err != nil {
+			rec.Error = err.Error()
+		}
+		p.Object(rec)
+		return
+	}
+	p.record(ReportText(n, rep, err, all))
+}
+
+// ReportText renders a pass report for a person.
+func ReportText(n int, rep reconcile.Report, err error, all bool) string {
+	var b strings.Builder
+	if err != nil {
+		fmt.Fprintf(&b, "pass %d: did not act: %v\n", n, err)
+		return b.String()
+	}
+	if len(rep.Guests) == 0 {
+		fmt.Fprintf(&b, "pass %d: the desired state declares no guest; nothing to do\n", n)
+		return b.String()
+	}
+	counts := rep.Count()
+	outcomes := make([]string, 0, len(counts))
+	for _, o := range []reconcile.GuestOutcome{reconcile.GuestInSync, reconcile.GuestChanged, reconcile.GuestPlanned,
+		reconcile.GuestSkipped, reconcile.GuestFailed, reconcile.GuestConflict, reconcile.GuestVetoed, reconcile.GuestInterrupted} {
+		if c := counts[o]; c > 0 {
+			outcomes = append(outcomes, fmt.Sprintf("%d %s", c, strings.ReplaceAll(string(o), "_", " ")))
+		}
+	}
+	sent, ok := rep.Actions()
+	dur := rep.Duration
+	if dur == 0 && !rep.Start.IsZero() {
+		// reconcile.Engine.ReconcileOnce sets Duration in a deferred
+		// function after its result was copied, so it arrives as 0; the
+		// report is printed as soon as the pass returns, so this is close.
+		dur = time.Since(rep.Start)
+	}
+	verb := "sent"
+	if rep.DryRun {
+		verb = "planned"
+	}
+	fmt.Fprintf(&b, "pass %d: %d guests: %s; %d actions %s, %d succeeded (%.1fs)\n",
+		n, len(rep.Guests), strings.Join(outcomes, ", "), sent, verb, ok, dur.Seconds())
+	if rep.DesiredErr != "" {
+		fmt.Fprintf(&b, "  warning: acted on the last good desired state: %s\n", rep.DesiredErr)
+	}
+	var inSync []string
+	for _, g := range rep.Guests {
+		if g.Outcome == reconcile.GuestInSync && !all {
+			inSync = append(inSync, g.Ref.String())
+			continue
+		}
+		fmt.Fprintf(&b, "  %-14s %-11s %s\n", g.Ref, strings.ReplaceAll(string(g.Outcome), "_", " "), guestSummary(g))
+	}
+	if len(inSync) > 0 {
+		sort.Strings(inSync)
+		fmt.Fprintf(&b, "  in sync: %s\n", strings.Join(inSync, ", "))
+	}
+	return b.String()
+}
+
+// guestSummary says in a few words what happened to one guest.
+func guestSummary(g reconcile.GuestReport) string {
+	var parts []string
+	for _, a := range g.Actions {
+		s := fmt.Sprintf("%s %s", a.Action.Kind, a.Outcome)
+		if a.Duration > 0 {
+			s += fmt.Sprintf(" in %.2fs", a.Duration.Seconds())
+		}
+		if a.Error != "" {
+			s += ": " + a.Error
+		}
+		parts = append(parts, s)
+	}
+	switch g.Outcome {
+	case reconcile.GuestSkipped:
+		return fmt.Sprintf("(%s) %s", g.Reason, g.Detail)
+	case reconcile.GuestInSync:
+		if g.Detail != "" {
+			return g.Detail
+		}
+		return ""
+	}
+	if len(parts) == 0 {
+		return g.Detail
+	}
+	return strings.Join(parts, ", ")
+}
+
+type oneShotRecord struct {
+	Type   string               `json:"type"` // "oneshot"
+	Key    string               `json:"key"`
+	Guest  string               `json:"guest"`
+	Kind   reconcile.ActionKind `json:"kind"`
+	Result reconcile.Result     `json:"result"`
+	Error  string               `json:"error,omitempty"`
+}
+
+// OneShot writes the outcome of Engine.Apply.
+func (p *Printer) OneShot(s reconcile.OneShot, res reconcile.Result, err error) {
+	if p.json {
+		rec := oneShotRecord{Type: "oneshot", Key: s.Key, Guest: s.Ref.String(), Kind: s.Kind, Result: res}
+		if err != nil {
+			rec.Error = err.Error()
+		}
+		p.Object(rec)
+		return
+	}
+	p.record(OneShotText(s, res, err) + "\n")
+}
+
+// OneShotText says, for a person, what a one-shot operation did.
+func OneShotText(s reconcile.OneShot, res reconcile.Result, err error) string {
+	what := fmt.Sprintf("%s %s", s.Kind, s.Ref)
+	task := ""
+	if res.UPID != "" {
+		task = ", task " + string(res.UPID)
+	}
+	switch {
+	case err != nil && res.OpID == "":
+		return fmt.Sprintf("%s (key %q): not run: %v", what, s.Key, err)
+	case err != nil:
+		return fmt.Sprintf("%s (key %q): op %s is %s: %v", what, s.Key, res.OpID, res.State, err)
+	case res.Replayed && res.Applied():
+		return fmt.Sprintf("%s (key %q): already applied by op %s%s; nothing was sent", what, s.Key, res.OpID, task)
+	case res.Replayed:
+		return fmt.Sprintf("%s (key %q): this key was already used by op %s, which failed: %s; nothing was sent (use a new key to try again)",
+			what, s.Key, res.OpID, res.Error)
+	case res.Applied():
+		return fmt.Sprintf("%s (key %q): applied by op %s%s", what, s.Key, res.OpID, task)
+	default:
+		return fmt.Sprintf("%s (key %q): FAILED in op %s%s: %s", what, s.Key, res.OpID, task, res.Error)
+	}
+}
+
+type shutdownRecord struct {
+	Type   string `json:"type"` // "shutdown"
+	Reason string `json:"reason"`
+}
+
+type exitRecord struct {
+	Type   string `json:"type"` // "exit"
+	Code   int    `json:"code"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Shutdown writes that the program is stopping, and why.
+func (p *Printer) Shutdown(reason string) {
+	if p.json {
+		p.Object(shutdownRecord{Type: "shutdown", Reason: reason})
+		return
+	}
+	p.Textf("%s", reason)
+}
+
+// Exit writes the last record: the exit code and why (JSON mode only).
+func (p *Printer) Exit(code int, reason string) {
+	p.Object(exitRecord{Type: "exit", Code: code, Reason: reason})
+}
