@@ -50,9 +50,15 @@
 //
 // # Cost
 //
-// One mutex guards the queue. Do costs two allocations per job (the job and
-// its completion channel) and Submit with a cancellable context one or two
-// more (the context watcher); a key turning active reuses a recycled lane.
+// One mutex guards the queue. Do on an idle key runs the job on the
+// caller's goroutine and allocates nothing; Do behind other work allocates
+// the job and its completion channel. Submit allocates one 80-byte handle,
+// whatever its context: nothing watches a waiting job's context on its own.
+// Whoever waits for the job watches it (Do, [Handle.Wait]), [Handle.Done]
+// registers a watcher when called, and a job nobody waits for is checked
+// when its turn comes, and skipped without running if its context has
+// ended. A key turning active reuses a recycled lane.
+//
 // The benchmarks in this package compare the queue with a minimal per-key
 // FIFO that offers none of these guarantees.
 package queue

@@ -175,16 +175,19 @@ func waitGoroutines(t *testing.T, want int) {
 // and context reachable.
 func TestFinishedHandleReleasesJob(t *testing.T) {
 	q := New[int]()
-	h, err := q.Submit(context.Background(), 1, noop)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h, err := q.Submit(ctx, 1, noop)
 	if err != nil {
 		t.Fatal(err)
 	}
+	<-h.Done() // registers a context watcher while the job waits or runs
 	if err := h.Wait(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if h.fn != nil || h.ctx != nil || h.stop != nil {
+	if h.fn != nil || h.ctx != nil || h.lane != nil || h.watched || q.watches != nil {
 		t.Fatal("finished handle still references its job")
 	}
 }

@@ -15,15 +15,16 @@ type Handle[K comparable] struct {
 	q *Queue[K]
 
 	// Guarded by q.mu. Kept to 80 bytes: it is Submit's one allocation.
-	seq    uint32 // position in its lane while waiting (wraps; see lane.at)
-	state  uint8
-	tagged bool // listed in its lane's tagged list
-	fn     func(context.Context) error
-	ctx    context.Context
-	stop   func() bool   // unregisters the context watcher, if any
-	enq    time.Duration // submission time since q.epoch; only with an observer
-	err    error         // written before done is closed
-	done   chan struct{} // made when somebody waits; closed when finished
+	seq     uint32 // position in its lane while waiting (wraps; see lane.at)
+	state   uint8
+	tagged  bool     // listed in its lane's tagged list
+	watched bool     // Done registered a context watcher (see Queue.watches)
+	lane    *lane[K] // while waiting
+	fn      func(context.Context) error
+	ctx     context.Context
+	enq     time.Duration // submission time since q.epoch; only with an observer
+	err     error         // written before done is closed
+	done    chan struct{} // made when somebody waits; closed when finished
 }
 
 // job states
@@ -36,13 +37,19 @@ const (
 // Done returns a channel that is closed when the job's result is known: it
 // ran, its context ended before it started, or Close dropped it.
 func (h *Handle[K]) Done() <-chan struct{} {
-	h.q.mu.Lock()
-	defer h.q.mu.Unlock()
+	q := h.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
 	if h.done == nil {
 		h.done = make(chan struct{})
 		if h.state == finished {
 			close(h.done)
 		}
+	}
+	if h.state == waiting && !h.watched {
+		// Somebody may wait on the channel alone: make the job leave the
+		// line as soon as its context ends, as Wait would.
+		q.watch(h)
 	}
 	return h.done
 }
@@ -52,22 +59,34 @@ func (h *Handle[K]) Done() <-chan struct{} {
 // only bounds the wait. To cancel a job, cancel the context it was submitted
 // with.
 func (h *Handle[K]) Wait(ctx context.Context) error {
-	h.q.mu.Lock()
-	if h.state == finished {
-		err := h.err
-		h.q.mu.Unlock()
-		return err
-	}
-	if h.done == nil {
-		h.done = make(chan struct{})
-	}
-	done := h.done
-	h.q.mu.Unlock()
-	select {
-	case <-done:
-		return h.err // written before done was closed
-	case <-ctx.Done():
-		return ctx.Err()
+	q := h.q
+	for {
+		q.mu.Lock()
+		if h.state == finished {
+			err := h.err
+			q.mu.Unlock()
+			return err
+		}
+		if h.done == nil {
+			h.done = make(chan struct{})
+		}
+		done, jobCtx := h.done, h.ctx
+		waiting := h.state == waiting
+		q.mu.Unlock()
+		var jobDone <-chan struct{}
+		if waiting {
+			// While the job waits, its context ending resolves it: watch
+			// that here rather than paying for a watcher on every job.
+			jobDone = jobCtx.Done()
+		}
+		select {
+		case <-done:
+			return h.err // written before done was closed
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-jobDone:
+			q.cancel(h, jobCtx) // resolves h, or finds it started or retargeted
+		}
 	}
 }
 
@@ -121,6 +140,9 @@ type Queue[K comparable] struct {
 	queued  int // jobs waiting
 	closed  bool
 	drained chan struct{} // closed when closed && queued == 0 && running == 0
+
+	// Context watchers registered by Handle.Done, by handle.
+	watches map[*Handle[K]]func() bool
 
 	// Tests only: called under q.mu once Do's job is in line or started.
 	afterDoEnqueue func()
@@ -181,7 +203,7 @@ func (q *Queue[K]) Do(ctx context.Context, key K, fn func(context.Context) error
 		return q.runInline(l, ctx, fn)
 	}
 	h := &Handle[K]{q: q, fn: fn, ctx: ctx, done: make(chan struct{})}
-	h, l, start, ev, err := q.enqueue(h, key, jo, false)
+	h, start, ev, err := q.enqueue(h, key, jo)
 	if err == nil && q.afterDoEnqueue != nil {
 		q.afterDoEnqueue()
 	}
@@ -196,7 +218,7 @@ func (q *Queue[K]) Do(ctx context.Context, key K, fn func(context.Context) error
 		return h.err
 	case <-ctx.Done():
 	}
-	switch q.cancel(h, l, ctx) {
+	switch q.cancel(h, ctx) {
 	case canceledNow, replaced:
 		// Either the job left the line now, or a newer job took it over
 		// before it started; in both cases our fn never runs.
@@ -237,7 +259,9 @@ func (q *Queue[K]) runInline(l *lane[K], ctx context.Context, fn func(context.Co
 
 // Submit queues fn for key and returns at once with a [Handle] to await its
 // result. fn receives ctx. If ctx ends before fn starts, fn never runs and
-// the handle's result is ctx.Err(), available at once.
+// the handle's result is ctx.Err(): [Handle.Wait] and [Handle.Done] report
+// it at once, and a job nobody waits for leaves the line when its turn
+// comes, without running.
 //
 // Submit fails, queuing nothing, with ctx.Err() if ctx has already ended,
 // with [ErrClosed] after Close, and with an error wrapping [ErrFull] when the
@@ -257,7 +281,7 @@ func (q *Queue[K]) Submit(ctx context.Context, key K, fn func(context.Context) e
 		q.mu.Unlock()
 		return nil, ErrClosed
 	}
-	h, _, start, ev, err := q.enqueue(h, key, jo, ctx.Done() != nil)
+	h, start, ev, err := q.enqueue(h, key, jo)
 	q.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -277,35 +301,37 @@ func (q *Queue[K]) started(start *lane[K], ev *Event) {
 
 // enqueue appends the new job h to key's lane, or, when h carries a tag and
 // a job with that tag waits, merges h into that job and returns the job's
-// handle instead of h. With watch, the job leaves the line as soon as its
-// context ends; without, the caller watches. It returns the job's handle and
-// lane, the lane whose worker the caller must start, if any, and the
-// observer's event for a coalesced job. Called with q.mu held.
-func (q *Queue[K]) enqueue(h *Handle[K], key K, jo JobOption, watch bool) (
-	_ *Handle[K], l *lane[K], start *lane[K], ev *Event, err error) {
-	l = q.lanes[key]
+// handle instead of h. It returns the job's handle, the lane whose worker
+// the caller must start, if any, and the observer's event for a coalesced
+// job. Called with q.mu held.
+//
+// Nothing watches a job's context while it waits: the worker checks it
+// before running the job (a job whose context has ended never runs), Do and
+// Handle.Wait watch it while they wait, and Handle.Done registers a watcher
+// when it is called. Jobs nobody waits for cost no watcher.
+func (q *Queue[K]) enqueue(h *Handle[K], key K, jo JobOption) (_ *Handle[K], start *lane[K], ev *Event, err error) {
+	l := q.lanes[key]
 	if l != nil && jo.tag != "" {
 		if old := l.findTagged(jo.tag); old != nil {
-			if old.stop != nil {
-				old.stop()
-				old.stop = nil
-			}
 			old.fn, old.ctx = h.fn, h.ctx
-			if watch {
-				old.stop = q.watch(old, l, old.ctx)
-			}
 			if h.done != nil && old.done == nil {
 				old.done = h.done // the caller waits on it
+			}
+			if old.watched || old.done != nil {
+				// Its waiters watch the context the job had when they
+				// started waiting: watch the new one for them.
+				q.unwatch(old)
+				q.watch(old)
 			}
 			if q.opts.observer != nil {
 				ev = &Event{Key: key, Outcome: Coalesced, Waited: q.since(old.enq)}
 				ev.KeyDepth, ev.Depth = q.depths(key)
 			}
-			return old, l, nil, ev, nil
+			return old, nil, ev, nil
 		}
 	}
 	if l != nil && q.opts.maxPerKey > 0 && l.n >= q.opts.maxPerKey {
-		return nil, nil, nil, nil, fmt.Errorf("%w: key %v has %d waiting (limit %d)", ErrFull, key, l.n, q.opts.maxPerKey)
+		return nil, nil, nil, fmt.Errorf("%w: key %v has %d waiting (limit %d)", ErrFull, key, l.n, q.opts.maxPerKey)
 	}
 	if l == nil {
 		l = q.newLane(key)
@@ -313,15 +339,13 @@ func (q *Queue[K]) enqueue(h *Handle[K], key K, jo JobOption, watch bool) (
 	if q.opts.observer != nil {
 		h.enq = time.Since(q.epoch)
 	}
+	h.lane = l
 	l.push(h)
 	if jo.tag != "" {
 		h.tagged = true
 		l.tagged = append(l.tagged, taggedJob[K]{tag: jo.tag, h: h})
 	}
 	q.queued++
-	if watch {
-		h.stop = q.watch(h, l, h.ctx)
-	}
 	if !l.busy && !l.ready {
 		if q.hasSlot() {
 			l.busy = true
@@ -331,15 +355,37 @@ func (q *Queue[K]) enqueue(h *Handle[K], key K, jo JobOption, watch bool) (
 			q.pushReady(l)
 		}
 	}
-	return h, l, start, nil, nil
+	return h, start, nil, nil
 }
 
-// watch arranges for the waiting job h of lane l to leave the line as soon
-// as ctx ends, and returns the function that cancels the arrangement. If
-// ctx has ended already, AfterFunc runs the watcher on its own goroutine,
-// which waits for q.mu: no deadlock. Called with q.mu held.
-func (q *Queue[K]) watch(h *Handle[K], l *lane[K], ctx context.Context) func() bool {
-	return context.AfterFunc(ctx, func() { q.cancel(h, l, ctx) })
+// watch makes the waiting job h leave the line as soon as its context
+// ends. If it has ended already, AfterFunc runs the watcher on its own
+// goroutine, which waits for q.mu: no deadlock. Called with q.mu held.
+func (q *Queue[K]) watch(h *Handle[K]) {
+	ctx := h.ctx
+	if ctx.Done() == nil {
+		return // it cannot end
+	}
+	if q.watches == nil {
+		q.watches = make(map[*Handle[K]]func() bool)
+	}
+	q.watches[h] = context.AfterFunc(ctx, func() { q.cancel(h, ctx) })
+	h.watched = true
+}
+
+// unwatch removes h's watcher, if it has one. Called with q.mu held.
+func (q *Queue[K]) unwatch(h *Handle[K]) {
+	if !h.watched {
+		return
+	}
+	if stop := q.watches[h]; stop != nil {
+		stop()
+	}
+	delete(q.watches, h)
+	if len(q.watches) == 0 {
+		q.watches = nil // a map never shrinks; this one is rarely used
+	}
+	h.watched = false
 }
 
 // hasSlot reports whether one more lane may run. Called with q.mu held.
@@ -367,12 +413,10 @@ const (
 	tooLate                         // the job has started or finished
 )
 
-// cancel takes the job h of lane l out of line if it is still waiting for
-// ctx, and resolves it with ctx.Err().
-func (q *Queue[K]) cancel(h *Handle[K], l *lane[K], ctx context.Context) cancelResult {
+// cancel takes the job h out of line if it is still waiting for ctx, and
+// resolves it with ctx.Err().
+func (q *Queue[K]) cancel(h *Handle[K], ctx context.Context) cancelResult {
 	q.mu.Lock()
-	// While h waits, l is its lane: a lane with a waiting job is never
-	// dropped or recycled.
 	if h.state != waiting {
 		q.mu.Unlock()
 		return tooLate
@@ -381,7 +425,7 @@ func (q *Queue[K]) cancel(h *Handle[K], l *lane[K], ctx context.Context) cancelR
 		q.mu.Unlock()
 		return replaced
 	}
-	ev := q.remove(l, h, ctx.Err(), Canceled)
+	ev := q.remove(h, ctx.Err(), Canceled)
 	q.checkDrained()
 	q.mu.Unlock()
 	q.emit(ev)
@@ -390,7 +434,9 @@ func (q *Queue[K]) cancel(h *Handle[K], l *lane[K], ctx context.Context) cancelR
 
 // remove resolves a waiting job that will never run, leaving a hole in its
 // place, and forgets the lane if that leaves it idle. Called with q.mu held.
-func (q *Queue[K]) remove(l *lane[K], h *Handle[K], err error, outcome Outcome) *Event {
+func (q *Queue[K]) remove(h *Handle[K], err error, outcome Outcome) *Event {
+	l := h.lane
+	h.lane = nil
 	if h.tagged {
 		l.untag(h)
 	}
@@ -410,10 +456,7 @@ func (q *Queue[K]) remove(l *lane[K], h *Handle[K], err error, outcome Outcome) 
 // finish records a job's result and releases its waiters. It returns the
 // observer's event, if there is an observer. Called with q.mu held.
 func (q *Queue[K]) finish(key K, h *Handle[K], err error, outcome Outcome, ran time.Duration) *Event {
-	if h.stop != nil {
-		h.stop()
-		h.stop = nil
-	}
+	q.unwatch(h)
 	h.state = finished
 	h.err = err
 	h.fn, h.ctx = nil, nil // let them go while the handle lives on
@@ -462,10 +505,8 @@ func (q *Queue[K]) work(l *lane[K]) {
 				l.untag(h)
 			}
 			h.state = running // from here on, cancel leaves h to us
-			if h.stop != nil {
-				h.stop()
-				h.stop = nil
-			}
+			h.lane = nil
+			q.unwatch(h)
 			ctx, fn := h.ctx, h.fn
 			q.mu.Unlock()
 
@@ -584,7 +625,7 @@ func (q *Queue[K]) Close(ctx context.Context) error {
 		// remove drops and recycles l with its last job; l.n says when.
 		for seq := l.seq; l.n > 0; seq++ {
 			if h := *l.at(seq); h != nil {
-				if ev := q.remove(l, h, ErrClosed, Dropped); ev != nil {
+				if ev := q.remove(h, ErrClosed, Dropped); ev != nil {
 					events = append(events, ev)
 				}
 			}
