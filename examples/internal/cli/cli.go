@@ -13,6 +13,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"strings"
 )
 
@@ -99,7 +100,8 @@ func Given(fs *flag.FlagSet, name string) bool {
 }
 
 // Parse parses args into fs and returns a *UsageError for a bad command
-// line, flag.ErrHelp for -h, and a *UsageError for stray arguments. It
+// line or a stray argument, and flag.ErrHelp, after printing fs.Usage, for
+// -h. It
 // catches the mistake of passing the token secret as a flag before the flag
 // package does, to say why that is refused.
 func Parse(fs *flag.FlagSet, args []string) error {
@@ -116,8 +118,15 @@ func Parse(fs *flag.FlagSet, args []string) error {
 				"set GUESTWARD_TOKEN_SECRET, or name a file with -token-secret-file")
 		}
 	}
-	if err := fs.Parse(args); err != nil {
+	// The flag package prints its error and the whole usage on a bad flag;
+	// the caller prints one clear line instead, and the usage only on -h.
+	w := fs.Output()
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.SetOutput(w)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.Usage()
 			return err
 		}
 		return &UsageError{Msg: err.Error()}

@@ -155,9 +155,12 @@ func Probe(ctx context.Context, c *proxmox.Client, url string) (proxmox.VersionI
 	switch {
 	case errors.Is(err, proxmox.ErrUnauthorized):
 		return v, fmt.Errorf("Proxmox at %s refused the API token (check the token id and secret, and that the token has not expired): %w", url, err)
-	case errors.As(err, &unknownCA), errors.As(err, &hostErr), errors.As(err, &certErr), strings.Contains(err.Error(), "certificate"):
+	case errors.As(err, &unknownCA), errors.As(err, &hostErr), errors.As(err, &certErr):
 		return v, fmt.Errorf("cannot verify the certificate of %s: pin it with -fingerprint (the SHA-256 fingerprint the Proxmox GUI shows under node, System, Certificates) or trust its CA with -ca-file: %w", url, err)
 	default:
+		// A certificate that does not match a pinned fingerprint lands
+		// here too: package proxmox does not classify it (its message
+		// says so).
 		return v, fmt.Errorf("cannot reach Proxmox at %s: %w", url, err)
 	}
 }

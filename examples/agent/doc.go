@@ -1,0 +1,117 @@
+// Command agent is a node agent built on guestward: it keeps the Proxmox VE
+// guests that a desired-state file declares in their declared state, pass
+// after pass, journaling every operation so that a crash is resolved on the
+// next start. It uses nothing but guestward's public API, and is meant to be
+// read as much as run.
+//
+// # Try it
+//
+//	go run ./examples/agent -demo
+//
+// starts a fake Proxmox VE cluster in this process (package proxmoxtest) with
+// a dozen drifted guests, and shows the plan, the actions as they run, the
+// report, and a second pass that finds nothing to do. It needs no Proxmox,
+// no network beyond loopback and no setup, and exits 0. -demo-pve 7.4 (or
+// any release from 7.0 to 9.x) picks the emulated version; -output json
+// prints the same story as JSON lines.
+//
+// # Run it
+//
+//	export GUESTWARD_TOKEN_SECRET=...   # or -token-secret-file /etc/guestward/token
+//	agent -url https://pve1:8006 -token-id 'guestward@pve!agent' \
+//	      -fingerprint AA:BB:...:FF \
+//	      -desired /etc/guestward/desired.json \
+//	      -journal /var/lib/guestward/journal.db
+//
+// At start the agent checks every setting, reads the desired state once (a
+// broken file stops it at once rather than at the first pass), asks Proxmox
+// for its version (proving the URL, the certificate settings and the token),
+// opens the journal, and runs Engine.Recover, printing every operation a
+// previous run left in flight and how it was resolved. Then Engine.Run runs
+// a pass every -interval until the agent is stopped. The desired-state file
+// is read again whenever it changes; while it is broken, the last good state
+// is used and each report says so.
+//
+// # Settings
+//
+// Every flag has an environment variable, named in "agent -h"; a flag on the
+// command line wins over the environment.
+//
+//	-url                GUESTWARD_URL                 https://host:8006; https only
+//	-token-id           GUESTWARD_TOKEN_ID            user@realm!tokenname
+//	                    GUESTWARD_TOKEN_SECRET        the token secret itself, or:
+//	-token-secret-file  GUESTWARD_TOKEN_SECRET_FILE   a file holding it (warned about if others can read it)
+//	-fingerprint        GUESTWARD_FINGERPRINT         SHA-256 of the server certificate; several allowed
+//	-ca-file            GUESTWARD_CA_FILE             PEM CA bundle, e.g. a copy of /etc/pve/pve-root-ca.pem
+//	-http-timeout       GUESTWARD_HTTP_TIMEOUT        bound on each HTTP request (2m)
+//	-desired            GUESTWARD_DESIRED             desired-state JSON file (format: reconcile.FileProvider)
+//	-journal            GUESTWARD_JOURNAL             .db, .bolt, .bbolt: bbolt backend; anything else: file backend
+//	-interval           GUESTWARD_INTERVAL            between pass starts (30s)
+//	-jitter             GUESTWARD_JITTER              random variation either way (a tenth of -interval)
+//	-concurrency        GUESTWARD_CONCURRENCY         guests observed and changed at once (8)
+//	-settle-delay       GUESTWARD_SETTLE_DELAY        see reconcile.Config.SettleDelay (10s)
+//	-shutdown-grace     GUESTWARD_SHUTDOWN_GRACE      how long a stop waits for running operations (30s)
+//	-dry-run            GUESTWARD_DRY_RUN             plan and report only; the journal is not even opened
+//	-output             GUESTWARD_OUTPUT              stdout: text, or json (one object per line)
+//	-log-level          GUESTWARD_LOG_LEVEL           debug, info, warn (default), error; logs go to stderr
+//	-log-format         GUESTWARD_LOG_FORMAT          text or json, as log/slog writes them
+//	-once                                             recover, one pass, exit (see below)
+//
+// The token secret has no flag: a flag's value is visible to every user of
+// the host in the process list. Without -fingerprint or -ca-file the server
+// certificate must chain to the system roots; verification cannot be turned
+// off.
+//
+// # Output
+//
+// Stdout carries what the agent does; stderr carries the log and errors.
+// With -output text it is written for a person. With -output json every line
+// is one JSON object whose "type" says what it is:
+//
+//	start     what the agent runs against (url, proxmox_version, journal, journal_backend, desired, ...)
+//	recovery  the operations Recover resolved ("ops", each with its guest), "unresolved", "error"
+//	event     one step of one action: guest, kind, phase (start, task, done, failed), op_id, upid, detail
+//	report    one pass: pass number, converged, counts by outcome, actions_sent, actions_succeeded,
+//	          and the reconcile.Report itself under "report"
+//	shutdown  a stop was requested, and what the agent does about it
+//	exit      the last line: the exit code and why
+//
+// # Stopping
+//
+// On SIGINT or SIGTERM the agent starts no new action (its Policy vetoes
+// them), waits up to -shutdown-grace for the operations already sent to
+// finish and be journaled, then cancels the engine: Run waits for the pass
+// and drains the queue, and the journal is closed. An operation still running
+// when the grace period ends stays in flight in the journal, and the next
+// start's Recover resolves it; nothing is lost either way. A second signal
+// ends the process at once.
+//
+// # Exit codes
+//
+//	0  stopped on request; with -once, every declared guest is in sync or was changed
+//	1  could not do its work: Proxmox unreachable or refusing the token, the journal
+//	   locked by another process or damaged; with -once also recovery unfinished, or a
+//	   pass that could not act at all (the guest list unreadable, say)
+//	2  a setting is wrong: a flag, an environment variable, or a file they name
+//	   (the desired-state file included)
+//	3  with -once: the pass ran, but some declared guest is not in its declared state
+//	   (skipped, failed, in conflict, or, with -dry-run, with changes planned)
+//
+// # Crash tests
+//
+// For guestward's crash tests, the environment variable GUESTWARD_FAILPOINTS
+// arms failpoints at the engine's checkpoints (reconcile.Config.Checkpoint):
+// a comma-separated list of point[:n] items, such as "op/after-call" or
+// "op/after-intent:3". When an armed point is reached for the n-th time
+// (default the first), counted across the process, the agent writes
+// "failpoint <point> reached" to stderr and kills itself with SIGKILL: no
+// deferred function runs and nothing is flushed, as in a real crash. The
+// points are op/before-intent, op/after-intent, op/after-call,
+// op/after-task-record, op/after-wait and op/after-outcome; an unknown point
+// is a usage error, so that a misspelt point cannot let a test pass without
+// crashing. Combined with -once, -output json and a short -settle-delay, a
+// test can run the agent as a child process against a fake server it holds,
+// kill it at any step, run it again, and check from the JSON lines and the
+// fake server's task counts that every operation ran at most once and was
+// resolved.
+package main
