@@ -291,8 +291,8 @@ func serve(ctx context.Context, s *settings, client *proxmox.Client, jr journal.
 	if s.dryRun {
 		mode += ", dry run: nothing is changed"
 	}
-	out.Textf("guestward agent: Proxmox VE %s at %s; %d guests declared in %s; journal %s (%s); %s",
-		info.version, s.conn.URL, info.declared, s.desired, orNone(s.journal, s.dryRun), info.backend, mode)
+	out.Textf("guestward agent: Proxmox VE %s at %s; %s declared in %s; journal %s (%s); %s",
+		info.version, s.conn.URL, output.Count(info.declared, "guest"), s.desired, orNone(s.journal, s.dryRun), info.backend, mode)
 
 	drained := make(chan struct{})
 	go func() {

@@ -164,8 +164,8 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 		}
 		return cli.ExitOK
 	}
-	if _, err := fmt.Fprintf(stdout, "Plan for the %d guests declared in %s, against %s.\nNothing has been changed.\n\n",
-		len(declared), source, where); err != nil {
+	if _, err := fmt.Fprintf(stdout, "Plan for the %s declared in %s, against %s.\nNothing has been changed.\n\n",
+		output.Count(len(declared), "guest"), source, where); err != nil {
 		return fail(stderr, err)
 	}
 	if err := rep.Plan.WriteText(stdout); err != nil {

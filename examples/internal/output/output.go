@@ -173,7 +173,7 @@ func (p *Printer) Recovery(rep reconcile.RecoveryReport, err error) {
 	case len(rep.Ops) == 0 && err == nil:
 		b.WriteString("recover: the journal shows no operation in flight\n")
 	case len(rep.Ops) > 0:
-		fmt.Fprintf(&b, "recover: %d operation(s) were in flight when the last run ended\n", len(rep.Ops))
+		fmt.Fprintf(&b, "recover: %s in flight when the last run ended\n", Count(len(rep.Ops), "operation"))
 		for _, op := range rep.Ops {
 			to := string(op.To)
 			if to == "" {
@@ -208,6 +208,15 @@ func (p *Printer) Plan(plan reconcile.PlanResult) {
 		return
 	}
 	p.record(plan.String())
+}
+
+// Count returns n and the noun, in the plural unless n is 1: "1 guest",
+// "3 guests".
+func Count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // Indent prefixes every line of s with prefix.
@@ -346,8 +355,8 @@ func ReportText(n int, rep reconcile.Report, err error, all bool) string {
 	if rep.DryRun {
 		verb = "planned"
 	}
-	fmt.Fprintf(&b, "pass %d: %d guests: %s; %d actions %s, %d succeeded (%.1fs)\n",
-		n, len(rep.Guests), strings.Join(outcomes, ", "), sent, verb, ok, dur.Seconds())
+	fmt.Fprintf(&b, "pass %d: %s: %s; %s %s, %d succeeded (%.1fs)\n",
+		n, Count(len(rep.Guests), "guest"), strings.Join(outcomes, ", "), Count(sent, "action"), verb, ok, dur.Seconds())
 	if rep.DesiredErr != "" {
 		fmt.Fprintf(&b, "  warning: acted on the last good desired state: %s\n", rep.DesiredErr)
 	}

@@ -1,0 +1,147 @@
+package output
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/guestward/guestward/journal"
+	"github.com/guestward/guestward/proxmox"
+	"github.com/guestward/guestward/reconcile"
+)
+
+var web = proxmox.Ref{Node: "pve1", Type: proxmox.QEMU, VMID: 100}
+
+func TestCountAndIndent(t *testing.T) {
+	if Count(1, "guest") != "1 guest" || Count(0, "guest") != "0 guests" || Count(3, "action") != "3 actions" {
+		t.Error("Count does not pluralize as it should")
+	}
+	if got := Indent("a\n\nb\n", "  "); got != "  a\n\n  b\n" {
+		t.Errorf("Indent = %q", got)
+	}
+}
+
+func TestTextModeWritesNoJSONAndViceVersa(t *testing.T) {
+	var text, js bytes.Buffer
+	pt, pj := New(&text, Text), New(&js, JSON)
+	for _, p := range []*Printer{pt, pj} {
+		p.Textf("hello %d", 1)
+		p.Start(Start{Program: "agent"})
+		p.Exit(0, "done")
+	}
+	if text.String() != "hello 1\n" {
+		t.Errorf("text mode wrote %q", text.String())
+	}
+	lines := strings.Split(strings.TrimSpace(js.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("json mode wrote %q", js.String())
+	}
+	var exit map[string]any
+	if err := json.Unmarshal([]byte(lines[1]), &exit); err != nil || exit["type"] != "exit" || exit["code"] != 0.0 {
+		t.Errorf("exit record %q: %v", lines[1], err)
+	}
+}
+
+func TestEventProgress(t *testing.T) {
+	var b bytes.Buffer
+	p := New(&b, Text)
+	p.ExpectActions(2)
+	p.Event(reconcile.Event{Ref: web, Kind: reconcile.ActionStart, Phase: "start"})
+	p.Event(reconcile.Event{Ref: web, Kind: reconcile.ActionStart, Phase: "task", UPID: "UPID:x"})
+	p.Event(reconcile.Event{Ref: web, Kind: reconcile.ActionStart, Phase: "done"})
+	p.Event(reconcile.Event{Ref: web, Kind: reconcile.ActionStop, Phase: "failed", Detail: "VM is locked"})
+	out := b.String()
+	for _, want := range []string{"sent", "running as task UPID:x", "done  [1/2]", "FAILED: VM is locked  [2/2]"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("events lack %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestReportText(t *testing.T) {
+	rep := reconcile.Report{
+		Start:    time.Now(),
+		Duration: 1500 * time.Millisecond,
+		Guests: []reconcile.GuestReport{
+			{Ref: web, Outcome: reconcile.GuestChanged, Actions: []reconcile.ActionReport{
+				{Action: reconcile.Action{Kind: reconcile.ActionStart}, Outcome: reconcile.OutcomeSucceeded, Duration: time.Second}}},
+			{Ref: proxmox.Ref{Node: "pve1", Type: proxmox.QEMU, VMID: 101}, Outcome: reconcile.GuestSkipped,
+				Reason: reconcile.SkipLocked, Detail: "locked (backup)"},
+			{Ref: proxmox.Ref{Node: "pve1", Type: proxmox.LXC, VMID: 200}, Outcome: reconcile.GuestInSync},
+		},
+	}
+	out := ReportText(1, rep, nil, false)
+	for _, want := range []string{
+		"pass 1: 3 guests: 1 in sync, 1 changed, 1 skipped; 1 action sent, 1 succeeded (1.5s)",
+		"start succeeded in 1.00s",
+		"(locked) locked (backup)",
+		"in sync: pve1/lxc/200",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if out := ReportText(2, reconcile.Report{}, errors.New("listing guests: boom"), false); !strings.Contains(out, "did not act: listing guests: boom") {
+		t.Errorf("aborted pass: %q", out)
+	}
+	if out := ReportText(3, reconcile.Report{}, nil, false); !strings.Contains(out, "declares no guest") {
+		t.Errorf("empty pass: %q", out)
+	}
+}
+
+func TestOneShotText(t *testing.T) {
+	op := reconcile.OneShot{Key: "k", Ref: web, Kind: reconcile.ActionStart}
+	for _, tc := range []struct {
+		res  reconcile.Result
+		err  error
+		want string
+	}{
+		{reconcile.Result{OpID: "op1", State: journal.Succeeded, UPID: "UPID:a"}, nil, "applied by op op1, task UPID:a"},
+		{reconcile.Result{OpID: "op1", State: journal.Succeeded, Replayed: true}, nil, "already applied by op op1; nothing was sent"},
+		{reconcile.Result{OpID: "op1", State: journal.Failed, Error: "locked", Replayed: true}, nil, "already used by op op1, which failed: locked"},
+		{reconcile.Result{OpID: "op1", State: journal.Failed, Error: "locked"}, nil, "FAILED in op op1: locked"},
+		{reconcile.Result{}, errors.New("vetoed"), "not run: vetoed"},
+		{reconcile.Result{OpID: "op1", State: journal.TaskRunning}, errors.New("interrupted"), "op op1 is task_running: interrupted"},
+	} {
+		if got := OneShotText(op, tc.res, tc.err); !strings.Contains(got, tc.want) {
+			t.Errorf("OneShotText(%+v, %v) = %q, want it to contain %q", tc.res, tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestRecoveryText(t *testing.T) {
+	var b bytes.Buffer
+	p := New(&b, Text)
+	p.Recovery(reconcile.RecoveryReport{Ops: []reconcile.RecoveredOp{
+		{OpID: "op1", Ref: web, Kind: reconcile.ActionStart, From: journal.Started, To: journal.Succeeded, How: "task adopted"},
+		{OpID: "op2", Ref: web, Kind: reconcile.ActionStop, From: journal.TaskRunning, How: "", Error: "node offline"},
+	}}, errors.New("1 of 2 unresolved"))
+	out := b.String()
+	for _, want := range []string{"2 operations in flight", "pve1/qemu/100 start (op op1): started -> succeeded, task adopted",
+		"UNRESOLVED", "node offline", "recover: 1 of 2 unresolved"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("recovery lacks %q:\n%s", want, out)
+		}
+	}
+	var js bytes.Buffer
+	New(&js, JSON).Recovery(reconcile.RecoveryReport{Ops: []reconcile.RecoveredOp{{OpID: "op1", Ref: web}}}, nil)
+	if !strings.Contains(js.String(), `"guest":"pve1/qemu/100"`) {
+		t.Errorf("the JSON recovery record does not name the guest: %s", js.String())
+	}
+}
+
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+
+func TestErrKeepsTheFirstWriteError(t *testing.T) {
+	p := New(failWriter{}, Text)
+	p.Textf("a")
+	p.Textf("b")
+	if err := p.Err(); err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("Err = %v", err)
+	}
+}
