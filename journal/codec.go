@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"time"
+	"unicode/utf8"
 )
 
 // Binary encoding of an Entry, version 1. All integers are little-endian
@@ -61,6 +62,23 @@ func (e Entry) AppendBinary(b []byte) ([]byte, error) {
 
 // appendEncoding appends the encoding of an already validated entry.
 func (e *Entry) appendEncoding(b []byte) []byte {
+	b = e.appendHead(b)
+	return appendParams(b, e.Params)
+}
+
+// appendEncodingRaw appends the encoding of an already validated entry
+// whose Params are given encoded (see encodeParams) and whose Params field
+// is ignored.
+func (e *Entry) appendEncodingRaw(b []byte, params string) []byte {
+	b = e.appendHead(b)
+	if params == "" {
+		return append(b, 0)
+	}
+	return append(b, params...)
+}
+
+// appendHead appends everything but the params.
+func (e *Entry) appendHead(b []byte) []byte {
 	var flags byte
 	if !e.At.IsZero() {
 		flags |= flagAt
@@ -74,20 +92,59 @@ func (e *Entry) appendEncoding(b []byte) []byte {
 	b = appendString(b, e.Kind)
 	b = appendString(b, e.UPID)
 	b = appendString(b, e.IdempKey)
-	b = appendString(b, e.Error)
-	b = binary.AppendUvarint(b, uint64(len(e.Params)))
-	switch len(e.Params) {
+	return appendString(b, e.Error)
+}
+
+// appendParams appends the canonical encoding of m: the number of pairs,
+// then the pairs in increasing key order.
+func appendParams(b []byte, m map[string]string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(m)))
+	switch len(m) {
 	case 0:
 	case 1:
-		for k, v := range e.Params {
+		for k, v := range m {
 			b = appendString(appendString(b, k), v)
 		}
 	default:
-		for _, k := range slices.Sorted(maps.Keys(e.Params)) {
-			b = appendString(appendString(b, k), e.Params[k])
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			b = appendString(appendString(b, k), m[k])
 		}
 	}
 	return b
+}
+
+// encodeParams returns the canonical encoding of m, or "" when m is empty.
+// The index keeps an op's Params in this form: a single pointer-free string
+// instead of a map costs the garbage collector far less, and equal Params
+// have equal encodings.
+func encodeParams(m map[string]string) string {
+	if len(m) == 0 {
+		return ""
+	}
+	return string(appendParams(nil, m))
+}
+
+// decodeParams returns a new map holding the Params encoded in s, which
+// encodeParams or the decoder produced (so it is well-formed).
+func decodeParams(s string) map[string]string {
+	if s == "" {
+		return nil
+	}
+	d := decoder{b: []byte(s)}
+	n := d.uvarint()
+	if n == 0 {
+		return nil
+	}
+	m := make(map[string]string, int(n))
+	for range n {
+		k := d.bytes()
+		v := d.bytes()
+		if d.err != nil {
+			break
+		}
+		m[string(k)] = string(v)
+	}
+	return m
 }
 
 func appendString(b []byte, s string) []byte {
@@ -126,7 +183,7 @@ func (e *Entry) encodedSize() int {
 // On error *e is unchanged.
 func (e *Entry) UnmarshalBinary(data []byte) error {
 	var out Entry
-	if err := decodeEntry(data, &out, nil); err != nil {
+	if err := decodeEntry(data, &out, nil, nil); err != nil {
 		return fmt.Errorf("journal: %w: %w", ErrCorrupt, err)
 	}
 	*e = out
@@ -134,25 +191,28 @@ func (e *Entry) UnmarshalBinary(data []byte) error {
 }
 
 // interner shares the backing memory of short strings that repeat from
-// record to record (kinds, parameter names), which makes replaying a long
-// journal allocate far less. It is bounded.
-type interner map[string]string
+// record to record (kinds, parameter names and values), through a bounded
+// table, which makes replaying a long journal allocate far less. A nil
+// *interner shares nothing.
+type interner struct {
+	short map[string]string
+}
 
 const (
 	internMaxLen     = 64
 	internMaxEntries = 4096
 )
 
-func (in interner) bytes(b []byte) string {
-	if in == nil || len(b) > internMaxLen {
+func (in *interner) bytes(b []byte) string {
+	if in == nil || in.short == nil || len(b) > internMaxLen {
 		return string(b)
 	}
-	if s, ok := in[string(b)]; ok {
+	if s, ok := in.short[string(b)]; ok {
 		return s
 	}
 	s := string(b)
-	if len(in) < internMaxEntries {
-		in[s] = s
+	if len(in.short) < internMaxEntries {
+		in.short[s] = s
 	}
 	return s
 }
@@ -230,7 +290,7 @@ func (d *decoder) bytes() []byte {
 	return s
 }
 
-func (d *decoder) string(in interner) string {
+func (d *decoder) string(in *interner) string {
 	b := d.bytes()
 	if d.err != nil || len(b) == 0 {
 		return ""
@@ -238,8 +298,18 @@ func (d *decoder) string(in interner) string {
 	return in.bytes(b)
 }
 
-// decodeEntry decodes exactly one entry from b into *e.
-func decodeEntry(b []byte, e *Entry, in interner) error {
+// decodeEntry decodes exactly one entry from b into *e. With raw nil it
+// builds e.Params; otherwise it leaves e.Params nil and stores the Params'
+// canonical encoding (see encodeParams) in *raw, which spares the map.
+func decodeEntry(b []byte, e *Entry, in *interner, raw *string) error {
+	return decodeEntryID(b, e, in, raw, nil)
+}
+
+// decodeEntryID is decodeEntry that, when id is not nil and the record is
+// not a started one, leaves e.OpID empty and points *id at the op ID's
+// bytes in b instead: the op's later records need the ID only to find the
+// op, whose state already holds it as a string.
+func decodeEntryID(b []byte, e *Entry, in *interner, raw *string, id *[]byte) error {
 	d := decoder{b: b}
 	if v := d.byte(); d.err == nil && v != codecVersion {
 		return fmt.Errorf("unknown entry version %d", v)
@@ -264,11 +334,23 @@ func decodeEntry(b []byte, e *Entry, in interner) error {
 	if flags&flagAt != 0 {
 		e.At = time.Unix(0, d.varint()).UTC()
 	}
-	e.OpID = d.string(nil)
+	byID := id != nil && e.State != Started
+	if byID {
+		*id = d.bytes()
+		if d.err != nil {
+			return d.err
+		}
+		if err := checkOpID(*id); err != nil {
+			return err
+		}
+	} else {
+		e.OpID = d.string(nil)
+	}
 	e.Kind = d.string(in)
 	e.UPID = d.string(nil)
 	e.IdempKey = d.string(nil)
 	e.Error = d.string(nil)
+	params := d.b
 	np := d.uvarint()
 	if d.err != nil {
 		return d.err
@@ -276,29 +358,45 @@ func decodeEntry(b []byte, e *Entry, in interner) error {
 	if np > uint64(len(d.b)/2) { // each pair takes at least two bytes
 		return errShort
 	}
-	if np > 0 {
+	if np > 0 && raw == nil {
 		e.Params = make(map[string]string, int(np))
-		var last []byte
-		for i := uint64(0); i < np; i++ {
-			k := d.bytes()
-			v := d.bytes()
-			if d.err != nil {
-				return d.err
-			}
-			if i > 0 && string(k) <= string(last) {
-				return errParamSort
-			}
-			last = k
-			e.Params[in.bytes(k)] = string(v)
-		}
 	}
-	if d.err != nil {
-		return d.err
+	var last []byte
+	for i := uint64(0); i < np; i++ {
+		k := d.bytes()
+		v := d.bytes()
+		if d.err != nil {
+			return d.err
+		}
+		if i > 0 && string(k) <= string(last) {
+			return errParamSort
+		}
+		last = k
+		if raw != nil {
+			if len(k) == 0 {
+				return e.invalid("empty parameter name")
+			}
+			if !utf8.Valid(k) || !utf8.Valid(v) {
+				return e.invalid("parameter %q is not valid UTF-8", k)
+			}
+			continue
+		}
+		ks, vs := in.bytes(k), in.bytes(v)
+		if err := e.checkParam(ks, vs); err != nil {
+			return err
+		}
+		e.Params[ks] = vs
 	}
 	if len(d.b) != 0 {
 		return errTrailing
 	}
-	if err := e.validateFields(); err != nil {
+	if raw != nil {
+		*raw = ""
+		if np > 0 {
+			*raw = in.bytes(params)
+		}
+	}
+	if err := e.validateFields(!byID, false); err != nil {
 		return err
 	}
 	return nil

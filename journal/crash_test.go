@@ -82,7 +82,7 @@ func crashModel(t *testing.T, steps []step, ret retention, now time.Time) []stri
 		case s.e != nil:
 			seq++
 			e := s.e.Clone()
-			if err := x.replay(&e, false, seq); err != nil {
+			if err := x.replay(&e, encodeParams(e.Params), false, seq); err != nil {
 				t.Fatalf("workload step %d is invalid: %v", i, err)
 			}
 		case s.compact:
@@ -437,7 +437,7 @@ func TestCrashTornBatch(t *testing.T) {
 			e = Entry{OpID: id, VMID: 200 + i, Kind: "set_config", State: Started,
 				Params: map[string]string{"net0": "virtio,bridge=vmbr0", "i": fmt.Sprint(i)}, At: crashT0}
 		}
-		if err := x.replay(&e, false, seq); err != nil {
+		if err := x.replay(&e, encodeParams(e.Params), false, seq); err != nil {
 			t.Fatal(err)
 		}
 		if id == "first" || strings.HasPrefix(id, "batch-") {

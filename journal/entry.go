@@ -109,7 +109,7 @@ func (e Entry) Clone() Entry {
 // Params keys, an At the journal can store, and the size limits. The error
 // wraps [ErrInvalidEntry].
 func (e Entry) Validate() error {
-	if err := e.validateFields(); err != nil {
+	if err := e.validateFields(true, true); err != nil {
 		return err
 	}
 	if n := e.encodedSize(); n > MaxEntrySize {
@@ -119,16 +119,14 @@ func (e Entry) Validate() error {
 }
 
 // validateFields is Validate without the size check, which the decoder gets
-// for free from its input's length.
-func (e Entry) validateFields() error {
-	if e.OpID == "" {
-		return fmt.Errorf("journal: %w: empty op ID", ErrInvalidEntry)
-	}
-	if len(e.OpID) > MaxIDLen {
-		return fmt.Errorf("journal: %w: op ID of %d bytes, longer than %d", ErrInvalidEntry, len(e.OpID), MaxIDLen)
-	}
-	if !utf8.ValidString(e.OpID) {
-		return fmt.Errorf("journal: %w: op ID %q is not valid UTF-8", ErrInvalidEntry, e.OpID)
+// for free from its input's length. The decoder checks the op ID (when it
+// keeps it as bytes) and Params as it reads them, and passes false for
+// those.
+func (e *Entry) validateFields(opID, params bool) error {
+	if opID {
+		if err := checkOpID(e.OpID); err != nil {
+			return err
+		}
 	}
 	if !e.State.Valid() {
 		return e.invalid("unknown state %q", e.State)
@@ -159,12 +157,11 @@ func (e Entry) validateFields() error {
 			return e.invalid("%s is not valid UTF-8", f.name)
 		}
 	}
-	for k, v := range e.Params {
-		if k == "" {
-			return e.invalid("empty parameter name")
-		}
-		if !utf8.ValidString(k) || !utf8.ValidString(v) {
-			return e.invalid("parameter %q is not valid UTF-8", k)
+	if params {
+		for k, v := range e.Params {
+			if err := e.checkParam(k, v); err != nil {
+				return err
+			}
 		}
 	}
 	if !e.At.IsZero() && !timeRepresentable(e.At) {
@@ -173,7 +170,29 @@ func (e Entry) validateFields() error {
 	return nil
 }
 
-func (e Entry) invalid(format string, args ...any) error {
+func checkOpID[S string | []byte](id S) error {
+	switch {
+	case len(id) == 0:
+		return fmt.Errorf("journal: %w: empty op ID", ErrInvalidEntry)
+	case len(id) > MaxIDLen:
+		return fmt.Errorf("journal: %w: op ID of %d bytes, longer than %d", ErrInvalidEntry, len(id), MaxIDLen)
+	case !utf8.Valid([]byte(id)):
+		return fmt.Errorf("journal: %w: op ID %q is not valid UTF-8", ErrInvalidEntry, id)
+	}
+	return nil
+}
+
+func (e *Entry) checkParam(k, v string) error {
+	if k == "" {
+		return e.invalid("empty parameter name")
+	}
+	if !utf8.ValidString(k) || !utf8.ValidString(v) {
+		return e.invalid("parameter %q is not valid UTF-8", k)
+	}
+	return nil
+}
+
+func (e *Entry) invalid(format string, args ...any) error {
 	return fmt.Errorf("journal: op %q: %w: %s", e.OpID, ErrInvalidEntry, fmt.Sprintf(format, args...))
 }
 
@@ -213,47 +232,63 @@ func Merge(prev *Entry, e Entry) (Entry, error) {
 	if err := e.Validate(); err != nil {
 		return Entry{}, err
 	}
-	e.Params = maps.Clone(e.Params)
-	return merge(prev, e)
-}
-
-// merge is Merge for an entry that is already valid and whose Params the
-// caller owns.
-func merge(prev *Entry, e Entry) (Entry, error) {
-	if prev == nil {
-		if e.State != Started {
-			return Entry{}, fmt.Errorf("journal: op %q: %w: the journal holds no record of the op, so its first record must be %q, not %q",
-				e.OpID, ErrInvalidTransition, Started, e.State)
-		}
-		if len(e.Params) == 0 {
-			e.Params = nil
-		}
-		return e, nil
+	hasParams := len(e.Params) > 0
+	if err := checkNext(prev, &e, hasParams, func() bool { return maps.Equal(e.Params, prev.Params) }); err != nil {
+		return Entry{}, err
 	}
-	if prev.State.Terminal() {
-		return Entry{}, fmt.Errorf("journal: op %q: %w: it already %s; cannot record %q", e.OpID, ErrTerminal, prev.State, e.State)
-	}
-	if e.State == Started {
-		return Entry{}, fmt.Errorf("journal: op %q: %w: already started (now %s)", e.OpID, ErrInvalidTransition, prev.State)
-	}
-	if e.VMID != 0 && e.VMID != prev.VMID {
-		return Entry{}, fmt.Errorf("journal: op %q: %w: VMID %d differs from the op's VMID %d", e.OpID, ErrInvalidTransition, e.VMID, prev.VMID)
-	}
-	if e.Kind != "" && e.Kind != prev.Kind {
-		return Entry{}, fmt.Errorf("journal: op %q: %w: kind %q differs from the op's kind %q", e.OpID, ErrInvalidTransition, e.Kind, prev.Kind)
-	}
-	if e.IdempKey != "" && e.IdempKey != prev.IdempKey {
-		return Entry{}, fmt.Errorf("journal: op %q: %w: idempotency key %q differs from the op's key %q", e.OpID, ErrInvalidTransition, e.IdempKey, prev.IdempKey)
-	}
-	if len(e.Params) > 0 && !maps.Equal(e.Params, prev.Params) {
-		return Entry{}, fmt.Errorf("journal: op %q: %w: params differ from the op's params", e.OpID, ErrInvalidTransition)
-	}
-	out := e
-	out.VMID, out.Kind, out.Params, out.IdempKey = prev.VMID, prev.Kind, prev.Params, prev.IdempKey
-	if out.UPID == "" {
-		out.UPID = prev.UPID
+	out := carry(prev, e)
+	switch {
+	case prev != nil:
+		out.Params = prev.Params
+	case hasParams:
+		out.Params = maps.Clone(e.Params)
 	}
 	return out, nil
+}
+
+// checkNext applies the lifecycle rules of Merge to a valid record e of the
+// op whose latest state is prev (nil: none). hasParams says whether e
+// carries Params; sameParams, called only for a known op and a record with
+// Params, says whether they equal the op's.
+func checkNext(prev, e *Entry, hasParams bool, sameParams func() bool) error {
+	if prev == nil {
+		if e.State != Started {
+			return fmt.Errorf("journal: op %q: %w: the journal holds no record of the op, so its first record must be %q, not %q",
+				e.OpID, ErrInvalidTransition, Started, e.State)
+		}
+		return nil
+	}
+	switch {
+	case prev.State.Terminal():
+		return fmt.Errorf("journal: op %q: %w: it already %s; cannot record %q", e.OpID, ErrTerminal, prev.State, e.State)
+	case e.State == Started:
+		return fmt.Errorf("journal: op %q: %w: already started (now %s)", e.OpID, ErrInvalidTransition, prev.State)
+	case e.VMID != 0 && e.VMID != prev.VMID:
+		return fmt.Errorf("journal: op %q: %w: VMID %d differs from the op's VMID %d", e.OpID, ErrInvalidTransition, e.VMID, prev.VMID)
+	case e.Kind != "" && e.Kind != prev.Kind:
+		return fmt.Errorf("journal: op %q: %w: kind %q differs from the op's kind %q", e.OpID, ErrInvalidTransition, e.Kind, prev.Kind)
+	case e.IdempKey != "" && e.IdempKey != prev.IdempKey:
+		return fmt.Errorf("journal: op %q: %w: idempotency key %q differs from the op's key %q", e.OpID, ErrInvalidTransition, e.IdempKey, prev.IdempKey)
+	case hasParams && !sameParams():
+		return fmt.Errorf("journal: op %q: %w: params differ from the op's params", e.OpID, ErrInvalidTransition)
+	}
+	return nil
+}
+
+// carry returns e with the identity of its op (VMID, Kind, IdempKey, and
+// the last UPID when e has none) carried forward from prev. Params are left
+// to the caller: carry returns none.
+func carry(prev *Entry, e Entry) Entry {
+	e.Params = nil
+	if prev == nil {
+		return e
+	}
+	// The op's own strings are kept (equal values, one copy in memory).
+	e.OpID, e.VMID, e.Kind, e.IdempKey = prev.OpID, prev.VMID, prev.Kind, prev.IdempKey
+	if e.UPID == "" {
+		e.UPID = prev.UPID
+	}
+	return e
 }
 
 // Errors returned by Append (and [Merge]) for input that breaks the rules.

@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -38,13 +37,13 @@ type FileJournal struct {
 	lock io.Closer
 
 	mu          sync.Mutex
-	idx         *index               // acknowledged state; only the writer changes it
-	pendingOps  map[string]pendingOp // ops with queued records: state after the last one
-	pendingKeys map[string]string    // idempotency keys claimed by queued records
-	recNo       uint64               // records accepted, durable or queued
-	open        *batch               // the batch Append adds to
+	idx         *index             // acknowledged state; only the writer changes it
+	pendingOps  map[string]pending // ops with queued records: state after the last one
+	pendingKeys map[string]string  // idempotency keys claimed by queued records
+	recNo       uint64             // records accepted, durable or queued
+	open        *batch             // the batch Append adds to
 	spareBuf    []byte
-	spareRecs   []pendingRec
+	spareRecs   []pending
 	broken      error // sticky write failure
 	closed      bool
 	size        int64 // bytes in the file; written by the writer under mu
@@ -71,21 +70,15 @@ type FileJournal struct {
 // one sync.
 type batch struct {
 	buf  []byte // frames, sealed just before the write
-	recs []pendingRec
+	recs []pending
 	done chan struct{} // closed once err is final
 	err  error
 }
 
-type pendingRec struct {
-	e     Entry  // the op's merged state after this record
-	seq   uint64 // when the op started
+// pending is an op's state after a queued record, and that record's number.
+type pending struct {
+	st    opState
 	recNo uint64
-}
-
-type pendingOp struct {
-	e     Entry
-	seq   uint64
-	recNo uint64 // the op's last queued record
 }
 
 // compactRequest asks the writer to compact (or, with barrier set, only to
@@ -128,7 +121,7 @@ func OpenFile(path string, opts ...FileOption) (*FileJournal, error) {
 		dir:         filepath.Dir(path),
 		cfg:         cfg,
 		log:         loggerOrDiscard(cfg.logger),
-		pendingOps:  make(map[string]pendingOp),
+		pendingOps:  make(map[string]pending),
 		pendingKeys: make(map[string]string),
 		open:        &batch{done: make(chan struct{})},
 		kick:        make(chan struct{}, 1),
@@ -244,18 +237,47 @@ func replayFile(stop func() error, f fsx.File, path string, visit visitFunc) (*i
 	if err := checkFileHeader(h[:n]); err != nil {
 		return nil, scanResult{}, 0, &CorruptError{Path: path, Offset: 0, Reason: err.Error()}
 	}
-	idx := newIndex()
+	idx := newIndexSized(int(size / 300))
+	idx.noInflight = true
+	// An op's records lie close together in the log, so most records find
+	// their op among the recently started ones, in a small table that
+	// stays in the CPU's cache, rather than in the big one.
+	recent := newRecentOps(4096)
 	var seq uint64
-	res, err := scanLog(stop, f, size, func(off int64, snapshot bool, e *Entry) error {
+	res, err := scanLog(stop, f, size, func(r *scanRec) error {
 		seq++
-		if err := idx.replay(e, snapshot, seq); err != nil {
+		var st *opState
+		if r.id != nil {
+			// The map lookups with string(r.id) do not allocate.
+			var ok bool
+			if st, ok = recent.cur[string(r.id)]; !ok {
+				if st, ok = recent.prev[string(r.id)]; !ok {
+					st = idx.ops[string(r.id)]
+				}
+			}
+			if st != nil {
+				r.e.OpID = st.e.OpID
+			} else {
+				r.e.OpID = string(r.id)
+			}
+		} else {
+			// A record that starts an op: the op should be new, and
+			// every recent op is in the index too.
+			st = idx.ops[r.e.OpID]
+		}
+		st2, err := idx.replayAt(st, r.fresh, &r.e, r.params, r.snapshot, seq)
+		if err != nil {
 			return err
 		}
+		if st == nil {
+			recent.put(st2)
+		}
 		if visit != nil {
-			return visit(off, snapshot, e)
+			return visit(r)
 		}
 		return nil
 	})
+	idx.buildInflight()
 	if err != nil {
 		var ce *CorruptError
 		if errors.As(err, &ce) {
@@ -286,7 +308,7 @@ func (j *FileJournal) Append(ctx context.Context, e Entry) error {
 	if err := e.Validate(); err != nil {
 		return err
 	}
-	e.Params = maps.Clone(e.Params)
+	params := encodeParams(e.Params)
 
 	j.mu.Lock()
 	if j.closed {
@@ -298,8 +320,8 @@ func (j *FileJournal) Append(ctx context.Context, e Entry) error {
 		j.mu.Unlock()
 		return fmt.Errorf("journal: append op %q: journal unusable after a write failure: %w", e.OpID, err)
 	}
-	prev, seq := j.tipLocked(e.OpID)
-	merged, err := merge(prev, e)
+	prev := j.tipLocked(e.OpID)
+	next, err := nextState(prev, &e, params)
 	if err == nil && prev == nil && e.IdempKey != "" {
 		if owner := j.keyOwnerLocked(e.IdempKey); owner != "" {
 			err = keyConflict(e.OpID, e.IdempKey, owner)
@@ -311,15 +333,15 @@ func (j *FileJournal) Append(ctx context.Context, e Entry) error {
 	}
 	j.recNo++
 	if prev == nil {
-		seq = j.recNo
+		next.seq = j.recNo
 		if e.IdempKey != "" {
 			j.pendingKeys[e.IdempKey] = e.OpID
 		}
 	}
 	b := j.open
 	b.buf = appendFrame(b.buf, kindRecord, &e)
-	b.recs = append(b.recs, pendingRec{e: merged, seq: seq, recNo: j.recNo})
-	j.pendingOps[e.OpID] = pendingOp{e: merged, seq: seq, recNo: j.recNo}
+	b.recs = append(b.recs, pending{st: next, recNo: j.recNo})
+	j.pendingOps[e.OpID] = pending{st: next, recNo: j.recNo}
 	first := len(b.recs) == 1
 	j.mu.Unlock()
 	j.cfg.fp.Eval("append/queued")
@@ -343,16 +365,13 @@ func (j *FileJournal) Append(ctx context.Context, e Entry) error {
 	}
 }
 
-// tipLocked returns the latest state of opID counting queued records, and
-// when it started.
-func (j *FileJournal) tipLocked(opID string) (*Entry, uint64) {
+// tipLocked returns the latest state of opID counting queued records, or
+// nil when the journal holds no record of the op.
+func (j *FileJournal) tipLocked(opID string) *opState {
 	if p, ok := j.pendingOps[opID]; ok {
-		return &p.e, p.seq
+		return &p.st
 	}
-	if st := j.idx.ops[opID]; st != nil {
-		return &st.e, st.seq
-	}
-	return nil, 0
+	return j.idx.ops[opID]
 }
 
 func (j *FileJournal) keyOwnerLocked(key string) string {
@@ -424,11 +443,12 @@ func (j *FileJournal) commit(b *batch, broken error) {
 		j.size += int64(len(b.buf))
 		for i := range b.recs {
 			r := &b.recs[i]
-			j.idx.apply(r.e, r.seq)
-			if p, ok := j.pendingOps[r.e.OpID]; ok && p.recNo == r.recNo {
-				delete(j.pendingOps, r.e.OpID)
+			id := r.st.e.OpID
+			j.idx.apply(r.st)
+			if p, ok := j.pendingOps[id]; ok && p.recNo == r.recNo {
+				delete(j.pendingOps, id)
 			}
-			if k := r.e.IdempKey; k != "" && j.pendingKeys[k] == r.e.OpID {
+			if k := r.st.e.IdempKey; k != "" && j.pendingKeys[k] == id {
 				delete(j.pendingKeys, k)
 			}
 		}
@@ -580,7 +600,7 @@ func (j *FileJournal) compact(stop func() error) error {
 		return nil
 	}
 	for _, st := range kept {
-		buf = appendFrame(buf, kindSnapshot, &st.e)
+		buf = appendFrameRaw(buf, kindSnapshot, &st.e, st.params)
 		if len(buf) >= windowSize {
 			if err := flush(); err != nil {
 				return fail(f, err)
@@ -657,10 +677,8 @@ func (j *FileJournal) Latest(ctx context.Context, opID string) (Entry, bool, err
 	if err := j.readCheck(ctx); err != nil {
 		return Entry{}, false, fmt.Errorf("journal: latest of op %q: %w", opID, err)
 	}
-	if e := j.idx.latest(opID); e != nil {
-		return e.Clone(), true, nil
-	}
-	return Entry{}, false, nil
+	e, ok := j.idx.latest(opID)
+	return e, ok, nil
 }
 
 // InFlight implements [Journal].

@@ -84,6 +84,16 @@ func appendFrame(b []byte, kind byte, e *Entry) []byte {
 	return b
 }
 
+// appendFrameRaw is appendFrame for an entry whose Params are given encoded.
+func appendFrameRaw(b []byte, kind byte, e *Entry, params string) []byte {
+	start := len(b)
+	b = append(b, make([]byte, frameHeaderSize)...)
+	b = append(b, kind)
+	b = e.appendEncodingRaw(b, params)
+	binary.LittleEndian.PutUint32(b[start:], uint32(len(b)-start-frameHeaderSize))
+	return b
+}
+
 // sealFrames fills in the batch and checksum fields of the frames in buf,
 // which is about to be written at file offset at.
 func sealFrames(buf []byte, at int64) {
@@ -188,66 +198,174 @@ type scanResult struct {
 	torn string
 }
 
-// visitFunc receives each intact record in file order. An error from it
-// means the record breaks the journal's rules: scanning stops and reports
-// the record as corrupt.
-type visitFunc func(off int64, snapshot bool, e *Entry) error
+// visitFunc receives each intact record in file order; r is only valid
+// during the call. An error from it means the record breaks the journal's
+// rules: scanning stops and reports the record as corrupt.
+type visitFunc func(r *scanRec) error
 
 // scanLog reads the records of a journal file of size bytes whose header has
 // been checked, calling visit for each. Damage in a torn final write is
 // reported in the result; any other damage is a *CorruptError (with Path
 // unset).
 //
-// stop, when not nil, is polled now and then; scanning ends with its error
-// when it returns one.
+// Reading, checking and decoding run on a goroutine of their own, ahead of
+// visit, which runs on the caller's: replaying a long journal is then bound
+// by the slower of the two rather than their sum. stop, when not nil, is
+// polled now and then; scanning ends with its error when it returns one.
 func scanLog(stop func() error, r io.ReaderAt, size int64, visit visitFunc) (scanResult, error) {
-	w := &window{r: r, size: size}
-	in := make(interner)
+	chunks := make(chan *scanChunk, 2)
+	free := make(chan *scanChunk, 4)
+	quit := make(chan struct{})
+	go produceChunks(stop, r, size, chunks, free, quit)
 	var res scanResult
+	for c := range chunks {
+		for i := range c.recs {
+			rec := &c.recs[i]
+			if rec.idTo > rec.idFrom {
+				rec.id = c.ids[rec.idFrom:rec.idTo]
+			}
+			if err := visit(rec); err != nil {
+				close(quit)
+				for range chunks {
+				}
+				return res, &CorruptError{Offset: rec.off, Reason: "record breaks the journal's rules: " + err.Error()}
+			}
+			res.records++
+		}
+		if c.final {
+			res.end, res.torn = c.end, c.torn
+			err := c.err
+			for range chunks {
+			}
+			return res, err
+		}
+		clear(c.recs)
+		c.recs, c.ids = c.recs[:0], c.ids[:0]
+		select {
+		case free <- c:
+		default:
+		}
+	}
+	panic("journal: scan ended without a final chunk") // unreachable: the producer always sends one
+}
+
+// scanChunk carries decoded records from produceChunks to scanLog. The last
+// chunk of a scan is final and says how the scan ended.
+type scanChunk struct {
+	recs  []scanRec
+	ids   []byte // op IDs of the records that give theirs as bytes
+	final bool
+	end   int64  // final: just past the last intact record
+	torn  string // final: why the rest of the file is a torn tail, or ""
+	err   error  // final: damage (*CorruptError) or a read or stop error
+}
+
+// scanRec is one intact record, decoded.
+type scanRec struct {
+	off      int64
+	snapshot bool
+	e        Entry  // e.Params is nil: see params
+	params   string // the record's Params, encoded (see encodeParams)
+	// fresh is a new, zero opState for a record that begins an op (a
+	// started or snapshot record), allocated by the reading goroutine
+	// so that the replaying one does not have to.
+	fresh *opState
+	// id is the op ID of a record that continues an op, whose e.OpID is
+	// empty: its later records need the ID only to find the op, which
+	// already holds it as a string. It is only valid during visit.
+	id           []byte
+	idFrom, idTo int // id's place in the chunk's ids
+}
+
+const chunkRecords = 256
+
+func produceChunks(stop func() error, r io.ReaderAt, size int64, out chan<- *scanChunk, free <-chan *scanChunk, quit <-chan struct{}) {
+	defer close(out)
+	w := &window{r: r, size: size}
+	in := &interner{short: make(map[string]string)}
+	var c *scanChunk
+	newChunk := func() {
+		select {
+		case c = <-free:
+		default:
+			c = &scanChunk{recs: make([]scanRec, 0, chunkRecords)}
+		}
+	}
+	send := func() bool {
+		select {
+		case out <- c:
+			return true
+		case <-quit:
+			return false
+		}
+	}
+	finish := func(end int64, torn string, err error) {
+		c.final, c.end, c.torn, c.err = true, end, torn, err
+		send()
+	}
+	newChunk()
 	off := int64(fileHeaderSize)
-	for off < size {
-		if res.records&1023 == 0 && stop != nil {
+	for n := 0; off < size; n++ {
+		if n&1023 == 0 && stop != nil {
 			if err := stop(); err != nil {
-				return res, err
+				finish(off, "", err)
+				return
 			}
 		}
 		b, err := w.at(off, frameHeaderSize)
 		if err != nil {
-			return res, err
+			finish(off, "", err)
+			return
 		}
 		total, need, ferr := parseFrame(b, off, size-off)
 		if need > 0 {
 			if b, err = w.at(off, need); err != nil {
-				return res, err
+				finish(off, "", err)
+				return
 			}
 			total, _, ferr = parseFrame(b, off, size-off)
 		}
-		var e Entry
+		c.recs = append(c.recs, scanRec{off: off})
+		rec := &c.recs[len(c.recs)-1]
 		if ferr == nil {
-			if derr := decodeEntry(b[frameHeaderSize+1:total], &e, in); derr != nil {
+			rec.snapshot = b[frameHeaderSize] == kindSnapshot
+			var id []byte
+			idp := &id
+			if rec.snapshot {
+				idp = nil
+			}
+			if derr := decodeEntryID(b[frameHeaderSize+1:total], &rec.e, in, &rec.params, idp); derr != nil {
 				ferr = &frameError{"undecodable entry: " + derr.Error()}
+			} else if rec.e.OpID != "" {
+				rec.fresh = new(opState)
+			} else {
+				rec.idFrom = len(c.ids)
+				c.ids = append(c.ids, id...)
+				rec.idTo = len(c.ids)
 			}
 		}
 		if ferr != nil {
+			c.recs = c.recs[:len(c.recs)-1]
 			later, err := laterBatch(stop, w, off)
-			if err != nil {
-				return res, err
+			switch {
+			case err != nil:
+				finish(off, "", err)
+			case later >= 0:
+				finish(off, "", &CorruptError{Offset: off, Reason: fmt.Sprintf("%s (an intact record written later follows at offset %d)", ferr, later)})
+			default:
+				finish(off, ferr.Error(), nil)
 			}
-			if later >= 0 {
-				return res, &CorruptError{Offset: off, Reason: fmt.Sprintf("%s (an intact record written later follows at offset %d)", ferr, later)}
-			}
-			res.end = off
-			res.torn = ferr.Error()
-			return res, nil
+			return
 		}
-		if err := visit(off, b[frameHeaderSize] == kindSnapshot, &e); err != nil {
-			return res, &CorruptError{Offset: off, Reason: "record breaks the journal's rules: " + err.Error()}
-		}
-		res.records++
 		off += int64(total)
+		if len(c.recs) == chunkRecords {
+			if !send() {
+				return
+			}
+			newChunk()
+		}
 	}
-	res.end = off
-	return res, nil
+	finish(off, "", nil)
 }
 
 // laterBatch looks, at every byte offset after the damaged record at x, for
@@ -279,7 +397,7 @@ func laterBatch(stop func() error, w *window, x int64) (int64, error) {
 			continue
 		}
 		var e Entry
-		if decodeEntry(b[frameHeaderSize+1:total], &e, nil) == nil {
+		if decodeEntry(b[frameHeaderSize+1:total], &e, nil, nil) == nil {
 			return y, nil
 		}
 	}

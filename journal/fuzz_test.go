@@ -100,7 +100,7 @@ func FuzzFrameDamage(f *testing.F) {
 		total, need, err := parseFrame(damaged, fileHeaderSize, int64(len(damaged)))
 		if err == nil && need == 0 {
 			var got Entry
-			if derr := decodeEntry(damaged[frameHeaderSize+1:total], &got, nil); derr == nil {
+			if derr := decodeEntry(damaged[frameHeaderSize+1:total], &got, nil, nil); derr == nil {
 				t.Fatalf("damage at byte %d (mask %#x) went unnoticed: decoded %+v", p, mask, got)
 			}
 		}

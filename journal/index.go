@@ -8,10 +8,38 @@ import (
 	"time"
 )
 
-// opState is what an index holds for one operation.
+// opState is what an index holds for one operation: its latest merged
+// state, with the Params kept encoded.
 type opState struct {
-	e   Entry  // latest state, merged; e.Params is never mutated
-	seq uint64 // when the operation started, in record order
+	e      Entry  // latest state, merged; e.Params is always nil
+	params string // the op's Params, encoded (see encodeParams)
+	seq    uint64 // when the operation started, in record order
+}
+
+// entry returns the op's latest state as an Entry the caller owns.
+func (st *opState) entry() Entry {
+	e := st.e
+	e.Params = decodeParams(st.params)
+	return e
+}
+
+// nextState checks that the valid record e may follow prev, the op's state
+// (nil for an op the journal does not hold), and returns the op's state
+// after it. params is e.Params encoded; e.Params itself is not used. For a
+// new op the caller sets seq.
+func nextState(prev *opState, e *Entry, params string) (opState, error) {
+	var pe *Entry
+	if prev != nil {
+		pe = &prev.e
+	}
+	if err := checkNext(pe, e, params != "", func() bool { return params == prev.params }); err != nil {
+		return opState{}, err
+	}
+	next := opState{e: carry(pe, *e), params: params}
+	if prev != nil {
+		next.params, next.seq = prev.params, prev.seq
+	}
+	return next, nil
 }
 
 // index is the latest state of every operation, by op ID, with the lookups
@@ -20,41 +48,68 @@ type index struct {
 	ops      map[string]*opState
 	keys     map[string]string // idempotency key → op ID
 	inflight map[string]*opState
+
+	// noInflight defers the upkeep of inflight (see buildInflight), which
+	// saves replay an insert and a delete per op.
+	noInflight bool
 }
 
-func newIndex() *index {
+// buildInflight rebuilds inflight from ops and resumes its upkeep.
+func (x *index) buildInflight() {
+	x.noInflight = false
+	clear(x.inflight)
+	for id, st := range x.ops {
+		if !st.e.State.Terminal() {
+			x.inflight[id] = st
+		}
+	}
+}
+
+func newIndex() *index { return newIndexSized(0) }
+
+// newIndexSized returns an empty index with room for about hint ops.
+func newIndexSized(hint int) *index {
 	return &index{
-		ops:      make(map[string]*opState),
-		keys:     make(map[string]string),
+		ops:      make(map[string]*opState, hint),
+		keys:     make(map[string]string, hint/2),
 		inflight: make(map[string]*opState),
 	}
 }
 
-func (x *index) latest(opID string) *Entry {
-	if st := x.ops[opID]; st != nil {
-		return &st.e
-	}
-	return nil
-}
+// apply makes next the state of its op.
+func (x *index) apply(next opState) { x.applyTo(x.ops[next.e.OpID], next, nil) }
 
-// apply makes e (already merged) the latest state of its operation.
-func (x *index) apply(e Entry, seq uint64) {
-	st := x.ops[e.OpID]
+// applyTo is apply for the op whose state the caller already looked up: st,
+// or nil for an op the index does not hold, which then gets fresh (or a new
+// opState when fresh is nil). It returns the op's state.
+func (x *index) applyTo(st *opState, next opState, fresh *opState) *opState {
+	id := next.e.OpID
+	wasLive := false
 	if st == nil {
-		st = &opState{seq: seq}
-		x.ops[e.OpID] = st
-	}
-	st.e = e
-	if e.IdempKey != "" {
-		if _, ok := x.keys[e.IdempKey]; !ok {
-			x.keys[e.IdempKey] = e.OpID
+		st = fresh
+		if st == nil {
+			st = new(opState)
 		}
-	}
-	if e.State.Terminal() {
-		delete(x.inflight, e.OpID)
+		x.ops[id] = st
+		// Only an op's first record can bring its key (see checkNext);
+		// the caller checked that no other op holds it.
+		if k := next.e.IdempKey; k != "" {
+			x.keys[k] = id
+		}
 	} else {
-		x.inflight[e.OpID] = st
+		wasLive = !st.e.State.Terminal()
 	}
+	*st = next
+	switch {
+	case x.noInflight:
+	case next.e.State.Terminal():
+		if wasLive {
+			delete(x.inflight, id)
+		}
+	case !wasLive:
+		x.inflight[id] = st
+	}
+	return st
 }
 
 func (x *index) remove(opID string) {
@@ -69,36 +124,41 @@ func (x *index) remove(opID string) {
 	}
 }
 
-// replay applies one stored record, checking it against the history before
-// it as Append would have. A snapshot record (written by compaction) is an
-// operation's merged state and must be its first record.
-func (x *index) replay(e *Entry, snapshot bool, seq uint64) error {
-	st := x.ops[e.OpID]
+// replay applies one stored record (its Params encoded in params), checking
+// it against the history before it as Append would have. A snapshot record
+// (written by compaction) is an op's merged state and must be its first
+// record.
+func (x *index) replay(e *Entry, params string, snapshot bool, seq uint64) error {
+	_, err := x.replayAt(x.ops[e.OpID], nil, e, params, snapshot, seq)
+	return err
+}
+
+// replayAt is replay for the op whose state st the caller looked up (nil:
+// the index does not hold it); a new op gets fresh when it is not nil. It
+// returns the op's state.
+func (x *index) replayAt(st, fresh *opState, e *Entry, params string, snapshot bool, seq uint64) (*opState, error) {
 	if snapshot {
 		if st != nil {
-			return fmt.Errorf("snapshot of op %q, which already has records", e.OpID)
+			return nil, fmt.Errorf("snapshot of op %q, which already has records", e.OpID)
 		}
 		if err := x.checkKey(e.OpID, e.IdempKey); err != nil {
-			return err
+			return nil, err
 		}
-		x.apply(*e, seq)
-		return nil
+		first := *e
+		first.Params = nil
+		return x.applyTo(nil, opState{e: first, params: params, seq: seq}, fresh), nil
 	}
-	var prev *Entry
-	if st != nil {
-		prev = &st.e
-	}
-	merged, err := merge(prev, *e)
+	next, err := nextState(st, e, params)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if prev == nil {
+	if st == nil {
 		if err := x.checkKey(e.OpID, e.IdempKey); err != nil {
-			return err
+			return nil, err
 		}
+		next.seq = seq
 	}
-	x.apply(merged, seq)
-	return nil
+	return x.applyTo(st, next, fresh), nil
 }
 
 func (x *index) checkKey(opID, key string) error {
@@ -113,6 +173,13 @@ func (x *index) checkKey(opID, key string) error {
 
 func keyConflict(opID, key, owner string) error {
 	return fmt.Errorf("journal: op %q: %w: key %q belongs to op %q", opID, ErrKeyConflict, key, owner)
+}
+
+func (x *index) latest(opID string) (Entry, bool) {
+	if st := x.ops[opID]; st != nil {
+		return st.entry(), true
+	}
+	return Entry{}, false
 }
 
 func (x *index) applied(key string) bool {
@@ -131,11 +198,7 @@ func (x *index) byKey(key string) (Entry, bool) {
 	if !ok {
 		return Entry{}, false
 	}
-	st := x.ops[owner]
-	if st == nil {
-		return Entry{}, false
-	}
-	return st.e.Clone(), true
+	return x.latest(owner)
 }
 
 func sortedStates(m map[string]*opState) []*opState {
@@ -144,17 +207,37 @@ func sortedStates(m map[string]*opState) []*opState {
 	return out
 }
 
-func cloneAll(sts []*opState) []Entry {
+func entries(sts []*opState) []Entry {
 	out := make([]Entry, len(sts))
 	for i, st := range sts {
-		out[i] = st.e.Clone()
+		out[i] = st.entry()
 	}
 	return out
 }
 
-func (x *index) inFlight() []Entry { return cloneAll(sortedStates(x.inflight)) }
+func (x *index) inFlight() []Entry { return entries(sortedStates(x.inflight)) }
 
-func (x *index) all() []Entry { return cloneAll(sortedStates(x.ops)) }
+func (x *index) all() []Entry { return entries(sortedStates(x.ops)) }
+
+// recentOps remembers the states of the ops started most recently, in two
+// generations of a bounded size: a lookup that misses both goes to the
+// index. Entries stay valid as long as the index removes nothing.
+type recentOps struct {
+	cur, prev map[string]*opState
+	max       int
+}
+
+func newRecentOps(max int) *recentOps {
+	return &recentOps{cur: make(map[string]*opState, max), prev: make(map[string]*opState, max), max: max}
+}
+
+func (r *recentOps) put(st *opState) {
+	if len(r.cur) >= r.max {
+		clear(r.prev)
+		r.cur, r.prev = r.prev, r.cur
+	}
+	r.cur[st.e.OpID] = st
+}
 
 // retention decides which terminal operations compaction keeps.
 type retention struct {

@@ -3,7 +3,6 @@ package journal
 import (
 	"context"
 	"fmt"
-	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,22 +61,23 @@ func (m *MemoryJournal) Append(ctx context.Context, e Entry) error {
 	if err := e.Validate(); err != nil {
 		return err
 	}
-	e.Params = maps.Clone(e.Params)
+	params := encodeParams(e.Params)
 	m.s.mu.Lock()
 	defer m.s.mu.Unlock()
 	x := m.s.idx
-	prev := x.latest(e.OpID)
-	merged, err := merge(prev, e)
+	prev := x.ops[e.OpID]
+	next, err := nextState(prev, &e, params)
 	if err != nil {
 		return err
 	}
+	m.s.seq++
 	if prev == nil {
 		if err := x.checkKey(e.OpID, e.IdempKey); err != nil {
 			return err
 		}
+		next.seq = m.s.seq
 	}
-	m.s.seq++
-	x.apply(merged, m.s.seq)
+	x.applyTo(prev, next, nil)
 	return nil
 }
 
@@ -98,10 +98,8 @@ func (m *MemoryJournal) Latest(ctx context.Context, opID string) (Entry, bool, e
 	}
 	m.s.mu.Lock()
 	defer m.s.mu.Unlock()
-	if e := m.s.idx.latest(opID); e != nil {
-		return e.Clone(), true, nil
-	}
-	return Entry{}, false, nil
+	e, ok := m.s.idx.latest(opID)
+	return e, ok, nil
 }
 
 // InFlight implements [Journal].

@@ -67,8 +67,10 @@ func ScanFile(ctx context.Context, path string, visit func(Record) error, opts .
 	var visitErr error
 	var v visitFunc
 	if visit != nil {
-		v = func(off int64, snapshot bool, e *Entry) error {
-			if err := visit(Record{Offset: off, Snapshot: snapshot, Entry: e.Clone()}); err != nil {
+		v = func(r *scanRec) error {
+			rec := Record{Offset: r.off, Snapshot: r.snapshot, Entry: r.e}
+			rec.Entry.Params = decodeParams(r.params)
+			if err := visit(rec); err != nil {
 				visitErr = err
 				return err
 			}

@@ -111,10 +111,12 @@ func (m *fileMachine) append(t *rapid.T) {
 	if rapid.Bool().Draw(t, "error") {
 		e.Error = "boom"
 	}
-	// The model's verdict, from the same rules Append applies.
-	var want error
-	prev := m.model.latest(e.OpID)
-	merged, want := Merge(prev, e)
+	// The model's verdict, from the rules as Merge states them.
+	var prev *Entry
+	if pe, ok := m.model.latest(e.OpID); ok {
+		prev = &pe
+	}
+	_, want := Merge(prev, e)
 	if want == nil && prev == nil {
 		want = m.model.checkKey(e.OpID, e.IdempKey)
 	}
@@ -124,7 +126,9 @@ func (m *fileMachine) append(t *rapid.T) {
 	}
 	if want == nil {
 		m.seq++
-		m.model.apply(merged, m.seq)
+		if err := m.model.replay(&e, encodeParams(e.Params), false, m.seq); err != nil {
+			t.Fatalf("model: %v", err)
+		}
 	}
 }
 
