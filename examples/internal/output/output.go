@@ -142,25 +142,19 @@ func (p *Printer) Start(s Start) {
 	p.Object(s)
 }
 
-// recoveredOp is a reconcile.RecoveredOp with its guest spelled out.
-type recoveredOp struct {
-	Guest string `json:"guest"`
-	reconcile.RecoveredOp
-}
-
 type recoveryRecord struct {
-	Type       string        `json:"type"` // "recovery"
-	Ops        []recoveredOp `json:"ops"`
-	Unresolved int           `json:"unresolved"`
-	Error      string        `json:"error,omitempty"`
+	Type       string                  `json:"type"` // "recovery"
+	Ops        []reconcile.RecoveredOp `json:"ops"` // each with its "guest"
+	Unresolved int                     `json:"unresolved"`
+	Error      string                  `json:"error,omitempty"`
 }
 
 // Recovery writes what Engine.Recover resolved.
 func (p *Printer) Recovery(rep reconcile.RecoveryReport, err error) {
 	if p.json {
-		rec := recoveryRecord{Type: "recovery", Ops: []recoveredOp{}, Unresolved: len(rep.Unresolved())}
-		for _, op := range rep.Ops {
-			rec.Ops = append(rec.Ops, recoveredOp{Guest: op.Ref.String(), RecoveredOp: op})
+		rec := recoveryRecord{Type: "recovery", Ops: rep.Ops, Unresolved: len(rep.Unresolved())}
+		if rec.Ops == nil {
+			rec.Ops = []reconcile.RecoveredOp{}
 		}
 		if err != nil {
 			rec.Error = err.Error()
