@@ -144,7 +144,7 @@ func (p *Printer) Start(s Start) {
 
 type recoveryRecord struct {
 	Type       string                  `json:"type"` // "recovery"
-	Ops        []reconcile.RecoveredOp `json:"ops"` // each with its "guest"
+	Ops        []reconcile.RecoveredOp `json:"ops"`  // each with its "guest"
 	Unresolved int                     `json:"unresolved"`
 	Error      string                  `json:"error,omitempty"`
 }
