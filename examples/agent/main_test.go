@@ -251,7 +251,7 @@ func TestBadSettings(t *testing.T) {
 		{"bad failpoint count", c.with(cli.EnvFailpoints, "op/after-call:0"), nil, cli.ExitUsage, "positive integer"},
 		{"demo with a cluster", nil, []string{"-demo", "-url", c.srv.URL}, cli.ExitUsage, "drop -url"},
 		{"demo-pve without demo", c.env, []string{"-demo-pve", "7.4"}, cli.ExitUsage, "only applies with -demo"},
-		{"wrong secret", c.with("GUESTWARD_TOKEN_SECRET_FILE", wrongSecret), []string{"-once"}, cli.ExitFailure, "refused the API token"},
+		{"wrong secret", c.with("GUESTWARD_TOKEN_SECRET_FILE", wrongSecret), []string{"-once"}, cli.ExitFailure, "refused the token"},
 		{"wrong fingerprint", c.with("GUESTWARD_FINGERPRINT", otherFP), []string{"-once"}, cli.ExitFailure, c.srv.URL},
 	}
 	for _, tc := range cases {

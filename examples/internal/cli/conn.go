@@ -154,7 +154,7 @@ func Probe(ctx context.Context, c *proxmox.Client, url string) (proxmox.VersionI
 	var hostErr x509.HostnameError
 	switch {
 	case errors.Is(err, proxmox.ErrUnauthorized):
-		return v, fmt.Errorf("Proxmox at %s refused the API token (check the token id and secret, and that the token has not expired): %w", url, err)
+		return v, fmt.Errorf("the Proxmox API at %s refused the token (check the token id and secret, and that the token has not expired): %w", url, err)
 	case errors.As(err, &unknownCA), errors.As(err, &hostErr), errors.As(err, &certErr):
 		return v, fmt.Errorf("cannot verify the certificate of %s: pin it with -fingerprint (the SHA-256 fingerprint the Proxmox GUI shows under node, System, Certificates) or trust its CA with -ca-file: %w", url, err)
 	default:
