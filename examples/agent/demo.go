@@ -134,7 +134,7 @@ func runDemo(ctx context.Context, s *settings, logger *slog.Logger, out *output.
 
 	out.Textf("")
 	out.Textf("4. Report")
-	out.Report(1, first, nil, false)
+	out.Report(1, first, nil, true)
 
 	out.Textf("")
 	out.Textf("5. Second pass: nothing should be left to do")
@@ -142,7 +142,7 @@ func runDemo(ctx context.Context, s *settings, logger *slog.Logger, out *output.
 	if err != nil {
 		return demoFail(cli.ExitFailure, err)
 	}
-	out.Report(2, second, nil, false)
+	out.Report(2, second, nil, true)
 
 	if problem := judge(first, second); problem != "" {
 		return demoFail(cli.ExitFailure, fmt.Errorf("the demo did not go as it should: %s", problem))

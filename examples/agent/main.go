@@ -221,7 +221,7 @@ func runAgent(ctx context.Context, s *settings, env cli.LookupEnv, logger *slog.
 	// one: it must not take the lock of a journal a running agent holds.
 	var (
 		jr      journal.Journal = journal.NewMemory()
-		backend                 = "none (dry run)"
+		backend string
 	)
 	if !s.dryRun {
 		jr, backend, err = cli.OpenJournal(s.journal, logger)
@@ -282,7 +282,11 @@ func serve(ctx context.Context, s *settings, client *proxmox.Client, jr journal.
 		return fail(stderr, cli.Usagef("%v", err))
 	}
 
-	out.Start(output.Start{Program: "agent", URL: s.conn.URL, ProxmoxVersion: info.version, Journal: s.journal,
+	journalPath := s.journal
+	if s.dryRun {
+		journalPath = ""
+	}
+	out.Start(output.Start{Program: "agent", URL: s.conn.URL, ProxmoxVersion: info.version, Journal: journalPath,
 		Backend: info.backend, Desired: s.desired, DryRun: s.dryRun, Interval: s.interval.String(), Once: s.once})
 	mode := fmt.Sprintf("a pass every %v", s.interval)
 	if s.once {
@@ -291,8 +295,13 @@ func serve(ctx context.Context, s *settings, client *proxmox.Client, jr journal.
 	if s.dryRun {
 		mode += ", dry run: nothing is changed"
 	}
-	out.Textf("guestward agent: Proxmox VE %s at %s; %s declared in %s; journal %s (%s); %s",
-		info.version, s.conn.URL, output.Count(info.declared, "guest"), s.desired, orNone(s.journal, s.dryRun), info.backend, mode)
+	out.SetWallClock()
+	jdesc := fmt.Sprintf("journal %s (%s backend)", s.journal, info.backend)
+	if s.dryRun {
+		jdesc = "no journal"
+	}
+	out.Textf("guestward agent: Proxmox VE %s at %s; %s declared in %s; %s; %s",
+		info.version, s.conn.URL, output.Count(info.declared, "guest"), s.desired, jdesc, mode)
 
 	drained := make(chan struct{})
 	go func() {
@@ -346,11 +355,4 @@ func serve(ctx context.Context, s *settings, client *proxmox.Client, jr journal.
 func exit(out *output.Printer, code int, reason string) int {
 	out.Exit(code, reason)
 	return code
-}
-
-func orNone(path string, dryRun bool) string {
-	if dryRun {
-		return "not opened"
-	}
-	return path
 }

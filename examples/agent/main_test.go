@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/guestward/guestward/examples/internal/cli"
@@ -329,4 +330,71 @@ func TestMemoryAsString(t *testing.T) {
 			t.Errorf("memoryAsString(%q) = %v", v, got)
 		}
 	}
+}
+
+// notifyWriter is a stdout that tells the test when a line containing want
+// has been written.
+type notifyWriter struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	want string
+	seen chan struct{}
+}
+
+func (w *notifyWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, err := w.buf.Write(p)
+	if w.seen != nil && strings.Contains(w.buf.String(), w.want) {
+		close(w.seen)
+		w.seen = nil
+	}
+	return n, err
+}
+
+func (w *notifyWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// The daemon in this process, in text mode: it runs pass after pass at the
+// interval and stops cleanly when its context ends, as on SIGTERM.
+func TestDaemonRunsPassesUntilStopped(t *testing.T) {
+	c := newCluster(t)
+	out := &notifyWriter{want: "pass 3:", seen: make(chan struct{})}
+	seen := out.seen
+	var stderr bytes.Buffer
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() {
+		done <- run(ctx, []string{"-interval", "20ms", "-jitter", "1ms"}, cli.MapEnv(c.env), out, &stderr)
+	}()
+	<-seen
+	stop()
+	if code := <-done; code != cli.ExitOK {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), stderr.String())
+	}
+	text := out.String()
+	for _, want := range []string{
+		"guestward agent: Proxmox VE " + c.srv.Version(),
+		"journal " + c.env["GUESTWARD_JOURNAL"] + " (file backend)",
+		"recover: the journal shows no operation in flight",
+		"pass 1: 2 guests: 1 in sync, 1 changed; 2 actions sent, 2 succeeded",
+		"pass 2: 2 guests: 2 in sync; 0 actions sent",
+		"set_config done",
+		"stopping: no new operation starts",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text+stderr.String(), c.secret) {
+		t.Error("the token secret appears in the output")
+	}
+	j, err := journal.OpenFile(c.env["GUESTWARD_JOURNAL"])
+	if err != nil {
+		t.Fatalf("the journal was not closed: %v", err)
+	}
+	j.Close()
 }

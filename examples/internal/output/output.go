@@ -38,7 +38,20 @@ type Printer struct {
 	total  int // actions expected, for progress; 0 if unknown
 	done   int
 	indent string // prefix of the lines of records in text mode
+	wall   bool   // text times are wall-clock times, not offsets from t0
 	err    error  // first write error
+}
+
+// wallFormat is how text mode writes wall-clock times.
+const wallFormat = "15:04:05.000"
+
+// SetWallClock makes text mode write events and reports with the time of
+// day, as a long-running program should, rather than with seconds since the
+// printer started (or since ResetClock), which suits a short demonstration.
+func (p *Printer) SetWallClock() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.wall = true
 }
 
 // New returns a printer writing format ("text" or "json") to w.
@@ -280,7 +293,11 @@ func (p *Printer) Event(ev reconcile.Event) {
 	if at.IsZero() {
 		at = p.now()
 	}
-	p.printf("%s%6.2fs  %-14s %-10s %s%s\n", p.indent, at.Sub(p.t0).Seconds(), ev.Ref, ev.Kind, what, progress)
+	when := fmt.Sprintf("%6.2fs", at.Sub(p.t0).Seconds())
+	if p.wall {
+		when = at.Format(wallFormat)
+	}
+	p.printf("%s%s  %-14s %-10s %s%s\n", p.indent, when, ev.Ref, ev.Kind, what, progress)
 }
 
 // ResetClock makes text event times count from now.
@@ -302,9 +319,9 @@ type reportRecord struct {
 }
 
 // Report writes the account of pass number n. err is the pass's error, if
-// it could not act. With all, text mode lists every guest; otherwise only
-// those that were not in sync.
-func (p *Printer) Report(n int, rep reconcile.Report, err error, all bool) {
+// it could not act. In text mode every guest that was not in sync gets a
+// line; with listInSync, one more line names the guests in sync.
+func (p *Printer) Report(n int, rep reconcile.Report, err error, listInSync bool) {
 	sent, ok := rep.Actions()
 	if p.json {
 		rec := reportRecord{Type: "report", Pass: n, Converged: err == nil && rep.Converged(), Counts: rep.Count(),
@@ -315,11 +332,15 @@ func (p *Printer) Report(n int, rep reconcile.Report, err error, all bool) {
 		p.Object(rec)
 		return
 	}
-	p.record(ReportText(n, rep, err, all))
+	text := ReportText(n, rep, err, listInSync)
+	if p.wall {
+		text = p.now().Format(wallFormat) + "  " + text // when the pass ended
+	}
+	p.record(text)
 }
 
-// ReportText renders a pass report for a person.
-func ReportText(n int, rep reconcile.Report, err error, all bool) string {
+// ReportText renders a pass report for a person; see Printer.Report.
+func ReportText(n int, rep reconcile.Report, err error, listInSync bool) string {
 	var b strings.Builder
 	if err != nil {
 		fmt.Fprintf(&b, "pass %d: did not act: %v\n", n, err)
@@ -356,13 +377,13 @@ func ReportText(n int, rep reconcile.Report, err error, all bool) string {
 	}
 	var inSync []string
 	for _, g := range rep.Guests {
-		if g.Outcome == reconcile.GuestInSync && !all {
+		if g.Outcome == reconcile.GuestInSync {
 			inSync = append(inSync, g.Ref.String())
 			continue
 		}
 		fmt.Fprintf(&b, "  %-14s %-11s %s\n", g.Ref, strings.ReplaceAll(string(g.Outcome), "_", " "), guestSummary(g))
 	}
-	if len(inSync) > 0 {
+	if listInSync && len(inSync) > 0 {
 		sort.Strings(inSync)
 		fmt.Fprintf(&b, "  in sync: %s\n", strings.Join(inSync, ", "))
 	}
@@ -459,6 +480,9 @@ func (p *Printer) Shutdown(reason string) {
 	if p.json {
 		p.Object(shutdownRecord{Type: "shutdown", Reason: reason})
 		return
+	}
+	if p.wall {
+		reason = p.now().Format(wallFormat) + "  " + reason
 	}
 	p.Textf("%s", reason)
 }

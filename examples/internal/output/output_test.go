@@ -73,7 +73,7 @@ func TestReportText(t *testing.T) {
 			{Ref: proxmox.Ref{Node: "pve1", Type: proxmox.LXC, VMID: 200}, Outcome: reconcile.GuestInSync},
 		},
 	}
-	out := ReportText(1, rep, nil, false)
+	out := ReportText(1, rep, nil, true)
 	for _, want := range []string{
 		"pass 1: 3 guests: 1 in sync, 1 changed, 1 skipped; 1 action sent, 1 succeeded (1.5s)",
 		"start succeeded in 1.00s",
@@ -143,5 +143,27 @@ func TestErrKeepsTheFirstWriteError(t *testing.T) {
 	p.Textf("b")
 	if err := p.Err(); err == nil || !strings.Contains(err.Error(), "disk full") {
 		t.Fatalf("Err = %v", err)
+	}
+}
+
+func TestReportTextWithoutInSyncList(t *testing.T) {
+	rep := reconcile.Report{Guests: []reconcile.GuestReport{{Ref: web, Outcome: reconcile.GuestInSync}}}
+	if out := ReportText(1, rep, nil, false); strings.Contains(out, "pve1/qemu/100") {
+		t.Errorf("a daemon's report lists guests in sync: %q", out)
+	}
+}
+
+func TestWallClock(t *testing.T) {
+	var b bytes.Buffer
+	p := New(&b, Text)
+	p.now = func() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 6e6, time.UTC) }
+	p.SetWallClock()
+	p.Event(reconcile.Event{Ref: web, Kind: reconcile.ActionStart, Phase: "start", At: p.now()})
+	p.Report(7, reconcile.Report{}, nil, false)
+	p.Shutdown("stopping")
+	for _, want := range []string{"03:04:05.006  pve1/qemu/100", "03:04:05.006  pass 7:", "03:04:05.006  stopping"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, b.String())
+		}
 	}
 }
