@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -167,6 +168,18 @@ func TestOnceConvergesThenHasNothingToDo(t *testing.T) {
 				t.Errorf("%d start tasks, want 1", n)
 			}
 		})
+	}
+}
+
+// A CA file instead of a pinned fingerprint: the fake's self-signed
+// certificate is its own CA, and it names 127.0.0.1.
+func TestOnceWithCAFile(t *testing.T) {
+	c := newCluster(t)
+	caFile := filepath.Join(c.dir, "ca.pem")
+	must(t, os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.srv.Certificate().Raw}), 0o600))
+	code, out, errOut := agentRun(t, c.with("GUESTWARD_FINGERPRINT", "", "GUESTWARD_CA_FILE", caFile), c.secret, "-once")
+	if code != cli.ExitOK {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
 }
 
