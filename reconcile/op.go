@@ -237,7 +237,11 @@ func (e *Engine) send(ctx context.Context, o *op, at time.Time, rep *ActionRepor
 			return upid, nil
 		}
 		if errors.Is(err, proxmox.ErrOutcomeUnknown) && ctx.Err() == nil {
-			res, rerr := e.findOutcome(ctx, o, at, nil)
+			claimed, rerr := e.claimedTasks(ctx)
+			if rerr != nil {
+				return "", fmt.Errorf("%w (and looking for its outcome failed: %v)", err, rerr)
+			}
+			res, rerr := e.findOutcome(ctx, o, at, claimed)
 			switch {
 			case rerr != nil:
 				return "", fmt.Errorf("%w (and looking for its outcome failed: %v)", err, rerr)
@@ -340,8 +344,11 @@ type outcomeSearch struct {
 // answer from Proxmox is unknown: the task it started, or, for an LXC
 // configuration change (which starts none), whether the change is in
 // effect. It first waits until SettleDelay has passed since `at`, so that a
-// request still in flight has reached Proxmox. claimed holds tasks that
-// belong to other operations.
+// request still in flight has reached Proxmox. claimed holds the tasks that
+// belong to other operations (see claimedTasks): a task of the right type
+// that an earlier operation on the guest started, within ClockSkew of
+// `at`, must never be taken for this one's, or an operation that never
+// reached Proxmox would be recorded as done.
 func (e *Engine) findOutcome(ctx context.Context, o *op, at time.Time, claimed map[proxmox.UPID]bool) (outcomeSearch, error) {
 	if wait := at.Add(e.cfg.SettleDelay).Sub(e.cfg.Now()); wait > 0 {
 		if err := sleepCtx(ctx, wait); err != nil {
@@ -359,7 +366,20 @@ func (e *Engine) findOutcome(ctx context.Context, o *op, at time.Time, claimed m
 	if err != nil {
 		return outcomeSearch{}, fmt.Errorf("listing tasks of %s: %w", o.ref, err)
 	}
-	sort.Slice(tasks, func(i, j int) bool { return tasks[i].StartTime.Before(tasks[j].StartTime) })
+	// The request left after `at`: a task that started then or later is
+	// the likelier match (oldest first); one from before can only be ours
+	// through clock skew (closest to `at` first).
+	floor := at.Truncate(time.Second)
+	sort.SliceStable(tasks, func(i, j int) bool {
+		ai, aj := !tasks[i].StartTime.Before(floor), !tasks[j].StartTime.Before(floor)
+		if ai != aj {
+			return ai
+		}
+		if ai {
+			return tasks[i].StartTime.Before(tasks[j].StartTime)
+		}
+		return tasks[i].StartTime.After(tasks[j].StartTime)
+	})
 	for i := range tasks {
 		t := &tasks[i]
 		if claimed[t.UPID] || t.ID != strconv.Itoa(o.ref.VMID) {
@@ -368,6 +388,38 @@ func (e *Engine) findOutcome(ctx context.Context, o *op, at time.Time, claimed m
 		return outcomeSearch{task: t}, nil
 	}
 	return outcomeSearch{}, nil
+}
+
+// opLister is implemented by journals that can list every operation they
+// hold; all journals in this module do.
+type opLister interface {
+	Ops(ctx context.Context) ([]journal.Entry, error)
+}
+
+// claimedTasks returns the tasks that journaled operations own: every UPID
+// the journal records. A journal that cannot list its operations yields
+// only the tasks of operations in flight, which leaves the tasks of
+// finished operations open to being taken for a lost request's.
+func (e *Engine) claimedTasks(ctx context.Context) (map[proxmox.UPID]bool, error) {
+	var (
+		ops []journal.Entry
+		err error
+	)
+	if l, ok := e.cfg.Journal.(opLister); ok {
+		ops, err = l.Ops(ctx)
+	} else {
+		ops, err = e.cfg.Journal.InFlight(ctx)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the journal's tasks: %w", err)
+	}
+	claimed := make(map[proxmox.UPID]bool)
+	for _, en := range ops {
+		if en.UPID != "" {
+			claimed[proxmox.UPID(en.UPID)] = true
+		}
+	}
+	return claimed, nil
 }
 
 // changeInEffect reports whether every option of a configuration change

@@ -55,7 +55,8 @@ var ErrUnresolved = errors.New("reconcile: in-flight operations unresolved")
 //     it still runs, then recorded as succeeded or failed.
 //   - An operation without one (the crash came between journaling the
 //     intent and Proxmox's answer) is matched against the node's task list:
-//     a task of the right type for the guest, started after the intent, is
+//     a task of the right type for the guest, started after the intent
+//     (within ClockSkew) and owned by no other journaled operation, is
 //     adopted and awaited. An LXC configuration change, which starts no
 //     task, is checked against the guest's configuration instead. With
 //     nothing found, the request never reached Proxmox, and the operation
@@ -95,11 +96,17 @@ func (e *Engine) recover(ctx context.Context) (RecoveryReport, error) {
 	if err != nil {
 		return RecoveryReport{}, fmt.Errorf("reading in-flight operations: %w", err)
 	}
-	// Tasks already tied to an operation must not be adopted by another.
-	claimed := make(map[proxmox.UPID]bool)
-	for _, en := range inflight {
-		if en.UPID != "" {
-			claimed[proxmox.UPID(en.UPID)] = true
+	// Tasks already tied to an operation, finished or not, must not be
+	// adopted by another.
+	var claimed map[proxmox.UPID]bool
+	if len(inflight) > 0 {
+		if claimed, err = e.claimedTasks(ctx); err != nil {
+			return RecoveryReport{}, err
+		}
+		for _, en := range inflight {
+			if en.UPID != "" {
+				claimed[proxmox.UPID(en.UPID)] = true
+			}
 		}
 	}
 	var rep RecoveryReport

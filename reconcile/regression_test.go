@@ -1,0 +1,133 @@
+package reconcile_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/guestward/guestward/journal"
+	"github.com/guestward/guestward/proxmox"
+	"github.com/guestward/guestward/proxmox/proxmoxtest"
+	"github.com/guestward/guestward/reconcile"
+)
+
+// Found by the fault storm (internal/gauntlet): when the answer to a start
+// was lost, the engine looked for the task the start would have made among
+// the guest's tasks of the last ClockSkew, and took the oldest, which was
+// the task of an earlier start that had long finished. A start that never
+// reached Proxmox was recorded as succeeded on the strength of another
+// operation's task: the guest stayed stopped, and a one-shot's key was
+// spent without the operation ever running. A task that a journaled
+// operation owns must never be adopted by another.
+func TestRegression_LostAnswerAdoptsAnEarlierOperationsTask(t *testing.T) {
+	dropStart := proxmoxtest.Fault{Method: "POST", Path: "/nodes/*/qemu/100/status/start", Times: 1}
+
+	// setup starts the guest, then stops it: each leaves a task that its
+	// operation owns.
+	setup := func(t *testing.T) *fixture {
+		f := newFixture(t, nil)
+		f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+		for _, p := range []reconcile.Power{reconcile.PowerRunning, reconcile.PowerStopped} {
+			f.desire(reconcile.Desired{Ref: qemu(100), Power: p})
+			if g := outcome(f.pass(), qemu(100)); g.Outcome != reconcile.GuestChanged {
+				t.Fatalf("%s: %s %s", p, g.Outcome, g.Detail)
+			}
+		}
+		return f
+	}
+	// checkClaims fails unless every start task belongs to exactly one
+	// operation of the journal.
+	checkClaims := func(t *testing.T, f *fixture, wantStarts int) {
+		t.Helper()
+		if err := f.srv.WaitIdle(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+		ops, err := f.j.(*journal.MemoryJournal).Ops(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		owner := map[string]string{}
+		for _, op := range ops {
+			if op.UPID == "" {
+				continue
+			}
+			if prev, dup := owner[op.UPID]; dup {
+				t.Errorf("task %s is claimed by %s and %s", op.UPID, prev, op.OpID)
+			}
+			owner[op.UPID] = op.OpID
+		}
+		starts := 0
+		for _, task := range f.srv.Tasks() {
+			if task.Type != "qmstart" {
+				continue
+			}
+			starts++
+			if owner[string(task.UPID)] == "" {
+				t.Errorf("start task %s belongs to no operation", task.UPID)
+			}
+		}
+		if starts != wantStarts {
+			t.Errorf("%d start tasks, want %d", starts, wantStarts)
+		}
+	}
+
+	t.Run("pass, dropped before handling", func(t *testing.T) {
+		f := setup(t)
+		fault := dropStart
+		fault.Drop = proxmoxtest.DropBeforeHandling
+		f.srv.Inject(fault)
+		f.desire(reconcile.Desired{Ref: qemu(100), Power: reconcile.PowerRunning})
+		g := outcome(f.pass(), qemu(100))
+		if g.Outcome != reconcile.GuestChanged || g.Actions[0].Attempts != 2 {
+			t.Fatalf("%s (%s), attempts %d: the lost start was not sent again", g.Outcome, g.Detail, g.Actions[0].Attempts)
+		}
+		if !f.guest(qemu(100)).Running {
+			t.Fatal("recorded as started, but the guest is stopped")
+		}
+		checkClaims(t, f, 2)
+	})
+
+	t.Run("pass, dropped after handling", func(t *testing.T) {
+		f := setup(t)
+		fault := dropStart
+		fault.Drop = proxmoxtest.DropAfterHandling
+		f.srv.Inject(fault)
+		f.desire(reconcile.Desired{Ref: qemu(100), Power: reconcile.PowerRunning})
+		g := outcome(f.pass(), qemu(100))
+		if g.Outcome != reconcile.GuestChanged || g.Actions[0].Attempts != 1 {
+			t.Fatalf("%s (%s), attempts %d", g.Outcome, g.Detail, g.Actions[0].Attempts)
+		}
+		checkClaims(t, f, 2) // the task the lost answer named, adopted; nothing resent
+	})
+
+	t.Run("one-shot, dropped before handling", func(t *testing.T) {
+		f := setup(t)
+		fault := dropStart
+		fault.Drop = proxmoxtest.DropBeforeHandling
+		f.srv.Inject(fault)
+		res, err := f.eng.Apply(ctxT(t), reconcile.OneShot{Key: "start-again", Ref: qemu(100), Kind: reconcile.ActionStart})
+		if err != nil || !res.Applied() {
+			t.Fatalf("%+v %v", res, err)
+		}
+		if !f.guest(qemu(100)).Running {
+			t.Fatal("the key is spent, but the guest was never started")
+		}
+		checkClaims(t, f, 2)
+	})
+
+	t.Run("recovery of an intent", func(t *testing.T) {
+		f := setup(t)
+		// A crash right after the intent: the request never left.
+		intent(t, f.j, "op-crashed", qemu(100), reconcile.ActionStart, "key-crashed", time.Now())
+		rep, err := f.eng.Recover(ctxT(t))
+		if err != nil || len(rep.Ops) != 1 {
+			t.Fatalf("%+v %v", rep, err)
+		}
+		if op := rep.Ops[0]; op.To != journal.Failed || op.UPID != "" {
+			t.Fatalf("%+v: an earlier operation's task was adopted", op)
+		}
+		if applied, _ := f.j.AlreadyApplied(ctxT(t), "key-crashed"); applied {
+			t.Fatal("the key counts as applied, but its operation never ran")
+		}
+		checkClaims(t, f, 1)
+	})
+}
