@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/guestward/guestward/examples/internal/cli"
 	"github.com/guestward/guestward/examples/internal/demo"
@@ -55,7 +56,7 @@ func runDemo(ctx context.Context, s *settings, logger *slog.Logger, out *output.
 	// The client reaches the fake cluster as it would a real one: over TLS,
 	// with the server's self-signed certificate pinned by fingerprint and
 	// an API token. Tasks are polled often, so progress shows promptly.
-	client, err := fleet.Client(proxmox.WithLogger(logger), proxmox.WithTaskPolling(50e6, 200e6))
+	client, err := fleet.Client(proxmox.WithLogger(logger), proxmox.WithTaskPolling(50*time.Millisecond, 200*time.Millisecond))
 	if err != nil {
 		return demoFail(cli.ExitFailure, err)
 	}
