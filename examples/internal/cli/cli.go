@@ -34,6 +34,7 @@ const (
 )
 
 // UsageError reports a wrong setting. Programs exit with ExitUsage for it.
+// It is a plain value.
 type UsageError struct{ Msg string }
 
 func (e *UsageError) Error() string { return e.Msg }
@@ -50,7 +51,8 @@ func IsUsage(err error) bool {
 }
 
 // LookupEnv reads an environment variable, as os.LookupEnv does. Programs
-// pass os.LookupEnv; tests pass a map.
+// pass os.LookupEnv; tests pass a map. It must be safe to call from the
+// goroutine that parses the settings; nothing else calls it.
 type LookupEnv func(key string) (string, bool)
 
 // MapEnv returns a LookupEnv reading m.
@@ -62,7 +64,7 @@ func MapEnv(m map[string]string) LookupEnv {
 }
 
 // Binding ties a flag to the environment variable that sets it when the
-// flag is not given.
+// flag is not given. It is a plain value.
 type Binding struct {
 	Flag, Env string
 }
@@ -138,7 +140,8 @@ func Parse(fs *flag.FlagSet, args []string) error {
 }
 
 // ListFlag is a flag.Value collecting a list: each use of the flag adds
-// its comma-separated items.
+// its comma-separated items. Like every flag.Value, it is set while flags
+// are parsed and read afterwards, not concurrently.
 type ListFlag []string
 
 // String implements flag.Value.
@@ -154,7 +157,8 @@ func (l *ListFlag) Set(v string) error {
 	return nil
 }
 
-// ChoiceFlag is a flag.Value that accepts one of a fixed set of words.
+// ChoiceFlag is a flag.Value that accepts one of a fixed set of words. It
+// is set while flags are parsed and read afterwards, not concurrently.
 type ChoiceFlag struct {
 	Value   string
 	Choices []string

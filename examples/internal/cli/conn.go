@@ -23,7 +23,8 @@ const (
 )
 
 // Conn holds the settings for reaching a Proxmox VE cluster. Register its
-// flags, parse, apply ConnBindings, then call Conn.Client.
+// flags, parse, apply ConnBindings, then call Conn.Client. It is filled in
+// by flag parsing and must not be changed while Client runs.
 type Conn struct {
 	URL          string
 	TokenID      string

@@ -60,7 +60,8 @@ func OpenJournal(path string, logger *slog.Logger) (journal.Journal, string, err
 	}
 }
 
-// LogFlags holds the logging settings.
+// LogFlags holds the logging settings. It is filled in by flag parsing
+// and read by Logger afterwards.
 type LogFlags struct {
 	Level  ChoiceFlag
 	Format ChoiceFlag

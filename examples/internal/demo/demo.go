@@ -57,7 +57,8 @@ func DesiredJSON() []byte { return []byte(desiredJSON) }
 // whole demo to take a few seconds.
 const DefaultTaskDuration = 400 * time.Millisecond
 
-// Options configures Start. The zero value is the demo as the README shows it.
+// Options configures Start. The zero value is the demo as the README shows
+// it. It is a plain value.
 type Options struct {
 	// Version is the Proxmox VE release the fake server emulates, such as
 	// "7.4" or "8.4.1"; "" means proxmoxtest.DefaultVersion.

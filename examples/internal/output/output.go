@@ -133,7 +133,8 @@ func (p *Printer) printf(format string, args ...any) {
 	_, p.err = fmt.Fprintf(p.w, format, args...)
 }
 
-// Start is the first record: what the program runs against.
+// Start is the first record: what the program runs against. It is a plain
+// value.
 type Start struct {
 	Type           string `json:"type"` // "start"
 	Program        string `json:"program"`
