@@ -66,7 +66,9 @@ var ErrUnresolved = errors.New("reconcile: in-flight operations unresolved")
 //
 // Every resolution is journaled, so nothing runs twice: an operation with
 // an idempotency key that is resolved as succeeded stays applied. Recover
-// holds each guest's queue lane while it resolves that guest's operation.
+// holds each guest's queue lane while it resolves that guest's operation;
+// an operation this engine is still running when Recover reads the journal
+// is thus waited for, and left alone if it ends on its own.
 func (e *Engine) Recover(ctx context.Context) (RecoveryReport, error) {
 	e.recoverMu.Lock()
 	defer e.recoverMu.Unlock()
@@ -96,19 +98,6 @@ func (e *Engine) recover(ctx context.Context) (RecoveryReport, error) {
 	if err != nil {
 		return RecoveryReport{}, fmt.Errorf("reading in-flight operations: %w", err)
 	}
-	// Tasks already tied to an operation, finished or not, must not be
-	// adopted by another.
-	var claimed map[proxmox.UPID]bool
-	if len(inflight) > 0 {
-		if claimed, err = e.claimedTasks(ctx); err != nil {
-			return RecoveryReport{}, err
-		}
-		for _, en := range inflight {
-			if en.UPID != "" {
-				claimed[proxmox.UPID(en.UPID)] = true
-			}
-		}
-	}
 	var rep RecoveryReport
 	for _, en := range inflight {
 		r := RecoveredOp{OpID: en.OpID, Kind: ActionKind(en.Kind), Key: en.IdempKey, From: en.State, UPID: proxmox.UPID(en.UPID)}
@@ -126,10 +115,26 @@ func (e *Engine) recover(ctx context.Context) (RecoveryReport, error) {
 		}
 		r.Ref = o.ref
 		// Hold the guest's lane: nothing else may touch it meanwhile.
+		moved := false
 		qerr := e.q.Do(ctx, o.ref.VMID, func(ctx context.Context) error {
-			e.resolve(ctx, o, en, claimed, &r)
+			// The operation may have moved on while we waited for the
+			// lane: one that this engine was running when the journal
+			// was read has finished since, or recorded its task.
+			cur, ok, err := e.cfg.Journal.Latest(ctx, en.OpID)
+			switch {
+			case err != nil:
+				r.Error = fmt.Sprintf("reading the operation again: %v", err)
+			case !ok || cur.State.Terminal():
+				moved = true
+			default:
+				r.From, r.UPID = cur.State, proxmox.UPID(cur.UPID)
+				e.resolve(ctx, o, cur, &r)
+			}
 			return nil
 		})
+		if moved {
+			continue // it ended on its own: nothing to resolve
+		}
 		if qerr != nil {
 			r.Error = qerr.Error()
 		}
@@ -150,9 +155,16 @@ func (e *Engine) recover(ctx context.Context) (RecoveryReport, error) {
 }
 
 // resolve settles one in-flight operation, filling in r.
-func (e *Engine) resolve(ctx context.Context, o *op, en journal.Entry, claimed map[proxmox.UPID]bool, r *RecoveredOp) {
+func (e *Engine) resolve(ctx context.Context, o *op, en journal.Entry, r *RecoveredOp) {
 	upid := proxmox.UPID(en.UPID)
 	if upid == "" {
+		// Read inside the lane, so that the tasks of operations that ran
+		// on this guest meanwhile are known to be theirs.
+		claimed, err := e.claimedTasks(ctx)
+		if err != nil {
+			r.Error = err.Error()
+			return
+		}
 		found, err := e.findOutcome(ctx, o, en.At, claimed)
 		switch {
 		case err != nil:
@@ -160,7 +172,6 @@ func (e *Engine) resolve(ctx context.Context, o *op, en journal.Entry, claimed m
 			return
 		case found.task != nil:
 			upid = found.task.UPID
-			claimed[upid] = true
 			if err := e.cfg.Journal.Append(ctx, journal.Entry{OpID: o.id, State: journal.TaskRunning, UPID: string(upid)}); err != nil {
 				r.Error = fmt.Sprintf("recording the adopted task %s: %v", upid, err)
 				return

@@ -1,6 +1,7 @@
 package reconcile_test
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -130,4 +131,70 @@ func TestRegression_LostAnswerAdoptsAnEarlierOperationsTask(t *testing.T) {
 		}
 		checkClaims(t, f, 1)
 	})
+}
+
+// Found by the gauntlet: Recover read the operations in flight, then took
+// each guest's lane to resolve them; an operation that the engine itself
+// was running (a one-shot waiting for its task) was in that list, and by
+// the time Recover had the lane it had succeeded. Recover then tried to
+// record the outcome a second time, the journal refused (the operation was
+// terminal), and Recover reported the operation unresolved, with
+// ErrUnresolved, which makes passes and one-shots refuse to run. Recover
+// must look at the operation again once it holds the lane.
+func TestRegression_RecoverDuringARunningOperationReportsItUnresolved(t *testing.T) {
+	f := newFixture(t, []proxmoxtest.Option{proxmoxtest.WithManualTasks()})
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+	if _, err := f.eng.Recover(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	applied := make(chan error, 1)
+	go func() {
+		res, err := f.eng.Apply(ctxT(t), reconcile.OneShot{Key: "k", Ref: qemu(100), Kind: reconcile.ActionStart})
+		if err == nil && !res.Applied() {
+			err = errors.New("not applied: " + res.Error)
+		}
+		applied <- err
+	}()
+	task, err := f.srv.AwaitTask(ctxT(t), func(proxmoxtest.Task) bool { return true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The one-shot has journaled its task and waits for it.
+	waitUntil(t, func() bool {
+		inflight, err := f.j.InFlight(ctxT(t))
+		return err == nil && len(inflight) == 1 && inflight[0].UPID == string(task.UPID)
+	})
+	recovered := make(chan error, 1)
+	var rep reconcile.RecoveryReport
+	go func() {
+		var err error
+		rep, err = f.eng.Recover(ctxT(t))
+		recovered <- err
+	}()
+	// Recover has read the journal and waits for the guest's lane.
+	waitUntil(t, func() bool { return f.eng.Queue().Stats().Waiting == 1 })
+	if err := f.srv.FinishTask(task.UPID); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-applied; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-recovered; err != nil {
+		t.Fatalf("Recover: %v (%+v)", err, rep)
+	}
+	if len(rep.Ops) != 0 {
+		t.Fatalf("Recover resolved an operation that ended on its own: %+v", rep.Ops)
+	}
+}
+
+// waitUntil waits for cond, failing the test after a generous deadline.
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached")
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
