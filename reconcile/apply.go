@@ -105,8 +105,10 @@ type applyCall struct {
 //     failed, and across restarts.
 //   - A call made while another with the same key is running waits for it
 //     and returns its result (or ErrInProgress if ctx ends first).
-//   - After a crash, the operation is resolved by Recover, which Apply runs
-//     first if it has not run, before the key can be looked at.
+//   - After a crash, or after an earlier call was interrupted, the operation
+//     is resolved by Recover, which Apply runs first when it has not
+//     succeeded yet or an operation was left in flight since, before the
+//     key can be looked at.
 //
 // Invalid input and a policy veto are refused before anything is
 // journaled: the key stays unused. Apply's error is for those, and for

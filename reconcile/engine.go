@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/guestward/guestward/journal"
@@ -145,7 +146,10 @@ type Engine struct {
 	trigger chan struct{}
 
 	recoverMu sync.Mutex
-	recovered bool
+	// mustRecover is set until a Recover succeeds, and again whenever an
+	// operation is left in flight (interrupted) while the engine goes on:
+	// the next pass or one-shot resolves it before acting.
+	mustRecover atomic.Bool
 
 	applyMu sync.Mutex
 	applies map[string]*applyCall // one-shot calls in progress, by key
@@ -217,6 +221,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		e.ownQ = true
 	}
 	e.lookup, _ = cfg.Journal.(journal.KeyLookup)
+	e.mustRecover.Store(true)
 	return e, nil
 }
 

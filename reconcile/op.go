@@ -137,8 +137,10 @@ const (
 	// OutcomeVetoed: the policy refused the action; nothing was sent.
 	OutcomeVetoed ActionOutcome = "vetoed"
 	// OutcomeInterrupted: the operation stopped before its outcome was
-	// known (the engine's context ended, or a journal write failed). It
-	// stays in flight in the journal and Recover resolves it.
+	// known (the engine's context ended, a journal write failed, or the
+	// answer was lost and Proxmox could not be asked what happened). It
+	// stays in flight in the journal until Recover resolves it, which the
+	// engine runs before its next pass or one-shot operation.
 	OutcomeInterrupted ActionOutcome = "interrupted"
 	// OutcomePlanned: a dry run; nothing was sent.
 	OutcomePlanned ActionOutcome = "planned"
@@ -160,7 +162,15 @@ type ActionReport struct {
 func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 	start := e.cfg.Now()
 	rep = ActionReport{Action: o.action(), OpID: o.id}
-	defer func() { rep.Duration = e.cfg.Now().Sub(start) }()
+	journaled := false // the intent may be in the journal
+	defer func() {
+		rep.Duration = e.cfg.Now().Sub(start)
+		if journaled && rep.Outcome == OutcomeInterrupted {
+			// Left in flight: resolved before the next pass or one-shot
+			// acts, not only after a restart.
+			e.mustRecover.Store(true)
+		}
+	}()
 	fail := func(outcome ActionOutcome, err error) ActionReport {
 		rep.Outcome, rep.Error = outcome, err.Error()
 		e.event(Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: "failed", UPID: rep.UPID, Detail: rep.Error})
@@ -174,6 +184,7 @@ func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 		OpID: o.id, VMID: o.ref.VMID, Kind: string(o.kind), Params: o.params(),
 		State: journal.Started, IdempKey: o.key, At: start,
 	}
+	journaled = true
 	if err := e.cfg.Journal.Append(ctx, intent); err != nil {
 		// Nothing was sent. If the record did become durable after all,
 		// Recover finds no task and closes it.

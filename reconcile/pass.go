@@ -100,8 +100,10 @@ var ErrPassAborted = errors.New("reconcile: pass aborted")
 //
 // The error is non-nil only when the pass could not act at all (it wraps
 // ErrPassAborted, or is ctx.Err()); what happened to each guest, failures
-// included, is in the report. Before its first pass the engine runs
-// Recover if it has not been run.
+// included, is in the report. Before a pass the engine runs Recover if it
+// has not succeeded yet, or if an operation was left in flight
+// (interrupted) since it last did; the pass is aborted when operations stay
+// unresolved.
 func (e *Engine) ReconcileOnce(ctx context.Context) (Report, error) {
 	if err := e.acquirePass(ctx); err != nil {
 		return Report{}, err

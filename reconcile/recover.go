@@ -49,7 +49,8 @@ var ErrUnresolved = errors.New("reconcile: in-flight operations unresolved")
 
 // Recover resolves every operation the journal shows in flight, as a crash
 // leaves them, and must run before anything else mutates guests; passes and
-// Apply run it themselves if it has not run.
+// Apply run it themselves if it has not succeeded yet, and again whenever an
+// operation was left in flight (interrupted) since.
 //
 //   - An operation with a recorded task is resolved by the task: awaited if
 //     it still runs, then recorded as succeeded or failed.
@@ -72,23 +73,27 @@ var ErrUnresolved = errors.New("reconcile: in-flight operations unresolved")
 func (e *Engine) Recover(ctx context.Context) (RecoveryReport, error) {
 	e.recoverMu.Lock()
 	defer e.recoverMu.Unlock()
-	rep, err := e.recover(ctx)
-	if err == nil {
-		e.recovered = true
-	}
-	return rep, err
+	return e.recoverLocked(ctx)
 }
 
-// ensureRecovered runs Recover once.
+// ensureRecovered runs Recover if it has not succeeded yet, or if an
+// operation was left in flight since it last did.
 func (e *Engine) ensureRecovered(ctx context.Context) (RecoveryReport, error) {
 	e.recoverMu.Lock()
 	defer e.recoverMu.Unlock()
-	if e.recovered {
+	if !e.mustRecover.Load() {
 		return RecoveryReport{}, nil
 	}
+	return e.recoverLocked(ctx)
+}
+
+func (e *Engine) recoverLocked(ctx context.Context) (RecoveryReport, error) {
+	// Cleared first: an operation interrupted while this runs sets it
+	// again, and the next pass looks once more.
+	e.mustRecover.Store(false)
 	rep, err := e.recover(ctx)
-	if err == nil {
-		e.recovered = true
+	if err != nil {
+		e.mustRecover.Store(true)
 	}
 	return rep, err
 }

@@ -198,3 +198,59 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// Found by the gauntlet: an operation whose answer was lost while Proxmox
+// could not be asked about its tasks ended interrupted, in flight in the
+// journal, and the engine ran Recover only once, at its start. In a
+// long-running engine the operation stayed in flight for good: every later
+// Apply with its key failed with ErrUnresolved, and passes went on acting
+// on the guest beside an unresolved operation. Now the engine resolves such
+// an operation before its next pass or one-shot.
+func TestRegression_InterruptedOperationStaysInFlightUntilRestart(t *testing.T) {
+	interrupt := func(f *fixture) *proxmoxtest.FaultHandle {
+		// The start happens, its answer is lost, and the node's task
+		// list cannot be read to find out.
+		f.srv.Inject(proxmoxtest.Fault{Method: "POST", Path: "/nodes/*/qemu/100/status/start", Times: 1, Drop: proxmoxtest.DropAfterHandling})
+		return f.srv.Inject(proxmoxtest.Fault{Method: "GET", Path: "/nodes/*/tasks", Status: 503})
+	}
+
+	t.Run("one-shot", func(t *testing.T) {
+		f := newFixture(t, nil)
+		f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+		shot := reconcile.OneShot{Key: "hub-7", Ref: qemu(100), Kind: reconcile.ActionStart}
+		h := interrupt(f)
+		if _, err := f.eng.Apply(ctxT(t), shot); err == nil {
+			t.Fatal("the first call was not interrupted")
+		}
+		h.Remove()
+		res, err := f.eng.Apply(ctxT(t), shot)
+		if err != nil || !res.Applied() || !res.Replayed {
+			t.Fatalf("the hub's retry: %+v %v", res, err)
+		}
+		if inflight, err := f.j.InFlight(ctxT(t)); err != nil || len(inflight) != 0 {
+			t.Fatalf("still in flight: %+v %v", inflight, err)
+		}
+		if n := f.srv.TaskCount(qemu(100), "qmstart"); n != 1 {
+			t.Fatalf("%d start tasks, want 1", n)
+		}
+	})
+
+	t.Run("pass", func(t *testing.T) {
+		f := newFixture(t, nil)
+		f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+		f.desire(reconcile.Desired{Ref: qemu(100), Power: reconcile.PowerRunning})
+		h := interrupt(f)
+		if g := outcome(f.pass(), qemu(100)); g.Outcome != reconcile.GuestInterrupted {
+			t.Fatalf("first pass: %s %s", g.Outcome, g.Detail)
+		}
+		h.Remove()
+		f.pass()
+		inflight, err := f.j.InFlight(ctxT(t))
+		if err != nil || len(inflight) != 0 {
+			t.Fatalf("still in flight after the next pass: %+v %v", inflight, err)
+		}
+		if n := f.srv.TaskCount(qemu(100), "qmstart"); n != 1 {
+			t.Fatalf("%d start tasks, want 1", n)
+		}
+	})
+}
