@@ -137,8 +137,9 @@ const (
 	// OutcomeVetoed: the policy refused the action; nothing was sent.
 	OutcomeVetoed ActionOutcome = "vetoed"
 	// OutcomeInterrupted: the operation stopped before its outcome was
-	// known (the engine's context ended, a journal write failed, or the
-	// answer was lost and Proxmox could not be asked what happened). It
+	// known (the engine's context ended, a journal write failed, the
+	// answer was lost and Proxmox could not be asked what happened, or
+	// the status of its task could not be read). It
 	// stays in flight in the journal until Recover resolves it, which the
 	// engine runs before its next pass or one-shot operation.
 	OutcomeInterrupted ActionOutcome = "interrupted"
@@ -221,11 +222,22 @@ func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 	if cerr := e.checkpoint("op/after-wait"); cerr != nil {
 		return fail(OutcomeInterrupted, cerr)
 	}
-	if err != nil && ctx.Err() != nil {
-		// We stopped waiting; the task goes on. Recover resolves it.
+	if !taskEnded(err) || ctx.Err() != nil && err != nil {
+		// We stopped waiting, or could not read how the task ended: it
+		// goes on, or it finished in a way we do not know. Recording a
+		// failure here could be untrue, and would invite a second run;
+		// Recover finds out.
 		return fail(OutcomeInterrupted, err)
 	}
 	return e.conclude(ctx, o, &rep, err)
+}
+
+// taskEnded reports whether an error from WaitTask tells how the task
+// ended: nil (it succeeded), the task's own failure, or the task being
+// unknown to Proxmox. Any other error (its status could not be read) says
+// nothing about the task.
+func taskEnded(err error) bool {
+	return err == nil || errors.Is(err, proxmox.ErrTaskFailed) || errors.Is(err, proxmox.ErrNotFound)
 }
 
 // outcomeUnknown reports whether err leaves it open whether Proxmox acted.

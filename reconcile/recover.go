@@ -195,7 +195,8 @@ func (e *Engine) resolve(ctx context.Context, o *op, en journal.Entry, r *Recove
 		}
 	}
 	_, err := e.cfg.Proxmox.WaitTask(ctx, upid)
-	if err != nil && ctx.Err() != nil {
+	if !taskEnded(err) || err != nil && ctx.Err() != nil {
+		// How the task ended could not be read: still in flight.
 		r.Error = err.Error()
 		return
 	}

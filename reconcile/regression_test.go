@@ -254,3 +254,53 @@ func TestRegression_InterruptedOperationStaysInFlightUntilRestart(t *testing.T) 
 		}
 	})
 }
+
+// Found by the fault storm: when the status of an operation's task could
+// not be read (a 500 from the node, say), the engine recorded the
+// operation as failed, although the task went on and succeeded. The
+// journal then told an untruth, and a one-shot's requester, told its
+// operation failed, would ask for it again under a new key: a reboot would
+// run twice. An error that does not say how the task ended leaves the
+// operation in flight, for Recover to find out.
+func TestRegression_UnreadableTaskStatusRecordedAsFailure(t *testing.T) {
+	statusFails := proxmoxtest.Fault{Method: "GET", Path: "/nodes/*/tasks/*/status", Times: 1, Status: 500}
+
+	t.Run("one-shot", func(t *testing.T) {
+		f := newFixture(t, nil)
+		f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Running: true, Config: map[string]string{"memory": "512"}})
+		shot := reconcile.OneShot{Key: "reboot-1", Ref: qemu(100), Kind: reconcile.ActionReboot}
+		f.srv.Inject(statusFails)
+		res, err := f.eng.Apply(ctxT(t), shot)
+		if err == nil || res.State == journal.Failed {
+			t.Fatalf("the reboot is reported as %s (%v) though its task was never read", res.State, err)
+		}
+		if err := f.srv.WaitIdle(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+		res, err = f.eng.Apply(ctxT(t), shot)
+		if err != nil || !res.Applied() || !res.Replayed {
+			t.Fatalf("asked again: %+v %v", res, err)
+		}
+		if n := f.srv.TaskCount(qemu(100), "qmreboot"); n != 1 {
+			t.Fatalf("%d reboot tasks, want 1", n)
+		}
+	})
+
+	t.Run("pass", func(t *testing.T) {
+		f := newFixture(t, nil)
+		f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+		f.desire(reconcile.Desired{Ref: qemu(100), Power: reconcile.PowerRunning})
+		f.srv.Inject(statusFails)
+		g := outcome(f.pass(), qemu(100))
+		if g.Outcome != reconcile.GuestInterrupted {
+			t.Fatalf("%s %s", g.Outcome, g.Detail)
+		}
+		if err := f.srv.WaitIdle(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+		f.pass()
+		if e := latest(t, f.j, g.Actions[0].OpID); e.State != journal.Succeeded {
+			t.Fatalf("the start is recorded as %s (%s), but its task succeeded", e.State, e.Error)
+		}
+	})
+}
