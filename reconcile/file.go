@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/guestward/guestward/proxmox"
 )
@@ -33,7 +34,8 @@ import (
 //
 // Config values may be JSON strings, numbers (kept digit for digit) or
 // booleans (sent as 1 and 0, as Proxmox takes them). Unknown fields are
-// errors, so that a misspelt "confg" is not silently ignored.
+// errors, so that a misspelt "confg" is not silently ignored; so are a
+// field given twice in one object and bytes that are not UTF-8.
 //
 // When the file cannot be read or is invalid (half-written, say),
 // [FileProvider.Desired] keeps returning the last good state together with an
@@ -161,7 +163,16 @@ type desiredGuest struct {
 // ParseDesiredJSON decodes and validates a desired state in the format of
 // [FileProvider]. It returns a *DesiredError for a state that decodes but is
 // invalid, and a decoding error, with the offset, for malformed JSON.
+//
+// Two things encoding/json lets through silently are errors here: bytes
+// that are not UTF-8 (it would replace them with U+FFFD, so that a value
+// other than the one written would be sent) and a member given twice in
+// one object (it would keep the last, so that a guest, an option or the
+// whole list of guests could vanish without a word).
 func ParseDesiredJSON(data []byte) ([]Desired, error) {
+	if err := strictJSON(data); err != nil {
+		return nil, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	dec.UseNumber()
@@ -194,6 +205,96 @@ func ParseDesiredJSON(data []byte) ([]Desired, error) {
 	}
 	sortDesired(ds)
 	return ds, nil
+}
+
+// maxStrictDepth bounds the nesting strictJSON follows; encoding/json
+// refuses deeper documents anyway.
+const maxStrictDepth = 10000
+
+// strictJSON reports invalid UTF-8 and repeated object members in data,
+// with the byte offset. It leaves every other error to the decoder, whose
+// messages are better: it stops quietly at malformed JSON.
+func strictJSON(data []byte) error {
+	if !utf8.Valid(data) {
+		off := 0
+		for off < len(data) {
+			r, n := utf8.DecodeRune(data[off:])
+			if r == utf8.RuneError && n <= 1 {
+				break
+			}
+			off += n
+		}
+		return fmt.Errorf("malformed desired state: invalid UTF-8 at byte %d", off)
+	}
+	type frame struct {
+		path    string
+		keys    map[string]bool // nil for an array
+		wantKey bool            // in an object, the next string is a key
+		index   int             // in an array, the next element's index
+		key     string          // in an object, the member being read
+	}
+	var stack []*frame
+	// where names the value about to be read, as guests[0].config.
+	where := func() string {
+		if len(stack) == 0 {
+			return ""
+		}
+		top := stack[len(stack)-1]
+		if top.keys == nil {
+			return fmt.Sprintf("%s[%d]", top.path, top.index)
+		}
+		if top.path == "" {
+			return top.key
+		}
+		return top.path + "." + top.key
+	}
+	// valueDone moves the enclosing container past the value just read.
+	valueDone := func() {
+		if len(stack) == 0 {
+			return
+		}
+		if top := stack[len(stack)-1]; top.keys == nil {
+			top.index++
+		} else {
+			top.wantKey = true
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // the end, or malformed: the decoder says which
+		}
+		if key, ok := tok.(string); ok && len(stack) > 0 && stack[len(stack)-1].wantKey {
+			top := stack[len(stack)-1]
+			if top.keys[key] {
+				in := top.path
+				if in == "" {
+					in = "the top-level object"
+				}
+				return fmt.Errorf("malformed desired state: duplicate key %q in %s at byte %d", key, in, dec.InputOffset())
+			}
+			top.keys[key], top.key, top.wantKey = true, key, false
+			continue
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			if len(stack) >= maxStrictDepth {
+				return nil
+			}
+			f := &frame{path: where()}
+			if tok == json.Delim('{') {
+				f.keys, f.wantKey = map[string]bool{}, true
+			}
+			stack = append(stack, f)
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			valueDone()
+		default:
+			valueDone()
+		}
+	}
 }
 
 func (g desiredGuest) desired(i int) (Desired, []string) {

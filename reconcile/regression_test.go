@@ -2,6 +2,7 @@ package reconcile_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -303,4 +304,33 @@ func TestRegression_UnreadableTaskStatusRecordedAsFailure(t *testing.T) {
 			t.Fatalf("the start is recorded as %s (%s), but its task succeeded", e.State, e.Error)
 		}
 	})
+}
+
+// Found by the bad-input battery: encoding/json lets two things through
+// silently that a desired-state file must not hold. A member given twice
+// in one object kept its last value, so that a second "guests" emptied the
+// whole state, and a repeated option or vmid changed what was declared
+// without a word; bytes that are not UTF-8 became U+FFFD, so that a value
+// other than the one written would have been sent to Proxmox. Each is now
+// an error that says where.
+func TestRegression_DesiredFileDuplicateKeysAndBadUTF8AcceptedSilently(t *testing.T) {
+	guest := `{"node": "pve1", "type": "qemu", "vmid": 100, "config": {"memory": 1024}}`
+	for _, c := range []struct{ name, file, want string }{
+		{"second guests list", `{"guests": [` + guest + `], "guests": []}`, `duplicate key "guests" in the top-level object at byte `},
+		{"repeated option", `{"guests": [{"node": "pve1", "type": "qemu", "vmid": 100, "config": {"memory": 1024, "memory": 64}}]}`, `duplicate key "memory" in guests[0].config at byte `},
+		{"repeated vmid", `{"guests": [` + guest + `, {"node": "pve1", "type": "qemu", "vmid": 101, "vmid": 100}]}`, `duplicate key "vmid" in guests[1] at byte `},
+		{"latin-1 byte", "{\"guests\": [{\"node\": \"pve1\", \"type\": \"qemu\", \"vmid\": 100, \"config\": {\"description\": \"caf\xe9\"}}]}", "invalid UTF-8 at byte 88"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ds, err := reconcile.ParseDesiredJSON([]byte(c.file))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %+v, %v; want an error containing %q", ds, err, c.want)
+			}
+		})
+	}
+	// The same key in different objects is, of course, fine.
+	ds, err := reconcile.ParseDesiredJSON([]byte(`{"guests": [` + guest + `, {"node": "pve1", "type": "qemu", "vmid": 101, "config": {"memory": 1024}}]}`))
+	if err != nil || len(ds) != 2 {
+		t.Fatalf("%+v %v", ds, err)
+	}
 }
