@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +23,15 @@ import (
 // the state after some prefix of what was attempted: nothing half-written.
 
 const crashPath = "/data/ops.journal"
+
+// withFSSmall is withFS with a small preallocation step: simulated disks
+// stay small, and the file grows (a crash point of its own) many times.
+func withFSSmall(fs *fsxtest.FS) FileOption {
+	return fileOptionFunc(func(c *fileConfig) {
+		c.fs = fs
+		c.prealloc = 256
+	})
+}
 
 var crashT0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
@@ -128,7 +138,7 @@ func dumpJournal(j *FileJournal) string {
 func runSteps(t *testing.T, fs *fsxtest.FS, opts []FileOption, steps []step) (acked, attempted int) {
 	t.Helper()
 	ctx := context.Background()
-	opts = append(slices.Clip(opts), withFS(fs))
+	opts = append(slices.Clip(opts), withFSSmall(fs))
 	j, err := OpenFile(crashPath, opts...)
 	if err != nil {
 		return 0, 0
@@ -192,7 +202,7 @@ func crashVariants() []crashVariant {
 // state survives another reopen.
 func checkRecovered(t *testing.T, disk *fsxtest.FS, opts []FileOption, want []string, what func() string) {
 	t.Helper()
-	opts = append(slices.Clip(opts), withFS(disk))
+	opts = append(slices.Clip(opts), withFSSmall(disk))
 	j, err := OpenFile(crashPath, opts...)
 	if err != nil {
 		t.Fatalf("%s: open after crash: %v", what(), err)
@@ -206,8 +216,9 @@ func checkRecovered(t *testing.T, disk *fsxtest.FS, opts []FileOption, want []st
 		t.Fatalf("%s: journal broken after recovery: %v", what(), st.Err)
 	}
 	data, err := disk.ReadFile(crashPath)
-	if err != nil || int64(len(data)) != j.Stats().Size {
-		t.Fatalf("%s: file holds %d bytes (%v), journal thinks %d", what(), len(data), err, j.Stats().Size)
+	size := j.Stats().Size
+	if err != nil || int64(len(data)) < size || slices.ContainsFunc(data[size:], func(b byte) bool { return b != 0 }) {
+		t.Fatalf("%s: file holds %d bytes (%v), journal thinks %d, and what follows must be zeros", what(), len(data), err, size)
 	}
 	if err := j.Append(context.Background(), Entry{OpID: "after-crash", VMID: 1, Kind: "start", State: Started, At: crashT0}); err != nil {
 		t.Fatalf("%s: append after recovery: %v", what(), err)
@@ -321,7 +332,7 @@ func TestCrashDuringRecovery(t *testing.T) {
 			image := fs.Recover(v.c)
 			// What a clean recovery shows, and how many disk ops it takes.
 			probe := image.Recover(fsxtest.Crash{DirOps: -1, FileOps: -1})
-			j, err := OpenFile(crashPath, append(slices.Clip(opts), withFS(probe))...)
+			j, err := OpenFile(crashPath, append(slices.Clip(opts), withFSSmall(probe))...)
 			if err != nil {
 				t.Fatalf("crash %d, boot %q: open: %v", k, v.name, err)
 			}
@@ -335,7 +346,7 @@ func TestCrashDuringRecovery(t *testing.T) {
 			for r := 0; r < n; r++ {
 				second := image.Recover(fsxtest.Crash{DirOps: -1, FileOps: -1})
 				second.CrashAfter(r)
-				if j, err := OpenFile(crashPath, append(slices.Clip(opts), withFS(second))...); err == nil {
+				if j, err := OpenFile(crashPath, append(slices.Clip(opts), withFSSmall(second))...); err == nil {
 					j.Close()
 				}
 				for _, v2 := range []crashVariant{{"only synced", fsxtest.Crash{}}, {"everything", fsxtest.Crash{DirOps: -1, FileOps: -1}}} {
@@ -360,7 +371,7 @@ func TestCrashTornBatch(t *testing.T) {
 	const k = 24
 	fs := fsxtest.New()
 	fp := new(failpoint.Set)
-	opts := []FileOption{withFS(fs), withFailpoints(fp), WithCompactThreshold(0)}
+	opts := []FileOption{withFSSmall(fs), withFailpoints(fp), WithCompactThreshold(0)}
 	j, err := OpenFile(crashPath, opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -402,9 +413,15 @@ func TestCrashTornBatch(t *testing.T) {
 	for range k {
 		<-queued
 	}
-	// Allowed: write and sync of the held batch, then the write of the big
-	// batch. Its sync is where the power goes.
-	fs.CrashAfter(fs.Ops() + 3)
+	// The power goes just before the big batch's sync: the held batch is
+	// written and synced, the big one only written.
+	var syncs atomic.Int32
+	fp.Enable("append/before-sync", func() error {
+		if syncs.Add(1) == 2 {
+			fs.CrashAfter(fs.Ops())
+		}
+		return nil
+	})
 	close(release)
 	wg.Wait()
 	j.Close()
@@ -417,7 +434,7 @@ func TestCrashTornBatch(t *testing.T) {
 	if _, err := ScanFile(ctx, crashPath, func(r Record) error {
 		order = append(order, r.Entry.OpID)
 		return nil
-	}, withFS(whole)); err != nil {
+	}, withFSSmall(whole)); err != nil {
 		t.Fatal(err)
 	}
 	if len(order) != 3+1+k {
@@ -468,7 +485,7 @@ func TestCrashTornBatch(t *testing.T) {
 	for _, v := range variants {
 		disk := fs.Recover(v.c)
 		checkRecovered(t, disk, nil, want, func() string { return "torn batch, boot " + v.name })
-		j, err := OpenFile(crashPath, withFS(fs.Recover(v.c)))
+		j, err := OpenFile(crashPath, withFSSmall(fs.Recover(v.c)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -487,7 +504,7 @@ func TestCrashTornBatch(t *testing.T) {
 func TestCorruptionBeforeTailIsReported(t *testing.T) {
 	fs := fsxtest.New()
 	ctx := context.Background()
-	j, err := OpenFile(crashPath, withFS(fs))
+	j, err := OpenFile(crashPath, withFSSmall(fs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -508,7 +525,7 @@ func TestCorruptionBeforeTailIsReported(t *testing.T) {
 			bad[pos] ^= 0x40
 			disk := fsxtest.New()
 			disk.WriteFile(crashPath, bad, 0o600)
-			_, err := OpenFile(crashPath, withFS(disk))
+			_, err := OpenFile(crashPath, withFSSmall(disk))
 			var ce *CorruptError
 			if !errors.As(err, &ce) || !errors.Is(err, ErrCorrupt) || ce.Offset != start {
 				t.Fatalf("byte %d of record %d flipped: Open = %v, want ErrCorrupt at offset %d", pos, r, err, start)
@@ -524,7 +541,7 @@ func TestCorruptionBeforeTailIsReported(t *testing.T) {
 	bad[recStart[2]+20] ^= 1
 	disk := fsxtest.New()
 	disk.WriteFile(crashPath, bad, 0o600)
-	rep, err := RepairFile(ctx, crashPath, withFS(disk), WithClock(func() time.Time { return crashT0 }))
+	rep, err := RepairFile(ctx, crashPath, withFSSmall(disk), WithClock(func() time.Time { return crashT0 }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -534,7 +551,7 @@ func TestCorruptionBeforeTailIsReported(t *testing.T) {
 	if backup, err := disk.ReadFile(rep.Backup); err != nil || !slices.Equal(backup, bad) {
 		t.Fatalf("backup %s missing or different: %v", rep.Backup, err)
 	}
-	j, err = OpenFile(crashPath, withFS(disk))
+	j, err = OpenFile(crashPath, withFSSmall(disk))
 	if err != nil {
 		t.Fatalf("open after repair: %v", err)
 	}
@@ -544,7 +561,7 @@ func TestCorruptionBeforeTailIsReported(t *testing.T) {
 	}
 	j.Close()
 	// A repaired journal is left alone by a second repair.
-	if rep, err := RepairFile(ctx, crashPath, withFS(disk)); err != nil || rep.Repaired {
+	if rep, err := RepairFile(ctx, crashPath, withFSSmall(disk)); err != nil || rep.Repaired {
 		t.Fatalf("second repair = %+v, %v; want nothing to do", rep, err)
 	}
 }

@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/guestward/guestward/internal/fsx"
 )
@@ -37,7 +39,7 @@ type FileJournal struct {
 	lock io.Closer
 
 	mu          sync.Mutex
-	idx         *index             // acknowledged state; only the writer changes it
+	idx         *index             // acknowledged state; only the token holder changes it
 	pendingOps  map[string]pending // ops with queued records: state after the last one
 	pendingKeys map[string]string  // idempotency keys claimed by queued records
 	recNo       uint64             // records accepted, durable or queued
@@ -46,22 +48,43 @@ type FileJournal struct {
 	spareRecs   []pending
 	broken      error // sticky write failure
 	closed      bool
-	size        int64 // bytes in the file; written by the writer under mu
+	size        int64 // bytes in the file; written by the token holder under mu
 	compactions int
+	batches     int64 // batches written since open
+	appended    int64 // records written since open
 
-	kick     chan struct{} // capacity 1: there is a batch to write
-	compactC chan compactRequest
-	stop     chan struct{}
-	done     chan struct{} // closed when the writer has returned
+	// The commit token. Its holder is the only one writing to the file,
+	// changing idx, or compacting. An Append that finds the token free
+	// takes it and commits its own batch at once, on its own goroutine,
+	// which spares a lone writer any hand-off; when it is done and more
+	// work waits (records queued meanwhile, a compaction), it passes the
+	// token to the writer goroutine, which works until none is left. So
+	// under load the writer writes batch after batch, and the appenders
+	// only queue and wait.
+	held        bool
+	idle        *sync.Cond // on mu; signalled when the token becomes free
+	compactReqs []compactRequest
 
-	// Owned by the writer goroutine.
+	// entering counts the appends between their start and the moment
+	// their record is queued.
+	entering atomic.Int64
+
+	kick chan struct{} // capacity 1: the token was passed to the writer
+	stop chan struct{}
+	done chan struct{} // closed when the writer has returned
+
+	// Owned by the token holder.
 	f             fsx.File
+	alloc         int64 // bytes in the file, counting the zeros preallocated past size
+	zeros         []byte
 	compactedSize int64
+	nextCompact   int64 // size at which the next automatic compaction is due
+	lingered      int   // yields before the batch now open is sealed
 }
 
 // Failpoints (tests only; see withFailpoints), in the order a record meets
 // them: "append/queued" after Append queued its record; "append/before-write"
-// and "append/before-sync" in the writer, for each batch; and, in a
+// and "append/before-sync" in the token holder, for each batch; and, in a
 // compaction, "compact/before-write", "compact/before-sync",
 // "compact/before-rename" and "compact/before-syncdir". An error from one of
 // the append points fails the batch as a write error would.
@@ -81,12 +104,10 @@ type pending struct {
 	recNo uint64
 }
 
-// compactRequest asks the writer to compact (or, with barrier set, only to
-// reply, which tells tests that an automatic compaction has finished).
+// compactRequest asks the token holder to compact.
 type compactRequest struct {
-	stop    func() error
-	barrier bool
-	result  chan error
+	stop   func() error
+	result chan error // capacity 1
 }
 
 var (
@@ -125,10 +146,10 @@ func OpenFile(path string, opts ...FileOption) (*FileJournal, error) {
 		pendingKeys: make(map[string]string),
 		open:        &batch{done: make(chan struct{})},
 		kick:        make(chan struct{}, 1),
-		compactC:    make(chan compactRequest, 1),
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
 	}
+	j.idle = sync.NewCond(&j.mu)
 	lock, err := cfg.fs.Lock(path + lockSuffix)
 	if errors.Is(err, fsx.ErrLocked) {
 		return nil, fmt.Errorf("journal: open %s: %w", path, ErrLocked)
@@ -188,11 +209,14 @@ func (j *FileJournal) load() error {
 			return fmt.Errorf("journal: %s: truncate torn tail at offset %d: %w", j.path, res.end, err)
 		}
 	}
-	if _, err := f.Seek(res.end, io.SeekStart); err != nil {
-		f.Close()
-		return fmt.Errorf("journal: open %s: %w", j.path, err)
+	alloc := res.end
+	if res.torn == "" {
+		// What follows the log, if anything, is preallocated zeros.
+		if fi, err := f.Stat(); err == nil && fi.Size() > alloc {
+			alloc = fi.Size()
+		}
 	}
-	j.f, j.idx, j.size, j.recNo = f, idx, res.end, recs
+	j.f, j.idx, j.size, j.alloc, j.recNo = f, idx, res.end, alloc, recs
 	return nil
 }
 
@@ -296,6 +320,12 @@ func (j *FileJournal) Path() string { return j.path }
 // (group commit); each returns once its own record is durable. Records are
 // stored, and become visible to readers, in the order Append accepted them.
 //
+// An Append that finds no write in progress writes and syncs its record
+// itself, on the caller's goroutine, and returns when that is done: ctx is
+// not consulted during the write (no sync can be interrupted anyway). One
+// that finds a write in progress queues its record for the next batch and
+// returns early, as [Journal.Append] says, if ctx ends while it waits.
+//
 // After a write or sync fails, the journal accepts no more records (the
 // state of the file is unknown): every later Append returns an error wrapping
 // the first failure. Close it and open it again, which recovers from the
@@ -304,6 +334,13 @@ func (j *FileJournal) Append(ctx context.Context, e Entry) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("journal: append op %q: %w", e.OpID, err)
 	}
+	j.entering.Add(1)
+	queued := false
+	defer func() {
+		if !queued {
+			j.entering.Add(-1)
+		}
+	}()
 	e = normalizeAt(e, j.cfg.now)
 	if err := e.Validate(); err != nil {
 		return err
@@ -342,16 +379,21 @@ func (j *FileJournal) Append(ctx context.Context, e Entry) error {
 	b.buf = appendFrame(b.buf, kindRecord, &e)
 	b.recs = append(b.recs, pending{st: next, recNo: j.recNo})
 	j.pendingOps[e.OpID] = pending{st: next, recNo: j.recNo}
-	first := len(b.recs) == 1
+	queued = true
+	j.entering.Add(-1)
+	if !j.held {
+		// Nobody is writing: commit this batch here and now.
+		j.held = true
+		b, broken := j.sealLocked()
+		j.mu.Unlock()
+		j.cfg.fp.Eval("append/queued")
+		j.commit(b, broken)
+		j.release()
+		return b.err
+	}
 	j.mu.Unlock()
 	j.cfg.fp.Eval("append/queued")
 
-	if first {
-		select {
-		case j.kick <- struct{}{}:
-		default:
-		}
-	}
 	select {
 	case <-b.done:
 		return b.err
@@ -381,48 +423,72 @@ func (j *FileJournal) keyOwnerLocked(key string) string {
 	return j.idx.keys[key]
 }
 
-// run is the writer goroutine: it writes and syncs batches one at a time,
-// and compacts between them.
+// sealLocked takes the open batch for writing and opens a new one. It also
+// returns the journal's write failure, if any. j.mu is held.
+func (j *FileJournal) sealLocked() (*batch, error) {
+	b := j.open
+	j.open = &batch{buf: j.spareBuf[:0], recs: j.spareRecs[:0], done: make(chan struct{})}
+	j.spareBuf, j.spareRecs = nil, nil
+	return b, j.broken
+}
+
+// release is called by the token holder when it is done: it passes the
+// token to the writer goroutine when work waits, and frees it otherwise.
+func (j *FileJournal) release() {
+	j.mu.Lock()
+	if len(j.open.recs) > 0 || len(j.compactReqs) > 0 || j.compactDue() {
+		j.mu.Unlock()
+		j.kick <- struct{}{} // never blocks: only the holder sends, and the writer takes it
+		return
+	}
+	j.held = false
+	j.idle.Broadcast()
+	j.mu.Unlock()
+}
+
+// run is the writer goroutine. It works while it holds the token, which
+// only release passes to it.
 func (j *FileJournal) run() {
 	defer close(j.done)
 	for {
-		// A waiting Compact is served between two batches, so that a
-		// steady stream of appends cannot starve it.
-		select {
-		case req := <-j.compactC:
-			j.serve(req)
-		default:
-		}
-		j.mu.Lock()
-		if b := j.open; len(b.recs) > 0 {
-			j.open = &batch{buf: j.spareBuf[:0], recs: j.spareRecs[:0], done: make(chan struct{})}
-			j.spareBuf, j.spareRecs = nil, nil
-			broken := j.broken
-			j.mu.Unlock()
-			j.commit(b, broken)
-			j.maybeCompact()
-			continue
-		}
-		closed := j.closed
-		j.mu.Unlock()
-		if closed {
-			return
-		}
 		select {
 		case <-j.kick:
-		case req := <-j.compactC:
-			j.serve(req)
+			j.drain()
 		case <-j.stop:
+			return
 		}
 	}
 }
 
-func (j *FileJournal) serve(req compactRequest) {
-	if req.barrier {
-		req.result <- nil
-		return
+// drain does the waiting work and frees the token when none is left. A
+// waiting Compact goes first, between two batches, so that a steady stream
+// of appends cannot starve it.
+func (j *FileJournal) drain() {
+	for {
+		j.mu.Lock()
+		switch {
+		case len(j.compactReqs) > 0:
+			req := j.compactReqs[0]
+			j.compactReqs = j.compactReqs[1:]
+			j.mu.Unlock()
+			req.result <- j.compact(req.stop)
+		case len(j.open.recs) > 0:
+			if j.lingerLocked() {
+				continue
+			}
+			b, broken := j.sealLocked()
+			j.mu.Unlock()
+			j.commit(b, broken)
+		case j.compactDue():
+			j.mu.Unlock()
+			j.autoCompact()
+		default:
+			j.held = false
+			j.idle.Broadcast()
+			j.mu.Unlock()
+			return
+		}
 	}
-	req.result <- j.compact(req.stop)
 }
 
 // commit writes and syncs b, then makes its records visible and wakes its
@@ -441,6 +507,8 @@ func (j *FileJournal) commit(b *batch, broken error) {
 		err = fmt.Errorf("journal: append: journal unusable after a write failure: %w", j.broken)
 	} else {
 		j.size += int64(len(b.buf))
+		j.batches++
+		j.appended += int64(len(b.recs))
 		for i := range b.recs {
 			r := &b.recs[i]
 			id := r.st.e.OpID
@@ -463,10 +531,13 @@ func (j *FileJournal) commit(b *batch, broken error) {
 
 func (j *FileJournal) writeBatch(buf []byte) error {
 	sealFrames(buf, j.size)
+	if err := j.preallocate(j.size + int64(len(buf))); err != nil {
+		return fmt.Errorf("journal: %s: preallocate: %w", j.path, err)
+	}
 	if err := j.cfg.fp.Eval("append/before-write"); err != nil {
 		return fmt.Errorf("journal: %s: write: %w", j.path, err)
 	}
-	if _, err := j.f.Write(buf); err != nil {
+	if _, err := j.f.WriteAt(buf, j.size); err != nil {
 		return fmt.Errorf("journal: %s: write: %w", j.path, err)
 	}
 	if j.cfg.noSync {
@@ -481,12 +552,76 @@ func (j *FileJournal) writeBatch(buf []byte) error {
 	return nil
 }
 
-func (j *FileJournal) maybeCompact() {
-	t := j.cfg.threshold
-	if t <= 0 || j.size < t || j.size < 2*j.compactedSize {
-		return
+// lingerLocked lets appends that have started but not yet queued their
+// record catch the batch about to be sealed. Appenders woken by the last
+// commit are typically in that state: without this, each batch would carry
+// only the appenders that happened to be quick, and concurrent appenders
+// would share fewer syncs. It yields the processor a bounded number of
+// times, never sleeps, and costs nothing when no append is starting. It
+// returns true, with j.mu released, when it yielded; the caller looks at
+// the batch again.
+func (j *FileJournal) lingerLocked() bool {
+	if j.entering.Load() == 0 || j.lingered >= maxLinger {
+		j.lingered = 0
+		return false
 	}
+	j.lingered++
+	j.mu.Unlock()
+	runtime.Gosched()
+	return true
+}
+
+// maxLinger bounds the yields before one batch is sealed.
+const maxLinger = 8
+
+// Preallocation: the log is extended with written zeros, a growing step at
+// a time, so that batches overwrite blocks that already exist. A sync after
+// an append must also commit the file's new size and block allocation (on
+// ext4 that is a journal commit); a sync after an overwrite flushes data
+// only. fallocate would not do: its unwritten extents need the same
+// metadata commit when first written.
+const (
+	minPrealloc = 64 << 10
+	maxPrealloc = 4 << 20
+)
+
+// preallocate makes sure the file holds at least end bytes, writing zeros
+// past the log. The zeros need no sync of their own: the next batch's sync
+// makes durable everything needed to read the batch back.
+func (j *FileJournal) preallocate(end int64) error {
+	if end <= j.alloc {
+		return nil
+	}
+	step := int64(minPrealloc)
+	if j.cfg.prealloc > 0 {
+		step = j.cfg.prealloc
+	}
+	grow := min(max(j.alloc/4, step), maxPrealloc)
+	target := max(end, j.alloc+grow)
+	if j.zeros == nil {
+		j.zeros = make([]byte, min(step, minPrealloc))
+	}
+	for j.alloc < target {
+		n := min(int64(len(j.zeros)), target-j.alloc)
+		if _, err := j.f.WriteAt(j.zeros[:n], j.alloc); err != nil {
+			return err
+		}
+		j.alloc += n
+	}
+	return nil
+}
+
+// compactDue says whether the journal should compact by itself now. The
+// token holder calls it with j.mu held.
+func (j *FileJournal) compactDue() bool {
+	return j.cfg.threshold > 0 && j.broken == nil && j.size >= max(j.cfg.threshold, j.nextCompact)
+}
+
+// autoCompact runs a compaction the journal decided on by itself. A failed
+// one is tried again only after the log has grown by another threshold.
+func (j *FileJournal) autoCompact() {
 	if err := j.compact(nil); err != nil {
+		j.nextCompact = j.size + j.cfg.threshold
 		j.log.Error("journal: automatic compaction failed", "path", j.path, "err", err)
 	}
 }
@@ -506,44 +641,34 @@ func (j *FileJournal) Compact(ctx context.Context) error {
 		return fmt.Errorf("journal: %s: compact: %w", j.path, err)
 	}
 	req := compactRequest{stop: ctx.Err, result: make(chan error, 1)}
-	err := j.request(ctx, req)
-	if err != nil && (errors.Is(err, ErrClosed) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
-		return fmt.Errorf("journal: %s: compact: %w", j.path, err)
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return fmt.Errorf("journal: %s: compact: %w", j.path, ErrClosed)
 	}
-	return err
+	j.compactReqs = append(j.compactReqs, req)
+	if !j.held {
+		j.held = true
+		j.kick <- struct{}{}
+	}
+	j.mu.Unlock()
+	// The token holder serves every request before it frees the token,
+	// and Close waits for that, so the reply always comes; the compaction
+	// itself watches ctx.
+	return <-req.result
 }
 
-// request hands req to the writer and returns the writer's reply. The
-// channel holds one request, which the writer takes at its next turn,
-// between two batches. A request the writer can no longer take (it stopped)
-// fails with ErrClosed; ctx (nil: none) can only abandon the hand-off, not a
-// request already taken, which the writer always answers.
-func (j *FileJournal) request(ctx context.Context, req compactRequest) error {
-	var cancel <-chan struct{}
-	if ctx != nil {
-		cancel = ctx.Done()
+// waitIdle waits until nobody holds the token: no batch is being written
+// and no compaction runs, including one the journal started by itself.
+func (j *FileJournal) waitIdle() {
+	j.mu.Lock()
+	for j.held {
+		j.idle.Wait()
 	}
-	select {
-	case j.compactC <- req:
-	case <-j.done:
-		return ErrClosed
-	case <-cancel:
-		return ctx.Err()
-	}
-	select {
-	case err := <-req.result:
-		return err
-	case <-j.done:
-		select {
-		case err := <-req.result:
-			return err
-		default:
-			return ErrClosed
-		}
-	}
+	j.mu.Unlock()
 }
 
-// compact runs on the writer goroutine, between batches. Only the writer
+// compact runs in the token holder, between batches. Only the holder
 // changes j.idx, so it reads it here without holding j.mu.
 func (j *FileJournal) compact(stop func() error) error {
 	j.mu.Lock()
@@ -579,7 +704,7 @@ func (j *FileJournal) compact(stop func() error) error {
 	if err := j.cfg.fp.Eval("compact/before-write"); err != nil {
 		return fail(f, err)
 	}
-	if _, err := f.Write(appendFileHeader(nil)); err != nil {
+	if _, err := f.WriteAt(appendFileHeader(nil), 0); err != nil {
 		return fail(f, err)
 	}
 	size := int64(fileHeaderSize)
@@ -589,7 +714,7 @@ func (j *FileJournal) compact(stop func() error) error {
 			return nil
 		}
 		sealFrames(buf, size)
-		if _, err := f.Write(buf); err != nil {
+		if _, err := f.WriteAt(buf, size); err != nil {
 			return err
 		}
 		size += int64(len(buf))
@@ -647,7 +772,7 @@ func (j *FileJournal) compact(stop func() error) error {
 		return err
 	}
 	old := j.f
-	j.f = f
+	j.f, j.alloc = f, size
 	old.Close()
 	before := j.size
 	j.mu.Lock()
@@ -658,6 +783,7 @@ func (j *FileJournal) compact(stop func() error) error {
 	j.compactions++
 	j.mu.Unlock()
 	j.compactedSize = size
+	j.nextCompact = 2 * size
 	j.log.Info("journal: compacted", "path", j.path, "bytes_before", before, "bytes_after", size,
 		"ops_kept", len(kept), "ops_dropped", len(dropped))
 	return nil
@@ -725,12 +851,18 @@ func (j *FileJournal) Ops(ctx context.Context) ([]Entry, error) {
 
 // FileStats describes an open [FileJournal].
 type FileStats struct {
-	Path        string
-	Size        int64 // bytes in the file
-	Ops         int   // operations held
-	InFlight    int   // of which not terminal
-	Keys        int   // idempotency keys held
-	Compactions int   // compactions since the journal was opened
+	Path string
+	// Size is the length of the log. The file may be longer: the journal
+	// extends it with zeros ahead of its writes (preallocation).
+	Size        int64
+	Ops         int // operations held
+	InFlight    int // of which not terminal
+	Keys        int // idempotency keys held
+	Compactions int // compactions since the journal was opened
+	// Appended records were written since the journal was opened, in
+	// Batches writes (each followed by one sync): their ratio shows how
+	// many appends group commit let share a sync.
+	Appended, Batches int64
 	// Err is the write failure that made the journal stop accepting
 	// records, or nil.
 	Err error
@@ -747,6 +879,8 @@ func (j *FileJournal) Stats() FileStats {
 		InFlight:    len(j.idx.inflight),
 		Keys:        len(j.idx.keys),
 		Compactions: j.compactions,
+		Appended:    j.appended,
+		Batches:     j.batches,
 		Err:         j.broken,
 	}
 }
@@ -761,6 +895,10 @@ func (j *FileJournal) Close() error {
 		return nil
 	}
 	j.closed = true
+	// No record or compaction can be added now; wait for the ones queued.
+	for j.held {
+		j.idle.Wait()
+	}
 	j.mu.Unlock()
 	close(j.stop)
 	<-j.done

@@ -37,7 +37,13 @@ func TestCompactUnderSteadyAppends(t *testing.T) {
 			close(second)
 			// Hold this batch until the compaction request is
 			// waiting for the writer.
-			for len(j.compactC) == 0 {
+			for {
+				j.mu.Lock()
+				waiting := len(j.compactReqs) > 0
+				j.mu.Unlock()
+				if waiting {
+					break
+				}
 				runtime.Gosched()
 			}
 		}
@@ -131,8 +137,8 @@ func TestWriteFailureIsSticky(t *testing.T) {
 	}
 }
 
-// An Append whose context ends while its batch is being written returns
-// the context's error; the record still becomes durable, and Latest says so.
+// An Append queued behind a batch being written returns when its context
+// ends; its record still becomes durable, and Latest says so.
 func TestAppendContextEndsWhileQueued(t *testing.T) {
 	fp := new(failpoint.Set)
 	j, err := OpenFile(filepath.Join(t.TempDir(), "j"), withFailpoints(fp))
@@ -141,22 +147,31 @@ func TestAppendContextEndsWhileQueued(t *testing.T) {
 	}
 	defer j.Close()
 	arrived, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
 	fp.Enable("append/before-write", func() error {
-		close(arrived)
-		<-release
+		once.Do(func() { close(arrived); <-release })
 		return nil
 	})
+	first := make(chan error)
+	go func() {
+		first <- j.Append(context.Background(), Entry{OpID: "first", VMID: 1, Kind: "start", State: Started})
+	}()
+	<-arrived // the first append is writing its batch, and holds the file
 	ctx, cancel := context.WithCancel(context.Background())
+	queued := make(chan struct{}, 1)
+	fp.Enable("append/queued", func() error { queued <- struct{}{}; return nil })
 	done := make(chan error)
 	go func() { done <- j.Append(ctx, Entry{OpID: "q", VMID: 1, Kind: "start", State: Started}) }()
-	<-arrived
+	<-queued
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Fatalf("Append = %v, want context.Canceled", err)
+		t.Fatalf("queued Append = %v, want context.Canceled", err)
 	}
-	fp.Disable("append/before-write")
 	close(release)
-	j.writerIdle()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	j.waitIdle()
 	if e, ok, err := j.Latest(context.Background(), "q"); err != nil || !ok || e.State != Started {
 		t.Fatalf("Latest(q) = %+v, %v, %v; the queued record should have become durable", e, ok, err)
 	}

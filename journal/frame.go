@@ -33,6 +33,13 @@ import (
 // intact record from a later batch (batch field > X) follows it anywhere in
 // the file. Then the file is cut at X. Otherwise acknowledged data is damaged
 // and opening fails with ErrCorrupt; nothing is skipped.
+//
+// The writer extends the file with zeros ahead of its writes and then
+// overwrites them in place (see FileJournal.writeBatch): on most file
+// systems a sync after such an overwrite flushes the data alone, while one
+// after an append must also commit the new size and block allocation. So a
+// journal file usually ends in zeros; when every byte from X to the end of
+// the file is zero, the log simply ends at X.
 const (
 	fileMagic       = "GWJOURNL"
 	fileVersion     = 1
@@ -194,7 +201,8 @@ type scanResult struct {
 	end     int64 // just past the last intact record: where appends go
 	records int
 	// torn is the reason the bytes from end to the end of the file were
-	// judged a torn final write; "" when there are none.
+	// judged a torn final write; "" when there are none or they are all
+	// zero (space the writer preallocated).
 	torn string
 }
 
@@ -346,6 +354,15 @@ func produceChunks(stop func() error, r io.ReaderAt, size int64, out chan<- *sca
 		}
 		if ferr != nil {
 			c.recs = c.recs[:len(c.recs)-1]
+			zero, err := allZero(w, off)
+			if err != nil {
+				finish(off, "", err)
+				return
+			}
+			if zero {
+				finish(off, "", nil) // the log ends here, in preallocated space
+				return
+			}
 			later, err := laterBatch(stop, w, off)
 			switch {
 			case err != nil:
@@ -366,6 +383,24 @@ func produceChunks(stop func() error, r io.ReaderAt, size int64, out chan<- *sca
 		}
 	}
 	finish(off, "", nil)
+}
+
+// allZero reports whether every byte of the file from off to its end is zero.
+func allZero(w *window, off int64) (bool, error) {
+	for off < w.size {
+		n := int(min(w.size-off, windowSize))
+		b, err := w.at(off, n)
+		if err != nil {
+			return false, err
+		}
+		for _, c := range b[:n] {
+			if c != 0 {
+				return false, nil
+			}
+		}
+		off += int64(n)
+	}
+	return true, nil
 }
 
 // laterBatch looks, at every byte offset after the damaged record at x, for

@@ -126,7 +126,7 @@ func FuzzOpen(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		disk := fsxtest.New()
 		disk.WriteFile(crashPath, data, 0o600)
-		j, err := OpenFile(crashPath, withFS(disk), WithCompactThreshold(0))
+		j, err := OpenFile(crashPath, withFSSmall(disk), WithCompactThreshold(0))
 		if err != nil {
 			var ce *CorruptError
 			if errors.As(err, &ce) {
@@ -145,7 +145,7 @@ func FuzzOpen(f *testing.F) {
 		if len(data) > 0 && size > int64(len(data)) {
 			t.Fatalf("recovered journal of %d bytes is longer than the %d-byte file", size, len(data))
 		}
-		j, err = OpenFile(crashPath, withFS(disk), WithCompactThreshold(0))
+		j, err = OpenFile(crashPath, withFSSmall(disk), WithCompactThreshold(0))
 		if err != nil {
 			t.Fatalf("second open: %v", err)
 		}
@@ -153,7 +153,7 @@ func FuzzOpen(f *testing.F) {
 		if again := dumpJournal(j); again != first {
 			t.Fatalf("state differs across reopen:\n%s\n----\n%s", first, again)
 		}
-		if _, err := ScanFile(context.Background(), crashPath, nil, withFS(disk)); err != nil {
+		if _, err := ScanFile(context.Background(), crashPath, nil, withFSSmall(disk)); err != nil {
 			t.Fatalf("ScanFile after a successful open: %v", err)
 		}
 	})

@@ -32,8 +32,9 @@ type FileReport struct {
 	Keys     int   // idempotency keys held
 	// GoodSize is the offset just past the last intact record. When it
 	// is less than Size and the scan returned no error, the bytes after
-	// it are a torn final write, which OpenFile would drop; TornReason
-	// says why they were judged torn.
+	// it are either zeros the journal preallocated (TornReason is empty)
+	// or a torn final write, which OpenFile would drop; TornReason says
+	// why they were judged torn.
 	GoodSize   int64
 	TornReason string
 }

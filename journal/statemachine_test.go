@@ -31,7 +31,7 @@ type fileMachine struct {
 
 func (m *fileMachine) opts() []FileOption {
 	return []FileOption{
-		withFS(m.disk),
+		withFSSmall(m.disk),
 		WithClock(func() time.Time { return m.now }),
 		WithRetention(m.ret.ops),
 		WithKeyRetention(m.ret.keys),
@@ -50,7 +50,7 @@ func (m *fileMachine) open(t *rapid.T) {
 // syncCompactions applies to the model the compactions the journal ran by
 // itself since the last check; they ran with the current clock.
 func (m *fileMachine) syncCompactions() {
-	m.j.writerIdle()
+	m.j.waitIdle()
 	for n := m.j.Stats().Compactions; m.seen < n; m.seen++ {
 		m.compactModel()
 	}
@@ -69,12 +69,6 @@ func (m *fileMachine) check(t *rapid.T) {
 	if got, want := dumpJournal(m.j), dumpIndex(m.model); got != want {
 		t.Fatalf("journal and model differ.\njournal:\n%s\nmodel:\n%s", got, want)
 	}
-}
-
-// writerIdle waits until the writer has finished what it was doing, such
-// as a compaction it started by itself after the last append.
-func (j *FileJournal) writerIdle() {
-	j.request(nil, compactRequest{barrier: true, result: make(chan error, 1)})
 }
 
 var errClass = []error{ErrInvalidEntry, ErrInvalidTransition, ErrTerminal, ErrKeyConflict}

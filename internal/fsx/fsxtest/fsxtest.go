@@ -534,6 +534,23 @@ func (f *file) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+func (f *file) WriteAt(p []byte, off int64) (int, error) {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check("write", true); err != nil {
+		return 0, err
+	}
+	if off < 0 || f.flag&os.O_APPEND != 0 {
+		return 0, &fs.PathError{Op: "writeat", Path: f.name, Err: fs.ErrInvalid}
+	}
+	if err := f.fs.step("write %s @%d +%d", f.name, off, len(p)); err != nil {
+		return 0, &fs.PathError{Op: "write", Path: f.name, Err: err}
+	}
+	f.ino.data = writeAt(f.ino.data, off, p)
+	f.ino.pending = append(f.ino.pending, fileOp{off: off, data: slices.Clone(p)})
+	return len(p), nil
+}
+
 func (f *file) Seek(offset int64, whence int) (int64, error) {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()

@@ -185,6 +185,27 @@ func TestTruncateAndReads(t *testing.T) {
 	}
 }
 
+func TestWriteAtOverwritesInPlace(t *testing.T) {
+	s := fsxtest.New()
+	s.WriteFile("/d/a", []byte("0000000000"), 0o600)
+	f, err := s.OpenFile("/d/a", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("ab"), 3); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := content(t, s, "/d/a"); got != "000ab00000" {
+		t.Fatalf("live = %q", got)
+	}
+	if got, _ := content(t, s.Recover(fsxtest.Crash{}), "/d/a"); got != "0000000000" {
+		t.Fatalf("unsynced overwrite survived: %q", got)
+	}
+	if got, _ := content(t, s.Recover(fsxtest.Crash{DirOps: -1, FileOps: -1, Tear: fsxtest.TearPrefix(1)}), "/d/a"); got != "000a000000" {
+		t.Fatalf("torn overwrite = %q", got)
+	}
+}
+
 func TestLock(t *testing.T) {
 	s := fsxtest.New()
 	l, err := s.Lock("/d/a.lock")
