@@ -303,7 +303,7 @@ func (c *Client) callTotal(ctx context.Context, r *request, out any) (int64, err
 		total, err := decodeData(resp.body.Bytes(), out)
 		c.putBuf(resp.body)
 		if err != nil {
-			return -1, fmt.Errorf("proxmox: %s %s: %w", r.method, displayPath(r.path), err)
+			return -1, answerErr(r.method, r.path, err)
 		}
 		return total, nil
 	}

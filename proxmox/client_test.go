@@ -129,7 +129,9 @@ func TestRequestEncoding(t *testing.T) {
 	s.handle("POST /nodes/pve1/qemu/100/config", func(w http.ResponseWriter, r *http.Request) { reply(w, string(testUPID)) })
 	s.handle("PUT /nodes/pve1/lxc/200/config", func(w http.ResponseWriter, r *http.Request) { reply(w, nil) })
 	s.handle("POST /nodes/pve1/qemu/100/status/start", func(w http.ResponseWriter, r *http.Request) { reply(w, string(testUPID)) })
-	s.handle("POST /nodes/pve1/lxc/200/status/shutdown", func(w http.ResponseWriter, r *http.Request) { reply(w, string(testUPID)) })
+	s.handle("POST /nodes/pve1/lxc/200/status/shutdown", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, "UPID:pve1:00007324:001036A6:6419CAF8:vzshutdown:200:guestward@pve!ci:")
+	})
 	s.handle("GET /nodes/pve1/qemu/100/config", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, map[string]any{"cores": 2, "digest": strings.Repeat("a", 40)})
 	})

@@ -359,8 +359,19 @@ func (c *Client) SetConfig(ctx context.Context, ref Ref, ch ConfigChange) (UPID,
 		method = http.MethodPut
 	}
 	var u upidData
-	if err := c.call(ctx, &request{method: method, path: guestPath(ref, "/config"), form: form}, &u); err != nil {
+	r := &request{method: method, path: guestPath(ref, "/config"), form: form}
+	if err := c.call(ctx, r, &u); err != nil {
 		return "", err
+	}
+	switch {
+	case u == "" && ref.Type == QEMU:
+		// Only background_delay, which is never sent, makes the POST
+		// answer null: the change's task is unknown.
+		return "", answerErr(r.method, r.path, fmt.Errorf("%w: no UPID in the answer", ErrUnexpectedResponse))
+	case u != "":
+		if err := checkTaskOf(UPID(u), ref); err != nil {
+			return "", answerErr(r.method, r.path, err)
+		}
 	}
 	return UPID(u), nil
 }

@@ -84,8 +84,9 @@ var (
 	// ErrOutcomeUnknown: a write request (POST, PUT, DELETE) failed in a
 	// way that does not tell whether Proxmox executed it: the connection
 	// broke or timed out after the request was sent, the caller's context
-	// ended while waiting for the answer, or a proxy in front of Proxmox
-	// answered 502, 503, 504, 597, 598 or 599. The write may have taken
+	// ended while waiting for the answer, a proxy in front of Proxmox
+	// answered 502, 503, 504, 597, 598 or 599, or a 2xx answer could not
+	// be used ([ErrUnexpectedResponse]). The write may have taken
 	// effect, and may have started a task. The client never re-sends such
 	// a request; find out first, by reading the guest's state or by
 	// listing the node's tasks with [Client.Tasks].
@@ -97,7 +98,11 @@ var (
 	ErrTaskFailed = errors.New("proxmox: task failed")
 
 	// ErrUnexpectedResponse: a 2xx response whose body is not the JSON
-	// envelope, or whose data does not have the shape the call expects.
+	// envelope, or whose data does not have the shape the call expects
+	// (for a task, a UPID that does not name the addressed node and guest;
+	// for a task's status, one that is neither running nor stopped). For a
+	// write, Proxmox accepted the request but the answer does not say
+	// what it started: the error also matches [ErrOutcomeUnknown].
 	ErrUnexpectedResponse = errors.New("proxmox: unexpected response")
 )
 
@@ -309,6 +314,30 @@ func classifyAPI(status int, method, msg string, errs map[string]string) class {
 // idempotent reports whether method can be repeated without effect beyond
 // the first. In the Proxmox API only GET qualifies (HEAD is refused).
 func idempotent(method string) bool { return method == http.MethodGet || method == "" }
+
+// answerError is a 2xx answer the client cannot use. To a write it means
+// that Proxmox accepted the request, but not what it did: the outcome is
+// unknown.
+type answerError struct {
+	method, path string
+	err          error // wraps ErrUnexpectedResponse
+}
+
+// answerErr wraps err, which wraps ErrUnexpectedResponse, for the answer
+// to method on the (escaped) API path.
+func answerErr(method, path string, err error) error {
+	return &answerError{method: method, path: displayPath(path), err: err}
+}
+
+func (e *answerError) Error() string {
+	return fmt.Sprintf("proxmox: %s %s: %v", e.method, e.path, e.err)
+}
+
+func (e *answerError) Unwrap() error { return e.err }
+
+func (e *answerError) Is(target error) bool {
+	return target == ErrOutcomeUnknown && !idempotent(e.method)
+}
 
 // transportError is a request that got no HTTP response: a network failure,
 // a TLS failure, or the caller's context ending.

@@ -78,7 +78,24 @@ func (c *Client) power(ctx context.Context, ref Ref, action string, form url.Val
 		return "", err
 	}
 	if u == "" {
-		return "", fmt.Errorf("proxmox: POST %s: %w: no UPID in the answer", displayPath(r.path), ErrUnexpectedResponse)
+		return "", answerErr(r.method, r.path, fmt.Errorf("%w: no UPID in the answer", ErrUnexpectedResponse))
+	}
+	if err := checkTaskOf(UPID(u), ref); err != nil {
+		return "", answerErr(r.method, r.path, err)
 	}
 	return UPID(u), nil
+}
+
+// checkTaskOf checks that a UPID answering a request about ref names a
+// task of that guest on that node, as every task Proxmox starts for a
+// guest does; any other is not the task the request started.
+func checkTaskOf(upid UPID, ref Ref) error {
+	info, err := ParseUPID(string(upid))
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnexpectedResponse, err)
+	}
+	if info.Node != ref.Node || info.ID != strconv.Itoa(ref.VMID) {
+		return fmt.Errorf("%w: the answer names task %s, not a task of %s", ErrUnexpectedResponse, upid, ref)
+	}
+	return nil
 }
