@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"testing"
+	"time"
 )
 
 // Found by the bad-input battery (internal/gauntlet): a 2xx answer to a
@@ -65,4 +66,22 @@ func TestRegression_UnusableWriteAnswerLooksLikeAFailure(t *testing.T) {
 func start(c *Client) error {
 	_, err := c.Start(context.Background(), testRef)
 	return err
+}
+
+// Found by the bad-input battery: a task status that was neither "running"
+// nor "stopped" read as running, so WaitTask polled for as long as the
+// answer stayed wrong; in the reconcile engine one guest's task held its
+// pass, and every pass after it, until the context ended. Such a status is
+// now ErrUnexpectedResponse.
+func TestRegression_UnknownTaskStatusWaitsForever(t *testing.T) {
+	s := newSrv(t)
+	s.handle("GET /nodes/pve1/tasks/"+string(testUPID)+"/status", func(w http.ResponseWriter, r *http.Request) {
+		replyRaw(w, `{"data":{"status":7,"exitstatus":["OK"]}}`)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := s.tokenClient(t).WaitTask(ctx, testUPID)
+	if !errors.Is(err, ErrUnexpectedResponse) || ctx.Err() != nil {
+		t.Fatalf("WaitTask = %v (context: %v)", checkErr(t, err), ctx.Err())
+	}
 }

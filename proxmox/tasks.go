@@ -84,6 +84,11 @@ func (c *Client) TaskStatus(ctx context.Context, upid UPID) (TaskStatus, error) 
 	if err := c.call(ctx, r, &e); err != nil {
 		return TaskStatus{}, err
 	}
+	if e.Status != "running" && e.Status != "stopped" {
+		// Anything else would read as running, and a wait would last
+		// for as long as the answer stayed wrong.
+		return TaskStatus{}, answerErr(r.method, r.path, fmt.Errorf("%w: task status %.40q is neither running nor stopped", ErrUnexpectedResponse, string(e.Status)))
+	}
 	st := TaskStatus{
 		UPID: upid, Node: info.Node, PID: info.PID, PStart: info.PStart, StartTime: info.StartTime,
 		Type: info.Type, ID: info.ID, User: string(e.User), TokenID: string(e.TokenID),
