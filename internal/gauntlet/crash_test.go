@@ -1,0 +1,694 @@
+package gauntlet
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/guestward/guestward/journal"
+	"github.com/guestward/guestward/journal/boltjournal"
+	"github.com/guestward/guestward/normalize"
+	"github.com/guestward/guestward/proxmox"
+	"github.com/guestward/guestward/proxmox/proxmoxtest"
+	"github.com/guestward/guestward/reconcile"
+)
+
+// The crash loop runs the agent (examples/agent -once) and the one-shot
+// program (examples/oneshot) as child processes against a fake cluster
+// this process holds, kills them with SIGKILL over and over, at every kind
+// of moment, and restarts them, while the desired state keeps changing:
+//
+//   - at a failpoint between two journal steps (GUESTWARD_FAILPOINTS);
+//   - inside Proxmox, while it handles the child's k-th write, before or
+//     after the write takes effect (a fault hook on the fake server);
+//   - after the child reported its k-th event on stdout;
+//   - at a random moment.
+//
+// After every run it checks that the restarted child's recovery left
+// nothing unresolved, and that the fake's tasks and both journals agree:
+// no task without an operation, except the ones a crash left for the next
+// recovery to find; no operation with another's task; no outcome recorded
+// that Proxmox contradicts. At the end it lets the agent run unharmed
+// until the fleet converges, asks for every one-shot key again, and checks
+// all of it strictly.
+
+// checkpointNames are the engine's points between journal steps.
+var checkpointNames = []string{
+	"op/before-intent", "op/after-intent", "op/after-call",
+	"op/after-task-record", "op/after-wait", "op/after-outcome",
+}
+
+// buildOnce builds the programs the crash loop runs, once per test binary.
+var buildOnce struct {
+	sync.Once
+	dir string
+	err error
+}
+
+// buildPrograms builds examples/agent and examples/oneshot, with the race
+// detector when this test runs under it, so that a race in the child fails
+// the test too.
+func buildPrograms(t *testing.T) (agent, oneshot string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		// go test puts the go command's directory first on PATH.
+		goTool, err := exec.LookPath("go")
+		if err != nil {
+			buildOnce.err = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "gauntlet-bin-")
+		if err != nil {
+			buildOnce.err = err
+			return
+		}
+		buildOnce.dir = dir
+		args := []string{"build", "-o", dir + string(filepath.Separator)}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		args = append(args, "github.com/guestward/guestward/examples/agent", "github.com/guestward/guestward/examples/oneshot")
+		out, err := exec.Command(goTool, args...).CombinedOutput()
+		if err != nil {
+			buildOnce.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	})
+	if buildOnce.err != nil {
+		t.Fatalf("building the programs: %v", buildOnce.err)
+	}
+	return filepath.Join(buildOnce.dir, "agent"), filepath.Join(buildOnce.dir, "oneshot")
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildOnce.dir != "" {
+		os.RemoveAll(buildOnce.dir)
+	}
+	os.Exit(code)
+}
+
+// child is one run of a program.
+type child struct {
+	name   string
+	cmd    *exec.Cmd
+	done   chan struct{} // closed once the process has exited and its output is read
+	events chan struct{} // one token per event line, dropped when full
+	err    error         // from Wait
+
+	mu       sync.Mutex
+	lines    []map[string]any // stdout, one JSON object per line
+	killedBy string
+	stderr   bytes.Buffer
+}
+
+func startChild(name, bin string, args, env []string) (*child, error) {
+	c := &child{name: name, done: make(chan struct{}), events: make(chan struct{}, 1024)}
+	c.cmd = exec.Command(bin, args...)
+	c.cmd.Env = env
+	c.cmd.Stderr = &lockedWriter{mu: &c.mu, w: &c.stderr}
+	stdout, err := c.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 16<<20)
+		for sc.Scan() {
+			var line map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+				line = map[string]any{"type": "unparsed", "text": sc.Text()}
+			}
+			c.mu.Lock()
+			c.lines = append(c.lines, line)
+			c.mu.Unlock()
+			if line["type"] == "event" {
+				select {
+				case c.events <- struct{}{}:
+				default:
+				}
+			}
+		}
+		c.err = c.cmd.Wait()
+		close(c.done)
+	}()
+	return c, nil
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// kill sends SIGKILL, once, and remembers why.
+func (c *child) kill(why string) {
+	c.mu.Lock()
+	if c.killedBy == "" {
+		c.killedBy = why
+	}
+	c.mu.Unlock()
+	_ = c.cmd.Process.Signal(syscall.SIGKILL)
+}
+
+// outcome says how the run ended: killed (by us or by a failpoint), or
+// exited with a code.
+func (c *child) outcome() (killed bool, code int) {
+	var ee *exec.ExitError
+	if errors.As(c.err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return true, -1
+		}
+		return false, ee.ExitCode()
+	}
+	return false, 0
+}
+
+func (c *child) linesOf(typ string) []map[string]any {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []map[string]any
+	for _, l := range c.lines {
+		if l["type"] == typ {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func (c *child) describe() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s (%v, killed by %q)\nstdout:\n", c.name, c.err, c.killedBy)
+	for _, l := range c.lines {
+		j, _ := json.Marshal(l)
+		b.Write(j)
+		b.WriteByte('\n')
+	}
+	fmt.Fprintf(&b, "stderr:\n%s", c.stderr.String())
+	return b.String()
+}
+
+// crashGuest is a guest of the crash loop.
+type crashGuest struct {
+	ref   proxmox.Ref
+	power reconcile.Power
+	desc  string
+}
+
+// taskTypes maps an operation kind to the task types it may start.
+func taskTypes(kind string, t proxmox.GuestType) string {
+	prefix := "qm"
+	if t == proxmox.LXC {
+		prefix = "vz"
+	}
+	if kind == "set_config" {
+		if t == proxmox.LXC {
+			return ""
+		}
+		return "qmconfig"
+	}
+	return prefix + kind
+}
+
+// crashCheck checks the fake's tasks against the operations of the
+// journals. Between runs a killed child may have left operations in flight
+// whose request reached Proxmox: their tasks are unclaimed until the next
+// recovery adopts them, so each such operation excuses one unclaimed task
+// of its guest and type. With strict, nothing may be in flight.
+func crashCheck(tasks []proxmoxtest.Task, ops []journal.Entry, types map[int]proxmox.GuestType, strict bool) []string {
+	var problems []string
+	excuses := map[string]int{} // vmid/type -> in-flight operations without a task
+	var settled []journal.Entry
+	for _, op := range ops {
+		if !op.State.Terminal() {
+			if strict {
+				problems = append(problems, fmt.Sprintf("operation %s (%s on %d) is still %s", op.OpID, op.Kind, op.VMID, op.State))
+			}
+			if op.UPID == "" {
+				excuses[fmt.Sprintf("%d/%s", op.VMID, taskTypes(op.Kind, types[op.VMID]))]++
+			}
+		}
+		settled = append(settled, op)
+	}
+	for _, p := range taskClaims(tasks, settled, func(proxmox.Ref) bool { return true }) {
+		// An unclaimed task is excused by an operation that may yet adopt it.
+		var upid string
+		if _, err := fmt.Sscanf(p, "task %s (", &upid); err == nil && strings.Contains(p, "belongs to no operation") {
+			info, perr := proxmox.ParseUPID(upid)
+			key := fmt.Sprintf("%s/%s", info.ID, info.Type)
+			if perr == nil && excuses[key] > 0 {
+				excuses[key]--
+				continue
+			}
+		}
+		problems = append(problems, p)
+	}
+	return append(problems, outcomeTruth(tasks, ops)...)
+}
+
+// readOps returns the operations of a journal a dead child left, opening
+// it as the next run would (a torn tail is dropped then, too).
+func readOps(t *testing.T, path string) []journal.Entry {
+	t.Helper()
+	ctx := ctxFor(t, time.Minute)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	var (
+		j   journal.Journal
+		err error
+	)
+	if strings.HasSuffix(path, ".db") {
+		j, err = boltjournal.Open(path)
+	} else {
+		j, err = journal.OpenFile(path)
+	}
+	if err != nil {
+		t.Fatalf("opening %s after a crash: %v", path, err)
+	}
+	defer j.Close()
+	ops, err := opsOf(ctx, j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ops
+}
+
+func TestCrashLoop(t *testing.T) {
+	agentBin, oneshotBin := buildPrograms(t)
+	rng := newRand(t)
+	fig := newFigures(t)
+	ctx := ctxFor(t, sized(6*time.Minute, 60*time.Minute))
+	dir := t.TempDir()
+
+	// Agent guests live on pve1..pve3, one-shot guests on pve4, so that
+	// faults can tell the two programs' writes apart by path.
+	srv, err := proxmoxtest.NewServer(
+		proxmoxtest.WithNodes("pve1", "pve2", "pve3", "pve4"),
+		proxmoxtest.WithTaskDuration(20*time.Millisecond),
+		proxmoxtest.WithSeed(rng.Uint64()),
+		proxmoxtest.WithRequestLogLimit(0),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	tokenID, secret := srv.APIToken()
+
+	var guests []*crashGuest
+	types := map[int]proxmox.GuestType{}
+	for i := range 12 {
+		g := &crashGuest{ref: proxmox.Ref{Node: fmt.Sprintf("pve%d", 1+i%3), Type: proxmox.QEMU, VMID: 100 + i},
+			power: reconcile.PowerStopped, desc: "declared"}
+		if i%3 == 1 {
+			g.ref.Type = proxmox.LXC
+		}
+		cfg := map[string]string{"memory": "512", "description": "initial", nameKey(g.ref.Type): fmt.Sprintf("g%d", g.ref.VMID)}
+		if err := srv.AddGuest(proxmoxtest.GuestSpec{Node: g.ref.Node, Type: g.ref.Type, VMID: g.ref.VMID, Config: cfg}); err != nil {
+			t.Fatal(err)
+		}
+		guests = append(guests, g)
+		types[g.ref.VMID] = g.ref.Type
+	}
+	var shotGuests []proxmox.Ref
+	for i := range 3 {
+		ref := proxmox.Ref{Node: "pve4", Type: proxmox.QEMU, VMID: 900 + i}
+		if err := srv.AddGuest(proxmoxtest.GuestSpec{Node: ref.Node, Type: ref.Type, VMID: ref.VMID,
+			Config: map[string]string{"memory": "512", "name": fmt.Sprintf("hub%d", i)}}); err != nil {
+			t.Fatal(err)
+		}
+		shotGuests = append(shotGuests, ref)
+		types[ref.VMID] = ref.Type
+	}
+
+	desiredPath := filepath.Join(dir, "desired.json")
+	writeDesired := func() {
+		var b strings.Builder
+		b.WriteString(`{"guests": [`)
+		for i, g := range guests {
+			if i > 0 {
+				b.WriteString(",\n")
+			}
+			desc, _ := json.Marshal(g.desc)
+			fmt.Fprintf(&b, `{"node": %q, "type": %q, "vmid": %d, "power": %q, "config": {"memory": 1024, "description": %s}}`,
+				g.ref.Node, g.ref.Type, g.ref.VMID, g.power, desc)
+		}
+		b.WriteString("]}\n")
+		writeFile(t, desiredPath, b.String())
+	}
+	writeDesired()
+
+	agentJournal := filepath.Join(dir, "agent.journal") // file backend
+	shotJournal := filepath.Join(dir, "oneshot.db")     // bbolt backend
+	baseEnv := []string{"GUESTWARD_TOKEN_SECRET=" + secret, "GORACE=halt_on_error=1 exitcode=66"}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GUESTWARD_") && !strings.HasPrefix(kv, "GORACE=") {
+			baseEnv = append(baseEnv, kv)
+		}
+	}
+	conn := []string{"-url", srv.URL, "-token-id", tokenID, "-fingerprint", srv.Fingerprint(),
+		"-http-timeout", "30s", "-settle-delay", "1s", "-output", "json", "-log-level", "error"}
+	agentArgs := append(append([]string{}, conn...), "-desired", desiredPath, "-journal", agentJournal, "-once", "-concurrency", "4")
+
+	// The other writer renames guests between runs; the names must
+	// survive every run and every crash.
+	lastName := map[int]string{}
+
+	type keyInfo struct {
+		ref  proxmox.Ref
+		args []string
+	}
+	keys := map[string]keyInfo{}
+	var keyOrder []string
+
+	// run runs one child to its end, killing it as plan says, and checks
+	// what it printed. It may run on another goroutine than the test's:
+	// it reports with t.Errorf and returns nil when the child could not
+	// run; the caller stops the test.
+	run := func(name, bin string, args []string, plan killPlan, writePath string) *child {
+		env := append([]string{}, baseEnv...)
+		if plan.failpoint != "" {
+			env = append(env, "GUESTWARD_FAILPOINTS="+plan.failpoint)
+		}
+		var c *child
+		var started sync.WaitGroup
+		started.Add(1)
+		var writes atomic.Int64
+		var handles []*proxmoxtest.FaultHandle
+		if plan.hookWrite > 0 {
+			hook := func() {
+				if writes.Add(1) == int64(plan.hookWrite) {
+					started.Wait()
+					c.kill(plan.mode)
+				}
+			}
+			for _, f := range []proxmoxtest.Fault{
+				{Method: "POST", Path: writePath + "/*/*/status/*"},
+				{Method: "POST", Path: writePath + "/*/*/config"},
+				{Method: "PUT", Path: writePath + "/*/*/config"},
+			} {
+				if plan.afterHandling {
+					f.After = hook
+				} else {
+					f.Before = hook
+				}
+				handles = append(handles, srv.Inject(f))
+			}
+		}
+		c, err := startChild(name, bin, args, env)
+		if err != nil {
+			t.Errorf("starting %s: %v", name, err)
+			c = &child{name: name, cmd: &exec.Cmd{Process: &os.Process{}}} // for the hooks' sake
+			started.Done()
+			for _, h := range handles {
+				h.Remove()
+			}
+			return nil
+		}
+		started.Done()
+		var timer *time.Timer
+		if plan.timer > 0 {
+			timer = time.AfterFunc(plan.timer, func() { c.kill("timer") })
+		}
+		events := 0
+	wait:
+		for {
+			select {
+			case <-c.done:
+				break wait
+			case <-c.events:
+				events++
+				if plan.afterEvents > 0 && events == plan.afterEvents {
+					c.kill("event")
+				}
+			case <-ctx.Done():
+				c.kill("test deadline")
+				<-c.done
+				t.Errorf("%s did not finish: %s", name, c.describe())
+				return nil
+			}
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		for _, h := range handles {
+			h.Remove()
+		}
+		killed, code := c.outcome()
+		c.mu.Lock()
+		by := c.killedBy
+		c.mu.Unlock()
+		switch {
+		case killed && by == "" && plan.failpoint != "" && strings.Contains(c.stderrText(), "failpoint"):
+			fig.add("kills_failpoint", 1)
+		case killed && by != "":
+			fig.add("kills_"+by, 1)
+		case killed:
+			t.Errorf("%s died of a signal nobody sent: %s", name, c.describe())
+			return nil
+		case code == 66:
+			t.Errorf("%s: the race detector found a race: %s", name, c.describe())
+			return nil
+		default:
+			fig.add(fmt.Sprintf("%s_exit_%d", name, code), 1)
+		}
+		if killed {
+			fig.add("kills", 1)
+		}
+		// After every restart: the recovery, if the child got that far,
+		// resolved everything the crashes before it left.
+		for _, rec := range c.linesOf("recovery") {
+			if n, _ := rec["unresolved"].(float64); n != 0 || rec["error"] != nil {
+				t.Errorf("%s: recovery left operations unresolved: %s", name, c.describe())
+				return nil
+			}
+			ops, _ := rec["ops"].([]any)
+			fig.add("recovered_ops", len(ops))
+		}
+		return c
+	}
+
+	// checkAll compares the fake's tasks with both journals.
+	checkAll := func(when string, strict bool) {
+		ops := append(readOps(t, agentJournal), readOps(t, shotJournal)...)
+		if err := srv.WaitIdle(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range crashCheck(srv.Tasks(), ops, types, strict) {
+			t.Errorf("%s: %s", when, p)
+		}
+		if t.Failed() {
+			t.FailNow()
+		}
+	}
+
+	iterations := sized(30, 400)
+	for it := 1; it <= iterations; it++ {
+		// The desired state changes for some guests.
+		for _, g := range guests {
+			if rng.IntN(3) == 0 {
+				g.power = map[bool]reconcile.Power{true: reconcile.PowerRunning, false: reconcile.PowerStopped}[g.power != reconcile.PowerRunning]
+			}
+			if rng.IntN(4) == 0 {
+				g.desc = fmt.Sprintf("iteration %d & ; %%00", it)
+			}
+		}
+		writeDesired()
+		g := guests[rng.IntN(len(guests))]
+		name := fmt.Sprintf("w%d", it)
+		if err := srv.UpdateConfig(g.ref, map[string]string{nameKey(g.ref.Type): name}, nil); err != nil {
+			t.Fatal(err)
+		}
+		lastName[g.ref.VMID] = name
+
+		// The agent and, often, a one-shot run side by side.
+		var wg sync.WaitGroup
+		wg.Add(1)
+		agentPlan := randomKillPlan(rng, 8)
+		go func() {
+			defer wg.Done()
+			run("agent", agentBin, agentArgs, agentPlan, "/nodes/pve[123]")
+		}()
+		if rng.IntN(5) < 3 {
+			var key string
+			if len(keyOrder) > 0 && rng.IntN(3) == 0 {
+				key = keyOrder[rng.IntN(len(keyOrder))] // the hub asks again
+				fig.add("oneshot_repeats", 1)
+			} else {
+				key = fmt.Sprintf("hub-%d", it)
+				ref := shotGuests[rng.IntN(len(shotGuests))]
+				args := append(append([]string{}, conn...), "-journal", shotJournal, "-key", key, "-guest", ref.String())
+				switch rng.IntN(4) {
+				case 0:
+					args = append(args, "-do", "start")
+				case 1:
+					args = append(args, "-do", "stop")
+				case 2:
+					args = append(args, "-do", "reboot")
+				default:
+					args = append(args, "-do", "set_config", "-set", "description=one-shot "+key)
+				}
+				keys[key] = keyInfo{ref: ref, args: args}
+				keyOrder = append(keyOrder, key)
+			}
+			fig.add("oneshot_runs", 1)
+			wg.Add(1)
+			plan := randomKillPlan(rng, 1)
+			go func() {
+				defer wg.Done()
+				run("oneshot", oneshotBin, keys[key].args, plan, "/nodes/pve4")
+			}()
+		}
+		wg.Wait()
+		if t.Failed() {
+			t.FailNow()
+		}
+		fig.add("iterations", 1)
+		checkAll(fmt.Sprintf("after iteration %d", it), false)
+	}
+
+	// The crashes stop. The agent converges the fleet within a few
+	// unharmed runs, and the run after that finds nothing to do.
+	runs := 0
+	for {
+		runs++
+		c := run("agent", agentBin, agentArgs, killPlan{}, "")
+		if c == nil {
+			t.FailNow()
+		}
+		if _, code := c.outcome(); code == 0 {
+			reps := c.linesOf("report")
+			if sent, _ := reps[len(reps)-1]["actions_sent"].(float64); sent == 0 {
+				break
+			}
+		}
+		if runs >= maxConvergePasses+1 {
+			t.Fatalf("the fleet did not converge in %d runs once the crashes stopped: %s", runs, c.describe())
+		}
+	}
+	fig.set("convergence_runs", runs)
+	for _, g := range guests {
+		st, _ := srv.Guest(g.ref)
+		if st.Running != (g.power == reconcile.PowerRunning) || st.Config["memory"] != "1024" || normalize.Description(st.Config["description"]) != normalize.Description(g.desc) {
+			t.Errorf("%s: running=%v memory=%s description=%q; declared %s, %q", g.ref, st.Running, st.Config["memory"], st.Config["description"], g.power, g.desc)
+		}
+		if want, ok := lastName[g.ref.VMID]; ok && st.Config[nameKey(g.ref.Type)] != want {
+			t.Errorf("lost update: %s %s is %q, the other writer left %q", g.ref, nameKey(g.ref.Type), st.Config[nameKey(g.ref.Type)], want)
+			fig.add("lost_updates", 1)
+		}
+	}
+
+	// Every one-shot key is asked for again, twice. A key whose first
+	// run died before its intent reached the journal was never used, and
+	// runs now; every other is answered from the journal, and nothing
+	// runs. The second time, every key is answered from the journal.
+	used := map[string]bool{}
+	for _, op := range readOps(t, shotJournal) {
+		used[op.IdempKey] = true
+	}
+	sort.Strings(keyOrder)
+	for round := 1; round <= 2; round++ {
+		tasksBefore := len(srv.Tasks())
+		fresh := 0
+		for _, key := range keyOrder {
+			c := run("oneshot", oneshotBin, keys[key].args, killPlan{}, "")
+			if c == nil {
+				t.FailNow()
+			}
+			lines := c.linesOf("oneshot")
+			if len(lines) != 1 {
+				t.Fatalf("key %s asked again: %s", key, c.describe())
+			}
+			res, _ := lines[0]["result"].(map[string]any)
+			switch {
+			case res["replayed"] == true:
+			case round == 1 && !used[key]:
+				fresh++
+			default:
+				t.Errorf("key %s asked again (round %d) was not replayed: %s", key, round, c.describe())
+			}
+		}
+		if err := srv.WaitIdle(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(srv.Tasks()) - tasksBefore; n > fresh {
+			t.Errorf("asking again for %d used keys started %d tasks", len(keyOrder)-fresh, n)
+		}
+		fig.set("oneshot_keys_unused_until_the_end", fresh)
+		checkAll(fmt.Sprintf("after asking for every key again (%d)", round), true)
+	}
+
+	agentOps, shotOps := readOps(t, agentJournal), readOps(t, shotJournal)
+	perKey := map[string]int{}
+	for _, op := range shotOps {
+		perKey[op.IdempKey]++
+	}
+	dups := 0
+	for key, n := range perKey {
+		if n > 1 {
+			dups++
+			t.Errorf("key %s has %d operations", key, n)
+		}
+	}
+	fig.set("oneshot_keys", len(keys))
+	fig.set("operations", len(agentOps)+len(shotOps))
+	fig.set("tasks", len(srv.Tasks()))
+	fig.set("duplicates", dups)
+	fig.add("lost_updates", 0)
+}
+
+func (c *child) stderrText() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stderr.String()
+}
+
+// killPlan says when to kill a child. The zero plan lets it run.
+type killPlan struct {
+	mode          string
+	failpoint     string        // GUESTWARD_FAILPOINTS
+	hookWrite     int           // kill while Proxmox handles the child's n-th write
+	afterHandling bool          // ... after the write took effect
+	afterEvents   int           // kill once the child reported its n-th event
+	timer         time.Duration // kill after this long
+}
+
+// randomKillPlan picks a plan for a child making about writes writes.
+func randomKillPlan(rng *rand.Rand, writes int) killPlan {
+	switch r := rng.IntN(100); {
+	case r < 30:
+		p := checkpointNames[rng.IntN(len(checkpointNames))]
+		return killPlan{mode: "failpoint", failpoint: fmt.Sprintf("%s:%d", p, 1+rng.IntN(max(1, writes/2)))}
+	case r < 45:
+		return killPlan{mode: "write_before", hookWrite: 1 + rng.IntN(writes)}
+	case r < 60:
+		return killPlan{mode: "write_after", hookWrite: 1 + rng.IntN(writes), afterHandling: true}
+	case r < 75:
+		return killPlan{mode: "event", afterEvents: 1 + rng.IntN(2*writes)}
+	case r < 90:
+		return killPlan{mode: "timer", timer: time.Duration(rng.IntN(600)) * time.Millisecond}
+	}
+	return killPlan{}
+}
