@@ -99,11 +99,22 @@ func (e *Entry) appendHead(b []byte) []byte {
 // then the pairs in increasing key order.
 func appendParams(b []byte, m map[string]string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(m)))
-	switch len(m) {
-	case 0:
-	case 1:
-		for k, v := range m {
-			b = appendString(appendString(b, k), v)
+	switch {
+	case len(m) == 0:
+	case len(m) <= 8:
+		// The usual handful of params: sort on the stack.
+		var ks [8]string
+		n := 0
+		for k := range m {
+			i := n
+			for ; i > 0 && ks[i-1] > k; i-- {
+				ks[i] = ks[i-1]
+			}
+			ks[i] = k
+			n++
+		}
+		for _, k := range ks[:n] {
+			b = appendString(appendString(b, k), m[k])
 		}
 	default:
 		for _, k := range slices.Sorted(maps.Keys(m)) {
@@ -161,6 +172,9 @@ func uvarintLen(x uint64) int {
 	return n
 }
 
+// encodedSize returns (an upper bound on) the size of e's encoding, not
+// counting the params, whose share validateFields adds up as it checks
+// them.
 func (e *Entry) encodedSize() int {
 	n := 3 + uvarintLen(uint64(e.VMID))
 	if !e.At.IsZero() {
@@ -169,11 +183,11 @@ func (e *Entry) encodedSize() int {
 	for _, s := range [...]string{e.OpID, e.Kind, e.UPID, e.IdempKey, e.Error} {
 		n += uvarintLen(uint64(len(s))) + len(s)
 	}
-	n += uvarintLen(uint64(len(e.Params)))
-	for k, v := range e.Params {
-		n += uvarintLen(uint64(len(k))) + len(k) + uvarintLen(uint64(len(v))) + len(v)
-	}
-	return n
+	return n + uvarintLen(uint64(len(e.Params)))
+}
+
+func paramSize(k, v string) int {
+	return uvarintLen(uint64(len(k))) + len(k) + uvarintLen(uint64(len(v))) + len(v)
 }
 
 // UnmarshalBinary decodes data, which must hold exactly one entry in the

@@ -109,10 +109,18 @@ func (e Entry) Clone() Entry {
 // Params keys, an At the journal can store, and the size limits. The error
 // wraps [ErrInvalidEntry].
 func (e Entry) Validate() error {
-	if err := e.validateFields(true, true); err != nil {
+	if err := e.validateFields(true, false); err != nil {
 		return err
 	}
-	if n := e.encodedSize(); n > MaxEntrySize {
+	// One pass over the params checks them and adds up their size.
+	n := e.encodedSize()
+	for k, v := range e.Params {
+		if err := e.checkParam(k, v); err != nil {
+			return err
+		}
+		n += paramSize(k, v)
+	}
+	if n > MaxEntrySize {
 		return e.invalid("encodes to %d bytes, more than the limit of %d", n, MaxEntrySize)
 	}
 	return nil

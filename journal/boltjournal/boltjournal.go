@@ -23,25 +23,20 @@ import (
 	"github.com/guestward/guestward/journal"
 )
 
-// The database layout, version 1. Every op ID and key is stored as its
-// bytes; seq is a uint64 big-endian (the ops bucket's sequence, so it orders
-// operations by start); at is a time as 8 big-endian bytes that sort in time
-// order (Unix nanoseconds with the sign bit flipped).
+// The database layout, version 1. Op IDs are stored as their bytes; seq is
+// a uint64, big-endian, from the ops bucket's sequence, so it orders ops by
+// start.
 //
-//	meta      "format" → "guestward-journal-bolt/1"
-//	ops       op ID → seq + the op's latest merged entry (journal.Entry.MarshalBinary)
-//	inflight  seq → op ID, for every op not terminal
-//	keys      idempotency key → op ID of the op that holds it
-//	done      at + op ID → "", terminal ops under WithRetention
-//	applied   at + op ID → "", succeeded ops holding a key, under WithKeyRetention
+//	meta  "format" → "guestward-journal-bolt/1"
+//	ops   op ID → seq + the op's latest merged entry (journal.Entry.MarshalBinary)
+//
+// Nothing else is stored: who holds which idempotency key, which ops are in
+// flight and when terminal ops expire all follow from the ops, and live in
+// memory (see memIndex).
 var (
-	bucketMeta     = []byte("meta")
-	bucketOps      = []byte("ops")
-	bucketInflight = []byte("inflight")
-	bucketKeys     = []byte("keys")
-	bucketDone     = []byte("done")
-	bucketApplied  = []byte("applied")
-	allBuckets     = [][]byte{bucketMeta, bucketOps, bucketInflight, bucketKeys, bucketDone, bucketApplied}
+	bucketMeta = []byte("meta")
+	bucketOps  = []byte("ops")
+	allBuckets = [][]byte{bucketMeta, bucketOps}
 
 	keyFormat   = []byte("format")
 	formatValue = []byte("guestward-journal-bolt/1")
@@ -77,7 +72,18 @@ type Journal struct {
 	closed bool
 	broken error // set when Compact could not reopen the database
 
+	// mem is what the journal derives from the ops bucket. memMu is taken
+	// inside write transactions, and around read transactions that bring
+	// mem up to date; never a write transaction inside it.
+	memMu sync.Mutex
+	mem   *memIndex
+
 	active atomic.Int64 // appends in progress
+	peak   atomic.Int64 // recent concurrency of appends; see alone
+	// nextExpiry is when (Unix nanoseconds) the next terminal op may
+	// expire, so that appends skip the retention heaps until then. It
+	// may be early, never late.
+	nextExpiry atomic.Int64
 }
 
 var (
@@ -86,14 +92,16 @@ var (
 )
 
 // Open opens the journal database at path, creating it when it does not
-// exist or is empty. Creation is crash-safe: the database is initialised
-// under path+".create", synced, renamed into place, and the directory synced,
-// so path never names a half-made database. Expired terminal operations are
-// pruned (see [WithRetention]).
+// exist or is empty, reads every operation to rebuild the indexes it keeps
+// in memory, and prunes expired terminal operations (see [WithRetention]).
+// Creation is crash-safe: the database is initialised under path+".create",
+// synced, renamed into place, and the directory synced, so path never names
+// a half-made database.
 //
-// A database bbolt finds damaged, or one that is not a guestward journal,
-// fails with an error matching [journal.ErrCorrupt]; see [Repair]. A
-// database that another process has open fails with [journal.ErrLocked].
+// A database bbolt finds damaged, one whose entries do not decode, or one
+// that is not a guestward journal, fails with an error matching
+// [journal.ErrCorrupt]; see [Repair]. A database that another process has
+// open fails with [journal.ErrLocked].
 //
 // Next to path the journal keeps path+".lock" (an advisory lock, left in
 // place) and, while they are being written, path+".create" and
@@ -158,7 +166,21 @@ func (j *Journal) load() error {
 	if err != nil {
 		return err
 	}
-	j.db = db
+	mem := newMemIndex()
+	err = safeView(db, func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOps).ForEach(func(k, v []byte) error {
+			e, seq, err := decodeOp(string(k), v)
+			if err != nil {
+				return err
+			}
+			return mem.load(&e, seq)
+		})
+	})
+	if err != nil {
+		db.Close()
+		return corrupt(j.path, err)
+	}
+	j.db, j.mem = db, mem
 	if err := j.pruneAll(); err != nil {
 		db.Close()
 		return err
@@ -217,17 +239,7 @@ func openDB(path string, cfg config) (*bolt.DB, error) {
 	case err != nil:
 		return nil, fmt.Errorf("boltjournal: open %s: %w", path, err)
 	}
-	err = safeView(db, func(tx *bolt.Tx) error {
-		for _, name := range allBuckets {
-			if tx.Bucket(name) == nil {
-				return fmt.Errorf("no %q bucket: not a guestward journal database", name)
-			}
-		}
-		if v := tx.Bucket(bucketMeta).Get(keyFormat); string(v) != string(formatValue) {
-			return fmt.Errorf("format %q is not %q", v, formatValue)
-		}
-		return nil
-	})
+	err = safeView(db, checkLayout)
 	if err != nil {
 		db.Close()
 		return nil, corrupt(path, err)
@@ -235,6 +247,18 @@ func openDB(path string, cfg config) (*bolt.DB, error) {
 	db.MaxBatchSize = cfg.maxBatchSize
 	db.MaxBatchDelay = cfg.maxBatchDelay
 	return db, nil
+}
+
+func checkLayout(tx *bolt.Tx) error {
+	for _, name := range allBuckets {
+		if tx.Bucket(name) == nil {
+			return fmt.Errorf("no %q bucket: not a guestward journal database", name)
+		}
+	}
+	if v := tx.Bucket(bucketMeta).Get(keyFormat); string(v) != string(formatValue) {
+		return fmt.Errorf("format %q is not %q", v, formatValue)
+	}
+	return nil
 }
 
 func corrupt(path string, err error) error {
@@ -286,17 +310,6 @@ func safeBatch(db *bolt.DB, fn func(*bolt.Tx) error) (err error) {
 // Path returns the database's file path.
 func (j *Journal) Path() string { return j.path }
 
-func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
-
-func timeKey(at time.Time, opID string) []byte {
-	k := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(opID)), uint64(at.UnixNano())^(1<<63))
-	return append(k, opID...)
-}
-
-func keyTime(k []byte) time.Time {
-	return time.Unix(0, int64(binary.BigEndian.Uint64(k)^(1<<63))).UTC()
-}
-
 func encodeOp(seq uint64, e *journal.Entry) ([]byte, error) {
 	return e.AppendBinary(binary.BigEndian.AppendUint64(make([]byte, 0, 256), seq))
 }
@@ -316,9 +329,10 @@ func decodeOp(opID string, v []byte) (journal.Entry, uint64, error) {
 }
 
 // Append implements [journal.Journal]. It commits through bbolt's Batch when
-// other appends are in progress, so they share one transaction and one sync,
-// and in a transaction of its own otherwise. Once a record is submitted, an
-// ending ctx makes Append return early, but the commit goes on.
+// other appends are in progress, so that they share one transaction and one
+// sync, and in a transaction of its own otherwise. Once a record is
+// submitted, an ending ctx makes Append return early, but the commit goes
+// on.
 func (j *Journal) Append(ctx context.Context, e journal.Entry) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("boltjournal: append op %q: %w", e.OpID, err)
@@ -327,7 +341,18 @@ func (j *Journal) Append(ctx context.Context, e journal.Entry) error {
 		e.At = j.cfg.now()
 	}
 	e.At = e.At.UTC()
-	if err := e.Validate(); err != nil {
+	// A started record is the whole state of a new op: its stored value
+	// is known now but for the sequence number, so it is encoded here
+	// (which validates it), outside the transaction, whose functions
+	// bbolt runs one by one.
+	var fresh []byte
+	var err error
+	if e.State == journal.Started {
+		fresh, err = e.AppendBinary(make([]byte, 8, 8+256))
+	} else {
+		err = e.Validate()
+	}
+	if err != nil {
 		return err
 	}
 	j.mu.RLock()
@@ -336,11 +361,11 @@ func (j *Journal) Append(ctx context.Context, e journal.Entry) error {
 		return fmt.Errorf("boltjournal: append op %q: %w", e.OpID, err)
 	}
 	db := j.db
-	lone := j.active.Add(1) == 1
+	lone := j.alone()
 	if ctx.Done() == nil {
 		defer j.mu.RUnlock()
 		defer j.active.Add(-1)
-		return j.commit(db, e, lone)
+		return j.commit(db, e, fresh, lone)
 	}
 	res := make(chan error, 1)
 	go func() {
@@ -348,7 +373,7 @@ func (j *Journal) Append(ctx context.Context, e journal.Entry) error {
 		// Compact wait for it.
 		defer j.mu.RUnlock()
 		defer j.active.Add(-1)
-		res <- j.commit(db, e, lone)
+		res <- j.commit(db, e, fresh, lone)
 	}()
 	select {
 	case err := <-res:
@@ -358,6 +383,22 @@ func (j *Journal) Append(ctx context.Context, e journal.Entry) error {
 	}
 }
 
+// alone counts an append in (the caller takes it out again from active)
+// and says whether it should commit by itself rather than through Batch,
+// which waits up to the batch delay for company. It looks at recent
+// concurrency, not just the present: when a batch commits, all its appends
+// return at once, and the first to come back may find itself alone for a
+// moment; committing alone then would hold the write lock for a whole
+// commit while the others wait for it to join their batch. The peak halves
+// with every append, so a writer that really is alone gets its own
+// transactions again after a few appends.
+func (j *Journal) alone() bool {
+	n := j.active.Add(1)
+	p := max(n, j.peak.Load()/2)
+	j.peak.Store(p) // a lost update only shifts the heuristic a little
+	return p <= 1
+}
+
 func (j *Journal) usable() error {
 	if j.closed {
 		return journal.ErrClosed
@@ -365,21 +406,42 @@ func (j *Journal) usable() error {
 	return j.broken
 }
 
-// commit runs the append's transaction. With Batch the function may run
-// more than once (bbolt reruns a batch when one of its functions fails); it
-// does all its work inside tx, so a rerun starts from the rolled-back state
-// and never duplicates a record. A rejected record is reported through
-// reject, not as the function's error, so that it does not force the other
-// appends of its batch to rerun.
-func (j *Journal) commit(db *bolt.DB, e journal.Entry, lone bool) error {
-	var reject error
+// commit runs the append's transaction, then brings the memory index up to
+// date. With Batch the transaction function may run more than once (bbolt
+// reruns a batch when one of its functions fails); it does all its writing
+// inside tx, and what it notes outside (the outcome, the key it claims)
+// is reset or idempotent, so a rerun starts from the rolled-back state and
+// never duplicates a record. A rejected record is reported through reject,
+// not as the function's error, so that it does not make the other appends
+// of its batch run again.
+func (j *Journal) commit(db *bolt.DB, e journal.Entry, fresh []byte, lone bool) error {
+	var victims []expiry
+	if now := j.cfg.now(); now.UnixNano() >= j.nextExpiry.Load() {
+		j.memMu.Lock()
+		victims = j.mem.takeExpired(now, j.cfg.retention, j.cfg.keyRetention, pruneBatch)
+		j.nextExpiry.Store(j.mem.nextExpiry(j.cfg.retention, j.cfg.keyRetention))
+		j.memMu.Unlock()
+	}
+	var (
+		reject  error
+		claimed bool
+		pruned  []expiry
+		state   journal.Entry // the op after this record, as the last run wrote it
+		seq     uint64
+		start   claim // identifies this append's claim on a new op ID
+	)
 	fn := func(tx *bolt.Tx) error {
-		reject = nil
+		reject, pruned = nil, pruned[:0]
 		if err := j.cfg.fp.Eval("append/tx"); err != nil {
 			return err
 		}
 		var err error
-		reject, err = j.put(tx, e)
+		if pruned, err = j.prune(tx, victims, pruned); err != nil {
+			return err
+		}
+		var c bool
+		state, seq, reject, c, err = j.put(tx, e, fresh, &start)
+		claimed = claimed || c
 		return err
 	}
 	var err error
@@ -388,6 +450,11 @@ func (j *Journal) commit(db *bolt.DB, e journal.Entry, lone bool) error {
 	} else {
 		err = safeBatch(db, fn)
 	}
+	var applied *journal.Entry
+	if err == nil && reject == nil {
+		applied = &state
+	}
+	j.settle(e, claimed, &start, applied, seq, victims, pruned, err == nil)
 	if err != nil {
 		var ce *journal.CorruptError
 		if errors.As(err, &ce) || errors.As(err, new(errPanic)) {
@@ -398,135 +465,156 @@ func (j *Journal) commit(db *bolt.DB, e journal.Entry, lone bool) error {
 	return reject
 }
 
-// put applies one record inside tx. It returns the rule the record breaks
-// (nothing written), or a fatal error.
-func (j *Journal) put(tx *bolt.Tx, e journal.Entry) (reject, err error) {
+// put applies one record inside tx. fresh, for a started record, is its
+// stored value with room for the sequence number in front; start is the
+// append's claim on the op ID it starts. put returns the op's state after
+// the record and its sequence number, or the rule the record breaks
+// (nothing written); whether it claimed the record's idempotency key; or a
+// fatal error.
+func (j *Journal) put(tx *bolt.Tx, e journal.Entry, fresh []byte, start *claim) (merged journal.Entry, seq uint64, reject error, claimed bool, err error) {
 	ops := tx.Bucket(bucketOps)
+	known := true
+	if fresh != nil {
+		// The functions of a batch run one by one inside the write
+		// transaction, so what they skip counts: an op the memory index
+		// and the pending starts say is new needs no read.
+		j.memMu.Lock()
+		known = !j.mem.claimStart(e.OpID, start)
+		j.memMu.Unlock()
+	}
 	var prev *journal.Entry
-	var seq uint64
-	if v := ops.Get([]byte(e.OpID)); v != nil {
-		p, s, err := decodeOp(e.OpID, v)
-		if err != nil {
-			return nil, corrupt(j.path, err)
+	if known {
+		if v := ops.Get([]byte(e.OpID)); v != nil {
+			p, s, err := decodeOp(e.OpID, v)
+			if err != nil {
+				return merged, 0, nil, false, corrupt(j.path, err)
+			}
+			prev, seq = &p, s
 		}
-		prev, seq = &p, s
 	}
-	merged, err := journal.Merge(prev, e)
-	if err != nil {
-		return err, nil
+	if prev == nil && fresh != nil {
+		merged = e // what Merge returns for a new op, but for sharing Params, which it only reads
+	} else if merged, err = journal.Merge(prev, e); err != nil {
+		return merged, 0, err, false, nil
 	}
+	if prev == nil && e.IdempKey != "" {
+		// Appends in the same batch claim keys here before any of
+		// them commits; a claim stays until the claimer's append ends.
+		j.memMu.Lock()
+		owner := j.mem.owner(e.IdempKey)
+		if owner == "" {
+			j.mem.claims[e.IdempKey] = e.OpID
+		}
+		j.memMu.Unlock()
+		if owner != "" && owner != e.OpID {
+			return merged, 0, fmt.Errorf("journal: op %q: %w: key %q belongs to op %q", e.OpID, journal.ErrKeyConflict, e.IdempKey, owner), false, nil
+		}
+		claimed = true
+	}
+	var v []byte
 	if prev == nil {
-		if e.IdempKey != "" {
-			if owner := tx.Bucket(bucketKeys).Get([]byte(e.IdempKey)); owner != nil {
-				return fmt.Errorf("journal: op %q: %w: key %q belongs to op %q", e.OpID, journal.ErrKeyConflict, e.IdempKey, owner), nil
-			}
-			if err := tx.Bucket(bucketKeys).Put([]byte(e.IdempKey), []byte(e.OpID)); err != nil {
-				return nil, err
-			}
-		}
 		if seq, err = ops.NextSequence(); err != nil {
-			return nil, err
-		}
-		if err := tx.Bucket(bucketInflight).Put(seqKey(seq), []byte(e.OpID)); err != nil {
-			return nil, err
+			return merged, 0, nil, claimed, err
 		}
 	}
-	v, err := encodeOp(seq, &merged)
-	if err != nil {
-		return nil, err
+	if prev == nil && fresh != nil {
+		// A rerun of this function writes the same bytes again: bbolt
+		// keeps a reference to v until the commit, so copy.
+		v = binary.BigEndian.AppendUint64(make([]byte, 0, len(fresh)), seq)
+		v = append(v, fresh[8:]...)
+	} else if v, err = encodeOp(seq, &merged); err != nil {
+		return merged, 0, nil, claimed, err
 	}
-	if err := ops.Put([]byte(e.OpID), v); err != nil {
-		return nil, err
-	}
-	if merged.State.Terminal() {
-		if err := tx.Bucket(bucketInflight).Delete(seqKey(seq)); err != nil {
-			return nil, err
-		}
-		if err := tx.Bucket(retentionBucket(&merged)).Put(timeKey(merged.At, merged.OpID), []byte{}); err != nil {
-			return nil, err
-		}
-	}
-	if _, err := j.prune(tx, j.cfg.now(), pruneBatch); err != nil {
-		return nil, err
-	}
-	return nil, nil
+	return merged, seq, nil, claimed, ops.Put([]byte(e.OpID), v)
 }
 
-func retentionBucket(e *journal.Entry) []byte {
-	if e.State == journal.Succeeded && e.IdempKey != "" {
-		return bucketApplied
-	}
-	return bucketDone
-}
-
-// prune deletes up to limit expired terminal operations (limit <= 0: all)
-// and returns how many it deleted.
-func (j *Journal) prune(tx *bolt.Tx, now time.Time, limit int) (int, error) {
-	n := 0
-	for _, r := range []struct {
-		bucket []byte
-		keep   time.Duration
-	}{{bucketDone, j.cfg.retention}, {bucketApplied, j.cfg.keyRetention}} {
-		if r.keep < 0 {
+// prune deletes, inside tx, the victims that are still what the memory
+// index said: terminal, with the same last record. It appends what it
+// deleted to out.
+func (j *Journal) prune(tx *bolt.Tx, victims, out []expiry) ([]expiry, error) {
+	ops := tx.Bucket(bucketOps)
+	for _, x := range victims {
+		v := ops.Get([]byte(x.id))
+		if v == nil {
 			continue
 		}
-		cutoff := now.Add(-r.keep)
-		b := tx.Bucket(r.bucket)
-		var victims [][]byte
-		c := b.Cursor()
-		for k, _ := c.First(); k != nil && (limit <= 0 || n+len(victims) < limit); k, _ = c.Next() {
-			if len(k) < 8 || !keyTime(k).Before(cutoff) {
-				break
-			}
-			victims = append(victims, append([]byte(nil), k...))
+		e, _, err := decodeOp(x.id, v)
+		if err != nil {
+			return out, corrupt(j.path, err)
 		}
-		for _, k := range victims {
-			opID := k[8:]
-			if err := b.Delete(k); err != nil {
-				return n, err
-			}
-			v := tx.Bucket(bucketOps).Get(opID)
-			if v == nil {
-				continue
-			}
-			e, _, err := decodeOp(string(opID), v)
-			if err != nil {
-				return n, corrupt(j.path, err)
-			}
-			if !e.State.Terminal() || !e.At.Equal(keyTime(k)) {
-				// The op ID was reused after an earlier prune
-				// left a stale index entry; keep the newer op.
-				continue
-			}
-			if err := tx.Bucket(bucketOps).Delete(opID); err != nil {
-				return n, err
-			}
-			if e.IdempKey != "" {
-				keys := tx.Bucket(bucketKeys)
-				if owner := keys.Get([]byte(e.IdempKey)); string(owner) == string(opID) {
-					if err := keys.Delete([]byte(e.IdempKey)); err != nil {
-						return n, err
-					}
-				}
-			}
-			n++
+		if !e.State.Terminal() || e.At.UnixNano() != x.at {
+			continue // the op ID was used again after an earlier prune
 		}
+		if err := ops.Delete([]byte(x.id)); err != nil {
+			return out, err
+		}
+		out = append(out, x)
 	}
-	return n, nil
+	return out, nil
 }
 
+// settle brings the memory index up to date after an append's transaction
+// ended: it drops the append's key claim, records the op's state after the
+// record (applied; nil when nothing was written), and accounts for the
+// expired ops the transaction pruned (or gives them back, when it failed).
+//
+// Two appends of the same op may settle in the other order than they
+// committed. The index tolerates that: a key is recorded the same way
+// either time, a terminal op enters the retention heap once (from the
+// record that ended it), and an op left in the in-flight set by a late
+// settle is dropped by InFlight, which reads every op from the database.
+func (j *Journal) settle(e journal.Entry, claimed bool, start *claim, applied *journal.Entry, seq uint64, victims, pruned []expiry, committed bool) {
+	j.memMu.Lock()
+	defer j.memMu.Unlock()
+	if claimed && j.mem.claims[e.IdempKey] == e.OpID {
+		delete(j.mem.claims, e.IdempKey)
+	}
+	// The op joins mem.ops (in committed, below) under the same lock as
+	// its start claim goes, so at no moment is it in neither.
+	if j.mem.starts[e.OpID] == start {
+		delete(j.mem.starts, e.OpID)
+	}
+	if !committed {
+		j.mem.unexpire(victims)
+		j.nextExpiry.Store(j.mem.nextExpiry(j.cfg.retention, j.cfg.keyRetention))
+		return
+	}
+	j.mem.pruned(pruned)
+	if applied != nil {
+		j.mem.committed(e.OpID, applied, seq)
+		if applied.State.Terminal() {
+			j.nextExpiry.Store(j.mem.nextExpiry(j.cfg.retention, j.cfg.keyRetention))
+		}
+	}
+}
+
+// pruneAll deletes every expired terminal op.
 func (j *Journal) pruneAll() error {
-	var n int
+	j.memMu.Lock()
+	victims := j.mem.takeExpired(j.cfg.now(), j.cfg.retention, j.cfg.keyRetention, 0)
+	j.memMu.Unlock()
+	if len(victims) == 0 {
+		return nil
+	}
+	var pruned []expiry
 	err := safeUpdate(j.db, func(tx *bolt.Tx) error {
 		var err error
-		n, err = j.prune(tx, j.cfg.now(), 0)
+		pruned, err = j.prune(tx, victims, pruned[:0])
 		return err
 	})
+	j.memMu.Lock()
+	if err != nil {
+		j.mem.unexpire(victims)
+	} else {
+		j.mem.pruned(pruned)
+	}
+	j.nextExpiry.Store(j.mem.nextExpiry(j.cfg.retention, j.cfg.keyRetention))
+	j.memMu.Unlock()
 	if err != nil {
 		return corrupt(j.path, err)
 	}
-	if n > 0 {
-		j.log.Info("boltjournal: pruned expired operations", "path", j.path, "ops", n)
+	if len(pruned) > 0 {
+		j.log.Info("boltjournal: pruned expired operations", "path", j.path, "ops", len(pruned))
 	}
 	return nil
 }
@@ -568,21 +656,60 @@ func (j *Journal) Latest(ctx context.Context, opID string) (e journal.Entry, ok 
 
 // InFlight implements [journal.Journal].
 func (j *Journal) InFlight(ctx context.Context) ([]journal.Entry, error) {
+	type live struct {
+		id  string
+		seq uint64
+	}
+	j.memMu.Lock()
+	ids := make([]live, 0, len(j.mem.inflight))
+	for id, seq := range j.mem.inflight {
+		ids = append(ids, live{id, seq})
+	}
+	j.memMu.Unlock()
+	slices.SortFunc(ids, func(a, b live) int { return cmp.Compare(a.seq, b.seq) })
 	var out []journal.Entry
+	var stale []string
 	err := j.view(ctx, "in-flight ops", func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketInflight).ForEach(func(k, v []byte) error {
-			e, ok, err := getOp(tx, string(v))
+		for _, l := range ids {
+			e, ok, err := getOp(tx, l.id)
 			if err != nil {
 				return err
 			}
-			if !ok || e.State.Terminal() {
-				return fmt.Errorf("in-flight index names op %q, which is missing or terminal", v)
+			// The database has the last word: an append may have
+			// ended the op since the index was read, or settled late.
+			if ok && !e.State.Terminal() {
+				out = append(out, e)
+			} else {
+				stale = append(stale, l.id)
 			}
-			out = append(out, e)
-			return nil
-		})
+		}
+		return nil
 	})
+	if len(stale) > 0 && err == nil {
+		j.dropStale(stale)
+	}
 	return out, err
+}
+
+// dropStale removes from the in-flight set the ops InFlight found ended or
+// gone, after checking again under the lock, in a fresh read transaction,
+// that they still are.
+func (j *Journal) dropStale(ids []string) {
+	j.mu.RLock()
+	defer j.mu.RUnlock()
+	if j.usable() != nil {
+		return
+	}
+	j.memMu.Lock()
+	defer j.memMu.Unlock()
+	_ = safeView(j.db, func(tx *bolt.Tx) error {
+		for _, id := range ids {
+			if e, ok, err := getOp(tx, id); err == nil && (!ok || e.State.Terminal()) {
+				delete(j.mem.inflight, id)
+			}
+		}
+		return nil
+	})
 }
 
 // AlreadyApplied implements [journal.Journal].
@@ -593,17 +720,16 @@ func (j *Journal) AlreadyApplied(ctx context.Context, idempKey string) (bool, er
 
 // LatestByKey implements [journal.KeyLookup].
 func (j *Journal) LatestByKey(ctx context.Context, idempKey string) (e journal.Entry, ok bool, err error) {
+	j.memMu.Lock()
+	owner := j.mem.keys[idempKey]
+	j.memMu.Unlock()
 	err = j.view(ctx, fmt.Sprintf("key %q", idempKey), func(tx *bolt.Tx) error {
-		if idempKey == "" {
+		if owner == "" {
 			return nil
 		}
-		owner := tx.Bucket(bucketKeys).Get([]byte(idempKey))
-		if owner == nil {
-			return nil
-		}
-		e, ok, err = getOp(tx, string(owner))
-		if err == nil && !ok {
-			return fmt.Errorf("key %q names op %q, which is missing", idempKey, owner)
+		e, ok, err = getOp(tx, owner)
+		if ok && e.IdempKey != idempKey {
+			ok = false // pruned and the op ID used again meanwhile
 		}
 		return err
 	})
@@ -613,7 +739,6 @@ func (j *Journal) LatestByKey(ctx context.Context, idempKey string) (e journal.E
 // Ops returns the latest state of every operation the journal holds, in the
 // order they started.
 func (j *Journal) Ops(ctx context.Context) ([]journal.Entry, error) {
-	var out []journal.Entry
 	type seqEntry struct {
 		seq uint64
 		e   journal.Entry
@@ -633,8 +758,9 @@ func (j *Journal) Ops(ctx context.Context) ([]journal.Entry, error) {
 		return nil, err
 	}
 	slices.SortFunc(all, func(a, b seqEntry) int { return cmp.Compare(a.seq, b.seq) })
-	for _, s := range all {
-		out = append(out, s.e)
+	out := make([]journal.Entry, len(all))
+	for i, s := range all {
+		out[i] = s.e
 	}
 	return out, nil
 }

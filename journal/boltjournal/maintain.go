@@ -1,12 +1,14 @@
 package boltjournal
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -132,37 +134,72 @@ type Stats struct {
 }
 
 // Verify checks the whole database without changing it: bbolt's own
-// consistency check of its pages, the decoding of every stored entry, and
-// the agreement of every index (in-flight, keys, retention) with the
-// operations. Damage is reported as an error matching [journal.ErrCorrupt].
+// consistency check of its pages, the decoding of every stored entry, that
+// no two operations share a sequence number or an idempotency key, and that
+// the indexes the journal keeps in memory agree with the database. Damage
+// is reported as an error matching [journal.ErrCorrupt].
 func (j *Journal) Verify(ctx context.Context) (Stats, error) {
 	st := Stats{Path: j.path}
 	err := j.view(ctx, "verify", func(tx *bolt.Tx) error {
-		var err error
-		st, err = verifyTx(ctx, tx)
-		st.Path = j.path
-		return err
+		ops, err := verifyTx(ctx, tx)
+		if err != nil {
+			return err
+		}
+		st.Ops = len(ops)
+		keys := map[string]string{}
+		for id, o := range ops {
+			if !o.e.State.Terminal() {
+				st.InFlight++
+			}
+			if k := o.e.IdempKey; k != "" {
+				keys[k] = id
+			}
+		}
+		st.Keys = len(keys)
+		// Appends may be running: compare with the memory index only
+		// what they cannot be changing, the ops this transaction sees
+		// and memory agrees exist.
+		j.memMu.Lock()
+		defer j.memMu.Unlock()
+		for k, id := range keys {
+			if owner, ok := j.mem.keys[k]; ok && owner != id {
+				return fmt.Errorf("memory index gives key %q to op %q, the database to %q", k, owner, id)
+			}
+		}
+		for id, seq := range j.mem.inflight {
+			if o, ok := ops[id]; ok && !o.e.State.Terminal() && o.seq != seq {
+				return fmt.Errorf("memory index has op %q in flight with sequence %d, the database %d", id, seq, o.seq)
+			}
+		}
+		return nil
 	})
 	st.Size = fileSize(j.path)
 	return st, err
 }
 
-func verifyTx(ctx context.Context, tx *bolt.Tx) (Stats, error) {
-	var st Stats
+type storedOp struct {
+	e   journal.Entry
+	seq uint64
+}
+
+// verifyTx runs bbolt's page check, decodes every op and checks that
+// sequence numbers and idempotency keys are unique.
+func verifyTx(ctx context.Context, tx *bolt.Tx) (map[string]storedOp, error) {
+	if err := checkLayout(tx); err != nil {
+		return nil, err
+	}
+	var first error
 	for err := range tx.Check() {
-		if err != nil {
-			// Drain so bbolt's checking goroutine can finish.
-			for range tx.Check() {
-			}
-			return st, fmt.Errorf("bbolt page check: %w", err)
+		if err != nil && first == nil {
+			first = err // keep draining so bbolt's checker can finish
 		}
 	}
-	type opInfo struct {
-		e   journal.Entry
-		seq uint64
+	if first != nil {
+		return nil, fmt.Errorf("bbolt page check: %w", first)
 	}
-	ops := map[string]opInfo{}
+	ops := map[string]storedOp{}
 	seqs := map[uint64]string{}
+	keys := map[string]string{}
 	err := tx.Bucket(bucketOps).ForEach(func(k, v []byte) error {
 		if len(ops)&1023 == 0 {
 			if err := ctx.Err(); err != nil {
@@ -177,84 +214,16 @@ func verifyTx(ctx context.Context, tx *bolt.Tx) (Stats, error) {
 			return fmt.Errorf("ops %q and %q share sequence %d", other, k, seq)
 		}
 		seqs[seq] = string(k)
-		ops[string(k)] = opInfo{e, seq}
+		if key := e.IdempKey; key != "" {
+			if other, dup := keys[key]; dup {
+				return fmt.Errorf("ops %q and %q both hold idempotency key %q", other, k, key)
+			}
+			keys[key] = string(k)
+		}
+		ops[string(k)] = storedOp{e, seq}
 		return nil
 	})
-	if err != nil {
-		return st, err
-	}
-	st.Ops = len(ops)
-	inflight := 0
-	err = tx.Bucket(bucketInflight).ForEach(func(k, v []byte) error {
-		o, ok := ops[string(v)]
-		if !ok || len(k) != 8 || o.seq != keySeq(k) || o.e.State.Terminal() {
-			return fmt.Errorf("in-flight index entry %x → %q does not match a live op", k, v)
-		}
-		inflight++
-		return nil
-	})
-	if err != nil {
-		return st, err
-	}
-	st.InFlight = inflight
-	err = tx.Bucket(bucketKeys).ForEach(func(k, v []byte) error {
-		o, ok := ops[string(v)]
-		if !ok || o.e.IdempKey != string(k) {
-			return fmt.Errorf("key %q names op %q, which does not hold it", k, v)
-		}
-		st.Keys++
-		return nil
-	})
-	if err != nil {
-		return st, err
-	}
-	indexed := 0
-	for _, name := range [][]byte{bucketDone, bucketApplied} {
-		err = tx.Bucket(name).ForEach(func(k, _ []byte) error {
-			if len(k) < 8 {
-				return fmt.Errorf("%s index key %x too short", name, k)
-			}
-			o, ok := ops[string(k[8:])]
-			if !ok || !o.e.State.Terminal() || !o.e.At.Equal(keyTime(k)) {
-				// Stale entries for a pruned op ID that was
-				// reused are harmless; prune skips them.
-				return nil
-			}
-			if string(retentionBucket(&o.e)) != string(name) {
-				return fmt.Errorf("op %q is indexed under %s retention", k[8:], name)
-			}
-			indexed++
-			return nil
-		})
-		if err != nil {
-			return st, err
-		}
-	}
-	terminal := 0
-	for id, o := range ops {
-		if o.e.State.Terminal() {
-			terminal++
-		} else if v := tx.Bucket(bucketInflight).Get(seqKey(o.seq)); string(v) != id {
-			return st, fmt.Errorf("op %q is in flight but missing from the in-flight index", id)
-		}
-		if k := o.e.IdempKey; k != "" {
-			if owner := tx.Bucket(bucketKeys).Get([]byte(k)); string(owner) != id {
-				return st, fmt.Errorf("op %q holds key %q, which names %q", id, k, owner)
-			}
-		}
-	}
-	if indexed != terminal {
-		return st, fmt.Errorf("%d terminal ops but %d retention index entries", terminal, indexed)
-	}
-	return st, nil
-}
-
-func keySeq(k []byte) uint64 {
-	var s uint64
-	for _, b := range k {
-		s = s<<8 | uint64(b)
-	}
-	return s
+	return ops, err
 }
 
 // RepairReport describes what [Repair] did.
@@ -305,11 +274,6 @@ func Repair(ctx context.Context, path string, opts ...Option) (RepairReport, err
 	}
 	defer src.Close()
 	verr := safeView(src, func(tx *bolt.Tx) error {
-		for _, name := range allBuckets {
-			if tx.Bucket(name) == nil {
-				return fmt.Errorf("no %q bucket", name)
-			}
-		}
 		_, err := verifyTx(ctx, tx)
 		return err
 	})
@@ -354,14 +318,11 @@ func Repair(ctx context.Context, path string, opts ...Option) (RepairReport, err
 	return rep, nil
 }
 
-// rebuild copies every decodable op from src into the empty journal dst,
-// recreating the indexes.
+// rebuild copies every decodable op from src into the empty journal dst.
+// Of two ops holding the same idempotency key, the one that started first
+// keeps it and the other is left out (and reported).
 func rebuild(src, dst *bolt.DB, rep *RepairReport) error {
-	type op struct {
-		e   journal.Entry
-		seq uint64
-	}
-	var ops []op
+	var ops []storedOp
 	err := safeView(src, func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOps)
 		if b == nil {
@@ -374,7 +335,7 @@ func rebuild(src, dst *bolt.DB, rep *RepairReport) error {
 				rep.Lost = append(rep.Lost, fmt.Sprintf("op %q: %v", k, err))
 				return nil
 			}
-			ops = append(ops, op{e, seq})
+			ops = append(ops, storedOp{e, seq})
 			return nil
 		})
 	})
@@ -384,38 +345,45 @@ func rebuild(src, dst *bolt.DB, rep *RepairReport) error {
 	} else if err != nil {
 		return err
 	}
+	slices.SortFunc(ops, func(a, b storedOp) int { return cmp.Compare(a.seq, b.seq) })
 	return dst.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOps)
-		var maxSeq uint64
 		keys := map[string]bool{}
-		for _, o := range ops {
-			if o.e.IdempKey != "" {
-				if keys[o.e.IdempKey] {
-					rep.Lost = append(rep.Lost, fmt.Sprintf("op %q: key %q is held by another op", o.e.OpID, o.e.IdempKey))
-					continue
-				}
-				keys[o.e.IdempKey] = true
-				if err := tx.Bucket(bucketKeys).Put([]byte(o.e.IdempKey), []byte(o.e.OpID)); err != nil {
-					return err
-				}
-			}
+		seqs := map[uint64]bool{}
+		var maxSeq uint64
+		var renumber []storedOp
+		put := func(o storedOp) error {
 			v, err := encodeOp(o.seq, &o.e)
 			if err != nil {
 				return err
 			}
-			if err := b.Put([]byte(o.e.OpID), v); err != nil {
-				return err
-			}
-			if o.e.State.Terminal() {
-				err = tx.Bucket(retentionBucket(&o.e)).Put(timeKey(o.e.At, o.e.OpID), []byte{})
-			} else {
-				err = tx.Bucket(bucketInflight).Put(seqKey(o.seq), []byte(o.e.OpID))
-			}
-			if err != nil {
-				return err
-			}
-			maxSeq = max(maxSeq, o.seq)
 			rep.Kept++
+			return b.Put([]byte(o.e.OpID), v)
+		}
+		for _, o := range ops {
+			if k := o.e.IdempKey; k != "" {
+				if keys[k] {
+					rep.Lost = append(rep.Lost, fmt.Sprintf("op %q: idempotency key %q is held by an op that started earlier", o.e.OpID, k))
+					continue
+				}
+				keys[k] = true
+			}
+			if seqs[o.seq] {
+				renumber = append(renumber, o) // a duplicate: numbered after all others
+				continue
+			}
+			seqs[o.seq] = true
+			maxSeq = max(maxSeq, o.seq)
+			if err := put(o); err != nil {
+				return err
+			}
+		}
+		for _, o := range renumber {
+			maxSeq++
+			o.seq = maxSeq
+			if err := put(o); err != nil {
+				return err
+			}
 		}
 		return b.SetSequence(maxSeq)
 	})
@@ -452,10 +420,11 @@ func (j *Journal) Stats(ctx context.Context) (Stats, error) {
 	st := Stats{Path: j.path}
 	err := j.view(ctx, "stats", func(tx *bolt.Tx) error {
 		st.Ops = tx.Bucket(bucketOps).Stats().KeyN
-		st.InFlight = tx.Bucket(bucketInflight).Stats().KeyN
-		st.Keys = tx.Bucket(bucketKeys).Stats().KeyN
 		return nil
 	})
+	j.memMu.Lock()
+	st.InFlight, st.Keys = len(j.mem.inflight), len(j.mem.keys)
+	j.memMu.Unlock()
 	st.Size = fileSize(j.path)
 	return st, err
 }
