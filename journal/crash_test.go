@@ -24,8 +24,9 @@ import (
 
 const crashPath = "/data/ops.journal"
 
-// withFSSmall is withFS with a small preallocation step: simulated disks
-// stay small, and the file grows (a crash point of its own) many times.
+// withFSSmall makes the journal write through the simulated disk fs, with a
+// small preallocation step: simulated disks stay small, and the file grows
+// (a crash point of its own) many times.
 func withFSSmall(fs *fsxtest.FS) FileOption {
 	return fileOptionFunc(func(c *fileConfig) {
 		c.fs = fs

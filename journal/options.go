@@ -25,7 +25,7 @@ type fileConfig struct {
 	threshold int64
 	fs        fsx.FS
 	fp        *failpoint.Set
-	prealloc  int64 // smallest preallocation step; 0: minPrealloc
+	prealloc  int64 // smallest preallocation step; 0: minPrealloc (tests use a small one)
 }
 
 // DefaultCompactThreshold is the log size, in bytes, past which a
@@ -100,17 +100,6 @@ func WithKeyRetention(d time.Duration) FileOption {
 // [DefaultCompactThreshold].
 func WithCompactThreshold(bytes int64) FileOption {
 	return fileOptionFunc(func(c *fileConfig) { c.threshold = bytes })
-}
-
-// withFS makes the journal write through fs (tests use fsxtest.FS).
-func withFS(fs fsx.FS) FileOption {
-	return fileOptionFunc(func(c *fileConfig) { c.fs = fs })
-}
-
-// withPrealloc sets the smallest preallocation step (tests use a small one:
-// it keeps simulated disks small and makes the file grow often).
-func withPrealloc(n int64) FileOption {
-	return fileOptionFunc(func(c *fileConfig) { c.prealloc = n })
 }
 
 // withFailpoints lets tests stop or fail the journal at its named steps.
