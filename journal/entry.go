@@ -59,7 +59,8 @@ const (
 //
 // An Entry is a value; the journal copies what it keeps (Params included), so
 // the caller may reuse or change an Entry after Append and may change what
-// Latest returned.
+// Latest returned. Like any Go value with a map, it is not safe to change
+// from one goroutine while another reads it.
 type Entry struct {
 	// OpID names the operation; all records of one operation share it.
 	// Required; at most [MaxIDLen] bytes of UTF-8.

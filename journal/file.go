@@ -849,7 +849,7 @@ func (j *FileJournal) Ops(ctx context.Context) ([]Entry, error) {
 	return j.idx.all(), nil
 }
 
-// FileStats describes an open [FileJournal].
+// FileStats describes an open [FileJournal]. It is a plain value.
 type FileStats struct {
 	Path string
 	// Size is the length of the log. The file may be longer: the journal

@@ -77,7 +77,8 @@ var ErrLocked = errors.New("journal: in use by another process")
 var ErrCorrupt = errors.New("journal: corrupt")
 
 // CorruptError describes damage found in a stored journal. It matches
-// [ErrCorrupt] with [errors.Is].
+// [ErrCorrupt] with [errors.Is]. It is a plain value, safe to share once
+// returned.
 type CorruptError struct {
 	// Path is the journal's file.
 	Path string
@@ -88,6 +89,7 @@ type CorruptError struct {
 	Reason string
 }
 
+// Error says which file is damaged, where, and how.
 func (e *CorruptError) Error() string {
 	if e.Offset < 0 {
 		return fmt.Sprintf("journal: %s: corrupt: %s", e.Path, e.Reason)

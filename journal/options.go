@@ -8,7 +8,8 @@ import (
 	"github.com/guestward/guestward/internal/fsx"
 )
 
-// FileOption configures [OpenFile].
+// FileOption configures [OpenFile]. Options are immutable values, safe to
+// share and reuse.
 type FileOption interface {
 	applyFile(*fileConfig)
 }

@@ -11,7 +11,8 @@ import (
 	"github.com/guestward/guestward/internal/fsx"
 )
 
-// Record is one record of a journal file, as [ScanFile] reports it.
+// Record is one record of a journal file, as [ScanFile] reports it. It is a
+// plain value, which the caller owns.
 type Record struct {
 	// Offset is the record's byte offset in the file.
 	Offset int64
@@ -22,7 +23,8 @@ type Record struct {
 	Entry Entry
 }
 
-// FileReport describes what [ScanFile] found in a journal file.
+// FileReport describes what [ScanFile] found in a journal file. It is a
+// plain value.
 type FileReport struct {
 	Path     string
 	Size     int64 // bytes in the file
@@ -93,7 +95,7 @@ func ScanFile(ctx context.Context, path string, visit func(Record) error, opts .
 	return rep, nil
 }
 
-// RepairReport describes what [RepairFile] did.
+// RepairReport describes what [RepairFile] did. It is a plain value.
 type RepairReport struct {
 	Path string
 	// Repaired is false when the journal had no damage and was left

@@ -124,7 +124,7 @@ func fileSize(path string) int64 {
 	return fi.Size()
 }
 
-// Stats describes a journal database.
+// Stats describes a journal database. It is a plain value.
 type Stats struct {
 	Path     string
 	Size     int64 // bytes in the database file
@@ -226,7 +226,7 @@ func verifyTx(ctx context.Context, tx *bolt.Tx) (map[string]storedOp, error) {
 	return ops, err
 }
 
-// RepairReport describes what [Repair] did.
+// RepairReport describes what [Repair] did. It is a plain value.
 type RepairReport struct {
 	Path string
 	// Repaired is false when Verify found nothing wrong and the database

@@ -8,7 +8,8 @@ import (
 	"github.com/guestward/guestward/journal"
 )
 
-// Option configures [Open].
+// Option configures [Open]. Options are immutable values, safe to share and
+// reuse.
 type Option interface {
 	apply(*config)
 }
