@@ -343,3 +343,35 @@ func TestOpenCreatesPrivateFileAndLocks(t *testing.T) {
 		t.Fatalf("Repair of an open journal = %v, want ErrLocked", err)
 	}
 }
+
+func TestScanFileIsReadOnly(t *testing.T) {
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	path := filepath.Join(t.TempDir(), "j.db")
+	j, err := Open(path, WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	j.Append(ctx, started("b", "kb"))
+	j.Append(ctx, started("a", ""))
+	j.Append(ctx, journal.Entry{OpID: "b", State: journal.Failed, Error: "x"})
+	if _, err := ScanFile(ctx, path, nil); !errors.Is(err, journal.ErrLocked) {
+		t.Fatalf("ScanFile of an open journal = %v, want ErrLocked", err)
+	}
+	j.Close()
+	before, _ := os.ReadFile(path)
+	var order []string
+	st, err := ScanFile(ctx, path, func(e journal.Entry) error {
+		order = append(order, e.OpID+":"+string(e.State))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Ops != 2 || st.InFlight != 1 || st.Keys != 1 || len(order) != 2 || order[0] != "b:failed" || order[1] != "a:started" {
+		t.Fatalf("ScanFile = %+v, %v", st, order)
+	}
+	if after, _ := os.ReadFile(path); string(after) != string(before) {
+		t.Fatal("ScanFile changed the database")
+	}
+}

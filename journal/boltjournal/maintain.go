@@ -12,6 +12,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/guestward/guestward/internal/fsx"
 	"github.com/guestward/guestward/journal"
@@ -427,4 +428,55 @@ func (j *Journal) Stats(ctx context.Context) (Stats, error) {
 	j.memMu.Unlock()
 	st.Size = fileSize(j.path)
 	return st, err
+}
+
+// ScanFile reads and checks the journal database at path without changing
+// it, as [Journal.Verify] does, and then calls visit (when not nil) with the
+// latest state of every operation, in the order they started. It opens the
+// database read-only, without pruning anything, so it fails with
+// [journal.ErrLocked] while another process has the journal open. Damage is
+// reported as an error matching [journal.ErrCorrupt].
+func ScanFile(ctx context.Context, path string, visit func(journal.Entry) error) (Stats, error) {
+	st := Stats{Path: path, Size: fileSize(path)}
+	if _, err := os.Stat(path); err != nil {
+		return st, fmt.Errorf("boltjournal: scan %s: %w", path, err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 100 * time.Millisecond})
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return st, fmt.Errorf("boltjournal: scan %s: %w", path, journal.ErrLocked)
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
+		return st, &journal.CorruptError{Path: path, Offset: -1, Reason: err.Error()}
+	case err != nil:
+		return st, fmt.Errorf("boltjournal: scan %s: %w", path, err)
+	}
+	defer db.Close()
+	var ops map[string]storedOp
+	if err := safeView(db, func(tx *bolt.Tx) error {
+		var err error
+		ops, err = verifyTx(ctx, tx)
+		return err
+	}); err != nil {
+		return st, corrupt(path, err)
+	}
+	sorted := make([]storedOp, 0, len(ops))
+	for _, o := range ops {
+		sorted = append(sorted, o)
+		if !o.e.State.Terminal() {
+			st.InFlight++
+		}
+		if o.e.IdempKey != "" {
+			st.Keys++
+		}
+	}
+	st.Ops = len(ops)
+	slices.SortFunc(sorted, func(a, b storedOp) int { return cmp.Compare(a.seq, b.seq) })
+	if visit != nil {
+		for _, o := range sorted {
+			if err := visit(o.e); err != nil {
+				return st, err
+			}
+		}
+	}
+	return st, nil
 }
