@@ -18,9 +18,10 @@ import (
 )
 
 // The benchmarks compare the journal with bare bbolt writing the same
-// records (already encoded: the bare side does nothing but write), measured
-// in the same run and interleaved round by round; x-bare is the median of
-// the per-round ratios:
+// records, measured in the same run and interleaved round by round. x-bare
+// is against records encoded beforehand (the bare side does nothing but
+// write); x-bare-encoding against bare Batch calls that encode each entry as
+// they write it. Both are medians of the per-round ratios:
 //
 //   - BenchmarkAppend/serial against one db.Update per record;
 //   - BenchmarkAppend/writers=8 and writers=64 against db.Batch from as
@@ -100,7 +101,13 @@ func benchAppend(b *testing.B, writers int) {
 	defer bare.Close()
 	bare.MaxBatchSize = writers
 	bare.MaxBatchDelay = DefaultMaxBatchDelay
-	if err := bare.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket([]byte("ops")); return err }); err != nil {
+	if err := bare.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucket([]byte("ops")); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucket([]byte("enc"))
+		return err
+	}); err != nil {
 		b.Fatal(err)
 	}
 	entries := make([]journal.Entry, b.N)
@@ -114,11 +121,22 @@ func benchAppend(b *testing.B, writers int) {
 	put := func(i int) func(*bolt.Tx) error {
 		return func(tx *bolt.Tx) error { return tx.Bucket([]byte("ops")).Put([]byte(entries[i].OpID), values[i]) }
 	}
+	// The second baseline encodes each entry as it writes it, as any
+	// program writing these records must.
+	encPut := func(i int) error {
+		v, err := entries[i].MarshalBinary()
+		if err != nil {
+			return err
+		}
+		return bare.Batch(func(tx *bolt.Tx) error {
+			return tx.Bucket([]byte("enc")).Put([]byte(entries[i].OpID), v)
+		})
+	}
 	ctx := context.Background()
 	round := writers * 32
 	var jTime, bTime time.Duration
 	var jN, bN int
-	var ratios []float64
+	var ratios, encRatios []float64
 	b.ReportAllocs()
 	b.ResetTimer()
 	for done := 0; done < b.N; {
@@ -145,6 +163,13 @@ func benchAppend(b *testing.B, writers int) {
 			b.Fatal(err)
 		}
 		ratios = append(ratios, bd.Seconds()/jd.Seconds())
+		if writers > 1 {
+			start = time.Now()
+			if err := parallel(writers, n, func(i int) error { return encPut(done + i) }); err != nil {
+				b.Fatal(err)
+			}
+			encRatios = append(encRatios, time.Since(start).Seconds()/jd.Seconds())
+		}
 		jN += n
 		bN += n
 		done += n
@@ -160,6 +185,10 @@ func benchAppend(b *testing.B, writers int) {
 	// then skews one pair, not the figure.
 	slices.Sort(ratios)
 	b.ReportMetric(ratios[len(ratios)/2], "x-bare")
+	if len(encRatios) > 0 {
+		slices.Sort(encRatios)
+		b.ReportMetric(encRatios[len(encRatios)/2], "x-bare-encoding")
+	}
 }
 
 var openFixture struct {

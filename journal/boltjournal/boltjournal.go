@@ -415,46 +415,23 @@ func (j *Journal) usable() error {
 // not as the function's error, so that it does not make the other appends
 // of its batch run again.
 func (j *Journal) commit(db *bolt.DB, e journal.Entry, fresh []byte, lone bool) error {
-	var victims []expiry
+	a := &appendTx{j: j, e: e, fresh: fresh}
 	if now := j.cfg.now(); now.UnixNano() >= j.nextExpiry.Load() {
 		j.memMu.Lock()
-		victims = j.mem.takeExpired(now, j.cfg.retention, j.cfg.keyRetention, pruneBatch)
+		a.victims = j.mem.takeExpired(now, j.cfg.retention, j.cfg.keyRetention, pruneBatch)
 		j.nextExpiry.Store(j.mem.nextExpiry(j.cfg.retention, j.cfg.keyRetention))
 		j.memMu.Unlock()
 	}
-	var (
-		reject  error
-		claimed bool
-		pruned  []expiry
-		state   journal.Entry // the op after this record, as the last run wrote it
-		seq     uint64
-		start   claim // identifies this append's claim on a new op ID
-	)
-	fn := func(tx *bolt.Tx) error {
-		reject, pruned = nil, pruned[:0]
-		if err := j.cfg.fp.Eval("append/tx"); err != nil {
-			return err
-		}
-		var err error
-		if pruned, err = j.prune(tx, victims, pruned); err != nil {
-			return err
-		}
-		var c bool
-		state, seq, reject, c, err = j.put(tx, e, fresh, &start)
-		claimed = claimed || c
-		return err
-	}
 	var err error
 	if lone {
-		err = safeUpdate(db, fn)
+		err = safeUpdate(db, a.run)
 	} else {
-		err = safeBatch(db, fn)
+		err = safeBatch(db, a.run)
 	}
-	var applied *journal.Entry
-	if err == nil && reject == nil {
-		applied = &state
+	if !a.settled {
+		// The transaction failed (its commit handler never ran).
+		j.settle(e, a.claimed, &a.start, nil, 0, a.victims, nil, false)
 	}
-	j.settle(e, claimed, &start, applied, seq, victims, pruned, err == nil)
 	if err != nil {
 		var ce *journal.CorruptError
 		if errors.As(err, &ce) || errors.As(err, new(errPanic)) {
@@ -462,7 +439,58 @@ func (j *Journal) commit(db *bolt.DB, e journal.Entry, fresh []byte, lone bool) 
 		}
 		return fmt.Errorf("boltjournal: %s: append op %q: %w", j.path, e.OpID, err)
 	}
-	return reject
+	return a.reject
+}
+
+// appendTx is one append's transaction function and what it leaves behind.
+// The fields are gathered in one value so that an append allocates once for
+// them, not once per variable its function captures.
+type appendTx struct {
+	j       *Journal
+	e       journal.Entry
+	fresh   []byte
+	victims []expiry
+
+	reject  error
+	claimed bool
+	pruned  []expiry
+	state   journal.Entry // the op after this record, as the last run wrote it
+	seq     uint64
+	start   claim // identifies this append's claim on a new op ID
+	settled bool  // the commit handler brought the memory index up to date
+}
+
+func (a *appendTx) run(tx *bolt.Tx) error {
+	a.reject, a.pruned = nil, a.pruned[:0]
+	if err := a.j.cfg.fp.Eval("append/tx"); err != nil {
+		return err
+	}
+	var err error
+	if a.pruned, err = a.j.prune(tx, a.victims, a.pruned); err != nil {
+		return err
+	}
+	var c bool
+	a.state, a.seq, a.reject, c, err = a.j.put(tx, a.e, a.fresh, &a.start)
+	a.claimed = a.claimed || c
+	if err == nil {
+		// bbolt runs commit handlers after a successful commit, in
+		// order, on the goroutine that commits the batch, before any
+		// of its appends returns; a rolled-back attempt's handlers
+		// never run. So the memory index follows the commits one by
+		// one, without the batch's appenders contending for its lock
+		// when they all wake up.
+		tx.OnCommit(a.committed)
+	}
+	return err
+}
+
+func (a *appendTx) committed() {
+	var applied *journal.Entry
+	if a.reject == nil {
+		applied = &a.state
+	}
+	a.j.settle(a.e, a.claimed, &a.start, applied, a.seq, a.victims, a.pruned, true)
+	a.settled = true
 }
 
 // put applies one record inside tx. fresh, for a started record, is its
@@ -518,10 +546,11 @@ func (j *Journal) put(tx *bolt.Tx, e journal.Entry, fresh []byte, start *claim) 
 		}
 	}
 	if prev == nil && fresh != nil {
-		// A rerun of this function writes the same bytes again: bbolt
-		// keeps a reference to v until the commit, so copy.
-		v = binary.BigEndian.AppendUint64(make([]byte, 0, len(fresh)), seq)
-		v = append(v, fresh[8:]...)
+		// bbolt keeps v until the commit. A rerun of this function
+		// happens only after the transaction that held it was rolled
+		// back, so fresh can be filled in and handed over again.
+		binary.BigEndian.PutUint64(fresh, seq)
+		v = fresh
 	} else if v, err = encodeOp(seq, &merged); err != nil {
 		return merged, 0, nil, claimed, err
 	}
@@ -558,11 +587,12 @@ func (j *Journal) prune(tx *bolt.Tx, victims, out []expiry) ([]expiry, error) {
 // record (applied; nil when nothing was written), and accounts for the
 // expired ops the transaction pruned (or gives them back, when it failed).
 //
-// Two appends of the same op may settle in the other order than they
-// committed. The index tolerates that: a key is recorded the same way
-// either time, a terminal op enters the retention heap once (from the
-// record that ended it), and an op left in the in-flight set by a late
-// settle is dropped by InFlight, which reads every op from the database.
+// A committed append settles in its transaction's commit handler, so
+// appends settle in the order they committed. The index would tolerate
+// another order anyway: a key is recorded the same way either time, a
+// terminal op enters the retention heap once (from the record that ended
+// it), and an op left in flight by a late settle is dropped by InFlight,
+// which reads every op from the database.
 func (j *Journal) settle(e journal.Entry, claimed bool, start *claim, applied *journal.Entry, seq uint64, victims, pruned []expiry, committed bool) {
 	j.memMu.Lock()
 	defer j.memMu.Unlock()
@@ -656,22 +686,14 @@ func (j *Journal) Latest(ctx context.Context, opID string) (e journal.Entry, ok 
 
 // InFlight implements [journal.Journal].
 func (j *Journal) InFlight(ctx context.Context) ([]journal.Entry, error) {
-	type live struct {
-		id  string
-		seq uint64
-	}
 	j.memMu.Lock()
-	ids := make([]live, 0, len(j.mem.inflight))
-	for id, seq := range j.mem.inflight {
-		ids = append(ids, live{id, seq})
-	}
+	ids := j.mem.inFlight()
 	j.memMu.Unlock()
-	slices.SortFunc(ids, func(a, b live) int { return cmp.Compare(a.seq, b.seq) })
 	var out []journal.Entry
 	var stale []string
 	err := j.view(ctx, "in-flight ops", func(tx *bolt.Tx) error {
-		for _, l := range ids {
-			e, ok, err := getOp(tx, l.id)
+		for _, id := range ids {
+			e, ok, err := getOp(tx, id)
 			if err != nil {
 				return err
 			}
@@ -680,7 +702,7 @@ func (j *Journal) InFlight(ctx context.Context) ([]journal.Entry, error) {
 			if ok && !e.State.Terminal() {
 				out = append(out, e)
 			} else {
-				stale = append(stale, l.id)
+				stale = append(stale, id)
 			}
 		}
 		return nil
@@ -704,8 +726,13 @@ func (j *Journal) dropStale(ids []string) {
 	defer j.memMu.Unlock()
 	_ = safeView(j.db, func(tx *bolt.Tx) error {
 		for _, id := range ids {
-			if e, ok, err := getOp(tx, id); err == nil && (!ok || e.State.Terminal()) {
-				delete(j.mem.inflight, id)
+			e, ok, err := getOp(tx, id)
+			switch {
+			case err != nil:
+			case !ok:
+				j.mem.dropOp(id)
+			case e.State.Terminal():
+				j.mem.setOp(id, j.mem.ops[id].seq, false)
 			}
 		}
 		return nil

@@ -167,9 +167,9 @@ func (j *Journal) Verify(ctx context.Context) (Stats, error) {
 				return fmt.Errorf("memory index gives key %q to op %q, the database to %q", k, owner, id)
 			}
 		}
-		for id, seq := range j.mem.inflight {
-			if o, ok := ops[id]; ok && !o.e.State.Terminal() && o.seq != seq {
-				return fmt.Errorf("memory index has op %q in flight with sequence %d, the database %d", id, seq, o.seq)
+		for id, info := range j.mem.ops {
+			if o, ok := ops[id]; ok && o.seq != info.seq {
+				return fmt.Errorf("memory index has op %q with sequence %d, the database %d", id, info.seq, o.seq)
 			}
 		}
 		return nil
@@ -424,7 +424,7 @@ func (j *Journal) Stats(ctx context.Context) (Stats, error) {
 		return nil
 	})
 	j.memMu.Lock()
-	st.InFlight, st.Keys = len(j.mem.inflight), len(j.mem.keys)
+	st.InFlight, st.Keys = j.mem.live, len(j.mem.keys)
 	j.memMu.Unlock()
 	st.Size = fileSize(j.path)
 	return st, err

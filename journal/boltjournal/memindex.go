@@ -1,9 +1,11 @@
 package boltjournal
 
 import (
+	"cmp"
 	"container/heap"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/guestward/guestward/journal"
@@ -18,13 +20,62 @@ import (
 //
 // Its methods do no locking; Journal.mem guards it.
 type memIndex struct {
-	ops      map[string]struct{} // every op the database holds
-	starts   map[string]*claim   // op ID → the append starting it, not yet committed
-	keys     map[string]string   // idempotency key → op ID, committed
-	claims   map[string]string   // idempotency key → op ID, claimed by appends not yet committed
-	inflight map[string]uint64   // op ID → seq, for every op not terminal
-	done     expiryHeap          // terminal ops under WithRetention
-	applied  expiryHeap          // succeeded ops holding a key, under WithKeyRetention
+	ops     map[string]opInfo // every op the database holds
+	live    int               // how many of them are in flight
+	starts  map[string]*claim // op ID → the append starting it, not yet committed
+	keys    map[string]string // idempotency key → op ID, committed
+	claims  map[string]string // idempotency key → op ID, claimed by appends not yet committed
+	done    expiryHeap        // terminal ops under WithRetention
+	applied expiryHeap        // succeeded ops holding a key, under WithKeyRetention
+}
+
+// opInfo is what the index keeps of an op: its start order, and whether it
+// is in flight. One map for both keeps an append's upkeep to one insert.
+type opInfo struct {
+	seq  uint64
+	live bool
+}
+
+// setOp records op id's state, keeping the count of ops in flight.
+func (m *memIndex) setOp(id string, seq uint64, live bool) {
+	old, ok := m.ops[id]
+	if ok && old.live {
+		m.live--
+	}
+	if live {
+		m.live++
+	}
+	m.ops[id] = opInfo{seq: seq, live: live}
+}
+
+// dropOp forgets op id.
+func (m *memIndex) dropOp(id string) {
+	if old, ok := m.ops[id]; ok {
+		if old.live {
+			m.live--
+		}
+		delete(m.ops, id)
+	}
+}
+
+// inFlight returns the ops in flight, in start order, by op ID.
+func (m *memIndex) inFlight() []string {
+	type l struct {
+		id  string
+		seq uint64
+	}
+	ls := make([]l, 0, m.live)
+	for id, o := range m.ops {
+		if o.live {
+			ls = append(ls, l{id, o.seq})
+		}
+	}
+	slices.SortFunc(ls, func(a, b l) int { return cmp.Compare(a.seq, b.seq) })
+	ids := make([]string, len(ls))
+	for i, x := range ls {
+		ids[i] = x.id
+	}
+	return ids
 }
 
 // claim identifies one append's claim on an op ID, by its address. It is
@@ -33,11 +84,10 @@ type claim struct{ _ byte }
 
 func newMemIndex() *memIndex {
 	return &memIndex{
-		ops:      make(map[string]struct{}),
-		starts:   make(map[string]*claim),
-		keys:     make(map[string]string),
-		claims:   make(map[string]string),
-		inflight: make(map[string]uint64),
+		ops:    make(map[string]opInfo),
+		starts: make(map[string]*claim),
+		keys:   make(map[string]string),
+		claims: make(map[string]string),
 	}
 }
 
@@ -101,11 +151,9 @@ func (m *memIndex) load(e *journal.Entry, seq uint64) error {
 		}
 		m.keys[k] = e.OpID
 	}
-	m.ops[e.OpID] = struct{}{}
+	m.setOp(e.OpID, seq, !e.State.Terminal())
 	if e.State.Terminal() {
 		m.push(e)
-	} else {
-		m.inflight[e.OpID] = seq
 	}
 	return nil
 }
@@ -114,15 +162,12 @@ func (m *memIndex) load(e *journal.Entry, seq uint64) error {
 // Only the record that ends an op makes it terminal (nothing follows), so
 // a terminal e enters a retention heap exactly once.
 func (m *memIndex) committed(id string, e *journal.Entry, seq uint64) {
-	m.ops[id] = struct{}{}
+	m.setOp(id, seq, !e.State.Terminal())
 	if k := e.IdempKey; k != "" {
 		m.keys[k] = id
 	}
 	if e.State.Terminal() {
-		delete(m.inflight, id)
 		m.push(e)
-	} else {
-		m.inflight[id] = seq
 	}
 }
 
@@ -168,7 +213,7 @@ func (m *memIndex) nextExpiry(ops, keys time.Duration) int64 {
 // pruned forgets ops the database no longer holds.
 func (m *memIndex) pruned(gone []expiry) {
 	for _, x := range gone {
-		delete(m.ops, x.id)
+		m.dropOp(x.id)
 		if x.key != "" && m.keys[x.key] == x.id {
 			delete(m.keys, x.key)
 		}
