@@ -262,7 +262,7 @@ func replayFile(stop func() error, f fsx.File, path string, visit visitFunc) (*i
 		return nil, scanResult{}, 0, &CorruptError{Path: path, Offset: 0, Reason: err.Error()}
 	}
 	idx := newIndexSized(int(size / 300))
-	idx.noInflight = true
+	idx.replaying = true
 	// An op's records lie close together in the log, so most records find
 	// their op among the recently started ones, in a small table that
 	// stays in the CPU's cache, rather than in the big one.

@@ -49,14 +49,15 @@ type index struct {
 	keys     map[string]string // idempotency key → op ID
 	inflight map[string]*opState
 
-	// noInflight defers the upkeep of inflight (see buildInflight), which
-	// saves replay an insert and a delete per op.
-	noInflight bool
+	// replaying is set while the index is built from a log: the upkeep
+	// of inflight waits for buildInflight (saving an insert and a delete
+	// per op), and an op's later records update its state in place.
+	replaying bool
 }
 
-// buildInflight rebuilds inflight from ops and resumes its upkeep.
+// buildInflight rebuilds inflight from ops and ends replaying.
 func (x *index) buildInflight() {
-	x.noInflight = false
+	x.replaying = false
 	clear(x.inflight)
 	for id, st := range x.ops {
 		if !st.e.State.Terminal() {
@@ -71,7 +72,7 @@ func newIndex() *index { return newIndexSized(0) }
 func newIndexSized(hint int) *index {
 	return &index{
 		ops:      make(map[string]*opState, hint),
-		keys:     make(map[string]string, hint/2),
+		keys:     make(map[string]string, hint),
 		inflight: make(map[string]*opState),
 	}
 }
@@ -101,7 +102,7 @@ func (x *index) applyTo(st *opState, next opState, fresh *opState) *opState {
 	}
 	*st = next
 	switch {
-	case x.noInflight:
+	case x.replaying:
 	case next.e.State.Terminal():
 		if wasLive {
 			delete(x.inflight, id)
@@ -148,17 +149,35 @@ func (x *index) replayAt(st, fresh *opState, e *Entry, params string, snapshot b
 		first.Params = nil
 		return x.applyTo(nil, opState{e: first, params: params, seq: seq}, fresh), nil
 	}
-	next, err := nextState(st, e, params)
+	if st != nil && !x.replaying {
+		next, err := nextState(st, e, params)
+		if err != nil {
+			return nil, err
+		}
+		return x.applyTo(st, next, fresh), nil
+	}
+	if st != nil {
+		// Replay of an op's later record: change in place only what
+		// such a record can change (see carry), rather than copying the
+		// whole state.
+		if err := checkNext(&st.e, e, params != "", func() bool { return params == st.params }); err != nil {
+			return nil, err
+		}
+		st.e.State, st.e.Error, st.e.At = e.State, e.Error, e.At
+		if e.UPID != "" {
+			st.e.UPID = e.UPID
+		}
+		return st, nil
+	}
+	next, err := nextState(nil, e, params)
 	if err != nil {
 		return nil, err
 	}
-	if st == nil {
-		if err := x.checkKey(e.OpID, e.IdempKey); err != nil {
-			return nil, err
-		}
-		next.seq = seq
+	if err := x.checkKey(e.OpID, e.IdempKey); err != nil {
+		return nil, err
 	}
-	return x.applyTo(st, next, fresh), nil
+	next.seq = seq
+	return x.applyTo(nil, next, fresh), nil
 }
 
 func (x *index) checkKey(opID, key string) error {
