@@ -37,6 +37,11 @@ import (
 //   - after the child reported its k-th event on stdout;
 //   - at a random moment.
 //
+// Now and then the agent runs as a daemon instead, and is stopped with
+// SIGTERM (unless a kill comes first); a graceful stop must leave no
+// operation it had started in flight. Now and then Proxmox drops or
+// refuses one of the agent's writes as well, before or after handling it.
+//
 // After every run it checks that the restarted child's recovery left
 // nothing unresolved, and that the fake's tasks and both journals agree:
 // no task without an operation, except the ones a crash left for the next
@@ -102,11 +107,11 @@ func TestMain(m *testing.M) {
 
 // child is one run of a program.
 type child struct {
-	name   string
-	cmd    *exec.Cmd
-	done   chan struct{} // closed once the process has exited and its output is read
-	events chan struct{} // one token per event line, dropped when full
-	err    error         // from Wait
+	name     string
+	cmd      *exec.Cmd
+	done     chan struct{} // closed once the process has exited and its output is read
+	progress chan string   // the type of every event and report line, dropped when full
+	err      error         // from Wait
 
 	mu       sync.Mutex
 	lines    []map[string]any // stdout, one JSON object per line
@@ -115,7 +120,7 @@ type child struct {
 }
 
 func startChild(name, bin string, args, env []string) (*child, error) {
-	c := &child{name: name, done: make(chan struct{}), events: make(chan struct{}, 1024)}
+	c := &child{name: name, done: make(chan struct{}), progress: make(chan string, 4096)}
 	c.cmd = exec.Command(bin, args...)
 	c.cmd.Env = env
 	c.cmd.Stderr = &lockedWriter{mu: &c.mu, w: &c.stderr}
@@ -137,9 +142,9 @@ func startChild(name, bin string, args, env []string) (*child, error) {
 			c.mu.Lock()
 			c.lines = append(c.lines, line)
 			c.mu.Unlock()
-			if line["type"] == "event" {
+			if typ, _ := line["type"].(string); typ == "event" || typ == "report" {
 				select {
-				case c.events <- struct{}{}:
+				case c.progress <- typ:
 				default:
 				}
 			}
@@ -162,13 +167,21 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 }
 
 // kill sends SIGKILL, once, and remembers why.
-func (c *child) kill(why string) {
+func (c *child) kill(why string) { c.signal(why, syscall.SIGKILL) }
+
+// stop asks the child to stop with SIGTERM, once, and remembers why.
+func (c *child) stop(why string) { c.signal(why, syscall.SIGTERM) }
+
+func (c *child) signal(why string, sig os.Signal) {
 	c.mu.Lock()
-	if c.killedBy == "" {
+	first := c.killedBy == ""
+	if first {
 		c.killedBy = why
 	}
 	c.mu.Unlock()
-	_ = c.cmd.Process.Signal(syscall.SIGKILL)
+	if first && c.cmd.Process != nil {
+		_ = c.cmd.Process.Signal(sig)
+	}
 }
 
 // outcome says how the run ended: killed (by us or by a failpoint), or
@@ -371,6 +384,8 @@ func TestCrashLoop(t *testing.T) {
 	conn := []string{"-url", srv.URL, "-token-id", tokenID, "-fingerprint", srv.Fingerprint(),
 		"-http-timeout", "30s", "-settle-delay", "1s", "-output", "json", "-log-level", "error"}
 	agentArgs := append(append([]string{}, conn...), "-desired", desiredPath, "-journal", agentJournal, "-once", "-concurrency", "4")
+	daemonArgs := append(append([]string{}, conn...), "-desired", desiredPath, "-journal", agentJournal, "-concurrency", "4",
+		"-interval", "200ms", "-shutdown-grace", "1m")
 
 	// The other writer renames guests between runs; the names must
 	// survive every run and every crash.
@@ -383,32 +398,34 @@ func TestCrashLoop(t *testing.T) {
 	keys := map[string]keyInfo{}
 	var keyOrder []string
 
-	// run runs one child to its end, killing it as plan says, and checks
-	// what it printed. It may run on another goroutine than the test's:
-	// it reports with t.Errorf and returns nil when the child could not
-	// run; the caller stops the test.
+	// run runs one child to its end, killing or stopping it as plan
+	// says, and checks what it printed. It may run on another goroutine
+	// than the test's: it reports with t.Errorf and returns nil when the
+	// child could not run properly; the caller stops the test.
 	run := func(name, bin string, args []string, plan killPlan, writePath string) *child {
 		env := append([]string{}, baseEnv...)
 		if plan.failpoint != "" {
 			env = append(env, "GUESTWARD_FAILPOINTS="+plan.failpoint)
 		}
-		var c *child
+		c := &child{name: name}
 		var started sync.WaitGroup
 		started.Add(1)
 		var writes atomic.Int64
 		var handles []*proxmoxtest.FaultHandle
-		if plan.hookWrite > 0 {
+		writeFaults := []proxmoxtest.Fault{
+			{Method: "POST", Path: writePath + "/*/*/status/*"},
+			{Method: "POST", Path: writePath + "/*/*/config"},
+			{Method: "PUT", Path: writePath + "/*/*/config"},
+		}
+		switch {
+		case plan.hookWrite > 0:
 			hook := func() {
 				if writes.Add(1) == int64(plan.hookWrite) {
 					started.Wait()
 					c.kill(plan.mode)
 				}
 			}
-			for _, f := range []proxmoxtest.Fault{
-				{Method: "POST", Path: writePath + "/*/*/status/*"},
-				{Method: "POST", Path: writePath + "/*/*/config"},
-				{Method: "PUT", Path: writePath + "/*/*/config"},
-			} {
+			for _, f := range writeFaults {
 				if plan.afterHandling {
 					f.After = hook
 				} else {
@@ -416,32 +433,60 @@ func TestCrashLoop(t *testing.T) {
 				}
 				handles = append(handles, srv.Inject(f))
 			}
+		case plan.fault != nil:
+			// The fault hits the write that follows faultSkip others of
+			// its kind, for each kind.
+			for _, f := range writeFaults {
+				f.Times, f.Skip = 1, plan.faultSkip
+				f.Drop, f.Status = plan.fault.Drop, plan.fault.Status
+				f.Before = func() { fig.add("faults_injected", 1) }
+				handles = append(handles, srv.Inject(f))
+			}
 		}
-		c, err := startChild(name, bin, args, env)
-		if err != nil {
-			t.Errorf("starting %s: %v", name, err)
-			c = &child{name: name, cmd: &exec.Cmd{Process: &os.Process{}}} // for the hooks' sake
-			started.Done()
+		defer func() {
 			for _, h := range handles {
 				h.Remove()
 			}
+		}()
+		sc, err := startChild(name, bin, args, env)
+		if err != nil {
+			started.Done()
+			t.Errorf("starting %s: %v", name, err)
 			return nil
 		}
+		c = sc
 		started.Done()
 		var timer *time.Timer
 		if plan.timer > 0 {
-			timer = time.AfterFunc(plan.timer, func() { c.kill("timer") })
+			timer = time.AfterFunc(plan.timer, func() {
+				if plan.graceful {
+					c.stop("term_timer")
+				} else {
+					c.kill("timer")
+				}
+			})
 		}
-		events := 0
+		events, reports := 0, 0
 	wait:
 		for {
 			select {
 			case <-c.done:
 				break wait
-			case <-c.events:
-				events++
-				if plan.afterEvents > 0 && events == plan.afterEvents {
+			case typ := <-c.progress:
+				if typ == "report" {
+					reports++
+				} else {
+					events++
+				}
+				switch {
+				case plan.afterEvents > 0 && events == plan.afterEvents && plan.graceful:
+					c.stop("term_event")
+				case plan.afterEvents > 0 && events == plan.afterEvents:
 					c.kill("event")
+				case plan.daemon && reports >= 2:
+					// Whatever was meant to stop it has not: two passes
+					// are enough.
+					c.stop("term_after_two_passes")
 				}
 			case <-ctx.Done():
 				c.kill("test deadline")
@@ -453,9 +498,6 @@ func TestCrashLoop(t *testing.T) {
 		if timer != nil {
 			timer.Stop()
 		}
-		for _, h := range handles {
-			h.Remove()
-		}
 		killed, code := c.outcome()
 		c.mu.Lock()
 		by := c.killedBy
@@ -463,14 +505,42 @@ func TestCrashLoop(t *testing.T) {
 		switch {
 		case killed && by == "" && plan.failpoint != "" && strings.Contains(c.stderrText(), "failpoint"):
 			fig.add("kills_failpoint", 1)
-		case killed && by != "":
+		case killed && by != "" && !strings.HasPrefix(by, "term"):
 			fig.add("kills_"+by, 1)
+		case killed && strings.HasPrefix(by, "term") && len(c.linesOf("start")) == 0:
+			// SIGTERM before the program had set up its handler (it
+			// had printed nothing): the default action, death.
+			fig.add("stops_during_startup", 1)
 		case killed:
 			t.Errorf("%s died of a signal nobody sent: %s", name, c.describe())
 			return nil
 		case code == 66:
 			t.Errorf("%s: the race detector found a race: %s", name, c.describe())
 			return nil
+		case strings.HasPrefix(by, "term"):
+			// A stop request: the agent lets running operations finish,
+			// and exits 0. A stop that comes while the agent starts up or
+			// recovers cuts that short instead (the grace period covers
+			// only the operations of passes), and the agent exits 1; the
+			// next start's recovery finishes the work.
+			exits := c.linesOf("exit")
+			reason := ""
+			if len(exits) == 1 {
+				reason, _ = exits[0]["reason"].(string)
+			}
+			recovered := false
+			for _, rec := range c.linesOf("recovery") {
+				recovered = rec["error"] == nil
+			}
+			switch {
+			case code == 0 && reason == "stopped":
+				fig.add("graceful_stops", 1)
+			case code == 1 && !recovered && strings.Contains(reason+c.stderrText(), "context canceled"):
+				fig.add("stops_during_startup", 1)
+			default:
+				t.Errorf("%s did not stop cleanly on SIGTERM: %s", name, c.describe())
+				return nil
+			}
 		default:
 			fig.add(fmt.Sprintf("%s_exit_%d", name, code), 1)
 		}
@@ -480,6 +550,9 @@ func TestCrashLoop(t *testing.T) {
 		// After every restart: the recovery, if the child got that far,
 		// resolved everything the crashes before it left.
 		for _, rec := range c.linesOf("recovery") {
+			if rec["error"] == "context canceled" && strings.HasPrefix(by, "term") {
+				continue // cut short by the stop request, see above
+			}
 			if n, _ := rec["unresolved"].(float64); n != 0 || rec["error"] != nil {
 				t.Errorf("%s: recovery left operations unresolved: %s", name, c.describe())
 				return nil
@@ -527,9 +600,28 @@ func TestCrashLoop(t *testing.T) {
 		var wg sync.WaitGroup
 		wg.Add(1)
 		agentPlan := randomKillPlan(rng, 8)
+		args := agentArgs
+		if rng.IntN(4) == 0 {
+			// Now and then the agent runs as a daemon, and is stopped
+			// gracefully unless the plan kills it first.
+			agentPlan.daemon = true
+			agentPlan.graceful = agentPlan.failpoint == "" && agentPlan.hookWrite == 0 && rng.IntN(2) == 0
+			args = daemonArgs
+		}
+		if agentPlan.hookWrite == 0 && rng.IntN(5) == 0 {
+			// And now and then Proxmox misbehaves too.
+			agentPlan.fault = &[]proxmoxtest.Fault{
+				{Drop: proxmoxtest.DropAfterHandling},
+				{Drop: proxmoxtest.DropBeforeHandling},
+				{Status: 502},
+				{Status: 595},
+			}[rng.IntN(4)]
+			agentPlan.faultSkip = rng.IntN(6)
+		}
+		var agentRun *child
 		go func() {
 			defer wg.Done()
-			run("agent", agentBin, agentArgs, agentPlan, "/nodes/pve[123]")
+			agentRun = run("agent", agentBin, args, agentPlan, "/nodes/pve[123]")
 		}()
 		if rng.IntN(5) < 3 {
 			var key string
@@ -564,6 +656,28 @@ func TestCrashLoop(t *testing.T) {
 		wg.Wait()
 		if t.Failed() {
 			t.FailNow()
+		}
+		if agentRun != nil && agentRun.stoppedGracefully() {
+			// A stop request let every operation the agent had started
+			// finish. (One whose intent was being journaled as the stop
+			// came is not waited for: the agent learns of an operation
+			// from its "start" event, which follows the intent. It stays
+			// in flight, and the next start resolves it.)
+			started := map[string]bool{}
+			for _, ev := range agentRun.linesOf("event") {
+				if ev["phase"] == "start" {
+					started[fmt.Sprint(ev["op_id"])] = true
+				}
+			}
+			for _, op := range readOps(t, agentJournal) {
+				if op.State.Terminal() {
+					continue
+				}
+				if started[op.OpID] {
+					t.Fatalf("iteration %d: operation %s (%s on %d) left %s by a graceful stop: %s", it, op.OpID, op.Kind, op.VMID, op.State, agentRun.describe())
+				}
+				fig.add("left_in_flight_by_a_stop", 1)
+			}
 		}
 		fig.add("iterations", 1)
 		checkAll(fmt.Sprintf("after iteration %d", it), false)
@@ -673,6 +787,21 @@ type killPlan struct {
 	afterHandling bool          // ... after the write took effect
 	afterEvents   int           // kill once the child reported its n-th event
 	timer         time.Duration // kill after this long
+	// daemon: the child runs until stopped; graceful: the event or timer
+	// sends SIGTERM rather than SIGKILL.
+	daemon, graceful bool
+	// fault, if set, hits the child's write after faultSkip others.
+	fault     *proxmoxtest.Fault
+	faultSkip int
+}
+
+// stoppedGracefully reports whether the child stopped on a stop request.
+func (c *child) stoppedGracefully() bool {
+	c.mu.Lock()
+	by := c.killedBy
+	c.mu.Unlock()
+	killed, code := c.outcome()
+	return strings.HasPrefix(by, "term") && !killed && code == 0
 }
 
 // randomKillPlan picks a plan for a child making about writes writes.

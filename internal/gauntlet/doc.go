@@ -20,7 +20,9 @@
 // a fake Proxmox VE cluster held by the test (package proxmoxtest), and
 // kills them with SIGKILL, at random moments and at the engine's named
 // checkpoints between journal steps (GUESTWARD_FAILPOINTS), over many
-// iterations, while the desired state keeps changing. After every restart
+// iterations, while the desired state keeps changing; now and then the agent
+// runs as a daemon and is stopped gracefully, or Proxmox drops one of its
+// writes as well. After every restart
 // it checks that the agent's recovery left nothing unresolved, and that the
 // fake's tasks and the journals agree: no task without an operation, no
 // operation with two tasks, no outcome recorded that did not happen. At the
