@@ -111,9 +111,12 @@ type applyCall struct {
 //     key can be looked at.
 //
 // Invalid input and a policy veto are refused before anything is
-// journaled: the key stays unused. Apply's error is for those, and for
-// failures to reach the journal; an operation that Proxmox refused or that
-// failed is a Result with State Failed and a nil error.
+// journaled: the key stays unused. So is a failure to read an LXC guest's
+// configuration before a change that carries no digest (the engine reads
+// it to be able to tell, should the answer be lost, whether the change was
+// made). Apply's error is for those, and for failures to reach the
+// journal; an operation that Proxmox refused or that failed is a Result
+// with State Failed and a nil error.
 func (e *Engine) Apply(ctx context.Context, s OneShot) (Result, error) {
 	if err := s.Validate(); err != nil {
 		return Result{}, err
@@ -174,6 +177,18 @@ func (e *Engine) apply(ctx context.Context, s OneShot) (Result, error) {
 				runErr = fmt.Errorf("%w: %w", ErrVetoed, err)
 				return nil
 			}
+		}
+		if o.kind == ActionSetConfig && o.ref.Type == proxmox.LXC && o.digest == "" {
+			// A synchronous change without a digest: remember the
+			// configuration it is sent against, so that if its answer
+			// is lost, a change that never arrived can be told from one
+			// that was made and then overwritten.
+			cfg, err := e.cfg.Proxmox.Config(ctx, o.ref)
+			if err != nil {
+				runErr = fmt.Errorf("reconcile: reading the configuration of %s before changing it: %w", o.ref, err)
+				return nil
+			}
+			o.observed = cfg.Digest
 		}
 		ar := e.execute(ctx, o)
 		res = Result{OpID: o.id, UPID: ar.UPID, Error: ar.Error}

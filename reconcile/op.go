@@ -30,6 +30,10 @@ type op struct {
 	digest  string
 	timeout time.Duration // shutdown only
 	key     string        // idempotency key of a one-shot operation
+	// observed is the digest of the configuration read before a
+	// synchronous change (LXC) that carries no digest of its own: with
+	// it, a lost answer can be told from a change that never arrived.
+	observed string
 }
 
 func opFromAction(id string, a Action) *op {
@@ -48,6 +52,8 @@ const (
 	paramDigest  = "digest"
 	paramTimeout = "timeout"
 	paramSet     = "set:"
+	// paramObserved is op.observed.
+	paramObserved = "observed_digest"
 )
 
 func (o *op) params() map[string]string {
@@ -64,17 +70,21 @@ func (o *op) params() map[string]string {
 	if o.timeout > 0 {
 		p[paramTimeout] = strconv.FormatInt(int64(o.timeout/time.Second), 10)
 	}
+	if o.observed != "" {
+		p[paramObserved] = o.observed
+	}
 	return p
 }
 
 // opFromEntry rebuilds an operation from its journal record.
 func opFromEntry(e journal.Entry) (*op, error) {
 	o := &op{
-		id:     e.OpID,
-		ref:    proxmox.Ref{Node: e.Params[paramNode], Type: proxmox.GuestType(e.Params[paramType]), VMID: e.VMID},
-		kind:   ActionKind(e.Kind),
-		digest: e.Params[paramDigest],
-		key:    e.IdempKey,
+		id:       e.OpID,
+		ref:      proxmox.Ref{Node: e.Params[paramNode], Type: proxmox.GuestType(e.Params[paramType]), VMID: e.VMID},
+		kind:     ActionKind(e.Kind),
+		digest:   e.Params[paramDigest],
+		key:      e.IdempKey,
+		observed: e.Params[paramObserved],
 	}
 	if err := o.ref.Validate(); err != nil {
 		return nil, fmt.Errorf("operation %s: %w", e.OpID, err)
@@ -272,6 +282,10 @@ func (e *Engine) send(ctx context.Context, o *op, at time.Time, rep *ActionRepor
 				return res.task.UPID, nil
 			case res.applied:
 				return "", nil
+			case res.undecidable:
+				// Sending it again could make the change twice, over
+				// whatever changed the configuration since.
+				return "", fmt.Errorf("outcome unknown: %w (%v)", errConfigMoved, err)
 			}
 			// Proxmox did not act: safe to try again.
 		} else if !errors.Is(err, proxmox.ErrTransient) || ctx.Err() != nil {
@@ -361,7 +375,16 @@ func classify(kind ActionKind, err error) (ActionOutcome, journal.State) {
 type outcomeSearch struct {
 	task    *proxmox.TaskInfo // the task the operation started
 	applied bool              // a synchronous change is in effect
+	// undecidable: a synchronous change is not in effect, but the
+	// configuration changed since it was read, so the change may have
+	// been made and then overwritten: whether it acted cannot be told.
+	undecidable bool
 }
+
+// errConfigMoved is the failure of a synchronous change whose answer was
+// lost when the configuration changed since it was read and does not hold
+// the change.
+var errConfigMoved = errors.New("the answer was lost, and the configuration has changed since it was read without holding the change: it may have been made and overwritten, so it is not sent again")
 
 // findOutcome looks for the effect of an operation journaled at `at` whose
 // answer from Proxmox is unknown: the task it started, or, for an LXC
@@ -380,8 +403,7 @@ func (e *Engine) findOutcome(ctx context.Context, o *op, at time.Time, claimed m
 	}
 	tt := o.taskType()
 	if tt == "" {
-		applied, err := e.changeInEffect(ctx, o)
-		return outcomeSearch{applied: applied}, err
+		return e.changeInEffect(ctx, o)
 	}
 	tasks, err := e.cfg.Proxmox.Tasks(ctx, o.ref.Node, proxmox.TaskFilter{
 		VMID: o.ref.VMID, Type: tt, Since: at.Add(-e.cfg.ClockSkew),
@@ -445,25 +467,38 @@ func (e *Engine) claimedTasks(ctx context.Context) (map[proxmox.UPID]bool, error
 	return claimed, nil
 }
 
-// changeInEffect reports whether every option of a configuration change
-// has the value the change gives it.
-func (e *Engine) changeInEffect(ctx context.Context, o *op) (bool, error) {
+// changeInEffect looks at the guest's configuration for the effect of a
+// synchronous change whose answer is unknown. It is applied when every
+// option has the value the change gives it. It is not when the
+// configuration still has the digest it had before the change was sent
+// (the operation's digest, or the one read before a change without one):
+// nothing happened, and sending it again is safe. When the configuration
+// changed since and does not hold the change, the change may have been
+// made and then overwritten by another writer, or never have arrived:
+// that is undecidable. An operation journaled without a digest (by an
+// older engine) counts as not applied.
+func (e *Engine) changeInEffect(ctx context.Context, o *op) (outcomeSearch, error) {
 	cfg, err := e.cfg.Proxmox.Config(ctx, o.ref)
 	if err != nil {
-		return false, fmt.Errorf("reading the config of %s: %w", o.ref, err)
+		return outcomeSearch{}, fmt.Errorf("reading the config of %s: %w", o.ref, err)
 	}
 	set := e.normalizeSet(o.ref.Type)
+	applied := true
 	for k, v := range o.set {
 		if !set.Equal(k, v, cfg.Values[k]) {
-			return false, nil
+			applied = false
 		}
 	}
 	for _, k := range o.del {
 		if _, ok := cfg.Values[k]; ok {
-			return false, nil
+			applied = false
 		}
 	}
-	return true, nil
+	before := o.digest
+	if before == "" {
+		before = o.observed
+	}
+	return outcomeSearch{applied: applied, undecidable: !applied && before != "" && cfg.Digest != before}, nil
 }
 
 // backoff returns the wait before attempt+1: exponential from min, capped

@@ -59,9 +59,14 @@ var ErrUnresolved = errors.New("reconcile: in-flight operations unresolved")
 //     a task of the right type for the guest, started after the intent
 //     (within ClockSkew) and owned by no other journaled operation, is
 //     adopted and awaited. An LXC configuration change, which starts no
-//     task, is checked against the guest's configuration instead. With
-//     nothing found, the request never reached Proxmox, and the operation
-//     is recorded as failed ("not started"): it never ran. Recover waits
+//     task, is checked against the guest's configuration instead: it
+//     succeeded if the configuration holds it; it never arrived if the
+//     configuration is still the one it was sent against (same digest);
+//     otherwise someone else changed the configuration since, the change
+//     may have been made and overwritten, and it is recorded as failed
+//     with its outcome unknown, never to be sent again. With nothing
+//     found, the request never reached Proxmox, and the operation is
+//     recorded as failed ("not started"): it never ran. Recover waits
 //     SettleDelay after the intent before deciding this, so that a request
 //     still travelling cannot be missed.
 //
@@ -184,6 +189,10 @@ func (e *Engine) resolve(ctx context.Context, o *op, en journal.Entry, r *Recove
 			r.UPID, r.How = upid, "task adopted"
 		case found.applied:
 			e.finishRecovered(ctx, o, r, nil, "change in effect")
+			return
+		case found.undecidable:
+			// It may have run: record it as failed, never run it again.
+			e.finishRecovered(ctx, o, r, fmt.Errorf("outcome unknown: %w", errConfigMoved), "configuration changed since: outcome unknown")
 			return
 		default:
 			how := "no task: the request never reached Proxmox"

@@ -334,3 +334,92 @@ func TestRegression_DesiredFileDuplicateKeysAndBadUTF8AcceptedSilently(t *testin
 		t.Fatalf("%+v %v", ds, err)
 	}
 }
+
+// Found by the gauntlet: when the answer to an LXC configuration change
+// (synchronous, no task) was lost, the engine looked at the configuration,
+// and if it did not hold the change, took that as proof that the request
+// never arrived and sent it again. But another writer may have changed
+// the option after the change was made: then the change was made twice,
+// and the other writer's later value was overwritten, a lost update. For
+// a one-shot without a digest nothing stopped it; recovery likewise
+// recorded such an operation as "not started" although it ran. Now the
+// engine knows the digest the change was sent against (its own, or one it
+// reads first) and sends again only if the configuration is still at that
+// digest; otherwise the outcome is unknown, and it is recorded as failed.
+func TestRegression_LostLXCAnswerResentOverAnotherWritersChange(t *testing.T) {
+	setup := func(t *testing.T) *fixture {
+		f := newFixture(t, nil)
+		f.add(proxmoxtest.GuestSpec{Type: proxmox.LXC, VMID: 200, Config: map[string]string{"memory": "512", "description": "orig"}})
+		return f
+	}
+	shot := reconcile.OneShot{Key: "ct-desc", Ref: lxc(200), Kind: reconcile.ActionSetConfig, Set: map[string]string{"description": "one-shot"}}
+	puts := func(f *fixture) int {
+		n := 0
+		for _, r := range f.srv.Requests() {
+			if r.Method == "PUT" {
+				n++
+			}
+		}
+		return n
+	}
+
+	t.Run("made, then overwritten", func(t *testing.T) {
+		f := setup(t)
+		f.srv.Inject(proxmoxtest.Fault{Method: "PUT", Path: "/nodes/*/lxc/200/config", Times: 1, Drop: proxmoxtest.DropAfterHandling,
+			After: func() {
+				if err := f.srv.UpdateConfig(lxc(200), map[string]string{"description": "by hand"}, nil); err != nil {
+					t.Error(err)
+				}
+			}})
+		res, err := f.eng.Apply(ctxT(t), shot)
+		if err != nil || res.State != journal.Failed || !strings.Contains(res.Error, "outcome unknown") {
+			t.Fatalf("%+v %v", res, err)
+		}
+		if n := puts(f); n != 1 {
+			t.Fatalf("the change was sent %d times", n)
+		}
+		if d := f.guest(lxc(200)).Config["description"]; !strings.HasPrefix(d, "by hand") {
+			t.Fatalf("the other writer's later change was overwritten: %q", d)
+		}
+	})
+
+	t.Run("never arrived", func(t *testing.T) {
+		f := setup(t)
+		f.srv.Inject(proxmoxtest.Fault{Method: "PUT", Path: "/nodes/*/lxc/200/config", Times: 1, Drop: proxmoxtest.DropBeforeHandling})
+		res, err := f.eng.Apply(ctxT(t), shot)
+		if err != nil || !res.Applied() {
+			t.Fatalf("%+v %v", res, err)
+		}
+		if n := puts(f); n != 2 {
+			t.Fatalf("%d PUTs: the lost change must be sent again, once", n)
+		}
+	})
+
+	t.Run("recovery", func(t *testing.T) {
+		f := setup(t)
+		cfg, err := f.client.Config(ctxT(t), lxc(200))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A crash after the change was made; then another writer.
+		if err := f.j.Append(ctxT(t), journal.Entry{
+			OpID: "op-crashed", VMID: 200, Kind: string(reconcile.ActionSetConfig), IdempKey: "ct-desc", State: journal.Started, At: time.Now(),
+			Params: map[string]string{"node": "pve1", "type": "lxc", "set:description": "one-shot", "observed_digest": cfg.Digest},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.client.SetConfig(ctxT(t), lxc(200), proxmox.ConfigChange{Set: map[string]string{"description": "one-shot"}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.srv.UpdateConfig(lxc(200), map[string]string{"description": "by hand"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := f.eng.Recover(ctxT(t))
+		if err != nil || len(rep.Ops) != 1 {
+			t.Fatalf("%+v %v", rep, err)
+		}
+		if op := rep.Ops[0]; op.To != journal.Failed || !strings.Contains(op.How, "outcome unknown") {
+			t.Fatalf("%+v: recorded as never started, though it ran", op)
+		}
+	})
+}
