@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -349,6 +350,7 @@ func decodeEntryID(b []byte, e *Entry, in *interner, raw *string, id *[]byte) er
 		e.At = time.Unix(0, d.varint()).UTC()
 	}
 	byID := id != nil && e.State != Started
+	var opID []byte
 	if byID {
 		*id = d.bytes()
 		if d.err != nil {
@@ -358,12 +360,12 @@ func decodeEntryID(b []byte, e *Entry, in *interner, raw *string, id *[]byte) er
 			return err
 		}
 	} else {
-		e.OpID = d.string(nil)
+		opID = d.bytes()
 	}
 	e.Kind = d.string(in)
-	e.UPID = d.string(nil)
-	e.IdempKey = d.string(nil)
-	e.Error = d.string(nil)
+	upid := d.bytes()
+	key := d.bytes()
+	e.Error = d.string(in) // failure messages repeat
 	params := d.b
 	np := d.uvarint()
 	if d.err != nil {
@@ -404,10 +406,37 @@ func decodeEntryID(b []byte, e *Entry, in *interner, raw *string, id *[]byte) er
 	if len(d.b) != 0 {
 		return errTrailing
 	}
+	var rawLong []byte
 	if raw != nil {
 		*raw = ""
-		if np > 0 {
-			*raw = in.bytes(params)
+		if params = params[:len(params)-len(d.b)]; np > 0 {
+			if len(params) <= internMaxLen {
+				*raw = in.bytes(params)
+			} else {
+				rawLong = params
+			}
+		}
+	}
+	// The record's own strings share one allocation: they belong to one
+	// op and live as long as its state does.
+	if n := len(opID) + len(upid) + len(key) + len(rawLong); n > 0 {
+		var sb strings.Builder
+		sb.Grow(n)
+		sb.Write(opID)
+		sb.Write(upid)
+		sb.Write(key)
+		sb.Write(rawLong)
+		all, off := sb.String(), 0
+		take := func(b []byte) string {
+			if len(b) == 0 {
+				return ""
+			}
+			off += len(b)
+			return all[off-len(b) : off]
+		}
+		e.OpID, e.UPID, e.IdempKey = take(opID), take(upid), take(key)
+		if len(rawLong) > 0 {
+			*raw = take(rawLong)
 		}
 	}
 	if err := e.validateFields(!byID, false); err != nil {
