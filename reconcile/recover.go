@@ -53,7 +53,9 @@ var ErrUnresolved = errors.New("reconcile: in-flight operations unresolved")
 // operation was left in flight (interrupted) since.
 //
 //   - An operation with a recorded task is resolved by the task: awaited if
-//     it still runs, then recorded as succeeded or failed.
+//     it still runs, then recorded as succeeded or failed. If the task's
+//     node cannot be asked, the operation stays unresolved: Recover does
+//     not wait for the node.
 //   - An operation without one (the crash came between journaling the
 //     intent and Proxmox's answer) is matched against the node's task list:
 //     a task of the right type for the guest, started after the intent
@@ -203,7 +205,17 @@ func (e *Engine) resolve(ctx context.Context, o *op, en journal.Entry, r *Recove
 			return
 		}
 	}
-	_, err := e.cfg.Proxmox.WaitTask(ctx, upid)
+	// Ask once how the task is doing before waiting for it: WaitTask
+	// rides out a node it cannot reach for as long as it stays
+	// unreachable, and Recover would hold up every pass and one-shot
+	// meanwhile. Unreachable now, the operation stays unresolved, and a
+	// later Recover tries again.
+	_, err := e.cfg.Proxmox.TaskStatus(ctx, upid)
+	if err == nil || errors.Is(err, proxmox.ErrNotFound) {
+		// Running, finished, or not known yet (a task just forked):
+		// WaitTask waits for the first and tolerates the last a while.
+		_, err = e.cfg.Proxmox.WaitTask(ctx, upid)
+	}
 	if !taskEnded(err) || err != nil && ctx.Err() != nil {
 		// How the task ended could not be read: still in flight.
 		r.Error = err.Error()

@@ -1,6 +1,7 @@
 package reconcile_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -422,4 +423,44 @@ func TestRegression_LostLXCAnswerResentOverAnotherWritersChange(t *testing.T) {
 			t.Fatalf("%+v: recorded as never started, though it ran", op)
 		}
 	})
+}
+
+// Found by the fault storm: Recover waited for a recorded task with
+// WaitTask, which rides out a node it cannot reach for as long as the node
+// stays unreachable. With an operation in flight on a node that was down,
+// Recover (at startup, or before a pass once an operation was left in
+// flight) hung, holding up every pass and one-shot until the node came
+// back. Recover now asks once how the task is doing, and leaves the
+// operation unresolved if the node cannot be reached.
+func TestRegression_RecoverHangsOnAnUnreachableNode(t *testing.T) {
+	f := newFixture(t, []proxmoxtest.Option{proxmoxtest.WithManualTasks()})
+	f.add(proxmoxtest.GuestSpec{Node: "pve2", Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+	ref := proxmox.Ref{Node: "pve2", Type: proxmox.QEMU, VMID: 100}
+	intent(t, f.j, "op-1", ref, reconcile.ActionStart, "", time.Now())
+	upid, err := f.client.Start(ctxT(t), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.j.Append(ctxT(t), journal.Entry{OpID: "op-1", State: journal.TaskRunning, UPID: string(upid)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.srv.SetNodeOnline("pve2", false); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rep, err := f.eng.Recover(ctx)
+	if !errors.Is(err, reconcile.ErrUnresolved) || ctx.Err() != nil {
+		t.Fatalf("Recover with the node unreachable: %v (%+v)", err, rep)
+	}
+	// The node comes back, the task ends: the next Recover resolves it.
+	if err := f.srv.SetNodeOnline("pve2", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.srv.FinishTask(upid); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := f.eng.Recover(ctxT(t)); err != nil || rep.Ops[0].To != journal.Succeeded {
+		t.Fatalf("%+v %v", rep, err)
+	}
 }
