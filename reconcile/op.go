@@ -149,9 +149,9 @@ const (
 	// OutcomeInterrupted: the operation stopped before its outcome was
 	// known (the engine's context ended, a journal write failed, the
 	// answer was lost and Proxmox could not be asked what happened, or
-	// the status of its task could not be read). It
-	// stays in flight in the journal until Recover resolves it, which the
-	// engine runs before its next pass or one-shot operation.
+	// the status of its task could not be read). It stays in flight in
+	// the journal until Recover resolves it, which the engine runs before
+	// its next pass or one-shot operation.
 	OutcomeInterrupted ActionOutcome = "interrupted"
 	// OutcomePlanned: a dry run; nothing was sent.
 	OutcomePlanned ActionOutcome = "planned"
