@@ -179,7 +179,7 @@ func (c *child) signal(why string, sig os.Signal) {
 		c.killedBy = why
 	}
 	c.mu.Unlock()
-	if first && c.cmd.Process != nil {
+	if first && c.cmd != nil && c.cmd.Process != nil {
 		_ = c.cmd.Process.Signal(sig)
 	}
 }
