@@ -187,7 +187,7 @@ func TestFinishedHandleReleasesJob(t *testing.T) {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if h.fn != nil || h.ctx != nil || h.lane != nil || h.watched || q.watches != nil {
+	if h.fn != nil || h.ctxOrErr != nil || h.lane != nil || h.watched || q.watches != nil {
 		t.Fatal("finished handle still references its job")
 	}
 }
