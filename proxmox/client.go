@@ -176,7 +176,7 @@ func newTransport(pool *x509.CertPool, pins [][sha256.Size]byte) *http.Transport
 		tc.InsecureSkipVerify = true
 		tc.VerifyConnection = func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 {
-				return errPinMismatch
+				return ErrFingerprintMismatch
 			}
 			leaf := cs.PeerCertificates[0]
 			sum := sha256.Sum256(leaf.Raw)
@@ -187,7 +187,7 @@ func newTransport(pool *x509.CertPool, pins [][sha256.Size]byte) *http.Transport
 				}
 			}
 			if !match {
-				return fmt.Errorf("%w (got %X)", errPinMismatch, sum)
+				return fmt.Errorf("%w (got %X)", ErrFingerprintMismatch, sum)
 			}
 			if pool != nil {
 				inter := x509.NewCertPool()

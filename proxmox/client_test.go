@@ -530,18 +530,19 @@ func TestTLSVerification(t *testing.T) {
 	base := []Option{WithAPIToken(testTokenID, testSecret), WithLogger(lg), WithRetry(2, time.Millisecond, time.Millisecond)}
 
 	tests := []struct {
-		name string
-		opts []Option
-		ok   bool
+		name    string
+		opts    []Option
+		ok      bool
+		pinFail bool // the error must wrap ErrFingerprintMismatch
 	}{
-		{"system roots refuse a self-signed certificate", nil, false},
-		{"pin, colon form", []Option{WithFingerprint(strings.Join(parts, ":"))}, true},
-		{"pin, plain lower-case hex", []Option{WithFingerprint(hex.EncodeToString(sum[:]))}, true},
-		{"one of several pins", []Option{WithFingerprint(hex.EncodeToString(other[:])), WithFingerprint(hex.EncodeToString(sum[:]))}, true},
-		{"wrong pin", []Option{WithFingerprint(hex.EncodeToString(other[:]))}, false},
-		{"CA pool", []Option{WithCAPool(pool)}, true},
-		{"pin and CA pool both hold", []Option{WithCAPool(pool), WithFingerprint(hex.EncodeToString(sum[:]))}, true},
-		{"pin holds, CA pool does not", []Option{WithCAPool(x509.NewCertPool()), WithFingerprint(hex.EncodeToString(sum[:]))}, false},
+		{"system roots refuse a self-signed certificate", nil, false, false},
+		{"pin, colon form", []Option{WithFingerprint(strings.Join(parts, ":"))}, true, false},
+		{"pin, plain lower-case hex", []Option{WithFingerprint(hex.EncodeToString(sum[:]))}, true, false},
+		{"one of several pins", []Option{WithFingerprint(hex.EncodeToString(other[:])), WithFingerprint(hex.EncodeToString(sum[:]))}, true, false},
+		{"wrong pin", []Option{WithFingerprint(hex.EncodeToString(other[:]))}, false, true},
+		{"CA pool", []Option{WithCAPool(pool)}, true, false},
+		{"pin and CA pool both hold", []Option{WithCAPool(pool), WithFingerprint(hex.EncodeToString(sum[:]))}, true, false},
+		{"pin holds, CA pool does not", []Option{WithCAPool(x509.NewCertPool()), WithFingerprint(hex.EncodeToString(sum[:]))}, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -563,6 +564,9 @@ func TestTLSVerification(t *testing.T) {
 			checkErr(t, err)
 			if errors.Is(err, ErrTransient) {
 				t.Errorf("a refused certificate is not transient: %v", err)
+			}
+			if got := errors.Is(err, ErrFingerprintMismatch); got != tt.pinFail {
+				t.Errorf("errors.Is(err, ErrFingerprintMismatch) = %v, want %v: %v", got, tt.pinFail, err)
 			}
 			if got := s.count("GET /version") - before; got != 0 {
 				t.Errorf("server saw %d requests through an untrusted connection", got)

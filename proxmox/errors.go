@@ -377,9 +377,12 @@ func isContextErr(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// errPinMismatch is wrapped by the TLS verification callback of
-// [WithFingerprint].
-var errPinMismatch = errors.New("server certificate does not match any pinned SHA-256 fingerprint")
+// ErrFingerprintMismatch is wrapped by the error of a request to a server
+// whose certificate matches none of the fingerprints pinned with
+// [WithFingerprint]: the server was replaced, its certificate renewed, or
+// the connection intercepted. No request is sent over such a connection,
+// and retrying cannot help.
+var ErrFingerprintMismatch = errors.New("server certificate does not match any pinned SHA-256 fingerprint")
 
 // isTLSVerifyErr reports a certificate the client refused or a peer that
 // does not speak TLS: repeating the request cannot help.
@@ -392,7 +395,7 @@ func isTLSVerifyErr(err error) bool {
 		alertErr tls.AlertError
 		recErr   tls.RecordHeaderError
 	)
-	return errors.Is(err, errPinMismatch) ||
+	return errors.Is(err, ErrFingerprintMismatch) ||
 		errors.As(err, &certErr) || errors.As(err, &unknown) || errors.As(err, &hostErr) ||
 		errors.As(err, &invalid) || errors.As(err, &alertErr) || errors.As(err, &recErr)
 }
