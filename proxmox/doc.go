@@ -97,7 +97,9 @@
 // that may clear by themselves (network, 429, 502 to 504, 595 to 599, a
 // config lock timeout). Task failures are classified the same way from
 // their exit status, so errors.Is(err, ErrLocked) holds whether Proxmox
-// refused synchronously or in the task. Callers never need to match text.
+// refused synchronously or in the task. A server whose certificate matches
+// none of the pinned fingerprints fails with [ErrFingerprintMismatch]
+// before any request is sent. Callers never need to match text.
 //
 // # Decoding
 //
