@@ -90,6 +90,11 @@ var ErrNoKeyLookup = errors.New("reconcile: journal cannot look up idempotency k
 // operation. Nothing was journaled, so the key stays unused.
 var ErrVetoed = errors.New("reconcile: operation vetoed by policy")
 
+// ErrDryRun is returned, wrapped, by the calls a dry-run engine cannot
+// make: Apply, which would send its operation, and Recover on an engine
+// without a journal.
+var ErrDryRun = errors.New("reconcile: not available in dry-run mode")
+
 type applyCall struct {
 	done chan struct{}
 	res  Result
@@ -121,11 +126,11 @@ func (e *Engine) Apply(ctx context.Context, s OneShot) (Result, error) {
 	if err := s.Validate(); err != nil {
 		return Result{}, err
 	}
+	if e.cfg.DryRun {
+		return Result{}, fmt.Errorf("%w: Apply sends its operation", ErrDryRun)
+	}
 	if e.lookup == nil {
 		return Result{}, ErrNoKeyLookup
-	}
-	if e.cfg.DryRun {
-		return Result{}, errors.New("reconcile: Apply is not available in dry-run mode")
 	}
 	e.applyMu.Lock()
 	if c, ok := e.applies[s.Key]; ok {
@@ -152,8 +157,12 @@ func (e *Engine) Apply(ctx context.Context, s OneShot) (Result, error) {
 }
 
 func (e *Engine) apply(ctx context.Context, s OneShot) (Result, error) {
-	if _, err := e.ensureRecovered(ctx); err != nil {
+	blocked, err := e.recoverBefore(ctx)
+	if err != nil {
 		return Result{}, fmt.Errorf("reconcile: recovery before applying %q: %w", s.Key, err)
+	}
+	if u, ok := blocked[s.Ref.VMID]; ok {
+		return Result{}, fmt.Errorf("%w: operation %s on %s is still in flight: %s", ErrUnresolved, u.OpID, u.Ref, u.Error)
 	}
 	if res, ok, err := e.recorded(ctx, s.Key); err != nil || ok {
 		return res, err
@@ -164,7 +173,7 @@ func (e *Engine) apply(ctx context.Context, s OneShot) (Result, error) {
 	}
 	var res Result
 	var runErr error
-	err := e.q.Do(ctx, s.Ref.VMID, func(ctx context.Context) error {
+	err = e.q.Do(ctx, s.Ref.VMID, func(ctx context.Context) error {
 		// Look again inside the lane: the key may have been used between
 		// the check above and our turn (by another engine on the same
 		// journal, or a call that raced ours through a different path).

@@ -46,6 +46,12 @@
 // (and, for an LXC configuration change, against the configuration), and is
 // either adopted or recorded as never started. Nothing is sent twice: an
 // operation is only ever re-sent when Proxmox has proved it did nothing.
+// Passes and one-shot operations run Recover themselves first whenever an
+// operation may be in flight. An operation it cannot resolve yet (its node
+// does not answer) blocks its own guest, which passes skip with
+// [SkipUnresolved] and Apply refuses with [ErrUnresolved]; the other guests
+// are acted on. A task that does not end within [Config.TaskTimeout] is left
+// in flight the same way, so one stuck node cannot hold up a pass.
 //
 // [Engine.Apply] runs a [OneShot] operation carrying an idempotency key at
 // most once, ever: the key names one attempt, and a later call with the same

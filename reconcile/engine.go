@@ -66,13 +66,14 @@ func ProtectTag(tag string, noConfig bool) Policy {
 	}
 }
 
-// Config configures an [Engine]. Proxmox and Journal are required; every
-// other field has a default.
+// Config configures an [Engine]. Proxmox is required, and Journal unless
+// DryRun is set; every other field has a default.
 type Config struct {
 	// Proxmox is the cluster to act on.
 	Proxmox Proxmox
 	// Journal records every operation before and after each side effect.
 	// The engine does not close it: its owner does, after Run returns.
+	// A dry-run engine needs none.
 	Journal journal.Journal
 	// Provider supplies the desired state; nil means EmptyProvider, with
 	// which the engine performs no mutation.
@@ -86,7 +87,7 @@ type Config struct {
 	Concurrency int
 	// Interval is the time between the starts of two passes of Run.
 	// Default 30s. Jitter, default a tenth of Interval, varies it at
-	// random by up to that much either way.
+	// random by up to that much either way; a negative Jitter means none.
 	Interval time.Duration
 	Jitter   time.Duration
 	// DryRun plans and reports without journaling or changing anything.
@@ -103,12 +104,26 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 	// SettleDelay is how long after an operation was journaled Recover
 	// waits before concluding that a request that left no task never
-	// reached Proxmox (it may still be in flight). Default 10s.
+	// reached Proxmox (it may still be in flight). Default 10s; a negative
+	// value means no wait, which is only safe when no request can still be
+	// travelling (tests).
 	SettleDelay time.Duration
 	// ClockSkew is the clock difference tolerated between this host and
 	// the Proxmox nodes when matching tasks to journaled operations.
 	// Default 2m.
 	ClockSkew time.Duration
+	// TaskUser, when set, is the Proxmox user the engine's client acts as,
+	// as it appears in task ids: "user@realm", or "user@realm!tokenname"
+	// for an API token. Matching a lost answer to a task then only
+	// considers tasks started by that user, never one an operator or
+	// another tool started. Empty means tasks of any user (still never
+	// one that another journaled operation owns).
+	TaskUser string
+	// TaskTimeout bounds how long an action waits for its Proxmox task,
+	// so that a task on a node that stopped answering cannot hold up the
+	// pass: when it runs out, the operation is left in flight and Recover
+	// resolves it later, while the guest is skipped. Default 10m.
+	TaskTimeout time.Duration
 	// Logger receives the engine's log; nil discards it.
 	Logger *slog.Logger
 	// OnReport, if set, is called with every pass's report by Run.
@@ -116,15 +131,32 @@ type Config struct {
 	// OnEvent, if set, is called as each action starts and ends, for
 	// progress displays. It must be quick and safe for concurrent use.
 	OnEvent func(Event)
-	// Checkpoint, if set, is called at named points between the steps of
-	// every operation ("op/before-intent", "op/after-intent",
-	// "op/after-call", "op/after-task-record", "op/after-wait",
-	// "op/after-outcome"). A non-nil error aborts the operation right
-	// there, as if the process had crashed: nothing more is journaled or
-	// sent, and the error is reported. For crash testing; leave nil.
+	// Checkpoint, if set, is called at the named points between the steps
+	// of every operation listed by [Checkpoints]. A non-nil error aborts
+	// the operation right there, as if the process had crashed: nothing
+	// more is journaled or sent, and the error is reported. For crash
+	// testing; leave nil.
 	Checkpoint func(point string) error
 	// Now returns the current time; nil means time.Now. For tests.
 	Now func() time.Time
+}
+
+// The points at which Config.Checkpoint is called, in the order an
+// operation reaches them. An operation without a task (an LXC
+// configuration change) skips the two task points.
+const (
+	CheckpointBeforeIntent    = "op/before-intent"     // nothing journaled, nothing sent
+	CheckpointAfterIntent     = "op/after-intent"      // intent journaled, nothing sent
+	CheckpointAfterCall       = "op/after-call"        // sent; the answer (a UPID) not journaled
+	CheckpointAfterTaskRecord = "op/after-task-record" // the task journaled, not awaited
+	CheckpointAfterWait       = "op/after-wait"        // the task ended; its outcome not journaled
+	CheckpointAfterOutcome    = "op/after-outcome"     // the outcome journaled
+)
+
+// Checkpoints returns the names of the checkpoints, in order.
+func Checkpoints() []string {
+	return []string{CheckpointBeforeIntent, CheckpointAfterIntent, CheckpointAfterCall,
+		CheckpointAfterTaskRecord, CheckpointAfterWait, CheckpointAfterOutcome}
 }
 
 // ErrConfig is returned, wrapped, by NewEngine for an unusable Config.
@@ -161,15 +193,15 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if cfg.Proxmox == nil {
 		return nil, fmt.Errorf("%w: Proxmox is nil", ErrConfig)
 	}
-	if cfg.Journal == nil {
-		return nil, fmt.Errorf("%w: Journal is nil", ErrConfig)
+	if cfg.Journal == nil && !cfg.DryRun {
+		return nil, fmt.Errorf("%w: Journal is nil (only a dry run needs none)", ErrConfig)
 	}
 	if cfg.Provider == nil {
 		cfg.Provider = EmptyProvider{}
 	}
-	if cfg.Concurrency < 0 || cfg.Interval < 0 || cfg.Jitter < 0 || cfg.Retries < 0 ||
-		cfg.RetryMin < 0 || cfg.RetryMax < 0 || cfg.SettleDelay < 0 || cfg.ClockSkew < 0 {
-		return nil, fmt.Errorf("%w: negative durations and counts are not allowed", ErrConfig)
+	if cfg.Concurrency < 0 || cfg.Interval < 0 || cfg.Retries < 0 || cfg.RetryMin < 0 ||
+		cfg.RetryMax < 0 || cfg.ClockSkew < 0 || cfg.TaskTimeout < 0 {
+		return nil, fmt.Errorf("%w: negative durations and counts are not allowed (but for Jitter and SettleDelay, where they mean none)", ErrConfig)
 	}
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = 8
@@ -177,8 +209,11 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if cfg.Interval == 0 {
 		cfg.Interval = 30 * time.Second
 	}
-	if cfg.Jitter == 0 {
+	switch {
+	case cfg.Jitter == 0:
 		cfg.Jitter = cfg.Interval / 10
+	case cfg.Jitter < 0:
+		cfg.Jitter = 0
 	}
 	if cfg.Jitter > cfg.Interval {
 		return nil, fmt.Errorf("%w: Jitter %v exceeds Interval %v", ErrConfig, cfg.Jitter, cfg.Interval)
@@ -195,8 +230,14 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if cfg.RetryMax < cfg.RetryMin {
 		return nil, fmt.Errorf("%w: RetryMax %v is below RetryMin %v", ErrConfig, cfg.RetryMax, cfg.RetryMin)
 	}
-	if cfg.SettleDelay == 0 {
+	switch {
+	case cfg.SettleDelay == 0:
 		cfg.SettleDelay = 10 * time.Second
+	case cfg.SettleDelay < 0:
+		cfg.SettleDelay = 0
+	}
+	if cfg.TaskTimeout == 0 {
+		cfg.TaskTimeout = 10 * time.Minute
 	}
 	if cfg.ClockSkew == 0 {
 		cfg.ClockSkew = 2 * time.Minute
@@ -220,7 +261,9 @@ func NewEngine(cfg Config) (*Engine, error) {
 		e.q = queue.New[int](queue.WithMaxConcurrent(cfg.Concurrency))
 		e.ownQ = true
 	}
-	e.lookup, _ = cfg.Journal.(journal.KeyLookup)
+	if cfg.Journal != nil {
+		e.lookup, _ = cfg.Journal.(journal.KeyLookup)
+	}
 	e.mustRecover.Store(true)
 	return e, nil
 }

@@ -188,7 +188,7 @@ func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 		return rep
 	}
 
-	if err := e.checkpoint("op/before-intent"); err != nil {
+	if err := e.checkpoint(CheckpointBeforeIntent); err != nil {
 		return fail(OutcomeInterrupted, err)
 	}
 	intent := journal.Entry{
@@ -202,12 +202,12 @@ func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 		return fail(OutcomeInterrupted, fmt.Errorf("journal intent: %w", err))
 	}
 	e.event(Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: "start"})
-	if err := e.checkpoint("op/after-intent"); err != nil {
+	if err := e.checkpoint(CheckpointAfterIntent); err != nil {
 		return fail(OutcomeInterrupted, err)
 	}
 
 	upid, err := e.send(ctx, o, start, &rep)
-	if cerr := e.checkpoint("op/after-call"); cerr != nil {
+	if cerr := e.checkpoint(CheckpointAfterCall); cerr != nil {
 		return fail(OutcomeInterrupted, cerr)
 	}
 	if err != nil {
@@ -225,14 +225,14 @@ func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 		return fail(OutcomeInterrupted, fmt.Errorf("journal task %s: %w", upid, err))
 	}
 	e.event(Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: "task", UPID: upid})
-	if err := e.checkpoint("op/after-task-record"); err != nil {
+	if err := e.checkpoint(CheckpointAfterTaskRecord); err != nil {
 		return fail(OutcomeInterrupted, err)
 	}
-	_, err = e.cfg.Proxmox.WaitTask(ctx, upid)
-	if cerr := e.checkpoint("op/after-wait"); cerr != nil {
+	gaveUp, err := e.waitTask(ctx, upid)
+	if cerr := e.checkpoint(CheckpointAfterWait); cerr != nil {
 		return fail(OutcomeInterrupted, cerr)
 	}
-	if !taskEnded(err) || ctx.Err() != nil && err != nil {
+	if !taskEnded(err) || gaveUp && err != nil {
 		// We stopped waiting, or could not read how the task ended: it
 		// goes on, or it finished in a way we do not know. Recording a
 		// failure here could be untrue, and would invite a second run;
@@ -240,6 +240,19 @@ func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 		return fail(OutcomeInterrupted, err)
 	}
 	return e.conclude(ctx, o, &rep, err)
+}
+
+// waitTask waits for a task for at most TaskTimeout. gaveUp is true when
+// the wait ended because ctx ended or the timeout ran out, rather than
+// because the task did.
+func (e *Engine) waitTask(ctx context.Context, upid proxmox.UPID) (gaveUp bool, err error) {
+	wctx, cancel := context.WithTimeout(ctx, e.cfg.TaskTimeout)
+	defer cancel()
+	_, err = e.cfg.Proxmox.WaitTask(wctx, upid)
+	if err != nil && wctx.Err() != nil {
+		return true, fmt.Errorf("gave up waiting for task %s: %w", upid, err)
+	}
+	return false, err
 }
 
 // taskEnded reports whether an error from WaitTask tells how the task
@@ -341,7 +354,7 @@ func (e *Engine) conclude(ctx context.Context, o *op, rep *ActionReport, err err
 		phase = "failed"
 	}
 	e.event(Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: phase, UPID: rep.UPID, Detail: rep.Error})
-	if cerr := e.checkpoint("op/after-outcome"); cerr != nil {
+	if cerr := e.checkpoint(CheckpointAfterOutcome); cerr != nil {
 		rep.Error = cerr.Error()
 	}
 	return *rep
@@ -427,7 +440,7 @@ func (e *Engine) findOutcome(ctx context.Context, o *op, at time.Time, claimed m
 	})
 	for i := range tasks {
 		t := &tasks[i]
-		if claimed[t.UPID] || t.ID != strconv.Itoa(o.ref.VMID) {
+		if claimed[t.UPID] || t.ID != strconv.Itoa(o.ref.VMID) || !e.ownTask(t.UPID) {
 			continue
 		}
 		return outcomeSearch{task: t}, nil
@@ -465,6 +478,16 @@ func (e *Engine) claimedTasks(ctx context.Context) (map[proxmox.UPID]bool, error
 		}
 	}
 	return claimed, nil
+}
+
+// ownTask reports whether a task may have been started by the engine's
+// client: any task when TaskUser is not set, else those of TaskUser.
+func (e *Engine) ownTask(upid proxmox.UPID) bool {
+	if e.cfg.TaskUser == "" {
+		return true
+	}
+	info, err := upid.Parse()
+	return err == nil && info.User == e.cfg.TaskUser
 }
 
 // changeInEffect looks at the guest's configuration for the effect of a

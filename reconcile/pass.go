@@ -102,18 +102,22 @@ var ErrPassAborted = errors.New("reconcile: pass aborted")
 // ErrPassAborted, or is ctx.Err()); what happened to each guest, failures
 // included, is in the report. Before a pass the engine runs Recover if it
 // has not succeeded yet, or if an operation was left in flight
-// (interrupted) since it last did; the pass is aborted when operations stay
-// unresolved.
-func (e *Engine) ReconcileOnce(ctx context.Context) (Report, error) {
+// (interrupted) since it last did. A guest whose operation stays
+// unresolved is left alone (skipped, [SkipUnresolved]) while the others
+// are acted on; the pass is aborted only when the journal cannot be read,
+// or holds an unresolved record that names no guest.
+func (e *Engine) ReconcileOnce(ctx context.Context) (rep Report, err error) {
 	if err := e.acquirePass(ctx); err != nil {
 		return Report{}, err
 	}
 	defer e.releasePass()
-	rep := Report{Start: e.cfg.Now(), DryRun: e.cfg.DryRun}
+	rep = Report{Start: e.cfg.Now(), DryRun: e.cfg.DryRun}
+	// Set on the returned report, whichever way the pass ends.
 	defer func() { rep.Duration = e.cfg.Now().Sub(rep.Start) }()
 
+	var blocked map[int]RecoveredOp
 	if !e.cfg.DryRun {
-		if _, err := e.ensureRecovered(ctx); err != nil {
+		if blocked, err = e.recoverBefore(ctx); err != nil {
 			return rep, fmt.Errorf("%w: recovery: %w", ErrPassAborted, err)
 		}
 	}
@@ -156,6 +160,11 @@ func (e *Engine) ReconcileOnce(ctx context.Context) (Report, error) {
 	for i, g := range rep.Plan.Guests {
 		gr := &rep.Guests[i]
 		gr.Ref, gr.Plan = g.Ref, g
+		if u, ok := blocked[g.Ref.VMID]; ok && g.Verdict != Skip {
+			gr.Outcome, gr.Reason = GuestSkipped, SkipUnresolved
+			gr.Detail = fmt.Sprintf("operation %s (%s) is still in flight: %s", u.OpID, u.Kind, u.Error)
+			continue
+		}
 		switch g.Verdict {
 		case InSync:
 			gr.Outcome = GuestInSync

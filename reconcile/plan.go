@@ -93,6 +93,10 @@ const (
 	SkipStatusUnknown SkipReason = "status_unknown" // the power state is unknown (node offline?)
 	SkipUnobserved    SkipReason = "unobserved"     // its configuration could not be read this pass
 	SkipInvalid       SkipReason = "invalid"        // the declaration is invalid or duplicated
+	// SkipUnresolved is given by the engine, never by Plan: an earlier
+	// operation on the guest is still in flight and Recover could not
+	// resolve it yet (its node does not answer, say).
+	SkipUnresolved SkipReason = "unresolved"
 )
 
 // FieldDiff is one declared option that differs.

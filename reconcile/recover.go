@@ -43,8 +43,10 @@ func (r RecoveryReport) Unresolved() []RecoveredOp {
 }
 
 // ErrUnresolved is returned, wrapped, by Recover when some operations are
-// still in flight afterwards (Proxmox could not be asked, say). Passes and
-// one-shot operations refuse to run until a later Recover succeeds.
+// still in flight afterwards (Proxmox could not be asked, say), and by
+// Apply for a guest with such an operation. Until a later Recover resolves
+// it, nothing else is sent for that guest: passes skip it
+// ([SkipUnresolved]) and Apply refuses it, while other guests are acted on.
 var ErrUnresolved = errors.New("reconcile: in-flight operations unresolved")
 
 // Recover resolves every operation the journal shows in flight, as a crash
@@ -78,6 +80,9 @@ var ErrUnresolved = errors.New("reconcile: in-flight operations unresolved")
 // an operation this engine is still running when Recover reads the journal
 // is thus waited for, and left alone if it ends on its own.
 func (e *Engine) Recover(ctx context.Context) (RecoveryReport, error) {
+	if e.cfg.Journal == nil {
+		return RecoveryReport{}, fmt.Errorf("%w: Recover needs a journal", ErrDryRun)
+	}
 	e.recoverMu.Lock()
 	defer e.recoverMu.Unlock()
 	return e.recoverLocked(ctx)
@@ -92,6 +97,31 @@ func (e *Engine) ensureRecovered(ctx context.Context) (RecoveryReport, error) {
 		return RecoveryReport{}, nil
 	}
 	return e.recoverLocked(ctx)
+}
+
+// recoverBefore runs ensureRecovered before a pass or a one-shot
+// operation, and returns the operations that stay unresolved by guest.
+// Its error is for a recovery that could not look at every operation: the
+// journal could not be read, ctx ended, or an unresolved record names no
+// guest; then nothing may be sent at all.
+func (e *Engine) recoverBefore(ctx context.Context) (map[int]RecoveredOp, error) {
+	rep, err := e.ensureRecovered(ctx)
+	if err == nil {
+		return nil, nil
+	}
+	if !errors.Is(err, ErrUnresolved) || ctx.Err() != nil {
+		return nil, err
+	}
+	blocked := make(map[int]RecoveredOp)
+	for _, o := range rep.Unresolved() {
+		if o.Ref.VMID <= 0 {
+			return nil, fmt.Errorf("%w; operation %s names no guest", err, o.OpID)
+		}
+		if _, ok := blocked[o.Ref.VMID]; !ok {
+			blocked[o.Ref.VMID] = o
+		}
+	}
+	return blocked, nil
 }
 
 func (e *Engine) recoverLocked(ctx context.Context) (RecoveryReport, error) {
@@ -211,12 +241,13 @@ func (e *Engine) resolve(ctx context.Context, o *op, en journal.Entry, r *Recove
 	// meanwhile. Unreachable now, the operation stays unresolved, and a
 	// later Recover tries again.
 	_, err := e.cfg.Proxmox.TaskStatus(ctx, upid)
+	gaveUp := false
 	if err == nil || errors.Is(err, proxmox.ErrNotFound) {
 		// Running, finished, or not known yet (a task just forked):
 		// WaitTask waits for the first and tolerates the last a while.
-		_, err = e.cfg.Proxmox.WaitTask(ctx, upid)
+		gaveUp, err = e.waitTask(ctx, upid)
 	}
-	if !taskEnded(err) || err != nil && ctx.Err() != nil {
+	if !taskEnded(err) || err != nil && (gaveUp || ctx.Err() != nil) {
 		// How the task ended could not be read: still in flight.
 		r.Error = err.Error()
 		return

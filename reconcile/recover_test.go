@@ -142,28 +142,56 @@ func TestRecoverLXCConfigChangeByItsEffect(t *testing.T) {
 	}
 }
 
-func TestUnresolvedOperationsBlockMutations(t *testing.T) {
+// An operation Recover cannot resolve blocks its own guest, not the rest:
+// a pass skips that guest and acts on the others, and Apply refuses it.
+func TestUnresolvedOperationsBlockOnlyTheirGuest(t *testing.T) {
 	f := newFixture(t, nil)
 	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
-	f.desire(reconcile.Desired{Ref: qemu(100), Power: reconcile.PowerRunning})
+	other := proxmox.Ref{Node: "pve2", Type: proxmox.QEMU, VMID: 101}
+	f.add(proxmoxtest.GuestSpec{Node: "pve2", Type: proxmox.QEMU, VMID: 101, Config: map[string]string{"memory": "512"}})
+	f.desire(reconcile.Desired{Ref: qemu(100), Power: reconcile.PowerRunning},
+		reconcile.Desired{Ref: other, Power: reconcile.PowerRunning})
 	intent(t, f.j, "op-1", qemu(100), reconcile.ActionStart, "", time.Now())
-	// The node cannot be asked about its tasks.
+	// pve1 cannot be asked about its tasks.
 	h := f.srv.Inject(proxmoxtest.Fault{Path: "/nodes/pve1/tasks", Status: 403, Message: "Permission check failed"})
 	if _, err := f.eng.Recover(ctxT(t)); !errors.Is(err, reconcile.ErrUnresolved) {
 		t.Fatalf("Recover: %v", err)
 	}
-	if _, err := f.eng.ReconcileOnce(ctxT(t)); !errors.Is(err, reconcile.ErrPassAborted) {
-		t.Fatalf("pass with unresolved operations: %v", err)
+	rep, err := f.eng.ReconcileOnce(ctxT(t))
+	if err != nil {
+		t.Fatalf("pass with an unresolved operation: %v", err)
 	}
-	if _, err := f.eng.Apply(ctxT(t), reconcile.OneShot{Key: "x", Ref: qemu(100), Kind: reconcile.ActionStart}); err == nil {
-		t.Fatal("Apply ran with unresolved operations")
+	if g := outcome(rep, qemu(100)); g.Outcome != reconcile.GuestSkipped || g.Reason != reconcile.SkipUnresolved ||
+		!strings.Contains(g.Detail, "op-1") || len(g.Actions) != 0 {
+		t.Fatalf("guest with the unresolved operation: %+v", g)
 	}
-	if f.writes() != 0 {
-		t.Fatal("writes while operations were unresolved")
+	if g := outcome(rep, other); g.Outcome != reconcile.GuestChanged {
+		t.Fatalf("the other guest: %+v", g)
+	}
+	if n := f.srv.TaskCount(qemu(100), ""); n != 0 {
+		t.Fatalf("%d tasks on the blocked guest", n)
+	}
+	if !f.guest(other).Running {
+		t.Fatal("the other guest was not started")
+	}
+	_, err = f.eng.Apply(ctxT(t), reconcile.OneShot{Key: "x", Ref: qemu(100), Kind: reconcile.ActionStart})
+	if !errors.Is(err, reconcile.ErrUnresolved) {
+		t.Fatalf("Apply on the blocked guest: %v", err)
+	}
+	if res, err := f.eng.Apply(ctxT(t), reconcile.OneShot{Key: "y", Ref: other, Kind: reconcile.ActionStop}); err != nil || res.State != journal.Succeeded {
+		t.Fatalf("Apply on the other guest: %+v %v", res, err)
+	}
+	if n := f.srv.TaskCount(qemu(100), ""); n != 0 {
+		t.Fatalf("%d tasks on the blocked guest", n)
+	}
+	// The key refused on the blocked guest stays unused.
+	if applied, _ := f.j.AlreadyApplied(ctxT(t), "x"); applied {
+		t.Fatal("the refused key is marked applied")
 	}
 	h.Remove()
-	if _, err := f.eng.ReconcileOnce(ctxT(t)); err != nil {
-		t.Fatalf("after the node answers again: %v", err)
+	rep = f.pass()
+	if g := outcome(rep, qemu(100)); g.Outcome != reconcile.GuestChanged {
+		t.Fatalf("after the node answers again: %+v", g)
 	}
 	if e := latest(t, f.j, "op-1"); e.State != journal.Failed {
 		t.Fatalf("op-1: %+v", e)

@@ -1,0 +1,169 @@
+package reconcile_test
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/guestward/guestward/journal"
+	"github.com/guestward/guestward/proxmox"
+	"github.com/guestward/guestward/proxmox/proxmoxtest"
+	"github.com/guestward/guestward/reconcile"
+)
+
+// A task that does not end within TaskTimeout leaves its operation in
+// flight instead of holding up the pass; the guest is left alone, and
+// nothing is sent again, until Recover learns how the task ended.
+func TestTaskTimeoutLeavesTheOperationInFlight(t *testing.T) {
+	f := newFixture(t, []proxmoxtest.Option{proxmoxtest.WithManualTasks()},
+		func(c *reconcile.Config) { c.TaskTimeout = 20 * time.Millisecond })
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+	f.desire(reconcile.Desired{Ref: qemu(100), Power: reconcile.PowerRunning})
+
+	rep := f.pass()
+	g := outcome(rep, qemu(100))
+	if g.Outcome != reconcile.GuestInterrupted || len(g.Actions) != 1 ||
+		g.Actions[0].Outcome != reconcile.OutcomeInterrupted || !strings.Contains(g.Actions[0].Error, "gave up waiting") {
+		t.Fatalf("first pass: %+v", g)
+	}
+	op := g.Actions[0]
+	if e := latest(t, f.j, op.OpID); e.State != journal.TaskRunning || proxmox.UPID(e.UPID) != op.UPID {
+		t.Fatalf("journal after giving up: %+v", e)
+	}
+
+	// The task still runs: the next pass tries to resolve it, gives up
+	// again, and skips the guest rather than start it a second time.
+	rep = f.pass()
+	if g := outcome(rep, qemu(100)); g.Outcome != reconcile.GuestSkipped || g.Reason != reconcile.SkipUnresolved {
+		t.Fatalf("second pass: %+v", g)
+	}
+	if n := f.srv.TaskCount(qemu(100), "qmstart"); n != 1 {
+		t.Fatalf("%d start tasks, want 1", n)
+	}
+
+	if err := f.srv.FinishTask(op.UPID); err != nil {
+		t.Fatal(err)
+	}
+	rep = f.pass()
+	if g := outcome(rep, qemu(100)); g.Outcome != reconcile.GuestInSync {
+		t.Fatalf("after the task ended: %+v", g)
+	}
+	if e := latest(t, f.j, op.OpID); e.State != journal.Succeeded {
+		t.Fatalf("journal after the task ended: %+v", e)
+	}
+	if n := f.srv.TaskCount(qemu(100), "qmstart"); n != 1 {
+		t.Fatalf("%d start tasks, want 1", n)
+	}
+}
+
+// With TaskUser set, Recover adopts only tasks its own user started: a
+// start an operator made by hand after the intent is not taken for the
+// lost answer's.
+func TestTaskUserLimitsWhichTasksAreAdopted(t *testing.T) {
+	const engineToken, operatorToken = "guestward@pve!engine", "alice@pve!ops"
+	f := newFixture(t, []proxmoxtest.Option{
+		proxmoxtest.WithAPIToken(engineToken, "engine-secret"),
+		proxmoxtest.WithAPIToken(operatorToken, "operator-secret"),
+	})
+	operator, err := proxmox.New(f.srv.URL, proxmox.WithHTTPClient(f.srv.Client()),
+		proxmox.WithAPIToken(operatorToken, "operator-secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(operator.CloseIdleConnections)
+	eng := f.newEngine(f.j, func(c *reconcile.Config) { c.TaskUser = engineToken })
+
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 101, Config: map[string]string{"memory": "512"}})
+	at := time.Now()
+	intent(t, f.j, "by-operator", qemu(100), reconcile.ActionStart, "", at)
+	intent(t, f.j, "by-engine", qemu(101), reconcile.ActionStart, "", at)
+	opUPID, err := operator.Start(ctxT(t), qemu(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownUPID, err := f.client.Start(ctxT(t), qemu(101))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := opUPID.Parse(); err != nil || info.User != operatorToken {
+		t.Fatalf("the operator's task %s: %+v %v", opUPID, info, err)
+	}
+
+	rep, err := eng.Recover(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]reconcile.RecoveredOp{}
+	for _, o := range rep.Ops {
+		got[o.OpID] = o
+	}
+	if o := got["by-operator"]; o.To != journal.Failed || o.UPID != "" {
+		t.Fatalf("the operator's task was taken for the engine's: %+v", o)
+	}
+	if o := got["by-engine"]; o.To != journal.Succeeded || o.UPID != ownUPID {
+		t.Fatalf("the engine's own task was not adopted: %+v", o)
+	}
+}
+
+func TestDryRunNeedsNoJournal(t *testing.T) {
+	f := newFixture(t, nil)
+	driftedFleet(f)
+	e := f.newEngine(nil, func(c *reconcile.Config) { c.DryRun = true })
+	rep, err := e.ReconcileOnce(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := outcome(rep, qemu(100)); g.Outcome != reconcile.GuestPlanned {
+		t.Fatalf("guest 100: %+v", g)
+	}
+	if n := f.writes(); n != 0 {
+		t.Fatalf("dry run sent %d writes", n)
+	}
+	if _, err := e.Recover(ctxT(t)); !errors.Is(err, reconcile.ErrDryRun) {
+		t.Fatalf("Recover without a journal: %v", err)
+	}
+	if _, err := e.Apply(ctxT(t), reconcile.OneShot{Key: "k", Ref: qemu(100), Kind: reconcile.ActionStart}); !errors.Is(err, reconcile.ErrDryRun) {
+		t.Fatalf("Apply in a dry run: %v", err)
+	}
+}
+
+func TestNegativeJitterAndSettleDelayMeanNone(t *testing.T) {
+	f := newFixture(t, nil)
+	for name, cfg := range map[string]reconcile.Config{
+		"jitter":       {Proxmox: f.client, Journal: f.j, Jitter: -1},
+		"settle delay": {Proxmox: f.client, Journal: f.j, SettleDelay: -1},
+	} {
+		if _, err := reconcile.NewEngine(cfg); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := reconcile.NewEngine(reconcile.Config{Proxmox: f.client, Journal: f.j, TaskTimeout: -1}); !errors.Is(err, reconcile.ErrConfig) {
+		t.Errorf("negative TaskTimeout: %v", err)
+	}
+}
+
+// The report's Duration is measured on the engine's clock, from the start
+// of the pass to its end.
+func TestReportDuration(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tick := func() time.Time { // every reading is a second later
+		mu.Lock()
+		defer mu.Unlock()
+		now = now.Add(time.Second)
+		return now
+	}
+	f := newFixture(t, nil, func(c *reconcile.Config) { c.Now = tick })
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+	f.desire(reconcile.Desired{Ref: qemu(100), Power: reconcile.PowerRunning})
+	rep := f.pass()
+	if rep.Start.IsZero() || rep.Duration < time.Second {
+		t.Fatalf("start %v, duration %v", rep.Start, rep.Duration)
+	}
+	if end := tick(); rep.Start.Add(rep.Duration).After(end) {
+		t.Fatalf("the pass ended at %v, after %v", rep.Start.Add(rep.Duration), end)
+	}
+}
