@@ -115,8 +115,10 @@ type applyCall struct {
 //     succeeded yet or an operation was left in flight since, before the
 //     key can be looked at.
 //
-// Invalid input and a policy veto are refused before anything is
-// journaled: the key stays unused. So is a failure to read an LXC guest's
+// Invalid input, a policy veto, and a call on a draining engine
+// ([ErrDraining]) or for a guest with an unresolved operation
+// ([ErrUnresolved]) are refused before anything is journaled: the key
+// stays unused. So is a failure to read an LXC guest's
 // configuration before a change that carries no digest (the engine reads
 // it to be able to tell, should the answer be lost, whether the change was
 // made). Apply's error is for those, and for failures to reach the
@@ -128,6 +130,9 @@ func (e *Engine) Apply(ctx context.Context, s OneShot) (Result, error) {
 	}
 	if e.cfg.DryRun {
 		return Result{}, fmt.Errorf("%w: Apply sends its operation", ErrDryRun)
+	}
+	if e.isDraining() {
+		return Result{}, fmt.Errorf("%w: %q not applied", ErrDraining, s.Key)
 	}
 	if e.lookup == nil {
 		return Result{}, ErrNoKeyLookup
@@ -204,6 +209,9 @@ func (e *Engine) apply(ctx context.Context, s OneShot) (Result, error) {
 		switch ar.Outcome {
 		case OutcomeSucceeded:
 			res.State = journal.Succeeded
+		case OutcomeNotStarted:
+			res = Result{}
+			runErr = fmt.Errorf("%w: %q not applied", ErrDraining, s.Key)
 		case OutcomeInterrupted:
 			latest, ok, lerr := e.cfg.Journal.Latest(ctx, o.id)
 			if lerr == nil && ok {

@@ -185,6 +185,11 @@ type Engine struct {
 
 	applyMu sync.Mutex
 	applies map[string]*applyCall // one-shot calls in progress, by key
+
+	opsMu    sync.Mutex
+	draining bool          // set by Drain: no operation starts any more
+	active   int           // operations started and not yet ended
+	idle     chan struct{} // made by Drain; closed once draining and active is zero
 }
 
 // NewEngine checks cfg, fills in defaults, and returns an engine. It does
@@ -306,6 +311,74 @@ func (e *Engine) checkpoint(point string) error {
 		return &interruptedError{point: point, err: err}
 	}
 	return nil
+}
+
+// ErrDraining is returned, wrapped, by ReconcileOnce and Apply once Drain
+// has been called, and is the error of an action a draining engine did not
+// start.
+var ErrDraining = errors.New("reconcile: engine is draining")
+
+// Drain stops the engine from starting operations, and waits until the
+// operations it has started have ended, or until ctx ends (it then returns
+// ctx.Err(), and the operations go on). An operation ends once its outcome
+// is journaled, or once it is left in flight for Recover.
+//
+// It is the first half of a graceful stop: from the moment Drain is called,
+// nothing new is sent to Proxmox. The pass in progress finishes the actions
+// already sent and reports the others as not started ([OutcomeNotStarted],
+// [GuestNotStarted]); a later ReconcileOnce or Apply returns [ErrDraining]
+// at once, and Run starts no more passes and waits for its context to end.
+// Cancelling Run's context after Drain returns then stops the engine
+// without interrupting an operation. Recover still works: it sends nothing.
+//
+// Draining cannot be undone: a process that wants to go on makes a new
+// engine. Drain is safe to call more than once, and concurrently.
+func (e *Engine) Drain(ctx context.Context) error {
+	e.opsMu.Lock()
+	if !e.draining {
+		e.draining = true
+		e.idle = make(chan struct{})
+		if e.active == 0 {
+			close(e.idle)
+		}
+	}
+	idle := e.idle
+	e.opsMu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// isDraining reports whether Drain has been called.
+func (e *Engine) isDraining() bool {
+	e.opsMu.Lock()
+	defer e.opsMu.Unlock()
+	return e.draining
+}
+
+// beginOp counts an operation as started, or reports false if the engine is
+// draining and it must not start.
+func (e *Engine) beginOp() bool {
+	e.opsMu.Lock()
+	defer e.opsMu.Unlock()
+	if e.draining {
+		return false
+	}
+	e.active++
+	return true
+}
+
+// endOp counts an operation as ended, and wakes Drain after the last one.
+func (e *Engine) endOp() {
+	e.opsMu.Lock()
+	defer e.opsMu.Unlock()
+	e.active--
+	if e.draining && e.active == 0 {
+		close(e.idle)
+	}
 }
 
 // ErrInterrupted is wrapped by the error of an operation stopped by

@@ -1,6 +1,7 @@
 package reconcile_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"sync"
@@ -165,5 +166,86 @@ func TestReportDuration(t *testing.T) {
 	}
 	if end := tick(); rep.Start.Add(rep.Duration).After(end) {
 		t.Fatalf("the pass ended at %v, after %v", rep.Start.Add(rep.Duration), end)
+	}
+}
+
+// Drain lets the operation in progress finish and starts no other: the
+// queued guest is reported not started, and later passes and one-shot
+// operations are refused without touching the journal.
+func TestDrainFinishesRunningOperationsAndStartsNoOther(t *testing.T) {
+	f := newFixture(t, []proxmoxtest.Option{proxmoxtest.WithManualTasks()},
+		func(c *reconcile.Config) { c.Concurrency = 1 })
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 101, Config: map[string]string{"memory": "512"}})
+	f.desire(reconcile.Desired{Ref: qemu(100), Power: reconcile.PowerRunning},
+		reconcile.Desired{Ref: qemu(101), Power: reconcile.PowerRunning})
+
+	type result struct {
+		rep reconcile.Report
+		err error
+	}
+	passDone := make(chan result, 1)
+	go func() {
+		rep, err := f.eng.ReconcileOnce(ctxT(t))
+		passDone <- result{rep, err}
+	}()
+	// One guest's start task runs; the other guest waits for the single
+	// worker.
+	task, err := f.srv.AwaitTask(ctxT(t), func(proxmoxtest.Task) bool { return true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, second := qemu(100), qemu(101)
+	if task.ID == "101" {
+		first, second = second, first
+	}
+
+	// Drain waits for the running operation...
+	short, cancel := context.WithTimeout(ctxT(t), 20*time.Millisecond)
+	defer cancel()
+	if err := f.eng.Drain(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Drain returned %v while an operation ran", err)
+	}
+	drained := make(chan error, 1)
+	go func() { drained <- f.eng.Drain(ctxT(t)) }()
+	if err := f.srv.FinishTask(task.UPID); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	// ...and the pass ends without starting the other guest.
+	res := <-passDone
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	if g := outcome(res.rep, first); g.Outcome != reconcile.GuestChanged {
+		t.Fatalf("the guest whose operation ran: %+v", g)
+	}
+	g := outcome(res.rep, second)
+	if g.Outcome != reconcile.GuestNotStarted || len(g.Actions) != 1 || g.Actions[0].Outcome != reconcile.OutcomeNotStarted {
+		t.Fatalf("the queued guest: %+v", g)
+	}
+	if sent, _ := res.rep.Actions(); sent != 1 {
+		t.Fatalf("%d actions counted as sent, want 1", sent)
+	}
+	if n := f.srv.TaskCount(second, ""); n != 0 {
+		t.Fatalf("%d tasks for the queued guest", n)
+	}
+	if inflight, err := f.j.InFlight(ctxT(t)); err != nil || len(inflight) != 0 {
+		t.Fatalf("in flight after the drain: %v %v", inflight, err)
+	}
+
+	if _, err := f.eng.ReconcileOnce(ctxT(t)); !errors.Is(err, reconcile.ErrDraining) {
+		t.Fatalf("a pass after Drain: %v", err)
+	}
+	if _, err := f.eng.Apply(ctxT(t), reconcile.OneShot{Key: "k", Ref: second, Kind: reconcile.ActionStart}); !errors.Is(err, reconcile.ErrDraining) {
+		t.Fatalf("Apply after Drain: %v", err)
+	}
+	if applied, _ := f.j.AlreadyApplied(ctxT(t), "k"); applied {
+		t.Fatal("the refused key is marked applied")
+	}
+	if err := f.eng.Drain(ctxT(t)); err != nil {
+		t.Fatalf("a second Drain: %v", err)
 	}
 }

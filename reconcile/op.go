@@ -155,6 +155,9 @@ const (
 	OutcomeInterrupted ActionOutcome = "interrupted"
 	// OutcomePlanned: a dry run; nothing was sent.
 	OutcomePlanned ActionOutcome = "planned"
+	// OutcomeNotStarted: the engine was draining (see Engine.Drain);
+	// nothing was journaled or sent.
+	OutcomeNotStarted ActionOutcome = "not_started"
 )
 
 // ActionReport is what happened to one action.
@@ -173,6 +176,11 @@ type ActionReport struct {
 func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 	start := e.cfg.Now()
 	rep = ActionReport{Action: o.action(), OpID: o.id}
+	if !e.beginOp() {
+		rep.Outcome, rep.Error = OutcomeNotStarted, ErrDraining.Error()
+		return rep
+	}
+	defer e.endOp()
 	journaled := false // the intent may be in the journal
 	defer func() {
 		rep.Duration = e.cfg.Now().Sub(start)

@@ -25,6 +25,7 @@ const (
 	GuestVetoed      GuestOutcome = "vetoed"      // the policy refused an action
 	GuestInterrupted GuestOutcome = "interrupted" // stopped before the outcome was known; Recover resolves it
 	GuestPlanned     GuestOutcome = "planned"     // dry run: actions planned, none sent
+	GuestNotStarted  GuestOutcome = "not_started" // the engine was draining: the rest of its actions were not sent
 )
 
 // GuestReport is what a pass did for one declared guest.
@@ -67,7 +68,7 @@ func (r Report) Count() map[GuestOutcome]int {
 func (r Report) Actions() (sent, succeeded int) {
 	for _, g := range r.Guests {
 		for _, a := range g.Actions {
-			if a.Outcome != OutcomeVetoed {
+			if a.Outcome != OutcomeVetoed && a.Outcome != OutcomeNotStarted {
 				sent++
 			}
 			if a.Outcome == OutcomeSucceeded {
@@ -107,6 +108,9 @@ var ErrPassAborted = errors.New("reconcile: pass aborted")
 // are acted on; the pass is aborted only when the journal cannot be read,
 // or holds an unresolved record that names no guest.
 func (e *Engine) ReconcileOnce(ctx context.Context) (rep Report, err error) {
+	if e.isDraining() {
+		return Report{}, fmt.Errorf("%w: no pass starts", ErrDraining)
+	}
 	if err := e.acquirePass(ctx); err != nil {
 		return Report{}, err
 	}
@@ -233,6 +237,8 @@ func (e *Engine) runGuest(ctx context.Context, gr *GuestReport, obs Observed) {
 			gr.Outcome = GuestConflict
 		case OutcomeInterrupted:
 			gr.Outcome = GuestInterrupted
+		case OutcomeNotStarted:
+			gr.Outcome = GuestNotStarted
 		default:
 			gr.Outcome = GuestFailed
 		}
@@ -367,6 +373,11 @@ func (e *Engine) Run(ctx context.Context) error {
 			}
 		}
 		rep, err := e.ReconcileOnce(ctx)
+		if errors.Is(err, ErrDraining) {
+			// Drain was called: no more passes. Wait to be stopped.
+			<-ctx.Done()
+			return e.stop(ctx)
+		}
 		if err != nil && ctx.Err() == nil {
 			e.log.ErrorContext(ctx, "reconcile pass did not act", "err", err)
 		}

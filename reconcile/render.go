@@ -218,7 +218,7 @@ func (r Report) WriteText(w io.Writer) error {
 	counts := r.Count()
 	sent, ok := r.Actions()
 	var parts []string
-	for _, o := range []GuestOutcome{GuestInSync, GuestChanged, GuestPlanned, GuestSkipped, GuestConflict, GuestVetoed, GuestFailed, GuestInterrupted} {
+	for _, o := range []GuestOutcome{GuestInSync, GuestChanged, GuestPlanned, GuestSkipped, GuestConflict, GuestVetoed, GuestFailed, GuestInterrupted, GuestNotStarted} {
 		if counts[o] > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", counts[o], strings.ReplaceAll(string(o), "_", " ")))
 		}

@@ -354,19 +354,13 @@ func ReportText(n int, rep reconcile.Report, err error, listInSync bool) string 
 	counts := rep.Count()
 	outcomes := make([]string, 0, len(counts))
 	for _, o := range []reconcile.GuestOutcome{reconcile.GuestInSync, reconcile.GuestChanged, reconcile.GuestPlanned,
-		reconcile.GuestSkipped, reconcile.GuestFailed, reconcile.GuestConflict, reconcile.GuestVetoed, reconcile.GuestInterrupted} {
+		reconcile.GuestSkipped, reconcile.GuestFailed, reconcile.GuestConflict, reconcile.GuestVetoed, reconcile.GuestInterrupted, reconcile.GuestNotStarted} {
 		if c := counts[o]; c > 0 {
 			outcomes = append(outcomes, fmt.Sprintf("%d %s", c, strings.ReplaceAll(string(o), "_", " ")))
 		}
 	}
 	sent, ok := rep.Actions()
 	dur := rep.Duration
-	if dur == 0 && !rep.Start.IsZero() {
-		// reconcile.Engine.ReconcileOnce sets Duration in a deferred
-		// function after its result was copied, so it arrives as 0; the
-		// report is printed as soon as the pass returns, so this is close.
-		dur = time.Since(rep.Start)
-	}
 	verb := "sent"
 	if rep.DryRun {
 		verb = "planned"
