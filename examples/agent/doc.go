@@ -78,10 +78,11 @@
 //
 // # Stopping
 //
-// On SIGINT or SIGTERM the agent starts no new action (its Policy vetoes
-// them), waits up to -shutdown-grace for the operations already sent to
-// finish and be journaled, then cancels the engine: Run waits for the pass
-// and drains the queue, and the journal is closed. An operation still running
+// On SIGINT or SIGTERM the agent drains the engine (reconcile.Engine.Drain):
+// no new action starts, and the pass in progress reports the rest as not
+// started. It waits up to -shutdown-grace for the operations already sent
+// to finish and be journaled, then cancels the engine: Run waits for the
+// pass and drains the queue, and the journal is closed. An operation still running
 // when the grace period ends stays in flight in the journal, and the next
 // start's Recover resolves it; nothing is lost either way. A second signal
 // ends the process at once.

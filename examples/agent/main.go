@@ -251,10 +251,9 @@ type startInfo struct {
 func serve(ctx context.Context, s *settings, client *proxmox.Client, jr journal.Journal, provider reconcile.DesiredProvider,
 	logger *slog.Logger, out *output.Printer, checkpoint func(string) error, info startInfo, stderr io.Writer) int {
 	// The engine works under work, which ends only once a stop request
-	// has let running operations finish (see drain).
+	// has let running operations finish (see Engine.Drain below).
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	tracker := newTracker()
 	passes := 0
 	cfg := reconcile.Config{
 		Proxmox:     client,
@@ -265,13 +264,11 @@ func serve(ctx context.Context, s *settings, client *proxmox.Client, jr journal.
 		Jitter:      s.jitter,
 		DryRun:      s.dryRun,
 		SettleDelay: s.settle,
-		Logger:      logger,
-		Policy:      tracker.policy,
-		Checkpoint:  checkpoint,
-		OnEvent: func(ev reconcile.Event) {
-			tracker.event(ev)
-			out.Event(ev)
-		},
+		// Lost answers are matched only to tasks this token started.
+		TaskUser:   s.conn.TokenID,
+		Logger:     logger,
+		Checkpoint: checkpoint,
+		OnEvent:    out.Event,
 		OnReport: func(rep reconcile.Report) {
 			passes++ // Run calls OnReport from one goroutine, pass after pass
 			out.Report(passes, rep, nil, false)
@@ -312,7 +309,13 @@ func serve(ctx context.Context, s *settings, client *proxmox.Client, jr journal.
 			return
 		}
 		out.Shutdown(fmt.Sprintf("stopping: no new operation starts; waiting up to %v for running ones", s.grace))
-		tracker.drain(s.grace)
+		grace, cancelGrace := context.WithTimeout(work, s.grace)
+		if err := engine.Drain(grace); err != nil {
+			// Cancelling work interrupts them: they stay in flight in
+			// the journal, and the next start's Recover resolves them.
+			logger.Warn("operations still running at the end of the grace period are interrupted", "grace", s.grace)
+		}
+		cancelGrace()
 		cancelWork()
 	}()
 	defer func() { cancelWork(); <-drained }()
@@ -325,7 +328,8 @@ func serve(ctx context.Context, s *settings, client *proxmox.Client, jr journal.
 				return exit(out, cli.ExitFailure, "recovery did not finish: "+rerr.Error())
 			}
 			// Run tries again before its first pass, and before every
-			// pass until it succeeds; no guest is changed meanwhile.
+			// pass until it succeeds; meanwhile a guest whose operation
+			// is unresolved is left alone.
 			logger.Error("recovery did not finish; retrying before each pass", "err", rerr)
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/guestward/guestward/reconcile"
 )
 
 // EnvFailpoints is the environment variable that arms failpoints, for
@@ -15,16 +17,7 @@ const EnvFailpoints = "GUESTWARD_FAILPOINTS"
 
 // Checkpoints returns the names of the points at which the reconcile engine
 // calls Config.Checkpoint, in the order an operation reaches them.
-func Checkpoints() []string {
-	return []string{
-		"op/before-intent",
-		"op/after-intent",
-		"op/after-call",
-		"op/after-task-record",
-		"op/after-wait",
-		"op/after-outcome",
-	}
-}
+func Checkpoints() []string { return reconcile.Checkpoints() }
 
 // Failpoints parses the value of GUESTWARD_FAILPOINTS and returns a
 // function for reconcile.Config.Checkpoint that kills the process, with
