@@ -81,7 +81,7 @@ func runDemo(ctx context.Context, s *settings, logger *slog.Logger, out *output.
 	out.Textf("  journal        %s (file backend; removed when the demo ends)", journalPath)
 
 	// A dry-run engine shows the plan first; it sends and journals nothing.
-	planner, err := reconcile.NewEngine(reconcile.Config{Proxmox: client, Journal: jr, Provider: provider, DryRun: true, Logger: logger})
+	planner, err := reconcile.NewEngine(reconcile.Config{Proxmox: client, Provider: provider, DryRun: true, Logger: logger})
 	if err != nil {
 		return demoFail(cli.ExitFailure, err)
 	}

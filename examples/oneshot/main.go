@@ -240,7 +240,7 @@ func runOnce(ctx context.Context, s *settings, env cli.LookupEnv, logger *slog.L
 func apply(ctx context.Context, s *settings, client *proxmox.Client, jr journal.Journal, logger *slog.Logger,
 	out *output.Printer, checkpoint func(string) error, op reconcile.OneShot) (int, string) {
 	engine, err := reconcile.NewEngine(reconcile.Config{Proxmox: client, Journal: jr, Logger: logger,
-		SettleDelay: s.settle, Checkpoint: checkpoint, OnEvent: out.Event})
+		SettleDelay: s.settle, TaskUser: s.conn.TokenID, Checkpoint: checkpoint, OnEvent: out.Event})
 	if err != nil {
 		return cli.ExitFailure, err.Error()
 	}

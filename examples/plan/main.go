@@ -37,7 +37,6 @@ import (
 	"github.com/guestward/guestward/examples/internal/cli"
 	"github.com/guestward/guestward/examples/internal/demo"
 	"github.com/guestward/guestward/examples/internal/output"
-	"github.com/guestward/guestward/journal"
 	"github.com/guestward/guestward/proxmox"
 	"github.com/guestward/guestward/reconcile"
 )
@@ -147,7 +146,7 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 	// does (list, then status, config and pending changes of each) and
 	// plans, but journals and sends nothing: the memory journal it must be
 	// given stays empty.
-	engine, err := reconcile.NewEngine(reconcile.Config{Proxmox: client, Journal: journal.NewMemory(), Provider: provider, DryRun: true, Logger: logger})
+	engine, err := reconcile.NewEngine(reconcile.Config{Proxmox: client, Provider: provider, DryRun: true, Logger: logger})
 	if err != nil {
 		return fail(stderr, err)
 	}
