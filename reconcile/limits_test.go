@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,10 +35,11 @@ func TestTaskTimeoutLeavesTheOperationInFlight(t *testing.T) {
 		t.Fatalf("journal after giving up: %+v", e)
 	}
 
-	// The task still runs: the next pass tries to resolve it, gives up
-	// again, and skips the guest rather than start it a second time.
+	// The task still runs: the next pass finds it so, and skips the guest
+	// rather than start it a second time.
 	rep = f.pass()
-	if g := outcome(rep, qemu(100)); g.Outcome != reconcile.GuestSkipped || g.Reason != reconcile.SkipUnresolved {
+	if g := outcome(rep, qemu(100)); g.Outcome != reconcile.GuestSkipped || g.Reason != reconcile.SkipUnresolved ||
+		!strings.Contains(g.Detail, "still running") {
 		t.Fatalf("second pass: %+v", g)
 	}
 	if n := f.srv.TaskCount(qemu(100), "qmstart"); n != 1 {
@@ -247,5 +249,62 @@ func TestDrainFinishesRunningOperationsAndStartsNoOther(t *testing.T) {
 	}
 	if err := f.eng.Drain(ctxT(t)); err != nil {
 		t.Fatalf("a second Drain: %v", err)
+	}
+}
+
+// The recovery a pass runs first does not wait for the task of an
+// operation left in flight: with the default TaskTimeout of ten minutes,
+// waiting would hold up every other guest. The guest is skipped until the
+// task has ended; the others are acted on meanwhile.
+func TestPassDoesNotWaitForAnEarlierOperationsTask(t *testing.T) {
+	var crashed atomic.Bool
+	f := newFixture(t, []proxmoxtest.Option{proxmoxtest.WithManualTasks()}, func(c *reconcile.Config) {
+		c.Checkpoint = func(point string) error {
+			if point == reconcile.CheckpointAfterTaskRecord && crashed.CompareAndSwap(false, true) {
+				return errors.New("simulated crash")
+			}
+			return nil
+		}
+	})
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+	// A container's configuration change is synchronous: no task to wait for.
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.LXC, VMID: 200, Config: map[string]string{"memory": "512"}})
+	f.desire(reconcile.Desired{Ref: qemu(100), Power: reconcile.PowerRunning},
+		reconcile.Desired{Ref: lxc(200), Config: map[string]string{"memory": "1024"}})
+
+	rep := f.pass()
+	g := outcome(rep, qemu(100))
+	if g.Outcome != reconcile.GuestInterrupted || len(g.Actions) != 1 || g.Actions[0].UPID == "" {
+		t.Fatalf("first pass, the interrupted start: %+v", g)
+	}
+	upid := g.Actions[0].UPID
+	if g := outcome(rep, lxc(200)); g.Outcome != reconcile.GuestChanged {
+		t.Fatalf("first pass, the container: %+v", g)
+	}
+	// Someone changes the container back: the next pass has work there.
+	if err := f.srv.UpdateConfig(lxc(200), map[string]string{"memory": "512"}, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// ctxT's 30 seconds are far below TaskTimeout: a pass that waited
+	// for the running start would fail here.
+	rep = f.pass()
+	if g := outcome(rep, qemu(100)); g.Outcome != reconcile.GuestSkipped || g.Reason != reconcile.SkipUnresolved ||
+		!strings.Contains(g.Detail, "still running") {
+		t.Fatalf("the guest with the running task: %+v", g)
+	}
+	if g := outcome(rep, lxc(200)); g.Outcome != reconcile.GuestChanged {
+		t.Fatalf("the container, meanwhile: %+v", g)
+	}
+
+	if err := f.srv.FinishTask(upid); err != nil {
+		t.Fatal(err)
+	}
+	rep = f.pass()
+	if !rep.Converged() {
+		t.Fatalf("after the task ended: %+v", rep.Guests)
+	}
+	if n := f.srv.TaskCount(qemu(100), ""); n != 1 {
+		t.Fatalf("%d tasks for guest 100, want 1", n)
 	}
 }

@@ -354,7 +354,7 @@ func (e *Engine) Trigger() {
 // Recover), closes the queue if the engine made it, and returns ctx.Err().
 // The journal stays open: its owner closes it after Run returns.
 func (e *Engine) Run(ctx context.Context) error {
-	if _, err := e.ensureRecovered(ctx); err != nil && ctx.Err() == nil {
+	if _, err := e.ensureRecovered(ctx, true); err != nil && ctx.Err() == nil {
 		e.log.ErrorContext(ctx, "recovery failed; retrying before the first pass", "err", err)
 	}
 	timer := time.NewTimer(0)

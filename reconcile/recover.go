@@ -55,9 +55,12 @@ var ErrUnresolved = errors.New("reconcile: in-flight operations unresolved")
 // operation was left in flight (interrupted) since.
 //
 //   - An operation with a recorded task is resolved by the task: awaited if
-//     it still runs, then recorded as succeeded or failed. If the task's
-//     node cannot be asked, the operation stays unresolved: Recover does
-//     not wait for the node.
+//     it still runs (for at most Config.TaskTimeout), then recorded as
+//     succeeded or failed. If the task's node cannot be asked, the
+//     operation stays unresolved: Recover does not wait for the node. The
+//     recovery that passes and Apply run first does not wait for a running
+//     task either: its operation stays unresolved, and its guest alone,
+//     until a later pass finds the task ended.
 //   - An operation without one (the crash came between journaling the
 //     intent and Proxmox's answer) is matched against the node's task list:
 //     a task of the right type for the guest, started after the intent
@@ -85,18 +88,20 @@ func (e *Engine) Recover(ctx context.Context) (RecoveryReport, error) {
 	}
 	e.recoverMu.Lock()
 	defer e.recoverMu.Unlock()
-	return e.recoverLocked(ctx)
+	return e.recoverLocked(ctx, true)
 }
 
 // ensureRecovered runs Recover if it has not succeeded yet, or if an
-// operation was left in flight since it last did.
-func (e *Engine) ensureRecovered(ctx context.Context) (RecoveryReport, error) {
+// operation was left in flight since it last did. Unless wait is set, it
+// does not wait for a task that still runs: that operation stays
+// unresolved.
+func (e *Engine) ensureRecovered(ctx context.Context, wait bool) (RecoveryReport, error) {
 	e.recoverMu.Lock()
 	defer e.recoverMu.Unlock()
 	if !e.mustRecover.Load() {
 		return RecoveryReport{}, nil
 	}
-	return e.recoverLocked(ctx)
+	return e.recoverLocked(ctx, wait)
 }
 
 // recoverBefore runs ensureRecovered before a pass or a one-shot
@@ -105,7 +110,7 @@ func (e *Engine) ensureRecovered(ctx context.Context) (RecoveryReport, error) {
 // journal could not be read, ctx ended, or an unresolved record names no
 // guest; then nothing may be sent at all.
 func (e *Engine) recoverBefore(ctx context.Context) (map[int]RecoveredOp, error) {
-	rep, err := e.ensureRecovered(ctx)
+	rep, err := e.ensureRecovered(ctx, false)
 	if err == nil {
 		return nil, nil
 	}
@@ -124,18 +129,18 @@ func (e *Engine) recoverBefore(ctx context.Context) (map[int]RecoveredOp, error)
 	return blocked, nil
 }
 
-func (e *Engine) recoverLocked(ctx context.Context) (RecoveryReport, error) {
+func (e *Engine) recoverLocked(ctx context.Context, wait bool) (RecoveryReport, error) {
 	// Cleared first: an operation interrupted while this runs sets it
 	// again, and the next pass looks once more.
 	e.mustRecover.Store(false)
-	rep, err := e.recover(ctx)
+	rep, err := e.recover(ctx, wait)
 	if err != nil {
 		e.mustRecover.Store(true)
 	}
 	return rep, err
 }
 
-func (e *Engine) recover(ctx context.Context) (RecoveryReport, error) {
+func (e *Engine) recover(ctx context.Context, wait bool) (RecoveryReport, error) {
 	inflight, err := e.cfg.Journal.InFlight(ctx)
 	if err != nil {
 		return RecoveryReport{}, fmt.Errorf("reading in-flight operations: %w", err)
@@ -170,7 +175,7 @@ func (e *Engine) recover(ctx context.Context) (RecoveryReport, error) {
 				moved = true
 			default:
 				r.From, r.UPID = cur.State, proxmox.UPID(cur.UPID)
-				e.resolve(ctx, o, cur, &r)
+				e.resolve(ctx, o, cur, &r, wait)
 			}
 			return nil
 		})
@@ -196,8 +201,9 @@ func (e *Engine) recover(ctx context.Context) (RecoveryReport, error) {
 	return rep, nil
 }
 
-// resolve settles one in-flight operation, filling in r.
-func (e *Engine) resolve(ctx context.Context, o *op, en journal.Entry, r *RecoveredOp) {
+// resolve settles one in-flight operation, filling in r. Unless wait is
+// set, an operation whose task still runs is left unresolved.
+func (e *Engine) resolve(ctx context.Context, o *op, en journal.Entry, r *RecoveredOp, wait bool) {
 	upid := proxmox.UPID(en.UPID)
 	if upid == "" {
 		// Read inside the lane, so that the tasks of operations that ran
@@ -240,7 +246,13 @@ func (e *Engine) resolve(ctx context.Context, o *op, en journal.Entry, r *Recove
 	// unreachable, and Recover would hold up every pass and one-shot
 	// meanwhile. Unreachable now, the operation stays unresolved, and a
 	// later Recover tries again.
-	_, err := e.cfg.Proxmox.TaskStatus(ctx, upid)
+	st, err := e.cfg.Proxmox.TaskStatus(ctx, upid)
+	if err == nil && st.Status == "running" && !wait {
+		// Before a pass or a one-shot: leave its guest alone this time
+		// rather than hold up every other guest.
+		r.Error = fmt.Sprintf("task %s still running", upid)
+		return
+	}
 	gaveUp := false
 	if err == nil || errors.Is(err, proxmox.ErrNotFound) {
 		// Running, finished, or not known yet (a task just forked):
