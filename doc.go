@@ -45,10 +45,13 @@
 //  4. reconcile.NewEngine with those three; share Engine.Queue with any other
 //     code that changes guests.
 //  5. Engine.Recover, before anything else: it resolves what a crash left in
-//     flight. (Passes and Apply run it themselves if it has not run, and
-//     refuse to act while it cannot finish.)
+//     flight. (Passes and Apply run it themselves whenever an operation may
+//     be in flight, and leave alone a guest whose operation it cannot
+//     resolve yet.)
 //  6. Engine.Run until the context ends, or Engine.ReconcileOnce for one
 //     pass; Engine.Apply for one-shot operations, at any time, concurrently.
+//  7. To stop gracefully, Engine.Drain (nothing new is sent; operations
+//     already sent finish), then end Run's context and close the journal.
 //
 // What guestward will not do: create, destroy, migrate or restart guests;
 // stack changes on a guest whose changes wait for a restart; act on a locked
@@ -95,6 +98,7 @@
 //
 //	import (
 //		"context"
+//		"errors"
 //		"log/slog"
 //		"os"
 //		"os/signal"
@@ -144,8 +148,8 @@
 //		if err != nil {
 //			return err
 //		}
-//		if _, err := engine.Recover(ctx); err != nil {
-//			return err
+//		if _, err := engine.Recover(ctx); err != nil && !errors.Is(err, reconcile.ErrUnresolved) {
+//			return err // the journal could not be read
 //		}
 //		if err := engine.Run(ctx); err != nil && ctx.Err() == nil {
 //			return err
