@@ -84,8 +84,9 @@
 // to finish and be journaled, then cancels the engine: Run waits for the
 // pass and drains the queue, and the journal is closed. An operation still running
 // when the grace period ends stays in flight in the journal, and the next
-// start's Recover resolves it; nothing is lost either way. A second signal
-// ends the process at once.
+// start's Recover resolves it; nothing is lost either way. A signal while
+// the agent is still connecting ends it with exit 0 (with -once, 1: the
+// pass did not happen). A second signal ends the process at once.
 //
 // # Exit codes
 //

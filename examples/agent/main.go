@@ -214,6 +214,12 @@ func runAgent(ctx context.Context, s *settings, env cli.LookupEnv, logger *slog.
 
 	version, err := cli.Probe(ctx, client, s.conn.URL)
 	if err != nil {
+		if ctx.Err() != nil && !s.once {
+			// A stop request before any work started: nothing to
+			// finish, and a supervisor asked for exactly this.
+			fmt.Fprintln(stderr, "agent: stopped on request before the first pass")
+			return cli.ExitOK
+		}
 		return fail(stderr, err)
 	}
 

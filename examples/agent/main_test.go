@@ -411,3 +411,33 @@ func TestDaemonRunsPassesUntilStopped(t *testing.T) {
 	}
 	j.Close()
 }
+
+// A stop request while the agent is still connecting ends it with exit 0,
+// like a stop at any later moment; with -once it is a failure, since the
+// pass it was asked for did not happen.
+func TestStopWhileConnecting(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want int
+	}{
+		{nil, cli.ExitOK},
+		{[]string{"-once"}, cli.ExitFailure},
+	} {
+		c := newCluster(t)
+		hold, arrived := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		c.srv.Inject(proxmoxtest.Fault{Path: "/version", Wait: hold,
+			Before: func() { once.Do(func() { close(arrived) }) }})
+		ctx, stop := context.WithCancel(context.Background())
+		done := make(chan int)
+		var stdout, stderr bytes.Buffer
+		go func() { done <- run(ctx, tt.args, cli.MapEnv(c.env), &stdout, &stderr) }()
+		<-arrived // the agent is connecting: its first request is held
+		stop()
+		code := <-done
+		close(hold)
+		if code != tt.want {
+			t.Errorf("%v: exit %d, want %d\nstderr:\n%s", tt.args, code, tt.want, stderr.String())
+		}
+	}
+}
