@@ -85,8 +85,9 @@
 // pass and drains the queue, and the journal is closed. An operation still running
 // when the grace period ends stays in flight in the journal, and the next
 // start's Recover resolves it; nothing is lost either way. A signal while
-// the agent is still connecting ends it with exit 0 (with -once, 1: the
-// pass did not happen). A second signal ends the process at once.
+// the agent is still connecting or recovering ends it at once with exit 0
+// (with -once, 1: the pass did not happen); what recovery left undone stays
+// in the journal for the next start. A second signal ends the process at once.
 //
 // # Exit codes
 //

@@ -330,6 +330,11 @@ func serve(ctx context.Context, s *settings, client *proxmox.Client, jr journal.
 		rrep, rerr := engine.Recover(work)
 		out.Recovery(rrep, rerr)
 		if rerr != nil {
+			if ctx.Err() != nil && !s.once {
+				// Stopped on request: what is left stays in flight in
+				// the journal, and the next start resolves it.
+				return exit(out, cli.ExitOK, "stopped during recovery")
+			}
 			if s.once || ctx.Err() != nil {
 				return exit(out, cli.ExitFailure, "recovery did not finish: "+rerr.Error())
 			}

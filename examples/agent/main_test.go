@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/guestward/guestward/examples/internal/cli"
 	"github.com/guestward/guestward/journal"
@@ -412,32 +413,54 @@ func TestDaemonRunsPassesUntilStopped(t *testing.T) {
 	j.Close()
 }
 
-// A stop request while the agent is still connecting ends it with exit 0,
-// like a stop at any later moment; with -once it is a failure, since the
-// pass it was asked for did not happen.
-func TestStopWhileConnecting(t *testing.T) {
+// A stop request while the agent is still connecting or recovering ends it
+// with exit 0, like a stop at any later moment; with -once it is a
+// failure, since the pass it was asked for did not happen. What recovery
+// left undone stays in the journal.
+func TestStopWhileStarting(t *testing.T) {
 	for _, tt := range []struct {
-		args []string
-		want int
+		name   string
+		path   string // the request held when the stop comes
+		args   []string
+		want   int
+		reason string // in the exit record, if the agent got that far
 	}{
-		{nil, cli.ExitOK},
-		{[]string{"-once"}, cli.ExitFailure},
+		{"connecting", "/version", nil, cli.ExitOK, ""},
+		{"connecting, -once", "/version", []string{"-once"}, cli.ExitFailure, ""},
+		{"recovering", "/nodes/pve1/tasks", []string{"-output", "json"}, cli.ExitOK, `"reason":"stopped during recovery"`},
+		{"recovering, -once", "/nodes/pve1/tasks", []string{"-once", "-output", "json"}, cli.ExitFailure, `"reason":"recovery did not finish`},
 	} {
-		c := newCluster(t)
-		hold, arrived := make(chan struct{}), make(chan struct{})
-		var once sync.Once
-		c.srv.Inject(proxmoxtest.Fault{Path: "/version", Wait: hold,
-			Before: func() { once.Do(func() { close(arrived) }) }})
-		ctx, stop := context.WithCancel(context.Background())
-		done := make(chan int)
-		var stdout, stderr bytes.Buffer
-		go func() { done <- run(ctx, tt.args, cli.MapEnv(c.env), &stdout, &stderr) }()
-		<-arrived // the agent is connecting: its first request is held
-		stop()
-		code := <-done
-		close(hold)
-		if code != tt.want {
-			t.Errorf("%v: exit %d, want %d\nstderr:\n%s", tt.args, code, tt.want, stderr.String())
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCluster(t)
+			// An operation a crash left in flight, long enough ago that
+			// recovery looks for its task at once.
+			j, err := journal.OpenFile(c.env["GUESTWARD_JOURNAL"])
+			must(t, err)
+			must(t, j.Append(context.Background(), journal.Entry{OpID: "op-1", VMID: 100, Kind: "start", State: journal.Started,
+				At: time.Now().Add(-time.Hour), Params: map[string]string{"node": "pve1", "type": "qemu"}}))
+			must(t, j.Close())
+
+			hold, arrived := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			c.srv.Inject(proxmoxtest.Fault{Path: tt.path, Wait: hold,
+				Before: func() { once.Do(func() { close(arrived) }) }})
+			ctx, stop := context.WithCancel(context.Background())
+			done := make(chan int)
+			var stdout, stderr bytes.Buffer
+			go func() { done <- run(ctx, tt.args, cli.MapEnv(c.env), &stdout, &stderr) }()
+			<-arrived // the agent waits for the held request
+			stop()
+			code := <-done
+			close(hold)
+			if code != tt.want || !strings.Contains(stdout.String(), tt.reason) {
+				t.Errorf("exit %d, want %d with %q\nstdout:\n%s\nstderr:\n%s", code, tt.want, tt.reason, stdout.String(), stderr.String())
+			}
+			j, err = journal.OpenFile(c.env["GUESTWARD_JOURNAL"])
+			must(t, err)
+			defer j.Close()
+			if inflight, err := j.InFlight(context.Background()); err != nil || len(inflight) != 1 {
+				t.Errorf("in flight after the stop: %v %v, want op-1 still there", inflight, err)
+			}
+		})
 	}
 }
