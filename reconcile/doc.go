@@ -35,7 +35,9 @@
 //     the guest again).
 //
 // [Engine.Run] repeats passes at an interval, with jitter, and at once on
-// [Engine.Trigger]; passes never overlap.
+// [Engine.Trigger]; passes never overlap. [Engine.Drain] stops it
+// gracefully: nothing new is sent, and the operations already sent finish
+// before Run's context is ended.
 //
 // # Crashes and at-most-once
 //

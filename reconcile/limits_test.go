@@ -308,3 +308,32 @@ func TestPassDoesNotWaitForAnEarlierOperationsTask(t *testing.T) {
 		t.Fatalf("%d tasks for guest 100, want 1", n)
 	}
 }
+
+// Drain called after a one-shot operation passed its first checks but
+// before it started: the operation does not start, Apply says so, and the
+// key stays unused.
+func TestDrainBetweenApplysChecksAndItsStart(t *testing.T) {
+	f := newFixture(t, nil)
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+	var eng *reconcile.Engine
+	eng = f.newEngine(f.j, func(c *reconcile.Config) {
+		// The policy runs in the guest's lane, just before the operation
+		// would start.
+		c.Policy = func(ctx context.Context, _ reconcile.Action, _ reconcile.Observed) error {
+			return eng.Drain(ctx)
+		}
+	})
+	res, err := eng.Apply(ctxT(t), reconcile.OneShot{Key: "k", Ref: qemu(100), Kind: reconcile.ActionStart})
+	if !errors.Is(err, reconcile.ErrDraining) || res.OpID != "" {
+		t.Fatalf("Apply: %+v %v", res, err)
+	}
+	if applied, _ := f.j.AlreadyApplied(ctxT(t), "k"); applied {
+		t.Fatal("the key that did not run is marked applied")
+	}
+	if inflight, err := f.j.InFlight(ctxT(t)); err != nil || len(inflight) != 0 {
+		t.Fatalf("journaled: %v %v", inflight, err)
+	}
+	if f.writes() != 0 {
+		t.Fatal("sent after Drain")
+	}
+}

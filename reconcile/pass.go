@@ -100,7 +100,7 @@ var ErrPassAborted = errors.New("reconcile: pass aborted")
 // call waits for the pass in progress.
 //
 // The error is non-nil only when the pass could not act at all (it wraps
-// ErrPassAborted, or is ctx.Err()); what happened to each guest, failures
+// ErrPassAborted, or ErrDraining after Drain, or is ctx.Err()); what happened to each guest, failures
 // included, is in the report. Before a pass the engine runs Recover if it
 // has not succeeded yet, or if an operation was left in flight
 // (interrupted) since it last did. A guest whose operation stays
@@ -352,7 +352,8 @@ func (e *Engine) Trigger() {
 // starting work, waits for the pass in progress (its Proxmox calls see the
 // ended context; operations left in flight are resolved by the next
 // Recover), closes the queue if the engine made it, and returns ctx.Err().
-// The journal stays open: its owner closes it after Run returns.
+// The journal stays open: its owner closes it after Run returns. After
+// Drain, Run starts no more passes and waits for ctx to end.
 func (e *Engine) Run(ctx context.Context) error {
 	if _, err := e.ensureRecovered(ctx, true); err != nil && ctx.Err() == nil {
 		e.log.ErrorContext(ctx, "recovery failed; retrying before the first pass", "err", err)
