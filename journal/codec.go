@@ -274,21 +274,11 @@ func (d *decoder) uvarint() uint64 {
 	return x
 }
 
+// varint reads a signed varint: the zig-zag form of an unsigned one, as
+// binary.AppendVarint writes it.
 func (d *decoder) varint() int64 {
-	if d.err != nil {
-		return 0
-	}
-	x, n := binary.Varint(d.b)
-	if n <= 0 || (n > 1 && d.b[n-1] == 0) {
-		if n == 0 {
-			d.err = errShort
-		} else {
-			d.err = errVarint
-		}
-		return 0
-	}
-	d.b = d.b[n:]
-	return x
+	u := d.uvarint()
+	return int64(u>>1) ^ -int64(u&1)
 }
 
 func (d *decoder) bytes() []byte {
