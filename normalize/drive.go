@@ -160,15 +160,9 @@ func (pc *propCompare) failRaw(key, d, a string) {
 // the bridge MTU, like mtu=1.
 type nicRule struct{ f *Format }
 
-func (r nicRule) Normalize(v string) string { return normalizeProps(r.f, v) }
-func (r nicRule) Equal(d, a string) bool    { return r.compare(d, a, nil) }
-func (r nicRule) Explain(d, a string) []Diff {
-	var diffs []Diff
-	if r.compare(d, a, &diffs) {
-		return nil
-	}
-	return diffs
-}
+func (r nicRule) Normalize(v string) string  { return normalizeProps(r.f, v) }
+func (r nicRule) Equal(d, a string) bool     { return r.compare(d, a, nil) }
+func (r nicRule) Explain(d, a string) []Diff { return explainBy(r.compare, d, a) }
 
 func (r nicRule) compare(d, a string, diffs *[]Diff) bool {
 	d, a = trimSpace(d), trimSpace(a)
@@ -204,15 +198,9 @@ const (
 // driveRule: QEMU disks (Q16–Q22).
 type driveRule struct{ kind driveKind }
 
-func (r driveRule) Normalize(v string) string { return normalizeProps(driveFormat, v) }
-func (r driveRule) Equal(d, a string) bool    { return r.compare(d, a, nil) }
-func (r driveRule) Explain(d, a string) []Diff {
-	var diffs []Diff
-	if r.compare(d, a, &diffs) {
-		return nil
-	}
-	return diffs
-}
+func (r driveRule) Normalize(v string) string  { return normalizeProps(driveFormat, v) }
+func (r driveRule) Equal(d, a string) bool     { return r.compare(d, a, nil) }
+func (r driveRule) Explain(d, a string) []Diff { return explainBy(r.compare, d, a) }
 
 // media returns the effective media of a parsed drive: as written, or cdrom
 // for cloud-init, "cdrom" and "none" volumes (Proxmox sets it for those), or
@@ -288,15 +276,9 @@ func (r driveRule) compare(d, a string, diffs *[]Diff) bool {
 // mountRule: LXC rootfs and mpN (Q17, Q23).
 type mountRule struct{ f *Format }
 
-func (r mountRule) Normalize(v string) string { return normalizeProps(r.f, v) }
-func (r mountRule) Equal(d, a string) bool    { return r.compare(d, a, nil) }
-func (r mountRule) Explain(d, a string) []Diff {
-	var diffs []Diff
-	if r.compare(d, a, &diffs) {
-		return nil
-	}
-	return diffs
-}
+func (r mountRule) Normalize(v string) string  { return normalizeProps(r.f, v) }
+func (r mountRule) Equal(d, a string) bool     { return r.compare(d, a, nil) }
+func (r mountRule) Explain(d, a string) []Diff { return explainBy(r.compare, d, a) }
 
 func (r mountRule) compare(d, a string, diffs *[]Diff) bool {
 	d, a = trimSpace(d), trimSpace(a)

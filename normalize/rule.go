@@ -171,13 +171,7 @@ func (r *propRule) Normalize(v string) string { return normalizeProps(r.f, v) }
 
 func (r *propRule) Equal(d, a string) bool { return r.compare(d, a, nil) }
 
-func (r *propRule) Explain(d, a string) []Diff {
-	var diffs []Diff
-	if r.compare(d, a, &diffs) {
-		return nil
-	}
-	return diffs
-}
+func (r *propRule) Explain(d, a string) []Diff { return explainBy(r.compare, d, a) }
 
 func (r *propRule) compare(d, a string, diffs *[]Diff) bool {
 	d, a = trimSpace(d), trimSpace(a)
@@ -202,6 +196,16 @@ func (r *propRule) compare(d, a string, diffs *[]Diff) bool {
 const maxItems = 32
 
 // wholeDiff records a difference of the value as a whole.
+// explainBy runs a rule's compare function, which appends the differing
+// parts to diffs and reports equality, for Explain: nil when equal.
+func explainBy(compare func(d, a string, diffs *[]Diff) bool, d, a string) []Diff {
+	var diffs []Diff
+	if compare(d, a, &diffs) {
+		return nil
+	}
+	return diffs
+}
+
 func wholeDiff(r Rule, d, a string, diffs *[]Diff) bool {
 	if diffs != nil {
 		*diffs = append(*diffs, Diff{Desired: r.Normalize(d), Actual: r.Normalize(a)})

@@ -159,13 +159,7 @@ func (bootRule) Normalize(v string) string {
 
 func (r bootRule) Equal(d, a string) bool { return r.compare(d, a, nil) }
 
-func (r bootRule) Explain(d, a string) []Diff {
-	var diffs []Diff
-	if r.compare(d, a, &diffs) {
-		return nil
-	}
-	return diffs
-}
+func (r bootRule) Explain(d, a string) []Diff { return explainBy(r.compare, d, a) }
 
 func (r bootRule) compare(d, a string, diffs *[]Diff) bool {
 	d, a = trimSpace(d), trimSpace(a)
