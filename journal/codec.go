@@ -55,10 +55,33 @@ func (e Entry) MarshalBinary() ([]byte, error) {
 
 // AppendBinary appends the encoding of e (see [Entry.MarshalBinary]) to b.
 func (e Entry) AppendBinary(b []byte) ([]byte, error) {
-	if err := e.Validate(); err != nil {
+	if len(e.Params) > len(pairs{}) {
+		if err := e.Validate(); err != nil {
+			return b, err
+		}
+		return e.appendEncoding(b), nil
+	}
+	// The usual handful of params: Validate's checks, with one pass
+	// over them that checks them, adds up their size and sorts them for
+	// the encoding.
+	if err := e.validateFields(true, false); err != nil {
 		return b, err
 	}
-	return e.appendEncoding(b), nil
+	size := e.encodedSize()
+	var kvs pairs
+	n := 0
+	for k, v := range e.Params {
+		if err := e.checkParam(k, v); err != nil {
+			return b, err
+		}
+		size += paramSize(k, v)
+		kvs.insert(n, k, v)
+		n++
+	}
+	if size > MaxEntrySize {
+		return b, e.tooLarge(size)
+	}
+	return kvs.append(e.appendHead(b), n), nil
 }
 
 // appendEncoding appends the encoding of an already validated entry.
@@ -99,28 +122,40 @@ func (e *Entry) appendHead(b []byte) []byte {
 // appendParams appends the canonical encoding of m: the number of pairs,
 // then the pairs in increasing key order.
 func appendParams(b []byte, m map[string]string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(m)))
-	switch {
-	case len(m) == 0:
-	case len(m) <= 8:
-		// The usual handful of params: sort on the stack.
-		var ks [8]string
+	if len(m) <= len(pairs{}) {
+		// The usual handful of params: sort the pairs on the stack.
+		var kvs pairs
 		n := 0
-		for k := range m {
-			i := n
-			for ; i > 0 && ks[i-1] > k; i-- {
-				ks[i] = ks[i-1]
-			}
-			ks[i] = k
+		for k, v := range m {
+			kvs.insert(n, k, v)
 			n++
 		}
-		for _, k := range ks[:n] {
-			b = appendString(appendString(b, k), m[k])
-		}
-	default:
-		for _, k := range slices.Sorted(maps.Keys(m)) {
-			b = appendString(appendString(b, k), m[k])
-		}
+		return kvs.append(b, n)
+	}
+	b = binary.AppendUvarint(b, uint64(len(m)))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		b = appendString(appendString(b, k), m[k])
+	}
+	return b
+}
+
+// pairs holds up to eight params, sorted by name, on the stack.
+type pairs [8][2]string
+
+// insert adds k=v to the first n pairs, keeping them sorted.
+func (p *pairs) insert(n int, k, v string) {
+	i := n
+	for ; i > 0 && p[i-1][0] > k; i-- {
+		p[i] = p[i-1]
+	}
+	p[i] = [2]string{k, v}
+}
+
+// append appends the encoding of params made of the first n pairs.
+func (p *pairs) append(b []byte, n int) []byte {
+	b = binary.AppendUvarint(b, uint64(n))
+	for _, kv := range p[:n] {
+		b = appendString(appendString(b, kv[0]), kv[1])
 	}
 	return b
 }

@@ -122,9 +122,13 @@ func (e Entry) Validate() error {
 		n += paramSize(k, v)
 	}
 	if n > MaxEntrySize {
-		return e.invalid("encodes to %d bytes, more than the limit of %d", n, MaxEntrySize)
+		return e.tooLarge(n)
 	}
 	return nil
+}
+
+func (e *Entry) tooLarge(n int) error {
+	return e.invalid("encodes to %d bytes, more than the limit of %d", n, MaxEntrySize)
 }
 
 // validateFields is Validate without the size check, which the decoder gets
