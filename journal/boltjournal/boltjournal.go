@@ -1,6 +1,7 @@
 package boltjournal
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
@@ -72,11 +73,17 @@ type Journal struct {
 	closed bool
 	broken error // set when Compact could not reopen the database
 
+	scratch txScratch // for write transactions only
+
 	// mem is what the journal derives from the ops bucket. memMu is taken
-	// inside write transactions, and around read transactions that bring
-	// mem up to date; never a write transaction inside it.
-	memMu sync.Mutex
-	mem   *memIndex
+	// inside write transactions and by their commit handlers, and around
+	// read transactions that check mem; never around a write
+	// transaction. memCond, on memMu, is broadcast when pending starts
+	// commit or fail.
+	memMu   sync.Mutex
+	mem     *memIndex
+	memCond *sync.Cond
+	waiters int // appends waiting on memCond
 
 	active atomic.Int64 // appends in progress
 	peak   atomic.Int64 // recent concurrency of appends; see alone
@@ -122,6 +129,7 @@ func Open(path string, opts ...Option) (*Journal, error) {
 		return nil, err
 	}
 	j := &Journal{path: path, dir: filepath.Dir(path), cfg: cfg, log: loggerOrDiscard(cfg.logger), lock: lock}
+	j.memCond = sync.NewCond(&j.memMu)
 	if err := j.load(); err != nil {
 		lock.Close()
 		return nil, err
@@ -176,6 +184,9 @@ func (j *Journal) load() error {
 			return mem.load(&e, seq)
 		})
 	})
+	if err == nil {
+		err = mem.finishLoad()
+	}
 	if err != nil {
 		db.Close()
 		return corrupt(j.path, err)
@@ -390,12 +401,20 @@ func (j *Journal) Append(ctx context.Context, e journal.Entry) error {
 // return at once, and the first to come back may find itself alone for a
 // moment; committing alone then would hold the write lock for a whole
 // commit while the others wait for it to join their batch. The peak halves
-// with every append, so a writer that really is alone gets its own
-// transactions again after a few appends.
+// with every append that finds itself alone, so a writer that really is
+// alone gets its own transactions again after a few appends. Appends in
+// company write the peak only when they raise it, which keeps them from
+// passing its cache line back and forth between cores.
 func (j *Journal) alone() bool {
 	n := j.active.Add(1)
-	p := max(n, j.peak.Load()/2)
-	j.peak.Store(p) // a lost update only shifts the heuristic a little
+	if n > 1 {
+		if n > j.peak.Load() {
+			j.peak.Store(n) // a lost update only shifts the heuristic a little
+		}
+		return false
+	}
+	p := j.peak.Load() / 2
+	j.peak.Store(p)
 	return p <= 1
 }
 
@@ -406,40 +425,61 @@ func (j *Journal) usable() error {
 	return j.broken
 }
 
-// commit runs the append's transaction, then brings the memory index up to
-// date. With Batch the transaction function may run more than once (bbolt
-// reruns a batch when one of its functions fails); it does all its writing
-// inside tx, and what it notes outside (the outcome, the key it claims)
-// is reset or idempotent, so a rerun starts from the rolled-back state and
-// never duplicates a record. A rejected record is reported through reject,
-// not as the function's error, so that it does not make the other appends
-// of its batch run again.
+// commit runs the append's transaction, which also brings the memory index
+// up to date. With Batch the transaction function may run more than once
+// (bbolt reruns a batch when one of its functions fails); it does all its
+// writing inside tx, and what it notes outside is reset by each run, so a
+// rerun starts from the rolled-back state and never duplicates a record. A
+// rejected record is reported through reject, not as the function's
+// error, so that it does not make the other appends of its batch run
+// again.
 func (j *Journal) commit(db *bolt.DB, e journal.Entry, fresh []byte, lone bool) error {
-	a := &appendTx{j: j, e: e, fresh: fresh}
-	if now := j.cfg.now(); now.UnixNano() >= j.nextExpiry.Load() {
+	for {
+		a := &appendTx{j: j, e: e, fresh: fresh}
+		if fresh != nil {
+			a.rec = &opRec{id: e.OpID, key: e.IdempKey}
+		}
+		if now := j.cfg.now(); now.UnixNano() >= j.nextExpiry.Load() {
+			j.memMu.Lock()
+			a.victims = j.mem.takeExpired(now, j.cfg.retention, j.cfg.keyRetention, pruneBatch)
+			j.nextExpiry.Store(j.mem.nextExpiry(j.cfg.retention, j.cfg.keyRetention))
+			j.memMu.Unlock()
+		}
+		var err error
+		if lone {
+			err = safeUpdate(db, a.run)
+		} else {
+			err = safeBatch(db, a.run)
+		}
+		if !a.settled {
+			// The transaction failed (its commit handler never ran).
+			j.abandon(a)
+		}
+		if err != nil {
+			var ce *journal.CorruptError
+			if errors.As(err, &ce) || errors.As(err, new(errPanic)) {
+				return corrupt(j.path, err)
+			}
+			return fmt.Errorf("boltjournal: %s: append op %q: %w", j.path, e.OpID, err)
+		}
+		if !a.retry {
+			return a.reject
+		}
+		// An append outside the transaction was starting an op with
+		// the same key; wait until it has committed or failed, and try
+		// again.
 		j.memMu.Lock()
-		a.victims = j.mem.takeExpired(now, j.cfg.retention, j.cfg.keyRetention, pruneBatch)
-		j.nextExpiry.Store(j.mem.nextExpiry(j.cfg.retention, j.cfg.keyRetention))
+		for j.mem.busy(e.IdempKey, nil) {
+			j.waiters++
+			j.memCond.Wait()
+			j.waiters--
+		}
 		j.memMu.Unlock()
 	}
-	var err error
-	if lone {
-		err = safeUpdate(db, a.run)
-	} else {
-		err = safeBatch(db, a.run)
-	}
-	if !a.settled {
-		// The transaction failed (its commit handler never ran).
-		j.settle(e, a.claimed, &a.start, nil, 0, a.victims, nil, false)
-	}
-	if err != nil {
-		var ce *journal.CorruptError
-		if errors.As(err, &ce) || errors.As(err, new(errPanic)) {
-			return corrupt(j.path, err)
-		}
-		return fmt.Errorf("boltjournal: %s: append op %q: %w", j.path, e.OpID, err)
-	}
-	return a.reject
+}
+
+func keyConflict(e *journal.Entry, owner string) error {
+	return fmt.Errorf("journal: op %q: %w: key %q belongs to op %q", e.OpID, journal.ErrKeyConflict, e.IdempKey, owner)
 }
 
 // appendTx is one append's transaction function and what it leaves behind.
@@ -450,131 +490,215 @@ type appendTx struct {
 	e       journal.Entry
 	fresh   []byte
 	victims []expiry
+	rec     *opRec // for a started record, the op it starts
 
-	reject  error
-	claimed bool
-	pruned  []expiry
-	state   journal.Entry // the op after this record, as the last run wrote it
-	seq     uint64
-	start   claim // identifies this append's claim on a new op ID
-	settled bool  // the commit handler brought the memory index up to date
+	// Set by each run of the transaction function.
+	reject error
+	retry  bool // another append is starting an op with the key: nothing written
+	wrote  bool
+	isNew  bool // wrote the start of a new op
+	pruned []expiry
+	state  *journal.Entry // the op after this record, when wrote
+	seq    uint64
+
+	settled bool // the commit handler ran
 }
 
 func (a *appendTx) run(tx *bolt.Tx) error {
-	a.reject, a.pruned = nil, a.pruned[:0]
+	a.reject, a.retry, a.wrote, a.isNew, a.state, a.pruned = nil, false, false, false, nil, a.pruned[:0]
 	if err := a.j.cfg.fp.Eval("append/tx"); err != nil {
 		return err
 	}
+	s := a.j.scratch.begin(a.j, tx)
 	var err error
-	if a.pruned, err = a.j.prune(tx, a.victims, a.pruned); err != nil {
-		return err
+	if len(a.victims) > 0 {
+		if a.pruned, err = a.j.prune(s.ops, a.victims, a.pruned); err != nil {
+			return err
+		}
 	}
-	var c bool
-	a.state, a.seq, a.reject, c, err = a.j.put(tx, a.e, a.fresh, &a.start)
-	a.claimed = a.claimed || c
-	if err == nil {
-		// bbolt runs commit handlers after a successful commit, in
-		// order, on the goroutine that commits the batch, before any
-		// of its appends returns; a rolled-back attempt's handlers
-		// never run. So the memory index follows the commits one by
-		// one, without the batch's appenders contending for its lock
-		// when they all wake up.
-		tx.OnCommit(a.committed)
+	if err = a.j.put(s, a); err == nil {
+		s.done.appends = append(s.done.appends, a)
 	}
 	return err
 }
 
-func (a *appendTx) committed() {
-	var applied *journal.Entry
-	if a.reject == nil {
-		applied = &a.state
-	}
-	a.j.settle(a.e, a.claimed, &a.start, applied, a.seq, a.victims, a.pruned, true)
-	a.settled = true
+// txDone is what the commit handler of one write transaction records in
+// the memory index: its appends, in the order their functions ran. One
+// handler per transaction, rather than one per append, takes the index's
+// lock once per batch.
+type txDone struct {
+	j       *Journal
+	appends []*appendTx
 }
 
-// put applies one record inside tx. fresh, for a started record, is its
-// stored value with room for the sequence number in front; start is the
-// append's claim on the op ID it starts. put returns the op's state after
-// the record and its sequence number, or the rule the record breaks
-// (nothing written); whether it claimed the record's idempotency key; or a
-// fatal error.
-func (j *Journal) put(tx *bolt.Tx, e journal.Entry, fresh []byte, start *claim) (merged journal.Entry, seq uint64, reject error, claimed bool, err error) {
-	ops := tx.Bucket(bucketOps)
-	known := true
-	if fresh != nil {
-		// The functions of a batch run one by one inside the write
-		// transaction, so what they skip counts: an op the memory index
-		// and the pending starts say is new needs no read.
-		j.memMu.Lock()
-		known = !j.mem.claimStart(e.OpID, start)
-		j.memMu.Unlock()
+// committed records in the memory index what the appends of a committed
+// transaction did: the ops they started or ended, and the ops they pruned.
+// bbolt runs commit handlers after a successful commit, on the goroutine
+// that committed, before any append of the batch returns; a rolled-back
+// attempt's handlers never run.
+func (d *txDone) committed() {
+	j := d.j
+	j.memMu.Lock()
+	defer j.memMu.Unlock()
+	wake := false
+	for _, a := range d.appends {
+		a.settled = true
+		j.mem.pruned(a.pruned)
+		switch {
+		case a.isNew:
+			j.mem.started(a)
+			wake = true
+		case a.rec != nil:
+			// A start that was refused, or retried, after an earlier
+			// attempt of its function claimed a record.
+			j.mem.release(a)
+			wake = true
+		}
+		if a.wrote && a.state.State.Terminal() {
+			j.mem.ended(a.seq, a.state)
+			j.nextExpiry.Store(j.mem.nextExpiry(j.cfg.retention, j.cfg.keyRetention))
+		}
 	}
+	if wake && j.waiters > 0 {
+		j.memCond.Broadcast()
+	}
+}
+
+// put applies append a's record inside tx, setting a's outcome: the op's
+// state after the record and its sequence number; or the rule the record
+// breaks, or a retry (nothing written). It returns only fatal errors.
+func (j *Journal) put(s *txScratch, a *appendTx) error {
+	ops, tx := s.ops, s.tx
+	e := &a.e
+	v := s.lookup(e.OpID)
 	var prev *journal.Entry
-	if known {
-		if v := ops.Get([]byte(e.OpID)); v != nil {
-			p, s, err := decodeOp(e.OpID, v)
-			if err != nil {
-				return merged, 0, nil, false, corrupt(j.path, err)
-			}
-			prev, seq = &p, s
+	var seq uint64
+	if v != nil {
+		p, s, err := decodeOp(e.OpID, v)
+		if err != nil {
+			return corrupt(j.path, err)
 		}
+		prev, seq = &p, s
 	}
-	if prev == nil && fresh != nil {
-		merged = e // what Merge returns for a new op, but for sharing Params, which it only reads
-	} else if merged, err = journal.Merge(prev, e); err != nil {
-		return merged, 0, err, false, nil
-	}
-	if prev == nil && e.IdempKey != "" {
-		// Appends in the same batch claim keys here before any of
-		// them commits; a claim stays until the claimer's append ends.
-		j.memMu.Lock()
-		owner := j.mem.owner(e.IdempKey)
-		if owner == "" {
-			j.mem.claims[e.IdempKey] = e.OpID
+	state := e
+	if prev != nil || a.fresh == nil {
+		merged, err := journal.Merge(prev, *e)
+		if err != nil {
+			a.reject = err
+			return nil
 		}
-		j.memMu.Unlock()
-		if owner != "" && owner != e.OpID {
-			return merged, 0, fmt.Errorf("journal: op %q: %w: key %q belongs to op %q", e.OpID, journal.ErrKeyConflict, e.IdempKey, owner), false, nil
-		}
-		claimed = true
+		state = &merged
 	}
-	var v []byte
+	var err error
 	if prev == nil {
-		if seq, err = ops.NextSequence(); err != nil {
-			return merged, 0, nil, claimed, err
+		// A new op (Merge refuses anything but a start of one). Its
+		// record enters the memory index now, claiming its key, under
+		// the sequence number it is about to take.
+		seq = ops.Sequence() + 1
+		j.memMu.Lock()
+		outcome, owner := j.mem.claim(a, tx, seq, nil)
+		j.memMu.Unlock()
+		if outcome == claimConflict && owner.pending == nil && !s.holds(owner) {
+			// The key's owner is gone from the database (pruned, and
+			// the index does not show it yet).
+			j.memMu.Lock()
+			outcome, owner = j.mem.claim(a, tx, seq, owner)
+			j.memMu.Unlock()
 		}
-	}
-	if prev == nil && fresh != nil {
+		switch outcome {
+		case claimConflict:
+			a.reject = keyConflict(e, owner.id)
+			return nil
+		case claimBusy:
+			a.retry = true
+			return nil
+		}
+		if _, err := ops.NextSequence(); err != nil {
+			return err
+		}
 		// bbolt keeps v until the commit. A rerun of this function
 		// happens only after the transaction that held it was rolled
 		// back, so fresh can be filled in and handed over again.
-		binary.BigEndian.PutUint64(fresh, seq)
-		v = fresh
-	} else if v, err = encodeOp(seq, &merged); err != nil {
-		return merged, 0, nil, claimed, err
+		binary.BigEndian.PutUint64(a.fresh, seq)
+		v = a.fresh
+	} else if v, err = encodeOp(seq, state); err != nil {
+		return err
 	}
-	return merged, seq, nil, claimed, ops.Put([]byte(e.OpID), v)
+	if err := ops.Put(s.setKey(e.OpID), v); err != nil {
+		return err
+	}
+	a.state, a.seq, a.wrote, a.isNew = state, seq, true, prev == nil
+	return nil
+}
+
+// txScratch is what the functions of write transactions share, one
+// after another (bbolt runs at most one write transaction at a time, and
+// its functions one by one): the ops bucket and a cursor on it, a buffer
+// for keys, which save the allocations that looking up a bucket or a key
+// makes on every call, and the transaction's commit handler. It keeps the
+// last transaction reachable until the next one begins.
+type txScratch struct {
+	tx   *bolt.Tx
+	ops  *bolt.Bucket
+	cur  *bolt.Cursor
+	key  []byte
+	done *txDone
+}
+
+// begin returns the scratch for tx, setting it up when tx is a new
+// transaction (or a new attempt of a batch).
+func (s *txScratch) begin(j *Journal, tx *bolt.Tx) *txScratch {
+	if s.tx != tx {
+		s.tx, s.ops = tx, tx.Bucket(bucketOps)
+		s.cur = s.ops.Cursor()
+		s.done = &txDone{j: j}
+		tx.OnCommit(s.done.committed)
+	}
+	return s
+}
+
+// setKey returns id as bytes, in the scratch buffer, valid until the next
+// call.
+func (s *txScratch) setKey(id string) []byte {
+	s.key = append(s.key[:0], id...)
+	return s.key
+}
+
+// lookup returns the stored value of op id, or nil.
+func (s *txScratch) lookup(id string) []byte {
+	key := s.setKey(id)
+	k, v := s.cur.Seek(key)
+	if v == nil || !bytes.Equal(k, key) {
+		return nil
+	}
+	return v
+}
+
+// holds reports whether the database still holds op r (the same start of
+// its op ID).
+func (s *txScratch) holds(r *opRec) bool {
+	v := s.lookup(r.id)
+	return len(v) >= 8 && binary.BigEndian.Uint64(v) == r.seq
 }
 
 // prune deletes, inside tx, the victims that are still what the memory
 // index said: terminal, with the same last record. It appends what it
 // deleted to out.
-func (j *Journal) prune(tx *bolt.Tx, victims, out []expiry) ([]expiry, error) {
-	ops := tx.Bucket(bucketOps)
+func (j *Journal) prune(ops *bolt.Bucket, victims, out []expiry) ([]expiry, error) {
 	for _, x := range victims {
-		v := ops.Get([]byte(x.id))
+		id := x.rec.id
+		v := ops.Get([]byte(id))
 		if v == nil {
 			continue
 		}
-		e, _, err := decodeOp(x.id, v)
+		e, _, err := decodeOp(id, v)
 		if err != nil {
 			return out, corrupt(j.path, err)
 		}
 		if !e.State.Terminal() || e.At.UnixNano() != x.at {
 			continue // the op ID was used again after an earlier prune
 		}
-		if err := ops.Delete([]byte(x.id)); err != nil {
+		if err := ops.Delete([]byte(id)); err != nil {
 			return out, err
 		}
 		out = append(out, x)
@@ -582,43 +706,23 @@ func (j *Journal) prune(tx *bolt.Tx, victims, out []expiry) ([]expiry, error) {
 	return out, nil
 }
 
-// settle brings the memory index up to date after an append's transaction
-// ended: it drops the append's key claim, records the op's state after the
-// record (applied; nil when nothing was written), and accounts for the
-// expired ops the transaction pruned (or gives them back, when it failed).
-//
-// A committed append settles in its transaction's commit handler, so
-// appends settle in the order they committed. The index would tolerate
-// another order anyway: a key is recorded the same way either time, a
-// terminal op enters the retention heap once (from the record that ended
-// it), and an op left in flight by a late settle is dropped by InFlight,
-// which reads every op from the database.
-func (j *Journal) settle(e journal.Entry, claimed bool, start *claim, applied *journal.Entry, seq uint64, victims, pruned []expiry, committed bool) {
+// abandon undoes, in the memory index, what an append whose transaction
+// failed had taken: its claims, and the expired ops it was to prune.
+func (j *Journal) abandon(a *appendTx) {
 	j.memMu.Lock()
 	defer j.memMu.Unlock()
-	if claimed && j.mem.claims[e.IdempKey] == e.OpID {
-		delete(j.mem.claims, e.IdempKey)
+	if a.rec != nil {
+		j.mem.release(a)
+		j.memCond.Broadcast()
 	}
-	// The op joins mem.ops (in committed, below) under the same lock as
-	// its start claim goes, so at no moment is it in neither.
-	if j.mem.starts[e.OpID] == start {
-		delete(j.mem.starts, e.OpID)
-	}
-	if !committed {
-		j.mem.unexpire(victims)
+	if len(a.victims) > 0 {
+		j.mem.unexpire(a.victims)
 		j.nextExpiry.Store(j.mem.nextExpiry(j.cfg.retention, j.cfg.keyRetention))
-		return
-	}
-	j.mem.pruned(pruned)
-	if applied != nil {
-		j.mem.committed(e.OpID, applied, seq)
-		if applied.State.Terminal() {
-			j.nextExpiry.Store(j.mem.nextExpiry(j.cfg.retention, j.cfg.keyRetention))
-		}
 	}
 }
 
-// pruneAll deletes every expired terminal op.
+// pruneAll deletes every expired terminal op. It runs while no append
+// does: from Open, and from Compact.
 func (j *Journal) pruneAll() error {
 	j.memMu.Lock()
 	victims := j.mem.takeExpired(j.cfg.now(), j.cfg.retention, j.cfg.keyRetention, 0)
@@ -629,7 +733,7 @@ func (j *Journal) pruneAll() error {
 	var pruned []expiry
 	err := safeUpdate(j.db, func(tx *bolt.Tx) error {
 		var err error
-		pruned, err = j.prune(tx, victims, pruned[:0])
+		pruned, err = j.prune(tx.Bucket(bucketOps), victims, pruned[:0])
 		return err
 	})
 	j.memMu.Lock()
@@ -687,22 +791,22 @@ func (j *Journal) Latest(ctx context.Context, opID string) (e journal.Entry, ok 
 // InFlight implements [journal.Journal].
 func (j *Journal) InFlight(ctx context.Context) ([]journal.Entry, error) {
 	j.memMu.Lock()
-	ids := j.mem.inFlight()
+	recs := j.mem.inFlight()
 	j.memMu.Unlock()
 	var out []journal.Entry
-	var stale []string
+	var stale []*opRec
 	err := j.view(ctx, "in-flight ops", func(tx *bolt.Tx) error {
-		for _, id := range ids {
-			e, ok, err := getOp(tx, id)
+		for _, r := range recs {
+			e, ok, err := getOp(tx, r.id)
 			if err != nil {
 				return err
 			}
 			// The database has the last word: an append may have
-			// ended the op since the index was read, or settled late.
+			// ended the op since the index was read.
 			if ok && !e.State.Terminal() {
 				out = append(out, e)
 			} else {
-				stale = append(stale, id)
+				stale = append(stale, r)
 			}
 		}
 		return nil
@@ -713,10 +817,10 @@ func (j *Journal) InFlight(ctx context.Context) ([]journal.Entry, error) {
 	return out, err
 }
 
-// dropStale removes from the in-flight set the ops InFlight found ended or
-// gone, after checking again under the lock, in a fresh read transaction,
-// that they still are.
-func (j *Journal) dropStale(ids []string) {
+// dropStale takes out of the in-flight set the ops InFlight found ended or
+// gone, after checking again, under the lock and in a fresh read
+// transaction, that they still are.
+func (j *Journal) dropStale(recs []*opRec) {
 	j.mu.RLock()
 	defer j.mu.RUnlock()
 	if j.usable() != nil {
@@ -725,14 +829,25 @@ func (j *Journal) dropStale(ids []string) {
 	j.memMu.Lock()
 	defer j.memMu.Unlock()
 	_ = safeView(j.db, func(tx *bolt.Tx) error {
-		for _, id := range ids {
-			e, ok, err := getOp(tx, id)
+		ops := tx.Bucket(bucketOps)
+		for _, r := range recs {
+			if !r.live() {
+				continue
+			}
+			v := ops.Get([]byte(r.id))
+			if v == nil {
+				j.mem.drop(r)
+				continue
+			}
+			e, seq, err := decodeOp(r.id, v)
 			switch {
 			case err != nil:
-			case !ok:
-				j.mem.dropOp(id)
+			case seq != r.seq:
+				j.mem.drop(r) // this start of the op ID is gone
 			case e.State.Terminal():
-				j.mem.setOp(id, j.mem.ops[id].seq, false)
+				// Its terminal record's commit handler will put it in
+				// a retention heap.
+				j.mem.setEnded(r)
 			}
 		}
 		return nil
@@ -748,7 +863,7 @@ func (j *Journal) AlreadyApplied(ctx context.Context, idempKey string) (bool, er
 // LatestByKey implements [journal.KeyLookup].
 func (j *Journal) LatestByKey(ctx context.Context, idempKey string) (e journal.Entry, ok bool, err error) {
 	j.memMu.Lock()
-	owner := j.mem.keys[idempKey]
+	owner := j.mem.owner(idempKey)
 	j.memMu.Unlock()
 	err = j.view(ctx, fmt.Sprintf("key %q", idempKey), func(tx *bolt.Tx) error {
 		if owner == "" {

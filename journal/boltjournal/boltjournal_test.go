@@ -375,3 +375,104 @@ func TestScanFileIsReadOnly(t *testing.T) {
 		t.Fatal("ScanFile changed the database")
 	}
 }
+
+// Concurrent starts that collide on op IDs and on idempotency keys, with
+// transaction functions failing now and then (so that batches are rolled
+// back and rerun, and failed functions retried alone meanwhile): every op
+// ID and every key is taken at most once, and the indexes in memory agree
+// with the database.
+func TestConcurrentStartsCollide(t *testing.T) {
+	fp := new(failpoint.Set)
+	path := filepath.Join(t.TempDir(), "j.db")
+	j, err := Open(path, WithMaxBatchSize(8), withFailpoints(fp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var runs, failures atomic.Int64
+	boom := errors.New("injected failure of one function in a batch")
+	fp.Enable("append/tx", func() error {
+		if runs.Add(1)%5 == 2 {
+			failures.Add(1)
+			return boom
+		}
+		return nil
+	})
+	ctx := context.Background()
+	const writers, each = 16, 40
+	var mu sync.Mutex
+	won := map[string]string{} // op ID → key of the start that succeeded
+	keyWon := map[string]string{}
+	var conflicts, dups atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*each)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				// At each step, pairs of writers start the same op
+				// ID, and groups of four start ops with the same key.
+				id, key := fmt.Sprintf("op-%d-%d", i, w%8), fmt.Sprintf("k-%d-%d", i, w%4)
+				for {
+					err := j.Append(ctx, started(id, key))
+					switch {
+					case errors.Is(err, boom):
+						continue
+					case err == nil:
+						mu.Lock()
+						if prev, ok := won[id]; ok {
+							errs <- fmt.Errorf("op %s started twice (keys %s, %s)", id, prev, key)
+						}
+						if prev, ok := keyWon[key]; ok {
+							errs <- fmt.Errorf("key %s taken twice (ops %s, %s)", key, prev, id)
+						}
+						won[id], keyWon[key] = key, id
+						mu.Unlock()
+					case errors.Is(err, journal.ErrKeyConflict):
+						conflicts.Add(1)
+					case errors.Is(err, journal.ErrInvalidTransition):
+						dups.Add(1)
+					default:
+						errs <- fmt.Errorf("start %s with %s: %w", id, key, err)
+					}
+					break
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if failures.Load() == 0 || conflicts.Load() == 0 || dups.Load() == 0 {
+		t.Fatalf("failures %d, key conflicts %d, duplicate starts %d: the test exercised too little", failures.Load(), conflicts.Load(), dups.Load())
+	}
+	check := func(j *Journal) {
+		st, err := j.Verify(ctx)
+		if err != nil {
+			t.Fatalf("Verify: %v", err)
+		}
+		if st.Ops != len(won) || st.InFlight != len(won) || st.Keys != len(keyWon) {
+			t.Fatalf("Verify stats = %+v, want %d ops, all in flight, %d keys", st, len(won), len(keyWon))
+		}
+		for key, id := range keyWon {
+			if e, ok, err := j.LatestByKey(ctx, key); err != nil || !ok || e.OpID != id {
+				t.Fatalf("LatestByKey(%s) = %s, %v, %v; want %s", key, e.OpID, ok, err, id)
+			}
+		}
+		inFlight, err := j.InFlight(ctx)
+		if err != nil || len(inFlight) != len(won) {
+			t.Fatalf("InFlight: %d ops, %v; want %d", len(inFlight), err, len(won))
+		}
+	}
+	check(j)
+	fp.Disable("append/tx")
+	j.Close()
+	if j, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	check(j)
+	t.Logf("%d ops started, %d key conflicts, %d duplicate starts; %d of %d function runs failed", len(won), conflicts.Load(), dups.Load(), failures.Load(), runs.Load())
+}

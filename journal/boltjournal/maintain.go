@@ -163,13 +163,13 @@ func (j *Journal) Verify(ctx context.Context) (Stats, error) {
 		j.memMu.Lock()
 		defer j.memMu.Unlock()
 		for k, id := range keys {
-			if owner, ok := j.mem.keys[k]; ok && owner != id {
+			if owner := j.mem.owner(k); owner != "" && owner != id {
 				return fmt.Errorf("memory index gives key %q to op %q, the database to %q", k, owner, id)
 			}
 		}
-		for id, info := range j.mem.ops {
-			if o, ok := ops[id]; ok && o.seq != info.seq {
-				return fmt.Errorf("memory index has op %q with sequence %d, the database %d", id, info.seq, o.seq)
+		for _, r := range j.mem.ops() {
+			if o, ok := ops[r.id]; ok && o.seq != r.seq {
+				return fmt.Errorf("memory index has op %q with sequence %d, the database %d", r.id, r.seq, o.seq)
 			}
 		}
 		return nil
@@ -424,7 +424,7 @@ func (j *Journal) Stats(ctx context.Context) (Stats, error) {
 		return nil
 	})
 	j.memMu.Lock()
-	st.InFlight, st.Keys = j.mem.live, len(j.mem.keys)
+	st.InFlight, st.Keys = j.mem.live, j.mem.nkeys
 	j.memMu.Unlock()
 	st.Size = fileSize(j.path)
 	return st, err

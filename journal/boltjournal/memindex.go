@@ -4,111 +4,377 @@ import (
 	"cmp"
 	"container/heap"
 	"fmt"
+	"hash/maphash"
 	"math"
 	"slices"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/guestward/guestward/journal"
 )
 
 // memIndex holds what the journal derives from the ops bucket, which is
-// the only thing stored: who holds each idempotency key, which ops are in
-// flight (with their start order), and when terminal ops expire. Open
+// the only thing stored: the ops in start order and which are in flight,
+// who holds each idempotency key, and when terminal ops expire. Open
 // rebuilds it by reading every op; afterwards every commit brings it up to
 // date. Keeping it out of the database lets each append write one key, as
 // bare bbolt would.
 //
-// Its methods do no locking; Journal.mem guards it.
+// Each start of an op ID has one opRec, found by its sequence number (the
+// ops bucket's sequence, which orders ops by start and which every stored
+// op carries), and by its key when it has one. There is no index by op ID:
+// an append reads its op in its transaction, which costs little because
+// the write that follows walks the same pages, and a map as large as the
+// journal costs a cache miss or more per lookup.
+//
+// The record of a new op enters the index inside the transaction that
+// starts it, pending until the commit handler marks it started, so that a
+// later append (in the same batch, or one whose commit handlers have not
+// run yet) sees the key taken. Commit handlers may run in another order
+// than their transactions committed (bbolt runs them after it lets the next
+// transaction in); each one sets facts about a record (started, ended,
+// pruned) that do not depend on that order, and records are compared by
+// address, so that the index ends up the same either way.
+//
+// Its methods do no locking; Journal.memMu guards it.
 type memIndex struct {
-	ops     map[string]opInfo // every op the database holds
-	live    int               // how many of them are in flight
-	starts  map[string]*claim // op ID → the append starting it, not yet committed
-	keys    map[string]string // idempotency key → op ID, committed
-	claims  map[string]string // idempotency key → op ID, claimed by appends not yet committed
-	done    expiryHeap        // terminal ops under WithRetention
-	applied expiryHeap        // succeeded ops holding a key, under WithKeyRetention
+	seqs    seqIndex   // sequence number → op
+	keys    keyIndex   // idempotency key → the op holding it or starting with it
+	live    int        // ops in flight
+	nkeys   int        // keys held by started ops
+	done    expiryHeap // terminal ops under WithRetention
+	applied expiryHeap // succeeded ops holding a key, under WithKeyRetention
 }
 
-// opInfo is what the index keeps of an op: its start order, and whether it
-// is in flight. One map for both keeps an append's upkeep to one insert.
-type opInfo struct {
-	seq  uint64
-	live bool
+// opRec is what the index keeps of one start of an op ID.
+type opRec struct {
+	id, key string
+	seq     uint64
+	// pending is the append starting the op, until its commit is
+	// recorded or it fails; tx is the transaction attempt that last
+	// claimed the record for it.
+	pending *appendTx
+	tx      *bolt.Tx
+	started bool // the start committed
+	ended   bool // a terminal record committed
+	gone    bool // pruned, or the start failed
 }
 
-// setOp records op id's state, keeping the count of ops in flight.
-func (m *memIndex) setOp(id string, seq uint64, live bool) {
-	old, ok := m.ops[id]
-	if ok && old.live {
-		m.live--
-	}
-	if live {
-		m.live++
-	}
-	m.ops[id] = opInfo{seq: seq, live: live}
-}
-
-// dropOp forgets op id.
-func (m *memIndex) dropOp(id string) {
-	if old, ok := m.ops[id]; ok {
-		if old.live {
-			m.live--
-		}
-		delete(m.ops, id)
-	}
-}
-
-// inFlight returns the ops in flight, in start order, by op ID.
-func (m *memIndex) inFlight() []string {
-	type l struct {
-		id  string
-		seq uint64
-	}
-	ls := make([]l, 0, m.live)
-	for id, o := range m.ops {
-		if o.live {
-			ls = append(ls, l{id, o.seq})
-		}
-	}
-	slices.SortFunc(ls, func(a, b l) int { return cmp.Compare(a.seq, b.seq) })
-	ids := make([]string, len(ls))
-	for i, x := range ls {
-		ids[i] = x.id
-	}
-	return ids
-}
-
-// claim identifies one append's claim on an op ID, by its address. It is
-// not empty: pointers to distinct zero-size values may compare equal.
-type claim struct{ _ byte }
+func (r *opRec) live() bool { return r.started && !r.ended && !r.gone }
 
 func newMemIndex() *memIndex {
-	return &memIndex{
-		ops:    make(map[string]opInfo),
-		starts: make(map[string]*claim),
-		keys:   make(map[string]string),
-		claims: make(map[string]string),
+	return &memIndex{keys: keyIndex{seed: maphash.MakeSeed(), m: make(map[uint64]*opRec)}}
+}
+
+// seqIndex finds records by sequence number. Sequence numbers are dense
+// (each is taken by the op it numbers, and a rolled-back transaction gives
+// its numbers back), so it is a slice from the lowest number still held;
+// the front is trimmed as ops are pruned, and new ops are appended at the
+// end.
+type seqIndex struct {
+	base uint64 // sequence number of recs[0]
+	recs []*opRec
+}
+
+func (s *seqIndex) get(seq uint64) *opRec {
+	if seq < s.base || seq-s.base >= uint64(len(s.recs)) {
+		return nil
+	}
+	return s.recs[seq-s.base]
+}
+
+func (s *seqIndex) put(seq uint64, r *opRec) {
+	switch {
+	case len(s.recs) == 0:
+		s.base, s.recs = seq, append(s.recs[:0], r)
+		return
+	case seq < s.base:
+		// A number given back by a rolled-back transaction, after the
+		// front was trimmed past it.
+		grown := make([]*opRec, uint64(len(s.recs))+s.base-seq)
+		copy(grown[s.base-seq:], s.recs)
+		s.base, s.recs = seq, grown
+	}
+	for uint64(len(s.recs)) <= seq-s.base {
+		s.recs = append(s.recs, nil)
+	}
+	s.recs[seq-s.base] = r
+}
+
+// del empties seq's slot when it holds r.
+func (s *seqIndex) del(seq uint64, r *opRec) {
+	if s.get(seq) != r || r == nil {
+		return
+	}
+	s.recs[seq-s.base] = nil
+	for len(s.recs) > 0 && s.recs[0] == nil {
+		s.recs = s.recs[1:]
+		s.base++
 	}
 }
 
-// claimStart records that the append c starts op id, and reports whether
-// the op is certainly new: no committed op and no other append has it.
-func (m *memIndex) claimStart(id string, c *claim) bool {
-	if _, ok := m.ops[id]; ok {
-		return false
+// keyIndex maps idempotency keys to records. It is keyed by a 64-bit hash
+// of the key rather than the key itself, which keeps it cheap to grow: a
+// map keyed by strings hashes every string again when it grows, reading
+// each from wherever it lies in memory. Keys whose hashes collide
+// (vanishingly rare with a random seed, but possible) are kept, exactly,
+// in x.
+type keyIndex struct {
+	seed maphash.Seed
+	m    map[uint64]*opRec
+	x    map[string]*opRec
+}
+
+func (ix *keyIndex) hash(key string) uint64 { return maphash.String(ix.seed, key) }
+
+// lookup returns the record under key (or nil), and the key's hash for
+// set.
+func (ix *keyIndex) lookup(key string) (*opRec, uint64) {
+	h := ix.hash(key)
+	return ix.lookupHash(key, h), h
+}
+
+// lookupHash is lookup for a key whose hash is h.
+func (ix *keyIndex) lookupHash(key string, h uint64) *opRec {
+	if r := ix.m[h]; r != nil && r.key == key {
+		return r
 	}
-	if other, ok := m.starts[id]; ok && other != c {
-		return false
+	return ix.x[key]
+}
+
+func (ix *keyIndex) get(key string) *opRec {
+	r, _ := ix.lookup(key)
+	return r
+}
+
+// set puts r, whose key hashes to h, under its key.
+func (ix *keyIndex) set(h uint64, r *opRec) {
+	if cur := ix.m[h]; cur == nil || cur.key == r.key {
+		ix.m[h] = r
+		if len(ix.x) > 0 {
+			delete(ix.x, r.key)
+		}
+		return
 	}
-	m.starts[id] = c
-	return true
+	if ix.x == nil {
+		ix.x = make(map[string]*opRec)
+	}
+	ix.x[r.key] = r
+}
+
+// del removes r from under its key, if it is there, and reports whether it
+// was.
+func (ix *keyIndex) del(r *opRec) bool { return ix.delHash(r, ix.hash(r.key)) }
+
+// delHash is del for a record whose key hashes to h.
+func (ix *keyIndex) delHash(r *opRec, h uint64) bool {
+	if ix.m[h] == r {
+		delete(ix.m, h)
+		return true
+	}
+	if ix.x[r.key] == r {
+		delete(ix.x, r.key)
+		return true
+	}
+	return false
+}
+
+// owner returns the op that holds key, or "".
+func (m *memIndex) owner(key string) string {
+	if r := m.keys.get(key); r != nil && r.started && !r.gone {
+		return r.id
+	}
+	return ""
+}
+
+// setEnded records that op r ended.
+func (m *memIndex) setEnded(r *opRec) {
+	if r.live() {
+		m.live--
+	}
+	r.ended = true
+}
+
+// drop forgets op r: it was pruned, or its start failed.
+func (m *memIndex) drop(r *opRec) {
+	if r.gone {
+		return
+	}
+	if r.live() {
+		m.live--
+	}
+	if r.key != "" && m.keys.del(r) && r.started {
+		m.nkeys--
+	}
+	m.seqs.del(r.seq, r)
+	r.gone = true
+}
+
+// ops returns the ops the index holds, in start order.
+func (m *memIndex) ops() []*opRec {
+	var out []*opRec
+	for _, r := range m.seqs.recs {
+		if r != nil && r.started && !r.gone {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// inFlight returns the ops in flight, in start order.
+func (m *memIndex) inFlight() []*opRec {
+	out := make([]*opRec, 0, m.live)
+	for _, r := range m.seqs.recs {
+		if r != nil && r.live() {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Outcomes of memIndex.claim.
+const (
+	claimTaken    = iota // the key is now the append's
+	claimConflict        // the key belongs to another op
+	claimBusy            // an append outside this transaction is starting an op with the key
+)
+
+// claim puts the record of a new op, which append a starts with sequence
+// number seq in transaction attempt tx, into the index, pending, and with
+// it claims the op's idempotency key. The caller has found no op under the
+// op ID in tx. When the key is taken it puts nothing, and returns
+// claimConflict and the op holding the key, or claimBusy when it cannot
+// tell yet. gone, when not nil, is an op the caller found tx no longer
+// holds (pruned; the index does not show it yet): its key is free.
+func (m *memIndex) claim(a *appendTx, tx *bolt.Tx, seq uint64, gone *opRec) (outcome int, owner *opRec) {
+	r := a.rec
+	if r.key != "" {
+		k, h := m.keys.lookup(r.key)
+		switch {
+		case k == nil || k == r:
+		case k.pending != nil && k.tx == tx:
+			// An earlier append of this transaction: if it commits,
+			// so does a, and the key is not a's.
+			return claimConflict, k
+		case k.pending != nil:
+			// Left by an attempt that rolled back (its append is
+			// about to release it), or by a transaction whose commit
+			// handlers have not run yet.
+			return claimBusy, nil
+		case k == gone || k.id == r.id:
+			// Held by an op tx no longer has: gone, or an earlier
+			// start of this op ID. Its prune, when the index learns
+			// of it, leaves the key alone, since the key names r now.
+			if k.started && !k.gone {
+				m.nkeys--
+			}
+		default:
+			return claimConflict, k
+		}
+		if k != r {
+			m.keys.set(h, r)
+		}
+	}
+	if r.seq != seq {
+		m.seqs.del(r.seq, r) // where an earlier attempt put it
+	}
+	r.seq, r.pending, r.tx = seq, a, tx
+	m.seqs.put(seq, r)
+	return claimTaken, nil
+}
+
+// busy reports whether an append other than a is starting an op with key.
+func (m *memIndex) busy(key string, a *appendTx) bool {
+	k := m.keys.get(key)
+	return k != nil && k.pending != nil && k.pending != a
+}
+
+// release takes back the record and key that append a, whose transaction
+// failed, had claimed.
+func (m *memIndex) release(a *appendTx) {
+	r := a.rec
+	if r.pending != a {
+		return
+	}
+	r.pending, r.tx = nil, nil
+	if r.key != "" {
+		m.keys.del(r)
+	}
+	m.seqs.del(r.seq, r)
+	r.gone = true
+}
+
+// started records that append a's new op committed.
+func (m *memIndex) started(a *appendTx) {
+	r := a.rec
+	r.pending, r.tx = nil, nil
+	if r.gone {
+		return // pruned already: its handlers ran out of order
+	}
+	r.started = true
+	if r.live() {
+		m.live++
+	}
+	if r.key != "" && m.keys.get(r.key) == r {
+		m.nkeys++
+	}
+}
+
+// ended records that the op with sequence seq committed terminal record e.
+// Only the record that ends an op is terminal (nothing follows), so a
+// record enters a retention heap exactly once.
+func (m *memIndex) ended(seq uint64, e *journal.Entry) {
+	r := m.seqs.get(seq)
+	if r == nil || r.id != e.OpID {
+		return
+	}
+	m.setEnded(r)
+	m.push(r, e)
+}
+
+// load adds an op read from the database while the index is built; they
+// come in op ID order. It fails when another op already holds the op's
+// key. finishLoad must follow.
+func (m *memIndex) load(e *journal.Entry, seq uint64) error {
+	r := &opRec{id: e.OpID, key: e.IdempKey, seq: seq, started: true}
+	if k := e.IdempKey; k != "" {
+		other, h := m.keys.lookup(k)
+		if other != nil {
+			return fmt.Errorf("ops %q and %q both hold idempotency key %q", other.id, e.OpID, k)
+		}
+		m.keys.set(h, r)
+		m.nkeys++
+	}
+	m.seqs.recs = append(m.seqs.recs, r)
+	if e.State.Terminal() {
+		r.ended = true
+		m.push(r, e)
+	} else {
+		m.live++
+	}
+	return nil
+}
+
+// finishLoad puts the loaded ops in sequence order. Two ops with the same
+// sequence number make the database corrupt.
+func (m *memIndex) finishLoad() error {
+	rs := m.seqs.recs
+	slices.SortFunc(rs, func(a, b *opRec) int { return cmp.Compare(a.seq, b.seq) })
+	m.seqs.recs = nil
+	for i, r := range rs {
+		if i > 0 && rs[i-1].seq == r.seq {
+			return fmt.Errorf("ops %q and %q share sequence %d", rs[i-1].id, r.id, r.seq)
+		}
+		m.seqs.put(r.seq, r)
+	}
+	return nil
 }
 
 // expiry is a terminal op as the retention heaps hold it.
 type expiry struct {
 	at      int64 // Unix nanoseconds of the op's last record
-	id      string
-	key     string
+	rec     *opRec
 	applied bool // in the applied heap, not the done one
 }
 
@@ -125,49 +391,12 @@ func (h *expiryHeap) Pop() any {
 	return x
 }
 
-func (m *memIndex) push(e *journal.Entry) {
-	x := expiry{at: e.At.UnixNano(), id: e.OpID, key: e.IdempKey, applied: e.State == journal.Succeeded && e.IdempKey != ""}
+func (m *memIndex) push(r *opRec, e *journal.Entry) {
+	x := expiry{at: e.At.UnixNano(), rec: r, applied: e.State == journal.Succeeded && e.IdempKey != ""}
 	if x.applied {
 		heap.Push(&m.applied, x)
 	} else {
 		heap.Push(&m.done, x)
-	}
-}
-
-// owner returns the op that holds or has claimed key, or "".
-func (m *memIndex) owner(key string) string {
-	if id, ok := m.keys[key]; ok {
-		return id
-	}
-	return m.claims[key]
-}
-
-// load adds an op read from the database while the index is built. It
-// fails when another op already holds the op's key.
-func (m *memIndex) load(e *journal.Entry, seq uint64) error {
-	if k := e.IdempKey; k != "" {
-		if other, ok := m.keys[k]; ok && other != e.OpID {
-			return fmt.Errorf("ops %q and %q both hold idempotency key %q", other, e.OpID, k)
-		}
-		m.keys[k] = e.OpID
-	}
-	m.setOp(e.OpID, seq, !e.State.Terminal())
-	if e.State.Terminal() {
-		m.push(e)
-	}
-	return nil
-}
-
-// committed records the state e of op id after a record was committed.
-// Only the record that ends an op makes it terminal (nothing follows), so
-// a terminal e enters a retention heap exactly once.
-func (m *memIndex) committed(id string, e *journal.Entry, seq uint64) {
-	m.setOp(id, seq, !e.State.Terminal())
-	if k := e.IdempKey; k != "" {
-		m.keys[k] = id
-	}
-	if e.State.Terminal() {
-		m.push(e)
 	}
 }
 
@@ -213,10 +442,7 @@ func (m *memIndex) nextExpiry(ops, keys time.Duration) int64 {
 // pruned forgets ops the database no longer holds.
 func (m *memIndex) pruned(gone []expiry) {
 	for _, x := range gone {
-		m.dropOp(x.id)
-		if x.key != "" && m.keys[x.key] == x.id {
-			delete(m.keys, x.key)
-		}
+		m.drop(x.rec)
 	}
 }
 
