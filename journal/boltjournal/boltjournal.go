@@ -85,6 +85,12 @@ type Journal struct {
 	memCond *sync.Cond
 	waiters int // appends waiting on memCond
 
+	// The flusher goroutine moves new keys into the key index's large
+	// map; see keyIndex.
+	flushWake chan struct{}
+	flushStop chan struct{}
+	flushDone chan struct{}
+
 	active atomic.Int64 // appends in progress
 	peak   atomic.Int64 // recent concurrency of appends; see alone
 	// nextExpiry is when (Unix nanoseconds) the next terminal op may
@@ -113,6 +119,8 @@ var (
 // Next to path the journal keeps path+".lock" (an advisory lock, left in
 // place) and, while they are being written, path+".create" and
 // path+".compact"; leftovers of those from a crash are removed.
+//
+// A Journal runs one goroutine of its own, which Close stops.
 func Open(path string, opts ...Option) (*Journal, error) {
 	cfg := defaultConfig()
 	for _, o := range opts {
@@ -134,7 +142,35 @@ func Open(path string, opts ...Option) (*Journal, error) {
 		lock.Close()
 		return nil, err
 	}
+	j.flushWake, j.flushStop, j.flushDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	j.mem.keys.wake = j.flushWake
+	go j.flusher()
 	return j, nil
+}
+
+// flushChunk bounds the keys the flusher moves under one hold of memMu, so
+// that transactions do not wait long for it.
+const flushChunk = 256
+
+// flusher moves new keys into the key index's large map when told, until
+// Close.
+func (j *Journal) flusher() {
+	defer close(j.flushDone)
+	for {
+		select {
+		case <-j.flushWake:
+		case <-j.flushStop:
+			return
+		}
+		for {
+			j.memMu.Lock()
+			n := j.mem.keys.flush(flushChunk)
+			j.memMu.Unlock()
+			if n < flushChunk {
+				break
+			}
+		}
+	}
 }
 
 func takeLock(path string) (io.Closer, error) {
@@ -907,7 +943,8 @@ func (j *Journal) Ops(ctx context.Context) ([]journal.Entry, error) {
 	return out, nil
 }
 
-// Close implements [journal.Journal]. It waits for appends in progress.
+// Close implements [journal.Journal]. It waits for appends in progress, and
+// stops the journal's goroutine.
 func (j *Journal) Close() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -915,6 +952,8 @@ func (j *Journal) Close() error {
 		return nil
 	}
 	j.closed = true
+	close(j.flushStop)
+	<-j.flushDone
 	var err error
 	if j.db != nil {
 		err = j.db.Close()

@@ -59,12 +59,13 @@ type opRec struct {
 	started bool // the start committed
 	ended   bool // a terminal record committed
 	gone    bool // pruned, or the start failed
+	keyed   bool // the key index has it under its key
 }
 
 func (r *opRec) live() bool { return r.started && !r.ended && !r.gone }
 
 func newMemIndex() *memIndex {
-	return &memIndex{keys: keyIndex{seed: maphash.MakeSeed(), m: make(map[uint64]*opRec)}}
+	return &memIndex{keys: newKeyIndex()}
 }
 
 // seqIndex finds records by sequence number. Sequence numbers are dense
@@ -114,29 +115,50 @@ func (s *seqIndex) del(seq uint64, r *opRec) {
 	}
 }
 
-// keyIndex maps idempotency keys to records. It is keyed by a 64-bit hash
-// of the key rather than the key itself, which keeps it cheap to grow: a
-// map keyed by strings hashes every string again when it grows, reading
-// each from wherever it lies in memory. Keys whose hashes collide
-// (vanishingly rare with a random seed, but possible) are kept, exactly,
-// in x.
+// keyIndex maps idempotency keys to records.
+//
+// Nearly every key an append brings is new, and finding that out in a map
+// as large as the journal costs a cache and TLB miss or two, on the path
+// every append of a batch waits on. So a filter (a Bloom filter, one
+// 64-bit word per key) answers "certainly not here" for most new keys
+// without touching the map, and new keys go into recent, a map small
+// enough to stay in cache. The journal's flusher goroutine moves them into
+// m, the large map, mostly while the next batch is being synced.
+//
+// m is keyed by a 64-bit hash of the key rather than the key itself, which
+// keeps it cheap to grow: a map keyed by strings hashes every string again
+// when it grows, reading each from wherever it lies in memory. Keys whose
+// hashes collide (vanishingly rare with a random seed, but possible) are
+// kept, exactly, in x.
 type keyIndex struct {
-	seed maphash.Seed
-	m    map[uint64]*opRec
-	x    map[string]*opRec
+	seed   maphash.Seed
+	m      map[uint64]*opRec
+	x      map[string]*opRec
+	recent map[string]*opRec
+	filter keyFilter       // has every key in m, x and recent
+	wake   chan<- struct{} // told when recent has grown; nil: nobody flushes
+}
+
+func newKeyIndex() keyIndex {
+	return keyIndex{seed: maphash.MakeSeed(), m: make(map[uint64]*opRec), recent: make(map[string]*opRec)}
 }
 
 func (ix *keyIndex) hash(key string) uint64 { return maphash.String(ix.seed, key) }
 
-// lookup returns the record under key (or nil), and the key's hash for
-// set.
+// lookup returns the record under key (or nil), and the key's hash.
 func (ix *keyIndex) lookup(key string) (*opRec, uint64) {
 	h := ix.hash(key)
-	return ix.lookupHash(key, h), h
+	if !ix.filter.has(h) {
+		return nil, h
+	}
+	if r, ok := ix.recent[key]; ok {
+		return r, h
+	}
+	return ix.settled(key, h), h
 }
 
-// lookupHash is lookup for a key whose hash is h.
-func (ix *keyIndex) lookupHash(key string, h uint64) *opRec {
+// settled returns the record under key, whose hash is h, in m or x.
+func (ix *keyIndex) settled(key string, h uint64) *opRec {
 	if r := ix.m[h]; r != nil && r.key == key {
 		return r
 	}
@@ -148,8 +170,38 @@ func (ix *keyIndex) get(key string) *opRec {
 	return r
 }
 
-// set puts r, whose key hashes to h, under its key.
-func (ix *keyIndex) set(h uint64, r *opRec) {
+// flushAt is how many keys recent holds when the flusher is told to move
+// them, and flushMax how many it may hold before set moves them itself.
+const (
+	flushAt  = 64
+	flushMax = 1 << 14
+)
+
+// set puts r, whose key hashes to h, under its key, in place of prev, what
+// lookup returned for the key.
+func (ix *keyIndex) set(h uint64, r, prev *opRec) {
+	if prev != nil && prev != r {
+		prev.keyed = false
+		if ix.recent[prev.key] != prev {
+			ix.delSettled(prev, h)
+		}
+	}
+	ix.filter.add(h, ix)
+	ix.recent[r.key] = r
+	r.keyed = true
+	switch n := len(ix.recent); {
+	case n == flushAt && ix.wake != nil:
+		select {
+		case ix.wake <- struct{}{}:
+		default:
+		}
+	case n >= flushMax:
+		ix.flush(0)
+	}
+}
+
+// settle puts r, whose key hashes to h, into m (or x).
+func (ix *keyIndex) settle(h uint64, r *opRec) {
 	if cur := ix.m[h]; cur == nil || cur.key == r.key {
 		ix.m[h] = r
 		if len(ix.x) > 0 {
@@ -163,12 +215,37 @@ func (ix *keyIndex) set(h uint64, r *opRec) {
 	ix.x[r.key] = r
 }
 
+// flush moves up to limit (<= 0: all) keys from recent into m, and
+// returns how many it moved.
+func (ix *keyIndex) flush(limit int) int {
+	n := 0
+	for key, r := range ix.recent {
+		if limit > 0 && n == limit {
+			break
+		}
+		delete(ix.recent, key)
+		ix.settle(ix.hash(key), r)
+		n++
+	}
+	return n
+}
+
 // del removes r from under its key, if it is there, and reports whether it
 // was.
-func (ix *keyIndex) del(r *opRec) bool { return ix.delHash(r, ix.hash(r.key)) }
+func (ix *keyIndex) del(r *opRec) bool {
+	if !r.keyed {
+		return false
+	}
+	r.keyed = false
+	if ix.recent[r.key] == r {
+		delete(ix.recent, r.key)
+		return true
+	}
+	return ix.delSettled(r, ix.hash(r.key))
+}
 
-// delHash is del for a record whose key hashes to h.
-func (ix *keyIndex) delHash(r *opRec, h uint64) bool {
+// delSettled removes r, whose key hashes to h, from m or x.
+func (ix *keyIndex) delSettled(r *opRec, h uint64) bool {
 	if ix.m[h] == r {
 		delete(ix.m, h)
 		return true
@@ -178,6 +255,66 @@ func (ix *keyIndex) delHash(r *opRec, h uint64) bool {
 		return true
 	}
 	return false
+}
+
+// len returns how many keys the index holds.
+func (ix *keyIndex) len() int { return len(ix.m) + len(ix.x) + len(ix.recent) }
+
+// keyFilter is a Bloom filter of key hashes, blocked to one 64-bit word per
+// key: a key sets four bits of one word, so a lookup reads one word. With
+// sixteen bits per key it answers "maybe" for about one absent key in a
+// few hundred. Keys are never taken out; the filter is built again, sized
+// to the keys held, once as many keys have been added as it was sized for.
+type keyFilter struct {
+	words []uint64
+	room  int // adds left before the filter is built again
+}
+
+func filterBits(h uint64) (word uint64, mask uint64) {
+	return h >> 32, 1<<(h&63) | 1<<(h>>6&63) | 1<<(h>>12&63) | 1<<(h>>18&63)
+}
+
+func (f *keyFilter) has(h uint64) bool {
+	if len(f.words) == 0 {
+		return false
+	}
+	w, mask := filterBits(h)
+	return f.words[w&uint64(len(f.words)-1)]&mask == mask
+}
+
+// add puts h in the filter, building it again first, from ix, when it is
+// full.
+func (f *keyFilter) add(h uint64, ix *keyIndex) {
+	if f.room <= 0 {
+		f.build(ix, ix.len()+1)
+	}
+	f.room--
+	w, mask := filterBits(h)
+	f.words[w&uint64(len(f.words)-1)] |= mask
+}
+
+// build makes an empty filter with room for about twice n keys (at least
+// 1024), and adds every key of ix.
+func (f *keyFilter) build(ix *keyIndex, n int) {
+	words := 1 << 8 // sixteen bits for each of 1024 keys
+	for words*4 < 2*n {
+		words *= 2
+	}
+	f.words, f.room = make([]uint64, words), words*4
+	put := func(h uint64) {
+		w, mask := filterBits(h)
+		f.words[w&uint64(words-1)] |= mask
+		f.room--
+	}
+	for h := range ix.m {
+		put(h)
+	}
+	for key := range ix.x {
+		put(ix.hash(key))
+	}
+	for key := range ix.recent {
+		put(ix.hash(key))
+	}
 }
 
 // owner returns the op that holds key, or "".
@@ -273,7 +410,7 @@ func (m *memIndex) claim(a *appendTx, tx *bolt.Tx, seq uint64, gone *opRec) (out
 			return claimConflict, k
 		}
 		if k != r {
-			m.keys.set(h, r)
+			m.keys.set(h, r, k)
 		}
 	}
 	if r.seq != seq {
@@ -316,7 +453,7 @@ func (m *memIndex) started(a *appendTx) {
 	if r.live() {
 		m.live++
 	}
-	if r.key != "" && m.keys.get(r.key) == r {
+	if r.keyed {
 		m.nkeys++
 	}
 }
@@ -343,7 +480,7 @@ func (m *memIndex) load(e *journal.Entry, seq uint64) error {
 		if other != nil {
 			return fmt.Errorf("ops %q and %q both hold idempotency key %q", other.id, e.OpID, k)
 		}
-		m.keys.set(h, r)
+		m.keys.set(h, r, nil)
 		m.nkeys++
 	}
 	m.seqs.recs = append(m.seqs.recs, r)
@@ -368,6 +505,7 @@ func (m *memIndex) finishLoad() error {
 		}
 		m.seqs.put(r.seq, r)
 	}
+	m.keys.flush(0)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package boltjournal
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -182,35 +183,99 @@ func TestSeqIndex(t *testing.T) {
 
 // Keys whose hashes collide must still be told apart.
 func TestKeyIndexCollisions(t *testing.T) {
-	m := newMemIndex()
-	ix := &m.keys
+	ix := newKeyIndex()
 	const h = 42
 	x, y, z := &opRec{id: "x", key: "kx"}, &opRec{id: "y", key: "ky"}, &opRec{id: "z", key: "kz"}
-	ix.set(h, x)
-	ix.set(h, y)
-	ix.set(h, z)
+	ix.settle(h, x)
+	ix.settle(h, y)
+	ix.settle(h, z)
 	for _, r := range []*opRec{x, y, z} {
-		if got := ix.lookupHash(r.key, h); got != r {
+		if got := ix.settled(r.key, h); got != r {
 			t.Fatalf("lookup %s = %v", r.key, got)
 		}
 	}
-	if ix.lookupHash("other", h) != nil {
+	if ix.settled("other", h) != nil {
 		t.Fatal("found a key never set")
 	}
-	if !ix.delHash(x, h) || ix.delHash(x, h) {
+	if !ix.delSettled(x, h) || ix.delSettled(x, h) {
 		t.Fatal("del of x")
 	}
-	if ix.lookupHash("ky", h) != y || ix.lookupHash("kz", h) != z || ix.lookupHash("kx", h) != nil {
+	if ix.settled("ky", h) != y || ix.settled("kz", h) != z || ix.settled("kx", h) != nil {
 		t.Fatal("lookups after removing the record in the main map")
 	}
 	// y moves into the free main slot; its copy in x must go.
 	y2 := &opRec{id: "y2", key: "ky"}
-	ix.set(h, y2)
-	if ix.lookupHash("ky", h) != y2 || len(ix.x) != 1 {
-		t.Fatalf("replace after a collision: %v, %d in x", ix.lookupHash("ky", h), len(ix.x))
+	ix.settle(h, y2)
+	if ix.settled("ky", h) != y2 || len(ix.x) != 1 {
+		t.Fatalf("replace after a collision: %v, %d in x", ix.settled("ky", h), len(ix.x))
 	}
-	if ix.delHash(y, h) {
+	if ix.delSettled(y, h) {
 		t.Fatal("del of a replaced record")
+	}
+}
+
+// New keys go to recent and the filter, and are found there, after a
+// flush, and after the filter is built again; absent keys are mostly
+// turned away by the filter alone.
+func TestKeyIndexRecentAndFilter(t *testing.T) {
+	ix := newKeyIndex()
+	const n = 5000 // several rebuilds of the filter
+	recs := make([]*opRec, n)
+	for i := range recs {
+		r := &opRec{id: fmt.Sprint("op-", i), key: fmt.Sprint("key-", i)}
+		prev, h := ix.lookup(r.key)
+		if prev != nil {
+			t.Fatalf("new key %s found", r.key)
+		}
+		ix.set(h, r, nil)
+		recs[i] = r
+		if i == n/2 {
+			ix.flush(100)
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		for _, r := range recs {
+			if got := ix.get(r.key); got != r && r.keyed {
+				t.Fatalf("%s: key %s gives %v", when, r.key, got)
+			}
+		}
+	}
+	check("before a flush")
+	if len(ix.recent) == 0 || len(ix.m) == 0 {
+		t.Fatalf("recent %d, settled %d: the test covers too little", len(ix.recent), len(ix.m))
+	}
+	// Replacing, and removing, keys in recent and in m.
+	for _, i := range []int{1, n - 1} {
+		old := recs[i]
+		nr := &opRec{id: "again", key: old.key}
+		got, h := ix.lookup(old.key)
+		ix.set(h, nr, got)
+		if old.keyed || ix.get(old.key) != nr || ix.del(old) {
+			t.Fatalf("replace %s", old.key)
+		}
+		recs[i] = nr
+	}
+	for _, i := range []int{2, n - 2} {
+		if !ix.del(recs[i]) || ix.get(recs[i].key) != nil {
+			t.Fatalf("del %s", recs[i].key)
+		}
+	}
+	ix.flush(0)
+	check("after a flush")
+	ix.filter.build(&ix, ix.len())
+	check("after a rebuild")
+	if ix.len() != n-2 {
+		t.Fatalf("%d keys, want %d", ix.len(), n-2)
+	}
+	maybe := 0
+	for i := range n {
+		if ix.filter.has(ix.hash(fmt.Sprint("absent-", i))) {
+			maybe++
+		}
+	}
+	if maybe > n/20 {
+		t.Fatalf("the filter let %d of %d absent keys through", maybe, n)
 	}
 }
 
