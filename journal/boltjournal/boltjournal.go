@@ -610,11 +610,11 @@ func (j *Journal) put(s *txScratch, a *appendTx) error {
 	var prev *journal.Entry
 	var seq uint64
 	if v != nil {
-		p, s, err := decodeOp(e.OpID, v)
+		p, pseq, err := decodeOp(e.OpID, v)
 		if err != nil {
 			return corrupt(j.path, err)
 		}
-		prev, seq = &p, s
+		prev, seq = &p, pseq
 	}
 	state := e
 	if prev != nil || a.fresh == nil {
