@@ -37,6 +37,10 @@ const (
 	ActionStart     ActionKind = "start"
 	ActionStop      ActionKind = "stop"
 	ActionSetConfig ActionKind = "set_config"
+	// ActionResize grows one disk or mount point to an absolute size.
+	// Proxmox cannot shrink a disk, and an absolute size asked for twice
+	// grows it once.
+	ActionResize ActionKind = "resize"
 )
 
 // Action is one change to one guest.
@@ -50,6 +54,13 @@ type Action struct {
 	Set    map[string]string `json:"set,omitempty"`
 	Delete []string          `json:"delete,omitempty"`
 	Digest string            `json:"digest,omitempty"`
+	// For ActionResize: the disk or mount point ("scsi0", "rootfs"), its
+	// new size in bytes, and its size when the action was planned (0 when
+	// the configuration did not say). Digest, when set, is the digest of
+	// the configuration the resize was planned against.
+	Disk     string `json:"disk,omitempty"`
+	Size     int64  `json:"size,omitempty"`
+	FromSize int64  `json:"from_size,omitempty"`
 }
 
 func (a Action) String() string {
@@ -63,6 +74,12 @@ func (a Action) String() string {
 			parts = append(parts, "-"+k)
 		}
 		return fmt.Sprintf("%s %s %s", a.Kind, a.Ref, strings.Join(parts, " "))
+	case ActionResize:
+		from := "?"
+		if a.FromSize > 0 {
+			from = normalize.FormatSize(a.FromSize)
+		}
+		return fmt.Sprintf("%s %s %s %s -> %s", a.Kind, a.Ref, a.Disk, from, normalize.FormatSize(a.Size))
 	default:
 		return fmt.Sprintf("%s %s", a.Kind, a.Ref)
 	}
@@ -93,6 +110,16 @@ const (
 	SkipStatusUnknown SkipReason = "status_unknown" // the power state is unknown (node offline?)
 	SkipUnobserved    SkipReason = "unobserved"     // its configuration could not be read this pass
 	SkipInvalid       SkipReason = "invalid"        // the declaration is invalid or duplicated
+	// SkipShrink: a declared disk size is below the disk's current size.
+	// Proxmox cannot shrink a disk; nothing of the guest is changed until
+	// the declaration is corrected.
+	SkipShrink SkipReason = "shrink"
+	// SkipVolumeChange: the declaration would replace or remove a volume
+	// that holds data (another volume id, a new allocation on another
+	// storage, a cdrom or "none" in its slot, or the option listed in
+	// Delete): Proxmox would detach the disk, and the guest would lose it.
+	// Creating, moving and detaching disks is left to a person.
+	SkipVolumeChange SkipReason = "volume_change"
 	// SkipUnresolved is given by the engine, never by Plan: an earlier
 	// operation on the guest is still in flight and Recover could not
 	// resolve it yet (its node does not answer, say).
@@ -288,28 +315,70 @@ func planGuest(d *Desired, o *Observed, set *normalize.Set) GuestPlan {
 	}
 
 	g := GuestPlan{Ref: d.Ref, Verdict: Act}
-	var change Action
+	var config []Action // the configuration changes, in the order they run
 	if configDiffers {
-		change = Action{Kind: ActionSetConfig, Ref: d.Ref, Digest: o.Digest}
+		change := Action{Kind: ActionSetConfig, Ref: d.Ref}
+		var resizes []Action
 		for _, f := range sortedKeys(d.Config) {
 			want, have := d.Config[f], o.Config[f]
 			if set.Equal(f, want, have) {
 				continue
 			}
-			if change.Set == nil {
-				change.Set = make(map[string]string)
-			}
-			change.Set[f] = want
 			g.Diffs = append(g.Diffs, FieldDiff{Field: f, Desired: want, Actual: have, Details: set.Explain(f, want, have)})
+			vc := volumeChange(set, f, want, have)
+			if vc.reason != "" {
+				g.Verdict, g.Reason, g.Detail = Skip, vc.reason, vc.detail
+				g.Actions = nil
+				return g
+			}
+			if vc.send != "" {
+				if change.Set == nil {
+					change.Set = make(map[string]string)
+				}
+				change.Set[f] = vc.send
+			}
+			if vc.size > 0 {
+				resizes = append(resizes, Action{Kind: ActionResize, Ref: d.Ref, Disk: f, Size: vc.size, FromSize: vc.from})
+			}
 		}
 		dels := slices.Clone(d.Delete)
 		sort.Strings(dels)
 		for _, f := range dels {
-			if have, ok := o.Config[f]; ok {
-				change.Delete = append(change.Delete, f)
-				g.Diffs = append(g.Diffs, FieldDiff{Field: f, Actual: have})
+			have, ok := o.Config[f]
+			if !ok {
+				continue
 			}
+			g.Diffs = append(g.Diffs, FieldDiff{Field: f, Actual: have})
+			if v, ok := set.Volume(f, have); ok && v.HoldsData() {
+				g.Verdict, g.Reason = Skip, SkipVolumeChange
+				g.Detail = fmt.Sprintf("deleting %s would detach its volume %s; removing disks is left to a person", f, v.Volume)
+				return g
+			}
+			change.Delete = append(change.Delete, f)
 		}
+		if len(change.Set) > 0 || len(change.Delete) > 0 {
+			config = append(config, change)
+		}
+		config = append(config, resizes...)
+		if len(config) > 0 {
+			// The first change is guarded by the digest of the
+			// configuration it was planned against. Each changes the
+			// digest, so the later ones cannot carry it: they are
+			// narrow (one disk grown to an absolute size, which
+			// Proxmox refuses to shrink) and run right after, in the
+			// same job of the guest's queue.
+			config[0].Digest = o.Digest
+		}
+	}
+	configDiffers = len(config) > 0
+	if !configDiffers && !powerDiffers {
+		// Only differences the volumes' rules settle (a size declared
+		// as the disk already has it, say): nothing to do.
+		g.Verdict, g.Diffs = InSync, nil
+		if len(o.Pending) > 0 {
+			g.Detail = "changes pending a restart: " + pendingKeys(o.Pending)
+		}
+		return g
 	}
 	if len(o.Pending) > 0 {
 		g.Verdict, g.Reason = Skip, SkipPending
@@ -320,17 +389,13 @@ func planGuest(d *Desired, o *Observed, set *normalize.Set) GuestPlan {
 	case d.Power == PowerStopped && running:
 		g.Power = "running -> stopped"
 		g.Actions = append(g.Actions, Action{Kind: ActionStop, Ref: d.Ref})
-		if configDiffers {
-			g.Actions = append(g.Actions, change)
-		}
+		g.Actions = append(g.Actions, config...)
 	case d.Power == PowerRunning && !running:
 		g.Power = "stopped -> running"
-		if configDiffers {
-			g.Actions = append(g.Actions, change)
-		}
+		g.Actions = append(g.Actions, config...)
 		g.Actions = append(g.Actions, Action{Kind: ActionStart, Ref: d.Ref})
 	default:
-		g.Actions = append(g.Actions, change)
+		g.Actions = append(g.Actions, config...)
 	}
 	return g
 }
