@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,8 +25,9 @@ import (
 //
 // The methods follow *proxmox.Client's contracts: errors are classified
 // with proxmox's sentinel errors (ErrNotFound, ErrLocked, ErrDigestMismatch,
-// ErrTransient, ErrOutcomeUnknown, ErrAlreadyRunning, ErrNotRunning), and a
-// write that returns an empty UPID completed synchronously.
+// ErrTransient, ErrOutcomeUnknown, ErrAlreadyRunning, ErrNotRunning,
+// ErrAlreadySized), and a write that returns an empty UPID completed
+// synchronously.
 type Proxmox interface {
 	Guests(ctx context.Context) ([]proxmox.Guest, error)
 	Status(ctx context.Context, ref proxmox.Ref) (proxmox.GuestStatus, error)
@@ -112,12 +114,19 @@ type Config struct {
 	// the Proxmox nodes when matching tasks to journaled operations.
 	// Default 2m.
 	ClockSkew time.Duration
-	// TaskUser, when set, is the Proxmox user the engine's client acts as,
-	// as it appears in task ids: "user@realm", or "user@realm!tokenname"
-	// for an API token. Matching a lost answer to a task then only
-	// considers tasks started by that user, never one an operator or
-	// another tool started. Empty means tasks of any user (still never
-	// one that another journaled operation owns).
+	// TaskUser is the Proxmox user the engine's client acts as, as it
+	// appears in task ids: "user@realm", or "user@realm!tokenname" for an
+	// API token. Matching a lost answer to a task only considers tasks
+	// started by that user, never one an operator or another tool started.
+	//
+	// When Proxmox can tell it (a *proxmox.Client, or any Proxmox with a
+	// TaskUser() string method), it is derived from the client's
+	// credentials, and NewEngine refuses a TaskUser that differs from
+	// them: a wrong one ("root@pam" for the token "root@pam!agent", say)
+	// would make the engine miss its own task after a lost answer and send
+	// the write again. Set it only for a Proxmox that cannot tell; left
+	// empty there, tasks of any user are considered (still never one
+	// that another journaled operation owns).
 	TaskUser string
 	// TaskTimeout bounds how long an action waits for its Proxmox task,
 	// so that a task on a node that stopped answering cannot hold up the
@@ -249,6 +258,20 @@ func NewEngine(cfg Config) (*Engine, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if id, ok := cfg.Proxmox.(interface{ TaskUser() string }); ok {
+		switch own := id.TaskUser(); {
+		case own == "":
+		case cfg.TaskUser == "":
+			cfg.TaskUser = own
+		case cfg.TaskUser != own:
+			return nil, fmt.Errorf("%w: TaskUser %q does not match the client's identity %q: its tasks would not be recognized after a lost answer", ErrConfig, cfg.TaskUser, own)
+		}
+	}
+	if cfg.TaskUser != "" {
+		if err := validTaskUser(cfg.TaskUser); err != nil {
+			return nil, fmt.Errorf("%w: TaskUser %q: %w", ErrConfig, cfg.TaskUser, err)
+		}
 	}
 	e := &Engine{
 		cfg:     cfg,
@@ -412,4 +435,21 @@ func (e *Engine) event(ev Event) {
 		ev.At = e.cfg.Now()
 		e.cfg.OnEvent(ev)
 	}
+}
+
+// validTaskUser checks the shape Proxmox gives the user of a task:
+// "user@realm", or "user@realm!tokenname" for an API token, without the
+// characters a UPID cannot hold.
+func validTaskUser(u string) error {
+	user, realm, ok := strings.Cut(u, "@")
+	if !ok || user == "" || realm == "" {
+		return errors.New(`not "user@realm" or "user@realm!tokenname"`)
+	}
+	if r, tok, isToken := strings.Cut(realm, "!"); isToken && (r == "" || tok == "") {
+		return errors.New(`not "user@realm" or "user@realm!tokenname"`)
+	}
+	if strings.ContainsAny(u, ": \t\n") {
+		return errors.New("contains a character a task id cannot hold")
+	}
+	return nil
 }
