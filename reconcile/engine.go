@@ -448,7 +448,7 @@ func validTaskUser(u string) error {
 	if r, tok, isToken := strings.Cut(realm, "!"); isToken && (r == "" || tok == "") {
 		return errors.New(`not "user@realm" or "user@realm!tokenname"`)
 	}
-	if strings.ContainsAny(u, ": \t\n") {
+	if strings.ContainsAny(u, ":/ \t\n\r") {
 		return errors.New("contains a character a task id cannot hold")
 	}
 	return nil

@@ -30,6 +30,10 @@ type op struct {
 	digest  string
 	timeout time.Duration // shutdown only
 	key     string        // idempotency key of a one-shot operation
+	// disk, size and from are a resize's disk, new size and size when
+	// planned, in bytes.
+	disk       string
+	size, from int64
 	// observed is the digest of the configuration read before a
 	// synchronous change (LXC) that carries no digest of its own: with
 	// it, a lost answer can be told from a change that never arrived.
@@ -37,11 +41,13 @@ type op struct {
 }
 
 func opFromAction(id string, a Action) *op {
-	return &op{id: id, ref: a.Ref, kind: a.Kind, set: a.Set, del: a.Delete, digest: a.Digest}
+	return &op{id: id, ref: a.Ref, kind: a.Kind, set: a.Set, del: a.Delete, digest: a.Digest,
+		disk: a.Disk, size: a.Size, from: a.FromSize}
 }
 
 func (o *op) action() Action {
-	return Action{Kind: o.kind, Ref: o.ref, Set: o.set, Delete: o.del, Digest: o.digest}
+	return Action{Kind: o.kind, Ref: o.ref, Set: o.set, Delete: o.del, Digest: o.digest,
+		Disk: o.disk, Size: o.size, FromSize: o.from}
 }
 
 // Journal parameters of an operation. set:<option> holds each value to set.
@@ -54,6 +60,10 @@ const (
 	paramSet     = "set:"
 	// paramObserved is op.observed.
 	paramObserved = "observed_digest"
+	// A resize's disk, and its new and planned-from sizes in bytes.
+	paramDisk     = "disk"
+	paramSize     = "size"
+	paramFromSize = "from_size"
 )
 
 func (o *op) params() map[string]string {
@@ -72,6 +82,13 @@ func (o *op) params() map[string]string {
 	}
 	if o.observed != "" {
 		p[paramObserved] = o.observed
+	}
+	if o.kind == ActionResize {
+		p[paramDisk] = o.disk
+		p[paramSize] = strconv.FormatInt(o.size, 10)
+		if o.from > 0 {
+			p[paramFromSize] = strconv.FormatInt(o.from, 10)
+		}
 	}
 	return p
 }
@@ -109,6 +126,18 @@ func opFromEntry(e journal.Entry) (*op, error) {
 	}
 	switch o.kind {
 	case ActionStart, ActionStop, ActionShutdown, ActionReboot, ActionSetConfig:
+	case ActionResize:
+		o.disk = e.Params[paramDisk]
+		n, err := strconv.ParseInt(e.Params[paramSize], 10, 64)
+		if err != nil || n <= 0 || o.disk == "" {
+			return nil, fmt.Errorf("operation %s: resize of disk %q to size %q: not a disk and a positive size", e.OpID, o.disk, e.Params[paramSize])
+		}
+		o.size = n
+		if f := e.Params[paramFromSize]; f != "" {
+			if o.from, err = strconv.ParseInt(f, 10, 64); err != nil || o.from < 0 {
+				return nil, fmt.Errorf("operation %s: resize from size %q: not a size", e.OpID, f)
+			}
+		}
 	default:
 		return nil, fmt.Errorf("operation %s: unknown kind %q", e.OpID, e.Kind)
 	}
@@ -116,8 +145,14 @@ func opFromEntry(e journal.Entry) (*op, error) {
 }
 
 // taskType is the type of the task Proxmox starts for the operation, ""
-// when it starts none (an LXC configuration change is synchronous).
+// when it starts none (an LXC configuration change is synchronous). A
+// resize starts a "resize" task for both guest types (qemu-server's and
+// pve-container's resize_vm fork one), except on QEMU nodes older than
+// PVE 8, where it ran synchronously and left none.
 func (o *op) taskType() string {
+	if o.kind == ActionResize {
+		return "resize"
+	}
 	prefix := "qm"
 	if o.ref.Type == proxmox.LXC {
 		prefix = "vz"
@@ -236,7 +271,7 @@ func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 	if err := e.checkpoint(CheckpointAfterTaskRecord); err != nil {
 		return fail(OutcomeInterrupted, err)
 	}
-	gaveUp, err := e.waitTask(ctx, upid)
+	gaveUp, err := e.waitTask(ctx, o, upid)
 	if cerr := e.checkpoint(CheckpointAfterWait); cerr != nil {
 		return fail(OutcomeInterrupted, cerr)
 	}
@@ -253,14 +288,99 @@ func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 // waitTask waits for a task for at most TaskTimeout. gaveUp is true when
 // the wait ended because ctx ended or the timeout ran out, rather than
 // because the task did.
-func (e *Engine) waitTask(ctx context.Context, upid proxmox.UPID) (gaveUp bool, err error) {
+//
+// A task that hands a request to Proxmox's HA stack (see haTaskType) ends
+// as soon as the request is registered; the guest changes state later, in
+// a task of the HA manager's own. For those, waitTask goes on to wait for
+// the guest to reach the state asked for, until TaskTimeout after the
+// request's task started: past that, the request is taken as failed
+// ([errHAStateNotReached]), which is a way the operation ended, not a
+// reason to give up.
+func (e *Engine) waitTask(ctx context.Context, o *op, upid proxmox.UPID) (gaveUp bool, err error) {
 	wctx, cancel := context.WithTimeout(ctx, e.cfg.TaskTimeout)
 	defer cancel()
 	_, err = e.cfg.Proxmox.WaitTask(wctx, upid)
 	if err != nil && wctx.Err() != nil {
 		return true, fmt.Errorf("gave up waiting for task %s: %w", upid, err)
 	}
-	return false, err
+	if err != nil {
+		return false, err
+	}
+	info, perr := upid.Parse()
+	if perr != nil || !isHATaskType(info.Type) {
+		return false, nil
+	}
+	return e.waitHAState(ctx, o, info, true)
+}
+
+// The types of the tasks that hand a power request for an HA-managed guest
+// to the HA stack instead of acting (qemu-server's vm_start, vm_stop and
+// vm_shutdown, and pve-container's counterparts, when
+// PVE::HA::Config::vm_is_ha_managed holds).
+const (
+	taskHAStart = "hastart"
+	taskHAStop  = "hastop"
+)
+
+func isHATaskType(t string) bool { return t == taskHAStart || t == taskHAStop }
+
+// haTaskType is the type of the task Proxmox starts for the operation when
+// the guest is managed by HA, "" when it starts the same task as for any
+// guest. Reboots and configuration changes are not handed to HA.
+func (o *op) haTaskType() string {
+	switch o.kind {
+	case ActionStart:
+		return taskHAStart
+	case ActionStop, ActionShutdown:
+		return taskHAStop
+	}
+	return ""
+}
+
+// haTarget is the power state an HA request of the operation asks for.
+func (o *op) haTarget() string {
+	if o.kind == ActionStart {
+		return "running"
+	}
+	return "stopped"
+}
+
+// errHAStateNotReached ends an HA request whose guest did not reach the
+// state asked for within TaskTimeout after the request was handed over:
+// the HA manager did not carry it out (the resource is in an error state,
+// say). The request itself was registered; sending it again is harmless.
+var errHAStateNotReached = errors.New("the HA manager did not bring the guest to the state asked for in time")
+
+// waitHAState waits until the guest of an HA request reaches the state it
+// asks for, or until TaskTimeout after the request's task started
+// (errHAStateNotReached). Without wait it looks once and reports a guest
+// not there yet as gaveUp, unless the time is already past. gaveUp is also
+// true when ctx ends.
+func (e *Engine) waitHAState(ctx context.Context, o *op, task proxmox.UPIDInfo, wait bool) (gaveUp bool, err error) {
+	deadline := task.StartTime.Add(e.cfg.TaskTimeout)
+	if now := e.cfg.Now(); deadline.After(now.Add(e.cfg.TaskTimeout)) {
+		// The node's clock runs ahead of ours: bound the wait by ours.
+		deadline = now.Add(e.cfg.TaskTimeout)
+	}
+	target := o.haTarget()
+	for {
+		st, serr := e.cfg.Proxmox.Status(ctx, o.ref)
+		if serr == nil && st.Status == target {
+			return false, nil
+		}
+		if !e.cfg.Now().Before(deadline) {
+			if serr != nil {
+				return false, fmt.Errorf("%w: %s is not %s after %v (reading its status: %v)", errHAStateNotReached, o.ref, target, e.cfg.TaskTimeout, serr)
+			}
+			return false, fmt.Errorf("%w: %s is %s, not %s, %v after the request", errHAStateNotReached, o.ref, st.Status, target, e.cfg.TaskTimeout)
+		}
+		if !wait {
+			return true, fmt.Errorf("the HA manager has not brought %s to %s yet", o.ref, target)
+		}
+		if err := sleepCtx(ctx, min(e.cfg.RetryMin, deadline.Sub(e.cfg.Now()))); err != nil {
+			return true, fmt.Errorf("gave up waiting for the HA manager to bring %s to %s: %w", o.ref, target, err)
+		}
+	}
 }
 
 // taskEnded reports whether an error from WaitTask tells how the task
@@ -268,7 +388,8 @@ func (e *Engine) waitTask(ctx context.Context, upid proxmox.UPID) (gaveUp bool, 
 // unknown to Proxmox. Any other error (its status could not be read) says
 // nothing about the task.
 func taskEnded(err error) bool {
-	return err == nil || errors.Is(err, proxmox.ErrTaskFailed) || errors.Is(err, proxmox.ErrNotFound)
+	return err == nil || errors.Is(err, proxmox.ErrTaskFailed) || errors.Is(err, proxmox.ErrNotFound) ||
+		errors.Is(err, errHAStateNotReached)
 }
 
 // outcomeUnknown reports whether err leaves it open whether Proxmox acted.
@@ -432,6 +553,16 @@ func (e *Engine) findOutcome(ctx context.Context, o *op, at time.Time, claimed m
 	if err != nil {
 		return outcomeSearch{}, fmt.Errorf("listing tasks of %s: %w", o.ref, err)
 	}
+	if ha := o.haTaskType(); ha != "" {
+		// An HA-managed guest's request starts a task of another type.
+		more, err := e.cfg.Proxmox.Tasks(ctx, o.ref.Node, proxmox.TaskFilter{
+			VMID: o.ref.VMID, Type: ha, Since: at.Add(-e.cfg.ClockSkew),
+		})
+		if err != nil {
+			return outcomeSearch{}, fmt.Errorf("listing tasks of %s: %w", o.ref, err)
+		}
+		tasks = append(tasks, more...)
+	}
 	// The request left after `at`: a task that started then or later is
 	// the likelier match (oldest first); one from before can only be ours
 	// through clock skew (closest to `at` first).
@@ -453,7 +584,27 @@ func (e *Engine) findOutcome(ctx context.Context, o *op, at time.Time, claimed m
 		}
 		return outcomeSearch{task: t}, nil
 	}
+	if o.kind == ActionResize {
+		// A QEMU node before PVE 8 resized synchronously, without a
+		// task; and whoever grew the disk, it has the size asked for.
+		return e.resizeInEffect(ctx, o)
+	}
 	return outcomeSearch{}, nil
+}
+
+// resizeInEffect reports a resize as applied when the disk's configured
+// size has reached the size it asks for. The size is absolute, so a disk
+// that already has it needs nothing more, whoever grew it; one that does
+// not has not been resized by this operation, which it is then safe to
+// send again (Proxmox refuses to shrink, and grows to an absolute size
+// once).
+func (e *Engine) resizeInEffect(ctx context.Context, o *op) (outcomeSearch, error) {
+	cfg, err := e.cfg.Proxmox.Config(ctx, o.ref)
+	if err != nil {
+		return outcomeSearch{}, fmt.Errorf("reading the config of %s: %w", o.ref, err)
+	}
+	v, ok := e.normalizeSet(o.ref.Type).Volume(o.disk, cfg.Values[o.disk])
+	return outcomeSearch{applied: ok && v.Size >= o.size}, nil
 }
 
 // opLister is implemented by journals that can list every operation they

@@ -254,10 +254,16 @@ func (e *Engine) resolve(ctx context.Context, o *op, en journal.Entry, r *Recove
 		return
 	}
 	gaveUp := false
-	if err == nil || errors.Is(err, proxmox.ErrNotFound) {
+	info, perr := upid.Parse()
+	switch {
+	case err == nil && !st.Running() && perr == nil && isHATaskType(info.Type) && st.Succeeded():
+		// An HA request that was handed over: it is done once the guest
+		// is in the state it asks for. Before a pass, look once.
+		gaveUp, err = e.waitHAState(ctx, o, info, wait)
+	case err == nil || errors.Is(err, proxmox.ErrNotFound):
 		// Running, finished, or not known yet (a task just forked):
 		// WaitTask waits for the first and tolerates the last a while.
-		gaveUp, err = e.waitTask(ctx, upid)
+		gaveUp, err = e.waitTask(ctx, o, upid)
 	}
 	if !taskEnded(err) || err != nil && (gaveUp || ctx.Err() != nil) {
 		// How the task ended could not be read: still in flight.
