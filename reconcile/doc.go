@@ -18,10 +18,27 @@
 //  3. [Plan], a pure function, compares the two under the normalize rules
 //     (so Proxmox's own rewriting of values is never mistaken for drift) and
 //     decides, per guest: in sync; act (a SetConfig carrying only the
-//     differing options and the observed digest, and a Start or Stop placed
-//     around it); or skip, with a reason, for guests that are missing,
-//     locked, of another type or node, templates asked to run, of unknown
-//     power state, or with changes pending a restart.
+//     differing options and the observed digest, a Resize for each disk
+//     declared larger than it is, and a Start or Stop placed around them);
+//     or skip, with a reason, for guests that are missing, locked, of
+//     another type or node, templates asked to run, of unknown power state,
+//     with changes pending a restart, with a disk declared smaller than it
+//     is ([SkipShrink]), or whose declaration would replace or remove a
+//     disk ([SkipVolumeChange]).
+//
+// # Disks
+//
+// Proxmox reads a disk or mount point value in allocation syntax
+// ("local-lvm:64") as a request for a new volume: sent for a slot that
+// already holds one, it would give the guest an empty disk and detach the
+// old one. The planner never sends that. A declared size is the size the
+// existing disk must have: larger, it becomes an [ActionResize] (Proxmox's
+// resize call, which only grows, to an absolute size); smaller, the guest
+// is skipped, since Proxmox cannot shrink a disk; the declaration's other
+// options (cache, discard, ...) are set on the volume the slot holds. A
+// declaration naming another volume or storage, a cdrom or "none" in a slot
+// holding a disk, or a disk listed in Delete would detach a volume, and
+// skips the guest: creating, moving and removing disks is left to a person.
 //  4. The engine submits each acting guest's actions as one job to the
 //     shared queue (package queue), so that a guest is changed by one job at
 //     a time, whatever asked for the change, and guests are changed in
@@ -63,8 +80,18 @@
 // # What the engine will not do
 //
 // It does not create, destroy, migrate or restart guests (a restart to apply
-// pending changes is left to a person), never sends a change to a guest with
-// changes already pending, never acts on a locked guest, and never changes an
-// option the desired state does not name. Errors that leave it unknown
+// pending changes is left to a person), never allocates, detaches, moves or
+// shrinks a disk, never sends a change to a guest with changes already
+// pending, never acts on a locked guest, and never changes an option the
+// desired state does not name.
+//
+// # HA-managed guests
+//
+// For a guest managed by Proxmox's HA stack, a start, stop or shutdown
+// starts a task (hastart, hastop) that only hands the request to the HA
+// manager, which changes the guest's state a moment later in a task of its
+// own. The engine waits for the guest to reach the state asked for, for at
+// most [Config].TaskTimeout after the request; and after a lost answer or a
+// crash it looks for both kinds of task. Errors that leave it unknown
 // whether Proxmox acted are resolved, not retried.
 package reconcile
