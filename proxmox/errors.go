@@ -27,10 +27,18 @@ var (
 	// storage named in a config value, are not this class.
 	ErrNotFound = errors.New("proxmox: not found")
 
-	// ErrLocked: the guest carries a config lock ("VM is locked (backup)",
-	// "CT is locked (snapshot)"). Power actions report it as a task
-	// failure, config updates synchronously. Wait for the lock to clear;
-	// do not skip it.
+	// ErrLocked: the guest is locked. Either its config carries a lock
+	// ("VM is locked (backup)", "CT is locked (snapshot)"), or another
+	// process held the guest's config lock file for longer than Proxmox
+	// waits for it, 10 s ("can't lock file
+	// '/var/lock/qemu-server/lock-100.conf' - got timeout", for LXC
+	// '/run/lock/lxc/pve-config-200.lock'). Power actions report it as a
+	// task failure, config updates synchronously; a lock timeout comes
+	// synchronously or as a task's exit status, depending on whether the
+	// API handler or the task takes the lock. Wait for the lock to clear;
+	// do not skip it. A lock timeout proves the request did nothing, and
+	// also matches [ErrTransient]: the same call may succeed once the
+	// holder is done.
 	ErrLocked = errors.New("proxmox: guest is locked")
 
 	// ErrDigestMismatch: the digest sent with [Client.SetConfig] no longer
@@ -254,6 +262,10 @@ var (
 	reAlreadyRunning = regexp.MustCompile(`\b(?:VM|CT) \d+ already running\b`)
 	reNotRunning     = regexp.MustCompile(`\b(?:VM|CT) \d+ not running\b`)
 	reLockTimeout    = regexp.MustCompile(`can't lock file '[^']*' - got timeout`)
+	// A guest's config lock file: PVE::QemuConfig and PVE::LXC::Config
+	// config_file_lock. Other lock files (storages, say) are not the
+	// guest's lock.
+	reGuestLockTimeout = regexp.MustCompile(`can't lock file '(?:/var/lock/qemu-server/lock-\d+\.conf|/run/lock/lxc/pve-config-\d+\.lock)' - got timeout`)
 )
 
 // classifyText derives classes from a Proxmox message alone (an HTTP
@@ -277,6 +289,9 @@ func classifyText(msg string) class {
 	}
 	if reLockTimeout.MatchString(msg) {
 		c |= clTransient
+	}
+	if reGuestLockTimeout.MatchString(msg) {
+		c |= clLocked
 	}
 	return c
 }
