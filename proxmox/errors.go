@@ -122,7 +122,8 @@ var (
 // Use [errors.Is] with the class sentinels ([ErrNotFound], [ErrLocked],
 // [ErrDigestMismatch], [ErrUnauthorized], [ErrForbidden],
 // [ErrNotImplemented], [ErrInvalidParameter], [ErrAlreadyRunning],
-// [ErrNotRunning], [ErrTransient], [ErrOutcomeUnknown]). The class is
+// [ErrNotRunning], [ErrShrink], [ErrAlreadySized], [ErrTransient],
+// [ErrOutcomeUnknown]). The class is
 // computed from the exported fields alone, so an APIError built by hand in a
 // test classifies exactly like one decoded from the wire.
 //
@@ -222,6 +223,8 @@ const (
 	clNotRunning
 	clTransient
 	clOutcomeUnknown
+	clShrink
+	clAlreadySized
 )
 
 func (c class) has(target error) bool {
@@ -248,6 +251,10 @@ func (c class) has(target error) bool {
 		return c&clTransient != 0
 	case ErrOutcomeUnknown:
 		return c&clOutcomeUnknown != 0
+	case ErrShrink:
+		return c&clShrink != 0
+	case ErrAlreadySized:
+		return c&clAlreadySized != 0
 	}
 	return false
 }
@@ -266,6 +273,10 @@ var (
 	// config_file_lock. Other lock files (storages, say) are not the
 	// guest's lock.
 	reGuestLockTimeout = regexp.MustCompile(`can't lock file '(?:/var/lock/qemu-server/lock-\d+\.conf|/run/lock/lxc/pve-config-\d+\.lock)' - got timeout`)
+	// resize_vm: "shrinking disks is not supported" (QEMU), "unable to
+	// shrink disk size" and "disk is already at specified size" (LXC).
+	reShrink       = regexp.MustCompile(`\bshrinking disks is not supported\b|\bunable to shrink disk size\b`)
+	reAlreadySized = regexp.MustCompile(`\bdisk is already at specified size\b`)
 )
 
 // classifyText derives classes from a Proxmox message alone (an HTTP
@@ -292,6 +303,12 @@ func classifyText(msg string) class {
 	}
 	if reGuestLockTimeout.MatchString(msg) {
 		c |= clLocked
+	}
+	if reShrink.MatchString(msg) {
+		c |= clShrink
+	}
+	if reAlreadySized.MatchString(msg) {
+		c |= clAlreadySized
 	}
 	return c
 }

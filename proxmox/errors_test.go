@@ -11,6 +11,7 @@ import (
 var allClasses = []error{
 	ErrNotFound, ErrLocked, ErrDigestMismatch, ErrUnauthorized, ErrForbidden, ErrNotImplemented,
 	ErrInvalidParameter, ErrAlreadyRunning, ErrNotRunning, ErrTransient, ErrOutcomeUnknown, ErrTaskFailed,
+	ErrShrink, ErrAlreadySized,
 }
 
 func className(e error) string { return strings.TrimPrefix(e.Error(), "proxmox: ") }
@@ -60,6 +61,16 @@ func TestAPIErrorClasses(t *testing.T) {
 			[]error{ErrTransient}, "a storage lock is not the guest's lock"},
 		{"lock open failure", APIError{StatusCode: 500, Method: "POST", Message: "can't lock file '/var/lock/qemu-server/lock-203.conf' - can't open file - Permission denied"},
 			nil, "only the timeout proves someone else holds it"},
+		{"qemu shrink pve7", APIError{StatusCode: 500, Method: "PUT", Message: "shrinking disks is not supported"},
+			[]error{ErrShrink}, "qemu-server resize_vm before 8.0.2 ran synchronously"},
+		{"lxc shrink", APIError{StatusCode: 500, Method: "PUT", Message: "unable to shrink disk size"},
+			[]error{ErrShrink}, "pve-container resize_vm early check"},
+		{"lxc same size", APIError{StatusCode: 500, Method: "PUT", Message: "disk is already at specified size"},
+			[]error{ErrAlreadySized}, "pve-container resize_vm early check"},
+		{"cdrom resize", APIError{StatusCode: 500, Method: "PUT", Message: "you can't resize a cdrom"},
+			nil, "terminal, unclassified"},
+		{"missing disk", APIError{StatusCode: 500, Method: "PUT", Message: "disk 'scsi3' does not exist"},
+			nil, "a missing drive is not a missing guest"},
 		{"595 read", APIError{StatusCode: 595, Method: "GET", Message: "Network is unreachable"}, []error{ErrTransient}, "V12"},
 		{"595 write", APIError{StatusCode: 595, Method: "POST", Message: "Connection refused"}, []error{ErrTransient}, "connection to the target node never established"},
 		{"596 write", APIError{StatusCode: 596, Method: "POST", Message: "tls"}, []error{ErrTransient}, "TLS to the target node failed"},
@@ -105,6 +116,12 @@ func TestTaskErrorClasses(t *testing.T) {
 		{"VM 100 already running", []error{ErrAlreadyRunning}},
 		{"can't lock file '/var/lock/qemu-server/lock-100.conf' - got timeout", []error{ErrTransient, ErrLocked}},
 		{"can't lock file '/run/lock/lxc/pve-config-200.lock' - got timeout", []error{ErrTransient, ErrLocked}},
+		{"shrinking disks is not supported", []error{ErrShrink}},
+		{"unable to shrink disk size", []error{ErrShrink}},
+		{"disk is already at specified size", []error{ErrAlreadySized}},
+		{"checksum missmatch (file change by other user?)", []error{ErrDigestMismatch}},
+		{"detected modified configuration - file changed by other user? Try again.", []error{ErrDigestMismatch}},
+		{"you can't resize a cdrom", nil},
 		{"VM quit/powerdown failed - got timeout", nil},
 		{"you can't start a vm if it's a template", nil},
 		{"Parameter verification failed. (net0: hotplug problem - x)", nil},
