@@ -24,6 +24,9 @@ type authenticator interface {
 	describe() string
 	// secrets lists the values to scrub from anything shown to people.
 	secrets() []string
+	// taskUser is the user id Proxmox writes into the UPIDs of tasks
+	// started with these credentials.
+	taskUser() string
 }
 
 // creds is one request's credentials.
@@ -61,6 +64,12 @@ func (a *tokenAuth) rejected(creds) bool { return false }
 func (a *tokenAuth) describe() string    { return fmt.Sprintf("token %q", a.id) }
 func (a *tokenAuth) secrets() []string   { return []string{a.secret} }
 
+// taskUser: for a token, pve-manager's auth_handler makes the token id
+// itself the request's user (PVE::AccessControl::verify_token returns it
+// as sent, after an exact lookup), and fork_worker writes that user into
+// the UPID.
+func (a *tokenAuth) taskUser() string { return a.id }
+
 // Ticket lifetimes. Proxmox accepts a ticket for 2 h after it was issued
 // (API.md §2.2); the client logs in again after 1 h, and stops using a
 // ticket after 1 h 50 min even if a new login keeps failing, so clock drift
@@ -90,6 +99,9 @@ type ticketAuth struct {
 	inflight   *loginCall // non-nil while a login runs
 	failedAt   time.Time  // last failed renewal while cur was usable
 	allTickets []string   // recent tickets and CSRF tokens, for scrubbing
+	// canonical is the user name the last login returned; "" before the
+	// first. Proxmox may spell it differently from user.
+	canonical string
 }
 
 // loginCall is one login shared by every caller that needs it.
@@ -100,6 +112,20 @@ type loginCall struct {
 }
 
 func (a *ticketAuth) describe() string { return fmt.Sprintf("ticket for %q", a.user) }
+
+// taskUser: a ticket names the user the login resolved, and Proxmox
+// writes that name into UPIDs. The login resolves it with
+// PVE::AccessControl::lookup_username, which, for a realm whose
+// case-sensitive setting is off (LDAP, AD), replaces the name as typed
+// by the spelling in user.cfg; so the login's answer decides.
+func (a *ticketAuth) taskUser() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.canonical != "" {
+		return a.canonical
+	}
+	return a.user
+}
 
 func (a *ticketAuth) secrets() []string {
 	a.mu.Lock()
@@ -215,6 +241,9 @@ func (a *ticketAuth) login(ctx context.Context, c *Client) (*ticket, error) {
 	// Old tickets cannot come back in any response; keep a bounded tail.
 	if n := len(a.allTickets); n > 16 {
 		a.allTickets = append(a.allTickets[:0:0], a.allTickets[n-16:]...)
+	}
+	if userIDRE.MatchString(tr.Username) && strings.EqualFold(tr.Username, a.user) && tr.Ticket != "" && !bool(tr.NeedTFA) {
+		a.canonical = tr.Username
 	}
 	a.mu.Unlock()
 	if tr.NeedTFA {

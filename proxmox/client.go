@@ -484,3 +484,28 @@ func sleep(ctx context.Context, d time.Duration) error {
 		return ctx.Err()
 	}
 }
+
+// TaskUser returns the user id Proxmox writes into the UPIDs of the tasks
+// this client starts, the User of [UPIDInfo]: for an API token the full
+// token id, "user@realm!tokenname"; for password authentication the user,
+// "user@realm"; "" without credentials. Proxmox compares these ids
+// exactly, so a plain == against [UPIDInfo.User] tells this client's tasks
+// from others'.
+//
+// With [WithPassword] the login decides the spelling: for a realm whose
+// case-sensitive setting is off (LDAP, Active Directory), Proxmox replaces
+// the name as typed with its spelling in the user list, so TaskUser
+// returns the configured name until the first login and the name Proxmox
+// answered from then on. Token ids are never re-spelled.
+//
+// Compare against the UPID's user, not [TaskStatus.User] or
+// [TaskInfo.User]: for a token's task Proxmox reports those as the
+// token's user, with the token name apart in TokenID. Tasks Proxmox starts
+// on its own behalf, such as the HA manager's start and stop of an
+// HA-managed guest, run as "root@pam", not as TaskUser.
+func (c *Client) TaskUser() string {
+	if c.auth == nil {
+		return ""
+	}
+	return c.auth.taskUser()
+}

@@ -24,8 +24,12 @@ type TaskStatus struct {
 	StartTime time.Time
 	Type      string // "qmstart", "vzstop", "qmconfig", ...
 	ID        string // the task's object, usually the vmid
-	User      string // for token tasks the token's user; see TokenID
-	TokenID   string // token name when an API token started the task
+	// User is the user that started the task; for a task an API token
+	// started, the token's user ("root@pam"), with the token's name in
+	// TokenID. The full id ("root@pam!guestward", as [Client.TaskUser]
+	// returns it) is the User of the UPID ([ParseUPID]).
+	User    string
+	TokenID string // token name when an API token started the task
 	// Status is "running" or "stopped".
 	Status string
 	// ExitStatus is set once the task stopped: "OK", "WARNINGS: n" (it
@@ -91,12 +95,11 @@ func (c *Client) TaskStatus(ctx context.Context, upid UPID) (TaskStatus, error) 
 	}
 	st := TaskStatus{
 		UPID: upid, Node: info.Node, PID: info.PID, PStart: info.PStart, StartTime: info.StartTime,
-		Type: info.Type, ID: info.ID, User: string(e.User), TokenID: string(e.TokenID),
-		Status: string(e.Status), ExitStatus: string(e.ExitStatus),
+		Type: info.Type, ID: info.ID, Status: string(e.Status), ExitStatus: string(e.ExitStatus),
 	}
-	if st.User == "" {
-		st.User = info.User
-	}
+	// The UPID is authoritative for the user, as for every field it
+	// encodes.
+	st.User, st.TokenID = splitTaskUser(info.User)
 	return st, nil
 }
 
@@ -180,8 +183,13 @@ type TaskInfo struct {
 	EndTime   time.Time // zero while running
 	Type      string
 	ID        string
-	User      string
-	Running   bool
+	// User and TokenID are as in [TaskStatus]: for a token's task the
+	// token's user and the token's name. (Proxmox itself reports a
+	// running token task with the full id as its user and a finished one
+	// split; both read the same here.)
+	User    string
+	TokenID string
+	Running bool
 	// ExitStatus is "OK", "WARNINGS: n" or the error text once the task
 	// finished; "" while it runs.
 	ExitStatus string
@@ -200,6 +208,7 @@ type taskListEntry struct {
 	Type      flexString `json:"type"`
 	ID        flexString `json:"id"`
 	User      flexString `json:"user"`
+	TokenID   flexString `json:"tokenid"`
 	Status    flexString `json:"status"`
 }
 
@@ -308,13 +317,15 @@ func (e taskListEntry) info(node string) TaskInfo {
 	if e.EndTime > 0 {
 		t.EndTime = time.Unix(int64(e.EndTime), 0).UTC()
 	}
+	if e.TokenID != "" && !strings.Contains(t.User, "!") {
+		t.User += "!" + string(e.TokenID)
+	}
 	if info, err := ParseUPID(string(e.UPID)); err == nil {
 		// The UPID is authoritative for the fields it encodes.
 		t.Node, t.PID, t.PStart, t.StartTime, t.Type, t.ID = info.Node, info.PID, info.PStart, info.StartTime, info.Type, info.ID
-		if t.User == "" {
-			t.User = info.User
-		}
+		t.User = info.User
 	}
+	t.User, t.TokenID = splitTaskUser(t.User)
 	if t.Node == "" {
 		t.Node = node
 	}
@@ -324,6 +335,23 @@ func (e taskListEntry) info(node string) TaskInfo {
 		t.ExitStatus = status
 	}
 	return t
+}
+
+// splitTaskUser splits the user of a UPID, "user@realm" or
+// "user@realm!tokenname", into the user and the token name, as Proxmox's
+// task endpoints report them (pve-manager PVE::API2::Tasks,
+// $convert_token_task).
+func splitTaskUser(full string) (user, token string) {
+	// A user name may contain '@' and '!', a realm and a token name
+	// neither: the token starts at the first '!' after the last '@'.
+	at := strings.LastIndexByte(full, '@')
+	if at < 0 {
+		return full, ""
+	}
+	if i := strings.IndexByte(full[at:], '!'); i > 0 {
+		return full[:at+i], full[at+i+1:]
+	}
+	return full, ""
 }
 
 // VersionInfo is the answer of GET /version. It is a plain value, safe for
