@@ -38,6 +38,7 @@ type Proxmox interface {
 	Stop(ctx context.Context, ref proxmox.Ref) (proxmox.UPID, error)
 	Shutdown(ctx context.Context, ref proxmox.Ref, timeout time.Duration) (proxmox.UPID, error)
 	Reboot(ctx context.Context, ref proxmox.Ref) (proxmox.UPID, error)
+	Resize(ctx context.Context, ref proxmox.Ref, r proxmox.DiskResize) (proxmox.UPID, error)
 	TaskStatus(ctx context.Context, upid proxmox.UPID) (proxmox.TaskStatus, error)
 	WaitTask(ctx context.Context, upid proxmox.UPID) (proxmox.TaskStatus, error)
 	Tasks(ctx context.Context, node string, f proxmox.TaskFilter) ([]proxmox.TaskInfo, error)

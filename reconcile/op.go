@@ -456,6 +456,8 @@ func (e *Engine) call(ctx context.Context, o *op) (proxmox.UPID, error) {
 		return px.Reboot(ctx, o.ref)
 	case ActionSetConfig:
 		return px.SetConfig(ctx, o.ref, proxmox.ConfigChange{Set: o.set, Delete: o.del, Digest: o.digest})
+	case ActionResize:
+		return px.Resize(ctx, o.ref, proxmox.DiskResize{Disk: o.disk, Size: o.size, Digest: o.digest})
 	}
 	return "", fmt.Errorf("%w: unknown action kind %q", errNotSent, o.kind)
 }
