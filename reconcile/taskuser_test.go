@@ -3,8 +3,11 @@ package reconcile_test
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/guestward/guestward/journal"
+	"github.com/guestward/guestward/proxmox"
+	"github.com/guestward/guestward/proxmox/proxmoxtest"
 	"github.com/guestward/guestward/reconcile"
 )
 
@@ -50,5 +53,38 @@ func TestTaskUserFollowsTheClientsIdentity(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// Unset, TaskUser comes from the client's token: Recover then adopts only
+// the engine's own task for a lost answer, never an operator's.
+func TestTaskUserDerivedFromTheClientLimitsAdoption(t *testing.T) {
+	const engineToken, operatorToken = "guestward@pve!engine", "alice@pve!ops"
+	f := newFixture(t, []proxmoxtest.Option{
+		proxmoxtest.WithAPIToken(engineToken, "engine-secret"),
+		proxmoxtest.WithAPIToken(operatorToken, "operator-secret"),
+	})
+	if got := f.client.TaskUser(); got != engineToken {
+		t.Fatalf("client TaskUser %q, want %q", got, engineToken)
+	}
+	operator, err := proxmox.New(f.srv.URL, proxmox.WithHTTPClient(f.srv.Client()),
+		proxmox.WithAPIToken(operatorToken, "operator-secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(operator.CloseIdleConnections)
+	eng := f.newEngine(f.j) // no TaskUser
+
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+	intent(t, f.j, "lost", qemu(100), reconcile.ActionStart, "", time.Now())
+	if _, err := operator.Start(ctxT(t), qemu(100)); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := eng.Recover(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Ops) != 1 || rep.Ops[0].To != journal.Failed || rep.Ops[0].UPID != "" {
+		t.Fatalf("the operator's task was taken for the engine's: %+v", rep.Ops)
 	}
 }
