@@ -73,9 +73,15 @@
 // in flight the same way, so one stuck node cannot hold up a pass.
 //
 // [Engine.Apply] runs a [OneShot] operation carrying an idempotency key at
-// most once, ever: the key names one attempt, and a later call with the same
-// key returns the recorded outcome. The journal makes this hold across
-// restarts.
+// most once, ever: the key names one request, a later call with the same
+// key returns the recorded outcome, and a call with the same key for
+// another request is refused ([ErrKeyConflict]). A key is consumed once
+// Proxmox may have acted; a failure that proves it did nothing (a locked
+// guest, a stale digest, a refused request) leaves the key usable for the
+// same request. The journal makes this hold across restarts and across
+// engines sharing it. A one-shot operation is guarded as a pass's action
+// is: the guest is observed first, and the [Policy] decides on what was
+// observed.
 //
 // # What the engine will not do
 //

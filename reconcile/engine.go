@@ -47,23 +47,66 @@ type Proxmox interface {
 var _ Proxmox = (*proxmox.Client)(nil)
 
 // Policy decides whether the engine may carry out an action. A non-nil
-// error vetoes it: the action is not journaled or sent, the guest's later
-// actions in the same pass are dropped, and the report shows the guest as
-// vetoed with the error. g is the guest as observed at the start of the
-// pass. A Policy must be safe for concurrent use.
+// error vetoes it: the action is not journaled or sent. In a pass, the
+// guest's later actions are dropped too, and the report shows the guest as
+// vetoed with the error; [Engine.Apply] refuses the operation with an
+// error wrapping [ErrVetoed], and its key stays unused.
+//
+// g is the guest as observed: for a pass, at the start of the pass; for a
+// one-shot operation, just before it runs, in the guest's queue lane. Both
+// read the same things (the cluster's guest list, then the guest's status,
+// configuration and pending changes), so a policy sees the status, tags,
+// lock, configuration, digest and pending changes whichever path asks. A
+// Policy must be safe for concurrent use.
 type Policy func(ctx context.Context, a Action, g Observed) error
 
-// ProtectTag returns a policy that vetoes stopping any guest carrying tag,
-// and, with noConfig, changing its configuration too.
+// ProtectTag returns a policy that protects the guests carrying tag: it
+// vetoes every action that takes such a guest down (stop, shutdown,
+// reboot), and, with noConfig, every action that changes it as configured:
+// a configuration change, and any other kind that is not one of the power
+// actions start, stop, shutdown and reboot. A kind this function does not
+// know (one added after it was written, such as a disk resize) counts as a
+// change of the configuration: with noConfig it is vetoed, so that
+// protection never lapses because the engine learned a new action. Start
+// is never vetoed.
+//
+// Tags are compared as Proxmox compares them by default: without regard
+// to case, after trimming spaces (Proxmox tags are ASCII letters, digits
+// and "_-+."). By default Proxmox also stores every tag set through its API
+// in lower case and drops tags that differ only in case; with the
+// datacenter option tag-style "case-sensitive" it keeps their case and
+// counts "Prod" and "prod" as two tags. ProtectTag then still protects a
+// guest tagged with either, which protects more than asked, never less;
+// use [ProtectTagExact] to match the case exactly. An empty tag protects
+// no guest.
 func ProtectTag(tag string, noConfig bool) Policy {
+	return protectTag(tag, noConfig, strings.EqualFold)
+}
+
+// ProtectTagExact is [ProtectTag] with tags compared case-sensitively, for
+// clusters whose datacenter tag-style sets "case-sensitive".
+func ProtectTagExact(tag string, noConfig bool) Policy {
+	return protectTag(tag, noConfig, func(a, b string) bool { return a == b })
+}
+
+func protectTag(tag string, noConfig bool, same func(a, b string) bool) Policy {
+	tag = strings.TrimSpace(tag)
 	return func(_ context.Context, a Action, g Observed) error {
+		tagged := false
 		for _, t := range g.Tags {
-			if t != tag {
-				continue
-			}
-			if a.Kind == ActionStop || (noConfig && a.Kind == ActionSetConfig) {
-				return fmt.Errorf("guest carries the protected tag %q", tag)
-			}
+			tagged = tagged || tag != "" && same(strings.TrimSpace(t), tag)
+		}
+		if !tagged {
+			return nil
+		}
+		switch a.Kind {
+		case ActionStart:
+			return nil
+		case ActionStop, ActionShutdown, ActionReboot:
+			return fmt.Errorf("%s carries the protected tag %q: no %s", g.Ref, tag, a.Kind)
+		}
+		if noConfig {
+			return fmt.Errorf("%s carries the protected tag %q: its configuration is not changed (%s)", g.Ref, tag, a.Kind)
 		}
 		return nil
 	}

@@ -196,23 +196,41 @@ const (
 )
 
 // ActionReport is what happened to one action.
+//
+// Err is the error Error describes, with its class: errors.Is matches the
+// proxmox error classes (proxmox.ErrLocked, proxmox.ErrDigestMismatch,
+// proxmox.ErrNotFound, ...), [ErrVetoed] for a veto, [ErrDraining],
+// [ErrInterrupted], or the context's error when the operation was
+// interrupted by its context. It is set wherever Error is, and is not
+// part of the JSON form, which carries Error only.
 type ActionReport struct {
 	Action   Action        `json:"action"`
 	OpID     string        `json:"op_id,omitempty"`
 	UPID     proxmox.UPID  `json:"upid,omitempty"`
 	Outcome  ActionOutcome `json:"outcome"`
 	Error    string        `json:"error,omitempty"`
+	Err      error         `json:"-"`
 	Attempts int           `json:"attempts,omitempty"`
 	Duration time.Duration `json:"duration_ns,omitempty"`
+
+	// nothingDone: the outcome, a failure, proves that Proxmox did not
+	// act (see didNothing); the journal's record says so too.
+	nothingDone bool
 }
 
 // execute carries out one operation, journaling its intent before the call
 // to Proxmox, its task when there is one, and its outcome.
+//
+// A task that fails because Proxmox could not take the guest's lock in
+// time did nothing, and is tried again with the same backoff and within
+// the same Retries as a call refused for a transient reason: the operation
+// records the new task (TaskRunning again, with its UPID) and stays one
+// operation.
 func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 	start := e.cfg.Now()
 	rep = ActionReport{Action: o.action(), OpID: o.id}
 	if !e.beginOp() {
-		rep.Outcome, rep.Error = OutcomeNotStarted, ErrDraining.Error()
+		rep.Outcome, rep.Err, rep.Error = OutcomeNotStarted, ErrDraining, ErrDraining.Error()
 		return rep
 	}
 	defer e.endOp()
@@ -226,7 +244,7 @@ func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 		}
 	}()
 	fail := func(outcome ActionOutcome, err error) ActionReport {
-		rep.Outcome, rep.Error = outcome, err.Error()
+		rep.Outcome, rep.Err, rep.Error = outcome, err, err.Error()
 		e.event(Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: "failed", UPID: rep.UPID, Detail: rep.Error})
 		return rep
 	}
@@ -249,40 +267,62 @@ func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 		return fail(OutcomeInterrupted, err)
 	}
 
-	upid, err := e.send(ctx, o, start, &rep)
-	if cerr := e.checkpoint(CheckpointAfterCall); cerr != nil {
-		return fail(OutcomeInterrupted, cerr)
-	}
-	if err != nil {
-		if outcomeUnknown(ctx, err) {
+	// The tasks this operation started: a later attempt whose answer is
+	// lost must never take one of them for its own.
+	var mine map[proxmox.UPID]bool
+	at := start
+	for {
+		upid, err := e.send(ctx, o, at, &rep, mine)
+		if cerr := e.checkpoint(CheckpointAfterCall); cerr != nil {
+			return fail(OutcomeInterrupted, cerr)
+		}
+		if err != nil {
+			if outcomeUnknown(ctx, err) {
+				return fail(OutcomeInterrupted, err)
+			}
+			return e.conclude(ctx, o, &rep, err, refusedBeforeActing(o, err))
+		}
+		if upid == "" {
+			// Synchronous: the change is made.
+			return e.conclude(ctx, o, &rep, nil, false)
+		}
+		rep.UPID = upid
+		if mine == nil {
+			mine = make(map[proxmox.UPID]bool)
+		}
+		mine[upid] = true
+		if err := e.cfg.Journal.Append(ctx, journal.Entry{OpID: o.id, State: journal.TaskRunning, UPID: string(upid)}); err != nil {
+			return fail(OutcomeInterrupted, fmt.Errorf("journal task %s: %w", upid, err))
+		}
+		e.event(Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: "task", UPID: upid})
+		if err := e.checkpoint(CheckpointAfterTaskRecord); err != nil {
 			return fail(OutcomeInterrupted, err)
 		}
-		return e.conclude(ctx, o, &rep, err)
+		gaveUp, err := e.waitTask(ctx, o, upid)
+		if cerr := e.checkpoint(CheckpointAfterWait); cerr != nil {
+			return fail(OutcomeInterrupted, cerr)
+		}
+		if !taskEnded(err) || gaveUp && err != nil {
+			// We stopped waiting, or could not read how the task ended: it
+			// goes on, or it finished in a way we do not know. Recording a
+			// failure here could be untrue, and would invite a second run;
+			// Recover finds out.
+			return fail(OutcomeInterrupted, err)
+		}
+		if !taskRetryable(err) {
+			return e.conclude(ctx, o, &rep, err, taskDidNothing(err))
+		}
+		// The task did nothing: it could not take the guest's lock in
+		// time (a backup, a migration, another writer held it).
+		if rep.Attempts >= e.cfg.Retries {
+			return e.conclude(ctx, o, &rep, fmt.Errorf("gave up after %d attempts: %w", rep.Attempts, err), true)
+		}
+		e.log.InfoContext(ctx, "task did nothing; trying again", "op", o.id, "guest", o.ref.String(), "upid", string(upid), "err", err)
+		if werr := sleepCtx(ctx, backoff(rep.Attempts, e.cfg.RetryMin, e.cfg.RetryMax)); werr != nil {
+			return e.conclude(ctx, o, &rep, fmt.Errorf("%w (after attempt %d: %w)", werr, rep.Attempts, err), true)
+		}
+		at = e.cfg.Now()
 	}
-	if upid == "" {
-		// Synchronous: the change is made.
-		return e.conclude(ctx, o, &rep, nil)
-	}
-	rep.UPID = upid
-	if err := e.cfg.Journal.Append(ctx, journal.Entry{OpID: o.id, State: journal.TaskRunning, UPID: string(upid)}); err != nil {
-		return fail(OutcomeInterrupted, fmt.Errorf("journal task %s: %w", upid, err))
-	}
-	e.event(Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: "task", UPID: upid})
-	if err := e.checkpoint(CheckpointAfterTaskRecord); err != nil {
-		return fail(OutcomeInterrupted, err)
-	}
-	gaveUp, err := e.waitTask(ctx, o, upid)
-	if cerr := e.checkpoint(CheckpointAfterWait); cerr != nil {
-		return fail(OutcomeInterrupted, cerr)
-	}
-	if !taskEnded(err) || gaveUp && err != nil {
-		// We stopped waiting, or could not read how the task ended: it
-		// goes on, or it finished in a way we do not know. Recording a
-		// failure here could be untrue, and would invite a second run;
-		// Recover finds out.
-		return fail(OutcomeInterrupted, err)
-	}
-	return e.conclude(ctx, o, &rep, err)
 }
 
 // waitTask waits for a task for at most TaskTimeout. gaveUp is true when
@@ -404,8 +444,13 @@ var errNotSent = errors.New("not sent")
 // that Proxmox did nothing. A call whose answer was lost is resolved by
 // looking for the task it would have started (or, for a synchronous
 // change, for its effect) before it is tried again.
-func (e *Engine) send(ctx context.Context, o *op, at time.Time, rep *ActionReport) (proxmox.UPID, error) {
-	for attempt := 1; ; attempt++ {
+//
+// Attempts count on from rep.Attempts, so that the calls an operation makes
+// after a task that did nothing share the one budget of Retries. mine holds
+// the tasks the operation already started, which a lost answer must never
+// be matched to.
+func (e *Engine) send(ctx context.Context, o *op, at time.Time, rep *ActionReport, mine map[proxmox.UPID]bool) (proxmox.UPID, error) {
+	for attempt := rep.Attempts + 1; ; attempt++ {
 		rep.Attempts = attempt
 		upid, err := e.call(ctx, o)
 		if err == nil {
@@ -415,6 +460,9 @@ func (e *Engine) send(ctx context.Context, o *op, at time.Time, rep *ActionRepor
 			claimed, rerr := e.claimedTasks(ctx)
 			if rerr != nil {
 				return "", fmt.Errorf("%w (and looking for its outcome failed: %v)", err, rerr)
+			}
+			for u := range mine {
+				claimed[u] = true
 			}
 			res, rerr := e.findOutcome(ctx, o, at, claimed)
 			switch {
@@ -463,22 +511,34 @@ func (e *Engine) call(ctx context.Context, o *op) (proxmox.UPID, error) {
 }
 
 // conclude records the outcome of an operation whose result is known and
-// fills in the report.
-func (e *Engine) conclude(ctx context.Context, o *op, rep *ActionReport, err error) ActionReport {
+// fills in the report. nothingDone says that err proves Proxmox did not
+// act (see refusedBeforeActing and taskDidNothing); a failure is then
+// journaled with [nothingDoneMark], which leaves the key of a one-shot
+// operation usable for another attempt.
+func (e *Engine) conclude(ctx context.Context, o *op, rep *ActionReport, err error, nothingDone bool) ActionReport {
 	outcome, state := classify(o.kind, err)
+	nothingDone = nothingDone && err != nil && state == journal.Failed
 	rec := journal.Entry{OpID: o.id, State: state}
 	if err != nil {
 		rec.Error = err.Error()
+		if nothingDone {
+			rec.Error = nothingDoneMark + rec.Error
+		}
 	}
 	if jerr := e.cfg.Journal.Append(ctx, rec); jerr != nil {
 		rep.Outcome = OutcomeInterrupted
-		rep.Error = fmt.Sprintf("journal outcome: %v (the operation itself: %v)", jerr, errString(err))
+		if err != nil {
+			rep.Err = fmt.Errorf("journal outcome: %w (the operation itself: %w)", jerr, err)
+		} else {
+			rep.Err = fmt.Errorf("journal outcome: %w (the operation itself: %s)", jerr, errString(err))
+		}
+		rep.Error = rep.Err.Error()
 		e.event(Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: "failed", UPID: rep.UPID, Detail: rep.Error})
 		return *rep
 	}
-	rep.Outcome = outcome
+	rep.Outcome, rep.nothingDone = outcome, nothingDone
 	if err != nil {
-		rep.Error = err.Error()
+		rep.Err, rep.Error = err, err.Error()
 	}
 	phase := "done"
 	if state == journal.Failed {
@@ -486,9 +546,98 @@ func (e *Engine) conclude(ctx context.Context, o *op, rep *ActionReport, err err
 	}
 	e.event(Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: phase, UPID: rep.UPID, Detail: rep.Error})
 	if cerr := e.checkpoint(CheckpointAfterOutcome); cerr != nil {
-		rep.Error = cerr.Error()
+		rep.Err = cerr
+		if err != nil {
+			rep.Err = fmt.Errorf("%w (the operation itself: %w)", cerr, err)
+		}
+		rep.Error = rep.Err.Error()
 	}
 	return *rep
+}
+
+// nothingDoneMark begins the Error of a Failed record whose failure proves
+// that Proxmox did not act on the operation. It is how the engine tells,
+// from the journal alone, a one-shot attempt that leaves its key usable
+// (see [OneShot].Key) from one that consumed it, without a field the
+// journal does not have. Only conclude writes it; errors from Proxmox or
+// from the engine never begin with it.
+const nothingDoneMark = "nothing done: "
+
+// didNothing reports whether a journaled operation's latest record is a
+// failure that proves Proxmox did not act.
+func didNothing(en journal.Entry) bool {
+	return en.State == journal.Failed && strings.HasPrefix(en.Error, nothingDoneMark)
+}
+
+// refusedBeforeActing reports whether err, the error of a call whose
+// outcome is known (not [proxmox.ErrOutcomeUnknown]), proves that Proxmox
+// did nothing:
+//
+//   - the request never left (errNotSent, or the client refused it: an
+//     invalid change, argument or guest reference);
+//   - Proxmox refused it before running its handler: a parameter that
+//     failed the API schema (400), bad credentials (401), a missing
+//     privilege (403), an unknown path (501), or a transient refusal that
+//     outlasted the retries (429, and 595/596 from a node that could not
+//     reach the guest's node; the lock that could not be taken in time);
+//   - the handler refused it while checking it against the guest, which
+//     qemu-server and pve-container do before they change anything (see
+//     guestRefusal).
+//
+// One exception: an LXC configuration change answered 400 proves
+// nothing. pve-container's update_vm applies what it can hot-plug into a
+// running container first, and only then refuses the whole change with
+// the errors of the rest (as parameter errors) without writing the
+// configuration.
+//
+// Any other failure may have come after part of the work; it consumes a
+// one-shot operation's key.
+func refusedBeforeActing(o *op, err error) bool {
+	if err == nil || errors.Is(err, proxmox.ErrOutcomeUnknown) {
+		return false
+	}
+	if o.kind == ActionSetConfig && o.ref.Type == proxmox.LXC && errors.Is(err, proxmox.ErrInvalidParameter) {
+		return false
+	}
+	for _, class := range []error{errNotSent, proxmox.ErrInvalidConfig, proxmox.ErrInvalidArgument, proxmox.ErrInvalidRef,
+		proxmox.ErrInvalidParameter, proxmox.ErrUnauthorized, proxmox.ErrForbidden, proxmox.ErrNotImplemented,
+		proxmox.ErrTransient} {
+		if errors.Is(err, class) {
+			return true
+		}
+	}
+	return guestRefusal(err)
+}
+
+// guestRefusal reports the failures a request meets while Proxmox checks
+// it against the guest, before anything is changed, whether the call
+// answers them or its task exits with them: the guest is locked (the
+// check_lock of qemu-server's and pve-container's handlers, or the config
+// lock of lock_config not taken within its timeout), the digest sent with
+// a change is stale (checked right after the configuration is loaded, in
+// the lock), the guest's configuration does not exist on the node, or a
+// power action found the guest already in the other state (vm_start,
+// vm_stop, vm_shutdown and vm_reboot die before acting).
+func guestRefusal(err error) bool {
+	return errors.Is(err, proxmox.ErrLocked) || errors.Is(err, proxmox.ErrDigestMismatch) ||
+		errors.Is(err, proxmox.ErrNotFound) || errors.Is(err, proxmox.ErrAlreadyRunning) ||
+		errors.Is(err, proxmox.ErrNotRunning)
+}
+
+// taskDidNothing reports whether err, how a task ended, proves that the
+// task did nothing: its exit status is a guest refusal, or the lock it
+// needed could not be taken in time (transient). A task Proxmox no longer
+// knows proves nothing.
+func taskDidNothing(err error) bool {
+	return errors.Is(err, proxmox.ErrTaskFailed) && (guestRefusal(err) || errors.Is(err, proxmox.ErrTransient))
+}
+
+// taskRetryable reports whether a task's failure is worth another
+// attempt: it did nothing, and for a reason expected to clear (Proxmox
+// could not take the guest's lock within its timeout).
+func taskRetryable(err error) bool {
+	return errors.Is(err, proxmox.ErrTaskFailed) && errors.Is(err, proxmox.ErrTransient) &&
+		!errors.Is(err, proxmox.ErrOutcomeUnknown)
 }
 
 func errString(err error) string {

@@ -223,7 +223,7 @@ func (e *Engine) runGuest(ctx context.Context, gr *GuestReport, obs Observed) {
 	for _, a := range gr.Plan.Actions {
 		if e.cfg.Policy != nil {
 			if err := e.cfg.Policy(ctx, a, obs); err != nil {
-				gr.Actions = append(gr.Actions, ActionReport{Action: a, Outcome: OutcomeVetoed, Error: err.Error()})
+				gr.Actions = append(gr.Actions, ActionReport{Action: a, Outcome: OutcomeVetoed, Error: err.Error(), Err: &vetoError{err}})
 				gr.Outcome, gr.Detail = GuestVetoed, fmt.Sprintf("%s vetoed: %v", a.Kind, err)
 				return
 			}
