@@ -607,7 +607,7 @@ func (s *Server) hTaskStatus(c *call) (result, *apiErr) {
 	if aerr != nil {
 		return result{}, aerr
 	}
-	m := taskFields(t)
+	m := taskFields(t, true)
 	if t.running {
 		m["status"] = "running"
 	} else {

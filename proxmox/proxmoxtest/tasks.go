@@ -56,8 +56,16 @@ func (t *task) snapshot() Task {
 	}
 }
 
-// startTask registers and schedules a task. Called with s.mu held.
+// startTask registers and schedules a task the request c starts, as c's
+// user, with c's fault applied. Called with s.mu held.
 func (s *Server) startTask(c *call, typ string, g proxmox.Ref, work func() ([]string, int, error)) *task {
+	return s.startTaskAs(c.who.id, c.fault, typ, g, work)
+}
+
+// startTaskAs registers and schedules a task started by user (a request's
+// auth id, or "root@pam" for Proxmox's own daemons), applying f's task
+// effects when f is not nil. Called with s.mu held.
+func (s *Server) startTaskAs(user string, f *Fault, typ string, g proxmox.Ref, work func() ([]string, int, error)) *task {
 	now := s.now().Truncate(time.Second)
 	info := proxmox.UPIDInfo{
 		Node:      g.Node,
@@ -66,7 +74,7 @@ func (s *Server) startTask(c *call, typ string, g proxmox.Ref, work func() ([]st
 		StartTime: now,
 		Type:      typ,
 		ID:        fmt.Sprint(g.VMID),
-		User:      c.who.id,
+		User:      user,
 	}
 	t := &task{
 		upid:    info.Format(),
@@ -77,9 +85,9 @@ func (s *Server) startTask(c *call, typ string, g proxmox.Ref, work func() ([]st
 		hidden:  s.cfg.hiddenPolls,
 		work:    work,
 	}
-	if c.fault != nil {
-		t.failWith = c.fault.TaskError
-		t.extraWarnings = c.fault.TaskWarnings
+	if f != nil {
+		t.failWith = f.TaskError
+		t.extraWarnings = f.TaskWarnings
 	}
 	s.tasks = append(s.tasks, t)
 	s.taskByUPID[t.upid] = t
@@ -265,9 +273,11 @@ func (s *Server) AwaitTask(ctx context.Context, match func(Task) bool) (Task, er
 }
 
 // taskFields are the fields read_task_status and the task list share
-// (upid_decode's output). Token tasks report the user and the token name
-// separately.
-func taskFields(t *task) map[string]any {
+// (upid_decode's output). With split, a token task reports the user and
+// the token name separately, as pve-manager's $convert_token_task makes
+// it: read_task_status always does, the task list only for finished
+// tasks (node_tasks converts archive lines, not the active list).
+func taskFields(t *task, split bool) map[string]any {
 	m := map[string]any{
 		"upid":      string(t.upid),
 		"node":      t.info.Node,
@@ -278,11 +288,25 @@ func taskFields(t *task) map[string]any {
 		"id":        t.info.ID,
 		"user":      t.info.User,
 	}
-	if i := strings.IndexByte(t.info.User, '!'); i >= 0 {
-		m["user"] = t.info.User[:i]
-		m["tokenid"] = t.info.User[i+1:]
+	if user, token := splitTokenID(t.info.User); split && token != "" {
+		m["user"] = user
+		m["tokenid"] = token
 	}
 	return m
+}
+
+// splitTokenID is PVE::AccessControl::split_tokenid for a task's user:
+// "user@realm!name" splits into the user and the token name (realm and
+// token name contain neither '@' nor '!'); a plain user id has no token.
+func splitTokenID(id string) (user, token string) {
+	at := strings.LastIndexByte(id, '@')
+	if at < 0 {
+		return id, ""
+	}
+	if i := strings.IndexByte(id[at:], '!'); i > 0 {
+		return id[:at+i], id[at+i+1:]
+	}
+	return id, ""
 }
 
 // statusClass is upid_normalize_status_type.
@@ -320,7 +344,14 @@ func (s *Server) listTasksLocked(nodeName string, p map[string]string) ([]map[st
 	count := 0
 	var out []map[string]any
 	filter := func(t *task) bool {
-		if uf := p["userfilter"]; uf != "" && !strings.Contains(strings.ToLower(t.info.User), strings.ToLower(uf)) {
+		// node_tasks matches userfilter, case-insensitively, as a
+		// substring of the user it reports: a finished token task's user
+		// has lost its token name by then, a running one's has not.
+		user := t.info.User
+		if !t.running {
+			user, _ = splitTokenID(user)
+		}
+		if uf := p["userfilter"]; uf != "" && !strings.Contains(strings.ToLower(user), strings.ToLower(uf)) {
 			return false
 		}
 		if tf := p["typefilter"]; tf != "" && t.info.Type != tf {
@@ -363,7 +394,7 @@ func (s *Server) listTasksLocked(nodeName string, p map[string]string) ([]map[st
 	if source == "active" || source == "all" {
 		for _, t := range active {
 			if filter(t) {
-				m := taskFields(t)
+				m := taskFields(t, false)
 				m["status"] = "RUNNING"
 				out = append(out, m)
 			}
@@ -372,7 +403,7 @@ func (s *Server) listTasksLocked(nodeName string, p map[string]string) ([]map[st
 	if source != "active" {
 		for _, t := range archived {
 			if filter(t) {
-				m := taskFields(t)
+				m := taskFields(t, true)
 				m["endtime"] = t.end.Unix()
 				m["status"] = t.exit
 				out = append(out, m)
