@@ -648,14 +648,17 @@ func errString(err error) string {
 }
 
 // classify maps the error of an operation to its outcome. A start that
-// finds the guest running, or a stop that finds it stopped, reached the
-// state it asked for: it succeeded.
+// finds the guest running, a stop that finds it stopped, or a resize that
+// finds the disk at its size (pve-container refuses that with "disk is
+// already at specified size") reached the state it asked for: it
+// succeeded.
 func classify(kind ActionKind, err error) (ActionOutcome, journal.State) {
 	switch {
 	case err == nil:
 		return OutcomeSucceeded, journal.Succeeded
 	case kind == ActionStart && errors.Is(err, proxmox.ErrAlreadyRunning),
-		(kind == ActionStop || kind == ActionShutdown) && errors.Is(err, proxmox.ErrNotRunning):
+		(kind == ActionStop || kind == ActionShutdown) && errors.Is(err, proxmox.ErrNotRunning),
+		kind == ActionResize && errors.Is(err, proxmox.ErrAlreadySized):
 		return OutcomeSucceeded, journal.Succeeded
 	case errors.Is(err, proxmox.ErrDigestMismatch), errors.Is(err, proxmox.ErrLocked):
 		return OutcomeConflict, journal.Failed

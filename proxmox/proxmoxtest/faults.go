@@ -1,6 +1,7 @@
 package proxmoxtest
 
 import (
+	"fmt"
 	"path"
 	"sync/atomic"
 	"time"
@@ -79,6 +80,17 @@ type Fault struct {
 	// that many extra warnings ("WARNINGS: n").
 	TaskError    string
 	TaskWarnings int
+	// LockTimeout makes the request fail as when another process holds
+	// the guest's config lock longer than Proxmox waits for it (10 s,
+	// PVE::AbstractConfig lock_config): with "can't lock file
+	// '/var/lock/qemu-server/lock-<vmid>.conf' - got timeout" (LXC:
+	// '/run/lock/lxc/pve-config-<vmid>.lock'), raised where Proxmox takes
+	// that lock for the endpoint and version: in the API handler, as a
+	// 500 answer, or in the worker, as the exit status of the task the
+	// request starts. Nothing is changed either way. Config updates,
+	// resizes and power actions take the lock; the hastart and hastop
+	// tasks of an HA-managed guest do not, and are unaffected.
+	LockTimeout bool
 	// After runs after the request was handled, before the answer is
 	// written (or the connection dropped).
 	After func()
@@ -166,6 +178,42 @@ func (s *Server) matchFault(method, apiPath string, g *proxmox.Ref) *Fault {
 		return &cp
 	}
 	return nil
+}
+
+// lockTimeout reports whether the request's fault asks for a config lock
+// timeout.
+func (c *call) lockTimeout() bool { return c.fault != nil && c.fault.LockTimeout }
+
+// configLockFile is the guest's config lock file: config_file_lock of
+// PVE::QemuConfig and PVE::LXC::Config.
+func configLockFile(r proxmox.Ref) string {
+	if r.Type == proxmox.LXC {
+		return fmt.Sprintf("/run/lock/lxc/pve-config-%d.lock", r.VMID)
+	}
+	return fmt.Sprintf("/var/lock/qemu-server/lock-%d.conf", r.VMID)
+}
+
+// lockTimeoutText is PVE::Tools::lock_file_full's error when the lock was
+// not obtained in time.
+func lockTimeoutText(r proxmox.Ref) string {
+	return fmt.Sprintf("can't lock file '%s' - got timeout", configLockFile(r))
+}
+
+// lockedInHandler is the check of an API handler that takes the config
+// lock itself: the request fails with the lock timeout.
+func (c *call) lockedInHandler() *apiErr {
+	if c.lockTimeout() {
+		return die("%s", lockTimeoutText(c.ref))
+	}
+	return nil
+}
+
+// lockedInWorker marks a task whose worker takes the config lock first:
+// it fails with the lock timeout, having done nothing.
+func (c *call) lockedInWorker(t *task) {
+	if c.lockTimeout() {
+		t.failWith = lockTimeoutText(t.guest)
+	}
 }
 
 // refMatches reports whether r is matched by pattern, whose zero fields

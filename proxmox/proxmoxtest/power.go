@@ -22,36 +22,28 @@ func (s *Server) hPower(c *call, action string) (result, *apiErr) {
 	var typ string
 	var work func() ([]string, int, error)
 	lxc := ref.Type == proxmox.LXC
+	// The running checks of pve-container come first, before any lock
+	// (PVE::API2::LXC::Status).
+	switch {
+	case action == "start" && lxc && running:
+		return result{}, die("CT %d already running", ref.VMID)
+	case (action == "stop" || action == "shutdown") && lxc && !running:
+		return result{}, die("CT %d not running", ref.VMID)
+	}
 	switch action {
 	case "start":
-		if lxc && running {
-			return result{}, die("CT %d already running", ref.VMID)
-		}
 		typ = "qmstart"
 		if lxc {
 			typ = "vzstart"
 		}
 		work = func() ([]string, int, error) { return s.startWorkLocked(ref, skiplock) }
 	case "stop":
-		if lxc && !running {
-			return result{}, die("CT %d not running", ref.VMID)
-		}
 		typ = "qmstop"
 		if lxc {
 			typ = "vzstop"
 		}
-		work = func() ([]string, int, error) {
-			g, err := s.workGuestLocked(ref, skiplock)
-			if err != nil {
-				return nil, 0, err
-			}
-			g.running = false
-			return nil, 0, nil
-		}
+		work = func() ([]string, int, error) { return s.stopWorkLocked(ref, skiplock) }
 	case "shutdown":
-		if lxc && !running {
-			return result{}, die("CT %d not running", ref.VMID)
-		}
 		typ = "qmshutdown"
 		if lxc {
 			typ = "vzshutdown"
@@ -79,7 +71,20 @@ func (s *Server) hPower(c *call, action string) (result, *apiErr) {
 			return append(log, more...), w + w2, err
 		}
 	}
+	// Where the config lock is taken: QEMU's workers always (vm_start,
+	// vm_stop, vm_reboot lock inside), as LXC's do from pve-container
+	// 5.0.10; before, LXC's start, stop and shutdown handlers locked
+	// around the fork. vzreboot's worker locks in every version.
+	handlerLocks := lxc && action != "reboot" && !s.cfg.version.lxcPowerLockInWorker()
+	if handlerLocks {
+		if aerr := c.lockedInHandler(); aerr != nil {
+			return result{}, aerr
+		}
+	}
 	t := s.startTask(c, typ, ref, work)
+	if !handlerLocks {
+		c.lockedInWorker(t)
+	}
 	return jsonResult(string(t.upid)), nil
 }
 
@@ -95,6 +100,16 @@ func (s *Server) workGuestLocked(ref proxmox.Ref, skiplock bool) (*guest, error)
 		return nil, fmt.Errorf("%s is locked (%s)", g.kindWord(), l)
 	}
 	return g, nil
+}
+
+// stopWorkLocked is the stop worker: vm_stop, immediate.
+func (s *Server) stopWorkLocked(ref proxmox.Ref, skiplock bool) ([]string, int, error) {
+	g, err := s.workGuestLocked(ref, skiplock)
+	if err != nil {
+		return nil, 0, err
+	}
+	g.running = false
+	return nil, 0, nil
 }
 
 func (s *Server) startWorkLocked(ref proxmox.Ref, skiplock bool) ([]string, int, error) {

@@ -161,6 +161,15 @@ func (s *Server) guestRoutes(t proxmox.GuestType, v version) map[string]map[stri
 		cfg[http.MethodPost] = &endpoint{params: post, options: t, handler: s.hConfigPost}
 	}
 	g["config"] = cfg
+	resize := map[string]param{
+		"disk":   {kind: pStr, required: true, enum: resizeDiskNames(t)},
+		"size":   {kind: pStr, required: true, check: checkResizeSize},
+		"digest": {kind: pStr, maxLen: 40},
+	}
+	if qemu {
+		resize["skiplock"] = pRootB // LXC's resize has no skiplock
+	}
+	g["resize"] = methods(http.MethodPut, ep(s.hResize, resize))
 	for _, action := range []string{"start", "stop", "shutdown", "reboot"} {
 		var params map[string]param
 		switch action {

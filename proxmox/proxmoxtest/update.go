@@ -772,6 +772,11 @@ func (s *Server) hConfigPut(c *call) (result, *apiErr) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Both PUT handlers run under lock_config (update_vm_api with $sync,
+	// pve-container's update_vm).
+	if aerr := c.lockedInHandler(); aerr != nil {
+		return result{}, aerr
+	}
 	if c.ref.Type == proxmox.LXC {
 		if aerr := s.lxcUpdateLocked(c.ref, u, false); aerr != nil {
 			return result{}, aerr
@@ -796,6 +801,16 @@ func (s *Server) hConfigPost(c *call) (result, *apiErr) {
 		return result{}, aerr
 	}
 	s.mu.Lock()
+	// update_vm_api takes the config lock in the handler and forks the
+	// qmconfig worker while holding it, until qemu-server 9.1.19 moved the
+	// lock into the worker.
+	inWorker := s.cfg.version.qemuConfigPostLockInWorker()
+	if !inWorker {
+		if aerr := c.lockedInHandler(); aerr != nil {
+			s.mu.Unlock()
+			return result{}, aerr
+		}
+	}
 	if aerr := s.qemuPrepareLocked(c.ref, u, false); aerr != nil {
 		s.mu.Unlock()
 		return result{}, aerr
@@ -805,6 +820,9 @@ func (s *Server) hConfigPost(c *call) (result, *apiErr) {
 		log, err := s.qemuWorkerLocked(ref, u)
 		return log, 0, err
 	})
+	if inWorker {
+		c.lockedInWorker(t)
+	}
 	// The worker prints this first; a running task's log already shows it.
 	t.log = append(t.log, updateLogLine(ref, u))
 	upid := t.upid

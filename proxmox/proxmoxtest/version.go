@@ -85,6 +85,29 @@ func (v version) digestTypoFixed() bool { return v.atLeast(8, 3) }
 // ticket or token check with "Authentication failed!".
 func (v version) genericAuthErrors() bool { return v.major >= 9 }
 
+// qemuResizeTask: qemu-server 8.0.2 (PVE 8.0, commit 606d9d76 "fix #2315:
+// api: have resize endpoint spawn a worker task") runs a QEMU resize in a
+// "resize" task; before, resize_vm ran synchronously and returned null.
+func (v version) qemuResizeTask() bool { return v.major >= 8 }
+
+// lxcResizeForksFirst: pve-container 5.0.1 (PVE 8.0, commit f0595e6 "api:
+// resize: fork before locking") checks once in the API handler and again
+// in the worker, which takes the config lock; before, the handler took the
+// lock, checked, and forked the worker while holding it.
+func (v version) lxcResizeForksFirst() bool { return v.major >= 8 }
+
+// lxcPowerLockInWorker: pve-container 5.0.10 (PVE 8.2, commit 7a73568 "api:
+// status: move config locking from API handler into worker") takes the
+// config lock of start, stop and shutdown in the task; before, the API
+// handler took it around the fork.
+func (v version) lxcPowerLockInWorker() bool { return v.atLeast(8, 2) }
+
+// qemuConfigPostLockInWorker: qemu-server 9.1.19 (PVE 9.2, commit 797ab238
+// "api: update vm: fork before locking") takes the config lock of an
+// asynchronous config update in the qmconfig task; before, the handler
+// took it and forked while holding it.
+func (v version) qemuConfigPostLockInWorker() bool { return v.atLeast(9, 2) }
+
 // bodyLimit is the largest POST/PUT body accepted (64 KiB, 512 KiB from 8.4).
 func (v version) bodyLimit() int64 {
 	if v.atLeast(8, 4) {
