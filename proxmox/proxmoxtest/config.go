@@ -30,6 +30,7 @@ type guest struct {
 	startedAt      time.Time
 	pid            int
 	ignoreShutdown bool
+	ha             *haResource // nil unless HA-managed
 
 	// Encoded JSON payloads, rebuilt lazily after every change.
 	cacheMerged, cacheCurrent, cachePending []byte

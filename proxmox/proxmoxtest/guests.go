@@ -34,6 +34,12 @@ type GuestSpec struct {
 	// IgnoreShutdown makes the guest ignore ACPI shutdown requests, so
 	// shutdown tasks time out unless forceStop is set.
 	IgnoreShutdown bool
+
+	// HA makes the guest an HA resource (vm:<vmid> or ct:<vmid>), in
+	// HA state "started" if Running, else "stopped". Its start, stop and
+	// shutdown requests then go through the HA manager; see
+	// [Server.HoldHA] and the package documentation.
+	HA bool
 }
 
 // GuestState is a snapshot of one guest as the fake server holds it. Its
@@ -48,6 +54,9 @@ type GuestState struct {
 	Lock          string
 	Running       bool
 	Template      bool
+	// HAState is the HA manager's state of the guest ("started",
+	// "stopped", "request_stop", "error"); "" unless HA-managed.
+	HAState string
 }
 
 // AddGuest creates a guest. It fails if the spec names an unknown node or
@@ -102,6 +111,9 @@ func (s *Server) AddGuest(spec GuestSpec) error {
 		setPendingDelete(pending, del)
 	}
 	g := &guest{ref: ref, conf: conf, pending: pending, ignoreShutdown: spec.IgnoreShutdown}
+	if spec.HA {
+		g.ha = newHAResource(spec.Running)
+	}
 	if err := s.commit(g); err != nil {
 		return fmt.Errorf("proxmoxtest: add guest %s: %w", ref, err)
 	}
@@ -201,6 +213,9 @@ func (s *Server) Guest(ref proxmox.Ref) (GuestState, bool) {
 		Lock:     g.locked(),
 		Running:  g.running,
 		Template: g.template(),
+	}
+	if g.ha != nil {
+		st.HAState = g.ha.state
 	}
 	delete(st.Pending, "delete")
 	for k, force := range parsePendingDelete(g.pending["delete"]) {

@@ -392,7 +392,7 @@ func (s *Server) hStatusCurrent(c *call) (result, *apiErr) {
 		return result{}, aerr
 	}
 	st := s.statsLocked(g)
-	m := map[string]any{"vmid": g.ref.VMID, "ha": map[string]int{"managed": 0}}
+	m := map[string]any{"vmid": g.ref.VMID, "ha": s.haStatus(g)}
 	st.common(m, g)
 	if !g.isLXC() {
 		s.qemuRuntime(m, g)
@@ -495,6 +495,10 @@ func (s *Server) resourcesJSONLocked(typ string) ([]byte, error) {
 			}
 			if t, ok := g.conf["tags"]; ok {
 				m["tags"] = t
+			}
+			if g.ha != nil {
+				// From the HA manager's status, not from RRD data.
+				m["hastate"] = g.ha.state
 			}
 			if !s.nodeByName[g.ref.Node].online {
 				m["status"] = "unknown"

@@ -9,7 +9,9 @@ import (
 
 // hPower serves POST .../status/{start,stop,shutdown,reboot}. Each answers
 // with a task UPID; the checks Proxmox makes before forking fail the request
-// (500), the others fail the task, exactly where Proxmox puts them.
+// (500), the others fail the task, exactly where Proxmox puts them. For an
+// HA-managed guest start, stop and shutdown only hand the request to the
+// HA manager (see ha.go).
 func (s *Server) hPower(c *call, action string) (result, *apiErr) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -22,13 +24,16 @@ func (s *Server) hPower(c *call, action string) (result, *apiErr) {
 	var typ string
 	var work func() ([]string, int, error)
 	lxc := ref.Type == proxmox.LXC
-	// The running checks of pve-container come first, before any lock
-	// (PVE::API2::LXC::Status).
+	// The running checks of pve-container come first, before the HA
+	// branch and before any lock (PVE::API2::LXC::Status).
 	switch {
 	case action == "start" && lxc && running:
 		return result{}, die("CT %d already running", ref.VMID)
 	case (action == "stop" || action == "shutdown") && lxc && !running:
 		return result{}, die("CT %d not running", ref.VMID)
+	}
+	if g != nil && g.ha != nil && action != "reboot" {
+		return s.haRequestLocked(c, g, action, timeout)
 	}
 	switch action {
 	case "start":
@@ -85,6 +90,28 @@ func (s *Server) hPower(c *call, action string) (result, *apiErr) {
 	if !handlerLocks {
 		c.lockedInWorker(t)
 	}
+	return jsonResult(string(t.upid)), nil
+}
+
+// haRequestLocked is the HA branch of vm_start, vm_stop and vm_shutdown
+// (QEMU and LXC): a hastart or hastop task for the caller that hands the
+// request over. No config lock is taken.
+func (s *Server) haRequestLocked(c *call, g *guest, action string, timeout int) (result, *apiErr) {
+	var cmd haCommand
+	typ := "hastop"
+	switch action {
+	case "start":
+		typ = "hastart"
+	case "stop":
+		if c.params["overrule-shutdown"] == "1" {
+			return result{}, paramErr1("overrule-shutdown", "Not applicable for HA resources.")
+		}
+		cmd = haCommand{stop: true, timeout: 0}
+	case "shutdown":
+		cmd = haCommand{stop: true, timeout: timeout}
+	}
+	ref := g.ref
+	t := s.startTask(c, typ, ref, func() ([]string, int, error) { return s.haHandOver(ref, cmd) })
 	return jsonResult(string(t.upid)), nil
 }
 

@@ -81,6 +81,7 @@ type Server struct {
 	nextPID      int
 	bootTime     time.Time
 	staleRes     []byte // non-nil: /cluster/resources answers this snapshot
+	haHold       int    // HoldHA depth: the HA manager acts only at 0
 
 	routes             *routeTable
 	ticketKey, csrfKey []byte

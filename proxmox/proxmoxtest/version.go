@@ -108,6 +108,10 @@ func (v version) lxcPowerLockInWorker() bool { return v.atLeast(8, 2) }
 // took it and forked while holding it.
 func (v version) qemuConfigPostLockInWorker() bool { return v.atLeast(9, 2) }
 
+// haGroupField: until pve-ha-manager dropped HA groups for rules (commit
+// 86c4db1, PVE 9.1), get_service_status reported the resource's "group".
+func (v version) haGroupField() bool { return !v.atLeast(9, 1) }
+
 // bodyLimit is the largest POST/PUT body accepted (64 KiB, 512 KiB from 8.4).
 func (v version) bodyLimit() int64 {
 	if v.atLeast(8, 4) {
