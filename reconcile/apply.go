@@ -40,7 +40,9 @@ type OneShot struct {
 	// after applying part of it to the running container). The same
 	// request with the same key then runs again, as a new attempt. A key
 	// gets at most [MaxKeyAttempts] attempts; the last one consumes it,
-	// whatever its outcome.
+	// whatever its outcome. An attempt left in flight (a crash, an ended
+	// context) and resolved later by [Engine.Recover] consumes the key,
+	// whatever Recover finds.
 	//
 	// A key is 1 to [MaxKeyLen] bytes of UTF-8, without control
 	// characters and without white space at either end: a key read from
