@@ -104,16 +104,17 @@ func TestDemoEndToEnd(t *testing.T) {
 		"pve1/qemu/103: skip (locked): locked (backup)",
 		"pve2/qemu/104: skip (pending)",
 		"pve2/lxc/204: skip (missing)",
-		"13 guests: 3 in sync, 7 to change (10 actions), 3 skipped",
+		"13 guests: 3 in sync, 7 to change (11 actions), 3 skipped",
 		"Not drift: Proxmox rewrote these declared values",
 		`declared "virtio,bridge=vmbr0"`,
-		"3. Apply: 10 actions on 7 guests",
+		"3. Apply: 11 actions on 7 guests",
+		"resize pve2/qemu/102 scsi0 32G -> 48G",
 		"running as task UPID:",
-		"[10/10]",
-		"pass 1: 13 guests: 3 in sync, 7 changed, 3 skipped; 10 actions sent, 10 succeeded",
+		"[11/11]",
+		"pass 1: 13 guests: 3 in sync, 7 changed, 3 skipped; 11 actions sent, 11 succeeded",
 		"5. Second pass",
 		"pass 2: 13 guests: 10 in sync, 3 skipped; 0 actions sent, 0 succeeded",
-		"Done: 10 actions changed 7 guests, and the second pass sent nothing.",
+		"Done: 11 actions changed 7 guests, and the second pass sent nothing.",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the demo's output lacks %q", want)

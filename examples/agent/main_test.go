@@ -311,14 +311,14 @@ func TestDemoJSON(t *testing.T) {
 		t.Fatalf("%d plan records, want 1", len(plans))
 	}
 	summary := recs["plan"][0]["plan"].(map[string]any)["summary"].(map[string]any)
-	if summary["actions"] != 10.0 || summary["skip"] != 3.0 || summary["in_sync"] != 3.0 {
+	if summary["actions"] != 11.0 || summary["skip"] != 3.0 || summary["in_sync"] != 3.0 {
 		t.Errorf("plan summary %v", summary)
 	}
 	reps := recs["report"]
 	if len(reps) != 2 {
 		t.Fatalf("%d report records, want 2", len(reps))
 	}
-	if reps[0]["actions_sent"] != 10.0 || reps[0]["actions_succeeded"] != 10.0 {
+	if reps[0]["actions_sent"] != 11.0 || reps[0]["actions_succeeded"] != 11.0 {
 		t.Errorf("first pass: %v", reps[0])
 	}
 	if reps[1]["actions_sent"] != 0.0 {
@@ -330,8 +330,8 @@ func TestDemoJSON(t *testing.T) {
 			done++
 		}
 	}
-	if done != 10 {
-		t.Errorf("%d done events, want 10", done)
+	if done != 11 {
+		t.Errorf("%d done events, want 11", done)
 	}
 	if errOut != "" {
 		t.Errorf("the demo logged to stderr:\n%s", errOut)

@@ -30,7 +30,7 @@ func TestDemoText(t *testing.T) {
 		"Nothing has been changed.",
 		"pve2/lxc/203: act",
 		"1. stop pve2/lxc/203",
-		"13 guests: 3 in sync, 7 to change (10 actions), 3 skipped",
+		"13 guests: 3 in sync, 7 to change (11 actions), 3 skipped",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
@@ -54,7 +54,7 @@ func TestDemoJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &plan); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, out)
 	}
-	if plan.Summary.Actions != 10 || len(plan.Guests) != 13 {
+	if plan.Summary.Actions != 11 || len(plan.Guests) != 13 {
 		t.Errorf("summary %+v with %d guests", plan.Summary, len(plan.Guests))
 	}
 	if g := plan.Guests[1]; g.Guest != "pve1/qemu/101" || g.Power != "stopped -> running" {

@@ -14,7 +14,9 @@
 //
 //	pve1/qemu/100 web-1        in sync, although every declared value was rewritten by Proxmox
 //	pve1/qemu/101 web-2        stopped with 2 GiB; declared running with 4 GiB: set_config, then start
-//	pve2/qemu/102 web-3        running; tags and description changed by hand: set_config
+//	pve2/qemu/102 web-3        running; tags and description changed by hand, its 32G disk declared
+//	                           48G: set_config, then resize scsi0 32G -> 48G (grown in place, never
+//	                           a new allocation)
 //	pve1/qemu/103 db-1         locked by a backup: skipped, whatever it declares
 //	pve2/qemu/104 build-1      cores changed while running, pending a restart: skipped
 //	pve2/qemu/105 ci-runner-1  running; declared stopped: stop

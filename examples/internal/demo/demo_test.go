@@ -60,8 +60,8 @@ func TestFleetPlan(t *testing.T) {
 					t.Errorf("%s: %s (%s) %s, want %s (%s)", g.Ref, g.Verdict, g.Reason, g.Detail, want[g.Ref.VMID], wantReason[g.Ref.VMID])
 				}
 			}
-			if n := len(rep.Plan.Actions()); n != 10 {
-				t.Errorf("the plan has %d actions, want 10:\n%s", n, rep.Plan)
+			if n := len(rep.Plan.Actions()); n != 11 {
+				t.Errorf("the plan has %d actions, want 11:\n%s", n, rep.Plan)
 			}
 		})
 	}
