@@ -142,6 +142,11 @@ type Config struct {
 	Policy Policy
 	// Plan holds the normalize rules; the zero value uses the defaults.
 	Plan PlanOptions
+	// Validation is what every pass validates the desired state under,
+	// whatever the provider checked: the zero value allows no root-only
+	// option (see [ValidateDesiredWith]). Invalid options abort every
+	// pass with the error of [ValidateOptions.Validate].
+	Validation ValidateOptions
 	// Retries bounds the attempts at one action after errors that prove
 	// Proxmox did nothing (transient errors); default 3. RetryMin and
 	// RetryMax bound the capped exponential backoff between attempts,

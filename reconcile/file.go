@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -27,7 +28,7 @@ import (
 //	      "node": "pve1", "type": "qemu", "vmid": 100,
 //	      "power": "running",
 //	      "config": {"memory": 4096, "onboot": true, "tags": "web;prod"},
-//	      "delete": ["args"]
+//	      "delete": ["ide2"]
 //	    }
 //	  ]
 //	}
@@ -45,6 +46,7 @@ import (
 type FileProvider struct {
 	path    string
 	maxSize int64
+	opts    ValidateOptions
 
 	mu      sync.Mutex
 	stamp   fileStamp
@@ -69,13 +71,24 @@ func (s fileStamp) same(info os.FileInfo) bool {
 // files are refused rather than read into memory.
 const DefaultMaxDesiredFileSize = 64 << 20
 
-// NewFileProvider returns a provider reading path. It does not read the file
-// yet; the first call to Desired does.
+// NewFileProvider returns a provider reading path, which validates what it
+// reads under the default [ValidateOptions]. It does not read the file yet;
+// the first call to Desired does.
 func NewFileProvider(path string) (*FileProvider, error) {
+	return NewFileProviderWith(path, ValidateOptions{})
+}
+
+// NewFileProviderWith is [NewFileProvider] validating under opts. Invalid
+// opts are refused with the error of [ValidateOptions.Validate].
+func NewFileProviderWith(path string, opts ValidateOptions) (*FileProvider, error) {
 	if path == "" {
 		return nil, errors.New("reconcile: desired-state file path is empty")
 	}
-	return &FileProvider{path: path, maxSize: DefaultMaxDesiredFileSize}, nil
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	return &FileProvider{path: path, maxSize: DefaultMaxDesiredFileSize,
+		opts: ValidateOptions{AllowRootOnly: slices.Clone(opts.AllowRootOnly)}}, nil
 }
 
 // Path returns the file's path.
@@ -136,7 +149,7 @@ func (p *FileProvider) load() ([]Desired, fileStamp, error) {
 	if int64(len(data)) > p.maxSize {
 		return nil, fileStamp{}, fmt.Errorf("reconcile: desired-state file %s is larger than the %d bytes allowed", p.path, p.maxSize)
 	}
-	ds, err := ParseDesiredJSON(data)
+	ds, err := ParseDesiredJSONWith(data, p.opts)
 	if err != nil {
 		return nil, fileStamp{}, fmt.Errorf("reconcile: desired-state file %s: %w", p.path, err)
 	}
@@ -161,8 +174,9 @@ type desiredGuest struct {
 }
 
 // ParseDesiredJSON decodes and validates a desired state in the format of
-// [FileProvider]. It returns a *DesiredError for a state that decodes but is
-// invalid, and a decoding error, with the offset, for malformed JSON.
+// [FileProvider], under the default [ValidateOptions]. It returns a
+// *DesiredError for a state that decodes but is invalid, and a decoding
+// error, with the offset, for malformed JSON.
 //
 // Two things encoding/json lets through silently are errors here: bytes
 // that are not UTF-8 (it would replace them with U+FFFD, so that a value
@@ -170,6 +184,14 @@ type desiredGuest struct {
 // one object (it would keep the last, so that a guest, an option or the
 // whole list of guests could vanish without a word).
 func ParseDesiredJSON(data []byte) ([]Desired, error) {
+	return ParseDesiredJSONWith(data, ValidateOptions{})
+}
+
+// ParseDesiredJSONWith is [ParseDesiredJSON] validating under opts.
+func ParseDesiredJSONWith(data []byte, opts ValidateOptions) ([]Desired, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
 	if err := strictJSON(data); err != nil {
 		return nil, err
 	}
@@ -200,7 +222,7 @@ func ParseDesiredJSON(data []byte) ([]Desired, error) {
 	if len(problems) > 0 {
 		return nil, &DesiredError{Problems: problems}
 	}
-	if err := ValidateDesired(ds); err != nil {
+	if err := ValidateDesiredWith(ds, opts); err != nil {
 		return nil, err
 	}
 	sortDesired(ds)

@@ -133,7 +133,7 @@ func (e *Engine) ReconcileOnce(ctx context.Context) (rep Report, err error) {
 		rep.DesiredErr = err.Error()
 		e.log.WarnContext(ctx, "acting on the last good desired state", "err", err)
 	}
-	if err := ValidateDesired(desired); err != nil {
+	if err := ValidateDesiredWith(desired, e.cfg.Validation); err != nil {
 		return rep, fmt.Errorf("%w: %w", ErrPassAborted, err)
 	}
 	if len(desired) == 0 {

@@ -18,7 +18,7 @@ func TestValidateDesired(t *testing.T) {
 		ds   []reconcile.Desired
 		want string // substring of the error; "" for valid
 	}{
-		{"valid", []reconcile.Desired{{Ref: qemu(100), Power: reconcile.PowerRunning, Config: map[string]string{"memory": "1"}, Delete: []string{"args"}}}, ""},
+		{"valid", []reconcile.Desired{{Ref: qemu(100), Power: reconcile.PowerRunning, Config: map[string]string{"memory": "1"}, Delete: []string{"ide2"}}}, ""},
 		{"duplicate", []reconcile.Desired{{Ref: qemu(100)}, {Ref: lxc(100)}}, "declared twice"},
 		{"bad node", []reconcile.Desired{{Ref: proxmox.Ref{Node: "-x", Type: proxmox.QEMU, VMID: 100}}}, "node name"},
 		{"bad type", []reconcile.Desired{{Ref: proxmox.Ref{Node: "pve1", Type: "vm", VMID: 100}}}, "guest type"},
@@ -76,7 +76,7 @@ func TestStaticProviderKeepsLastValidStateAndCopies(t *testing.T) {
 const goodFile = `{"guests": [
   {"node": "pve1", "type": "qemu", "vmid": 100, "power": "running",
    "config": {"memory": 4096, "onboot": true, "balloon": 0, "cpulimit": 1.5, "tags": "web;prod"},
-   "delete": ["args"]},
+   "delete": ["ide2"]},
   {"node": "pve1", "type": "lxc", "vmid": 200, "power": "stopped"}
 ]}`
 
@@ -114,7 +114,7 @@ func TestFileProvider(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, ds[0].Config[k], v)
 		}
 	}
-	if ds[0].Delete[0] != "args" || ds[1].Power != reconcile.PowerStopped || ds[1].Ref != lxc(200) {
+	if ds[0].Delete[0] != "ide2" || ds[1].Power != reconcile.PowerStopped || ds[1].Ref != lxc(200) {
 		t.Fatalf("%+v", ds)
 	}
 
