@@ -11,8 +11,10 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/guestward/guestward/proxmox"
@@ -34,9 +36,11 @@ import (
 //	}
 //
 // Config values may be JSON strings, numbers (kept digit for digit) or
-// booleans (sent as 1 and 0, as Proxmox takes them). Unknown fields are
-// errors, so that a misspelt "confg" is not silently ignored; so are a
-// field given twice in one object and bytes that are not UTF-8.
+// booleans (sent as 1 and 0, as Proxmox takes them). The document is read
+// strictly (see [ParseDesiredJSON]): a member that is unknown, misspelt,
+// written in other letter case or given twice is an error, and so are
+// bytes that are not UTF-8. "guests" is required: a state that manages no
+// guest is written {"guests": []}.
 //
 // When the file cannot be read or is invalid (half-written, say),
 // [FileProvider.Desired] keeps returning the last good state together with an
@@ -176,13 +180,35 @@ type desiredGuest struct {
 // ParseDesiredJSON decodes and validates a desired state in the format of
 // [FileProvider], under the default [ValidateOptions]. It returns a
 // *DesiredError for a state that decodes but is invalid, and a decoding
-// error, with the offset, for malformed JSON.
+// error, with the byte offset, for a malformed document.
 //
-// Two things encoding/json lets through silently are errors here: bytes
-// that are not UTF-8 (it would replace them with U+FFFD, so that a value
-// other than the one written would be sent) and a member given twice in
-// one object (it would keep the last, so that a guest, an option or the
-// whole list of guests could vanish without a word).
+// The document is read more strictly than encoding/json reads it, because
+// each of its leniencies would let the file say one thing and the engine
+// do another:
+//
+//   - Member names must be exactly those of the format. encoding/json
+//     matches them ignoring letter case, so that "Power" after "power"
+//     would replace it, and "VMID" alone would be taken for "vmid"; here a
+//     name that is unknown, or known but written in other letter case, is
+//     an error. A name is compared after its escapes are decoded: "vm\u0069d"
+//     is "vmid".
+//   - No object may hold two members whose names are equal, or equal
+//     but for letter case (the case folding encoding/json applies),
+//     inside "config" too: Proxmox's option names are lower-case, and two
+//     spellings of one option must not collapse into one silently. An
+//     option name that is not lower-case is refused by validation.
+//   - The document must be an object with a "guests" member holding a
+//     list: null there, or a document that is null, is an error rather
+//     than a state that manages nothing, and so is a guest that is null.
+//     An empty list is a valid state that manages no guest. Members of a
+//     guest that may be left out (power, config, delete) may also be
+//     null, which means the same.
+//   - Bytes that are not UTF-8 are an error; encoding/json would replace
+//     them with U+FFFD, so that a value other than the one written would
+//     be sent.
+//
+// Positions are byte offsets from the start of the document: where the
+// member's name, or the offending value, begins.
 func ParseDesiredJSON(data []byte) ([]Desired, error) {
 	return ParseDesiredJSONWith(data, ValidateOptions{})
 }
@@ -212,6 +238,9 @@ func ParseDesiredJSONWith(data []byte, opts ValidateOptions) ([]Desired, error) 
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, errors.New("malformed desired state: data after the top-level object")
 	}
+	if f.Guests == nil { // null is refused by strictJSON: the member is missing
+		return nil, errors.New(`malformed desired state: no "guests" key; a state that manages no guest is {"guests": []}`)
+	}
 	var problems []string
 	ds := make([]Desired, 0, len(f.Guests))
 	for i, g := range f.Guests {
@@ -229,13 +258,33 @@ func ParseDesiredJSONWith(data []byte, opts ValidateOptions) ([]Desired, error) 
 	return ds, nil
 }
 
+// The member names of the document's objects, exactly as they must be
+// written; TestDocumentMembersMatchStructTags keeps them in step with the
+// struct tags.
+var (
+	topMembers   = []string{"guests"}
+	guestMembers = []string{"node", "type", "vmid", "power", "config", "delete"}
+)
+
 // maxStrictDepth bounds the nesting strictJSON follows; encoding/json
 // refuses deeper documents anyway.
 const maxStrictDepth = 10000
 
-// strictJSON reports invalid UTF-8 and repeated object members in data,
-// with the byte offset. It leaves every other error to the decoder, whose
-// messages are better: it stops quietly at malformed JSON.
+// What an object or array of the document is, as far as strictJSON cares.
+type jsonPlace int
+
+const (
+	placeOther  jsonPlace = iota
+	placeTop              // the document's object
+	placeGuests           // the list of guests
+	placeGuest            // one guest
+)
+
+// strictJSON reports, with the byte offset, what encoding/json would let
+// through silently: invalid UTF-8, member names that are unknown or in
+// other letter case, members repeated exactly or but for case, and a null
+// document, list of guests or guest. It leaves every other error to the
+// decoder, whose messages are better: it stops quietly at malformed JSON.
 func strictJSON(data []byte) error {
 	if !utf8.Valid(data) {
 		off := 0
@@ -249,26 +298,37 @@ func strictJSON(data []byte) error {
 		return fmt.Errorf("malformed desired state: invalid UTF-8 at byte %d", off)
 	}
 	type frame struct {
-		path    string
-		keys    map[string]bool // nil for an array
-		wantKey bool            // in an object, the next string is a key
-		index   int             // in an array, the next element's index
-		key     string          // in an object, the member being read
+		place   jsonPlace
+		keys    map[string]int64  // folded name -> offset; nil for an array
+		names   map[string]string // folded name -> name as written
+		wantKey bool              // in an object, the next string is a key
+		index   int               // in an array, the next element's index
+		key     string            // in an object, the member being read
 	}
 	var stack []*frame
-	// where names the value about to be read, as guests[0].config.
-	where := func() string {
-		if len(stack) == 0 {
-			return ""
+	// path names the value the outer n frames are reading, as
+	// guests[0].config. It is built only for a message: building it for
+	// every frame would cost the square of the depth.
+	path := func(n int) string {
+		var b strings.Builder
+		for _, f := range stack[:n] {
+			if f.keys == nil {
+				fmt.Fprintf(&b, "[%d]", f.index)
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(f.key)
 		}
-		top := stack[len(stack)-1]
-		if top.keys == nil {
-			return fmt.Sprintf("%s[%d]", top.path, top.index)
+		return b.String()
+	}
+	// in names the innermost object, for messages.
+	in := func() string {
+		if len(stack) == 1 {
+			return "the top-level object"
 		}
-		if top.path == "" {
-			return top.key
-		}
-		return top.path + "." + top.key
+		return path(len(stack) - 1)
 	}
 	// valueDone moves the enclosing container past the value just read.
 	valueDone := func() {
@@ -288,16 +348,34 @@ func strictJSON(data []byte) error {
 		if err != nil {
 			return nil // the end, or malformed: the decoder says which
 		}
+		end := dec.InputOffset()
 		if key, ok := tok.(string); ok && len(stack) > 0 && stack[len(stack)-1].wantKey {
 			top := stack[len(stack)-1]
-			if top.keys[key] {
-				in := top.path
-				if in == "" {
-					in = "the top-level object"
+			at := stringStart(data, end)
+			fold := foldName(key)
+			if prev, dup := top.keys[fold]; dup {
+				if top.names[fold] == key {
+					return fmt.Errorf("malformed desired state: duplicate key %q in %s at byte %d (first at byte %d)", key, in(), at, prev)
 				}
-				return fmt.Errorf("malformed desired state: duplicate key %q in %s at byte %d", key, in, dec.InputOffset())
+				return fmt.Errorf("malformed desired state: key %q in %s at byte %d repeats %q (at byte %d) in other letter case", key, in(), at, top.names[fold], prev)
 			}
-			top.keys[key], top.key, top.wantKey = true, key, false
+			var known []string
+			switch top.place {
+			case placeTop:
+				known = topMembers
+			case placeGuest:
+				known = guestMembers
+			}
+			if known != nil && !slices.Contains(known, key) {
+				for _, k := range known {
+					if foldName(k) == fold {
+						return fmt.Errorf("malformed desired state: key %q in %s at byte %d: keys are case-sensitive; write %q", key, in(), at, k)
+					}
+				}
+				return fmt.Errorf("malformed desired state: unknown key %q in %s at byte %d", key, in(), at)
+			}
+			top.keys[fold], top.names[fold] = at, key
+			top.key, top.wantKey = key, false
 			continue
 		}
 		switch tok {
@@ -305,18 +383,81 @@ func strictJSON(data []byte) error {
 			if len(stack) >= maxStrictDepth {
 				return nil
 			}
-			f := &frame{path: where()}
+			f := &frame{place: placeOther}
+			switch {
+			case len(stack) == 0 && tok == json.Delim('{'):
+				f.place = placeTop
+			case len(stack) > 0:
+				parent := stack[len(stack)-1]
+				switch {
+				case parent.place == placeTop && parent.key == "guests" && tok == json.Delim('['):
+					f.place = placeGuests
+				case parent.place == placeGuests && tok == json.Delim('{'):
+					f.place = placeGuest
+				}
+			}
 			if tok == json.Delim('{') {
-				f.keys, f.wantKey = map[string]bool{}, true
+				f.keys, f.names, f.wantKey = map[string]int64{}, map[string]string{}, true
 			}
 			stack = append(stack, f)
 		case json.Delim('}'), json.Delim(']'):
 			stack = stack[:len(stack)-1]
 			valueDone()
 		default:
+			if tok == nil {
+				at := end - int64(len("null"))
+				switch {
+				case len(stack) == 0:
+					return fmt.Errorf(`malformed desired state: the document is null at byte %d; a state that manages no guest is {"guests": []}`, at)
+				case stack[len(stack)-1].place == placeTop && stack[len(stack)-1].key == "guests":
+					return fmt.Errorf(`malformed desired state: "guests" is null at byte %d; a state that manages no guest is {"guests": []}`, at)
+				case stack[len(stack)-1].place == placeGuests:
+					return fmt.Errorf("malformed desired state: %s is null at byte %d; a guest is an object", path(len(stack)), at)
+				}
+			}
 			valueDone()
 		}
 	}
+}
+
+// stringStart returns the offset of the opening quote of the JSON string
+// that ends just before end. A string holds no unescaped quote, so the
+// first quote back from its end that an even number of backslashes
+// precede is its start.
+func stringStart(data []byte, end int64) int64 {
+	for i := end - 2; i >= 0; i-- {
+		if data[i] != '"' {
+			continue
+		}
+		n := int64(0)
+		for j := i - 1; j >= 0 && data[j] == '\\'; j-- {
+			n++
+		}
+		if n%2 == 0 {
+			return i
+		}
+	}
+	return 0
+}
+
+// foldName folds s the way encoding/json compares member names: each rune
+// replaced by the smallest of its simple case-folding orbit, so that two
+// names fold alike exactly when strings.EqualFold calls them equal.
+func foldName(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range s {
+		for {
+			f := unicode.SimpleFold(r)
+			if f <= r {
+				r = f
+				break
+			}
+			r = f
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 func (g desiredGuest) desired(i int) (Desired, []string) {
