@@ -197,3 +197,39 @@ func ExampleConfigChange_Validate() {
 	// true
 	// proxmox: invalid config change: value of "name" contains a line break; only description may
 }
+
+// Resize grows a disk to an absolute size. On PVE 8 a QEMU resize runs as
+// a task; an LXC volume already at the size asked for is refused with
+// ErrAlreadySized, which means the caller has what it wants.
+func ExampleClient_Resize() {
+	srv, c := fakeCluster()
+	defer srv.Close()
+	ctx := context.Background()
+	vm := proxmox.Ref{Node: "pve", Type: proxmox.QEMU, VMID: 100}
+	ct := proxmox.Ref{Node: "pve", Type: proxmox.LXC, VMID: 200}
+	// Give both guests a disk: 32 GiB and 8 GiB.
+	_ = srv.UpdateConfig(vm, map[string]string{"scsi0": "local-lvm:32"}, nil)
+	_ = srv.UpdateConfig(ct, map[string]string{"mp0": "local-lvm:8,mp=/data"}, nil)
+
+	cfg, err := c.Config(ctx, vm)
+	if err != nil {
+		log.Fatal(err)
+	}
+	upid, err := c.Resize(ctx, vm, proxmox.DiskResize{Disk: "scsi0", Size: 64 << 30, Digest: cfg.Digest})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if upid != "" { // "" on PVE 7, which resizes a VM's disk synchronously
+		if _, err := c.WaitTask(ctx, upid); err != nil {
+			log.Fatal(err)
+		}
+	}
+	cfg, _ = c.Config(ctx, vm)
+	fmt.Println("scsi0:", cfg.Values["scsi0"])
+
+	_, err = c.Resize(ctx, ct, proxmox.DiskResize{Disk: "mp0", Size: 8 << 30})
+	fmt.Println("already sized:", errors.Is(err, proxmox.ErrAlreadySized))
+	// Output:
+	// scsi0: local-lvm:vm-100-disk-0,size=64G
+	// already sized: true
+}

@@ -29,7 +29,7 @@ type Guest struct {
 	Lock     string   // config lock ("backup", "migrate", ...), "" if none
 	Tags     []string // tags as stored, split on ';' ',' and spaces; nil if none
 	Pool     string   // resource pool, "" if none
-	HAState  string   // HA state ("started", ...), "" if not HA-managed
+	HAState  string   // the HA manager's state ("started", "stopped", "request_stop", "error", ...), "" if not HA-managed
 	MaxCPU   float64  // configured CPUs, 0 when unknown
 	MaxMem   int64    // configured memory in bytes, 0 when unknown
 	MaxDisk  int64    // boot disk size in bytes, 0 when unknown
@@ -146,8 +146,13 @@ type GuestStatus struct {
 	Tags      []string
 	PID       int // 0 when stopped
 	Uptime    time.Duration
+	// HAManaged reports that the guest is an HA resource: Start, Stop
+	// and Shutdown go through the HA manager ([Client.Start]). HAState is
+	// the HA manager's state of it ("started", "stopped",
+	// "request_stop", "error", ...); "" unless HA-managed. A status whose
+	// "ha" member is not an object fails with [ErrUnexpectedResponse].
 	HAManaged bool
-	HAState   string // "" unless HA-managed
+	HAState   string
 }
 
 // Running reports whether the guest's processes run. A paused QEMU VM

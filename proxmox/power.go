@@ -16,25 +16,37 @@ import (
 var ErrInvalidArgument = errors.New("proxmox: invalid argument")
 
 // Start starts a guest: POST /nodes/{node}/{type}/{vmid}/status/start. It
-// returns the UPID of the start task (type "qmstart" or "vzstart", or
-// "hastart" for HA-managed guests, in which case the task only asks the HA
-// manager and the guest starts later); wait for it with
-// [Client.WaitTask].
+// returns the UPID of the start task (type "qmstart" or "vzstart"); wait
+// for it with [Client.WaitTask]. An HA-managed guest is different; see
+// below.
 //
 // Where Proxmox reports failures differs by type: an LXC container that is
 // already running fails here, synchronously, with [ErrAlreadyRunning];
 // a QEMU VM that is already running, is locked ([ErrLocked]) or does not
 // exist ([ErrNotFound]) yields a UPID whose task fails. Match the class on
 // either error, not the place.
+//
+// For a guest managed by Proxmox's HA stack ([GuestStatus.HAManaged],
+// [Guest.HAState] not empty), Start, [Client.Stop] and [Client.Shutdown]
+// do not act on the guest. The task they return, of type "hastart" or
+// "hastop", only hands the request to the HA manager, and succeeds once it
+// has. The HA manager then changes the service state
+// ([GuestStatus.HAState]: "started", or "request_stop" and then
+// "stopped") and starts or stops the guest in a task of its own, which
+// runs as root@pam rather than as [Client.TaskUser]: "qmstart" or
+// "vzstart"; "qmstop" or "vzstop" for a stop; "qmshutdown" or
+// "vzshutdown" for a shutdown. Waiting for the returned task therefore
+// does not mean the guest changed state: watch [Client.Status], or that
+// task in [Client.Tasks]. [Client.Reboot] is not routed through HA.
 func (c *Client) Start(ctx context.Context, ref Ref) (UPID, error) {
 	return c.power(ctx, ref, "start", nil)
 }
 
 // Stop stops a guest immediately, like pulling the plug: POST
-// .../status/stop. It returns the task's UPID ("qmstop", "vzstop" or
-// "hastop"). Stopping a stopped QEMU VM is a successful no-op task;
-// stopping a stopped LXC container fails synchronously with
-// [ErrNotRunning].
+// .../status/stop. It returns the task's UPID ("qmstop", "vzstop", or
+// "hastop" for an HA-managed guest: see [Client.Start]). Stopping a
+// stopped QEMU VM is a successful no-op task; stopping a stopped LXC
+// container fails synchronously with [ErrNotRunning].
 func (c *Client) Stop(ctx context.Context, ref Ref) (UPID, error) {
 	return c.power(ctx, ref, "stop", nil)
 }
@@ -43,7 +55,8 @@ func (c *Client) Stop(ctx context.Context, ref Ref) (UPID, error) {
 // .../status/shutdown, with timeout (rounded up to whole seconds) as the
 // time Proxmox waits for it; 0 leaves Proxmox's default (60 s unless the
 // guest's startup order sets one). It returns the task's UPID
-// ("qmshutdown", "vzshutdown" or "hastop"). If the guest does not stop in
+// ("qmshutdown", "vzshutdown", or "hastop" for an HA-managed guest: see
+// [Client.Start]). If the guest does not stop in
 // time the task fails; Proxmox is not asked to force a stop, so decide
 // yourself whether to follow with [Client.Stop]. A stopped QEMU VM is a
 // successful no-op; a stopped LXC container fails synchronously with

@@ -167,9 +167,15 @@ type TaskFilter struct {
 	// Since and Until bound the task's start time, inclusive, to the
 	// second (sub-second parts are dropped). Zero means unbounded.
 	Since, Until time.Time
-	User         string // only tasks started by this user id; "" for any
-	ErrorsOnly   bool   // only tasks that failed
-	Limit        int    // return at most this many tasks; 0 for all
+	// User keeps tasks whose user contains this text, ignoring case;
+	// "" keeps all. Proxmox matches it against the user it reports: for a
+	// finished token task that is the token's user without the token
+	// name, so a full token id matches running tasks only. To find the
+	// tasks of one token, filter by its user here and compare the UPID's
+	// user with [Client.TaskUser].
+	User       string
+	ErrorsOnly bool // only tasks that failed
+	Limit      int  // return at most this many tasks; 0 for all
 }
 
 // TaskInfo is one task in a node's task list ([Client.Tasks]). It is a
