@@ -71,7 +71,7 @@ func (a *tokenAuth) secrets() []string   { return []string{a.secret} }
 func (a *tokenAuth) taskUser() string { return a.id }
 
 // Ticket lifetimes. Proxmox accepts a ticket for 2 h after it was issued
-// (API.md §2.2); the client logs in again after 1 h, and stops using a
+// (PVE::AccessControl's ticket lifetime); the client logs in again after 1 h, and stops using a
 // ticket after 1 h 50 min even if a new login keeps failing, so clock drift
 // and slow requests never present an expired ticket.
 const (

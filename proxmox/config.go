@@ -210,7 +210,8 @@ type ConfigChange struct {
 // corrupt the guest's config file. Nothing is sent.
 var ErrInvalidConfig = errors.New("proxmox: invalid config change")
 
-// Limits Proxmox enforces; see API.md §1.1, §8.
+// Limits Proxmox enforces: the description's maxLength in the qemu-server
+// and pve-container schemas, and pve-api-daemon's request body limit.
 const (
 	// MaxDescription is the longest description Proxmox accepts, in
 	// characters.

@@ -25,12 +25,21 @@
 // ([Client.Start], [Client.Stop], [Client.Shutdown], [Client.Reboot])
 // always start a task and return its [UPID]. [Client.SetConfig] is
 // dual-mode: for QEMU it starts a task and returns its UPID; for LXC the
-// change is made before it returns and the UPID is "". A write with a task
-// is finished only when [Client.WaitTask] says so, and many failures (a
-// locked VM, a VM that does not exist, a hot-plug problem) appear only
+// change is made before it returns and the UPID is "". [Client.Resize]
+// grows a disk to an absolute size: in a task, except for QEMU on PVE 7,
+// where it completes at once. A write with a task is finished only when
+// [Client.WaitTask] says so, and many failures (a locked VM, a VM that does
+// not exist, a hot-plug problem, a disk that would shrink) appear only
 // there, as a [*TaskError]. [Client.Tasks] lists a node's tasks by guest,
 // type and start time: after a crash it finds the task a write may have
-// started.
+// started, and [Client.TaskUser] tells this client's tasks from others'
+// (compare it with the user of the task's [UPID]).
+//
+// A guest managed by Proxmox's HA stack ([GuestStatus.HAManaged]) is
+// started and stopped by the HA manager: the task [Client.Start],
+// [Client.Stop] and [Client.Shutdown] return only hands the request over,
+// and the guest changes state later, in a task the HA manager runs as
+// root@pam (see [Client.Start]).
 //
 // Optimistic concurrency: [Config.Digest] sent back in
 // [ConfigChange.Digest] makes Proxmox refuse the write with
@@ -84,7 +93,8 @@
 // [ErrInvalidRef] (node name, type, vmid outside 100..999999999),
 // [ErrInvalidConfig] (option names, line breaks, descriptions over 8192
 // characters, see [ConfigChange.Validate]), [ErrInvalidUPID] or
-// [ErrInvalidArgument].
+// [ErrInvalidArgument] (for example a disk name the guest type cannot
+// have, see [DiskResize.Validate]).
 //
 // A non-2xx answer is an [*APIError] with the status, the message (from the
 // reason phrase, or the body's "message" on PVE 8.3 and later) and the
@@ -93,9 +103,13 @@
 // classes usable with [errors.Is]: [ErrNotFound], [ErrLocked],
 // [ErrDigestMismatch] (in all its spellings), [ErrUnauthorized],
 // [ErrForbidden], [ErrNotImplemented], [ErrInvalidParameter],
-// [ErrAlreadyRunning], [ErrNotRunning], and [ErrTransient] for failures
-// that may clear by themselves (network, 429, 502 to 504, 595 to 599, a
-// config lock timeout). Task failures are classified the same way from
+// [ErrAlreadyRunning], [ErrNotRunning], [ErrShrink], [ErrAlreadySized],
+// and [ErrTransient] for failures that may clear by themselves (network,
+// 429, 502 to 504, 595 to 599, a config lock timeout). A config lock
+// timeout ("can't lock file ... - got timeout": someone held the guest's
+// lock longer than Proxmox waits) matches both [ErrLocked] and
+// [ErrTransient]; it proves nothing was done. Task failures are classified
+// the same way from
 // their exit status, so errors.Is(err, ErrLocked) holds whether Proxmox
 // refused synchronously or in the task. A server whose certificate matches
 // none of the pinned fingerprints fails with [ErrFingerprintMismatch]

@@ -259,7 +259,11 @@ func (c class) has(target error) bool {
 	return false
 }
 
-// The texts Proxmox uses; see API.md §1.3, §4, §5.3, §6.2, §7.
+// The texts Proxmox uses: PVE::AbstractConfig load_config and check_lock,
+// the "no such task" of pve-manager's task endpoints, the hostname lookup
+// of pve-common's PVE::Network, the digest checks of qemu-server and
+// PVE::Tools::assert_if_modified, the power handlers, and
+// PVE::Tools::lock_file_full.
 var (
 	reConfigMissing  = regexp.MustCompile(`Configuration file '[^']*' does not exist`)
 	reNoSuchTask     = regexp.MustCompile(`(?i)\bno such task\b`)

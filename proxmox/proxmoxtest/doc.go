@@ -5,9 +5,9 @@
 //
 // It follows net/http/httptest: the double runs the real client code path
 // over real HTTP, and [Server.Client] trusts the server's certificate. The
-// facts it emulates are those of ../../../shared/pve/API.md and QUIRKS.md
-// (Proxmox's own sources, cited there); where this package knowingly
-// deviates, the "Limits" section says so.
+// behaviour it emulates is taken from Proxmox's own Perl sources, and the
+// code names the function that decides each behaviour; where this package
+// knowingly deviates, the "Limits" section says so.
 //
 // # Model
 //
@@ -28,7 +28,9 @@
 // GET config merges the pending section unless current=1; GET pending
 // returns Proxmox's key/value/pending/delete items. Power actions and QEMU
 // config updates through POST return a UPID and do their work in a task;
-// QEMU PUT and LXC PUT update synchronously. Checks that Proxmox makes
+// QEMU PUT and LXC PUT update synchronously. A disk resize (PUT resize)
+// changes only the drive's size= in the config: in a "resize" task, except
+// for QEMU before PVE 8, which resizes synchronously. Checks that Proxmox makes
 // before forking a worker fail the request (500 with the message as the
 // status line's reason phrase); the others fail the task, whose exit status
 // then carries the error text.
@@ -52,7 +54,8 @@
 // storage); GET /nodes; GET /nodes/{node}/qemu and /lxc; for each guest GET
 // the index, GET config (current, snapshot), PUT config, POST config (QEMU,
 // with background_delay), GET pending, GET status/current, POST
-// status/start, stop, shutdown and reboot; GET /nodes/{node}/tasks (start,
+// status/start, stop, shutdown and reboot, PUT resize (disk, size as
+// absolute or "+N", digest; skiplock for QEMU); GET /nodes/{node}/tasks (start,
 // limit, vmid, typefilter, userfilter, since, until, errors, statusfilter,
 // source=archive|active|all); GET /nodes/{node}/tasks/{upid}/status and
 // /log (start, limit); DELETE /nodes/{node}/tasks/{upid}; GET and POST
@@ -133,6 +136,14 @@
 //	QEMU digest mismatch text           "missmatch"   "mismatch" (8.3)
 //	POST body limit                     64 KiB        512 KiB (8.4)
 //	401 reasons for bad tickets/tokens  specific      "Authentication failed!" (9.0)
+//	QEMU resize                         synchronous   "resize" task (8.0)
+//	LXC resize checks                   under lock    again in the task (8.0)
+//	LXC start/stop/shutdown lock        in handler    in the task (8.2)
+//	QEMU POST config lock               in handler    in the task (9.2)
+//	HA status "group"                   present       absent (9.1)
+//
+// "Lock" means where the guest's config lock is taken, which decides
+// whether [Fault].LockTimeout fails the request or its task.
 //
 // # Tasks
 //
@@ -144,7 +155,10 @@
 // [Server.FinishTask] or [Server.FinishTasks]; [Server.WaitIdle] waits for
 // all tasks, [Server.AwaitTask] for a particular one. [WithTaskVisibilityDelay]
 // emulates the short window after a fork in which the task's status
-// answers 400 "no such task".
+// answers 400 "no such task". A task's user is the request's auth id; a
+// token's task reports it split into user and tokenid in its status and,
+// once finished, in the task list (a running one is listed under the full
+// token id), and the list's userfilter matches what is reported.
 //
 // # Faults
 //
@@ -153,12 +167,31 @@
 // codes including the proxy's 595 to 599, latency under the test's control
 // ([Fault].Wait) or in real time ([Fault].Delay), connections dropped before
 // or after the request took effect ([DropMode]), failing or warning tasks,
-// and hooks ([Fault].Before, [Fault].After) that make locks appear
+// a config lock held by someone else past Proxmox's 10 s wait
+// ([Fault].LockTimeout: "can't lock file ... - got timeout", from the
+// handler or the task, wherever Proxmox takes the lock), and hooks
+// ([Fault].Before, [Fault].After) that make locks appear
 // ([Server.SetLock]) or another writer change the config
 // ([Server.UpdateConfig]) between a client's read and its write.
 // [Server.SetNodeOnline] takes a node off the network, and
 // [Server.SetResourcesStale] freezes /cluster/resources as its RRD source
 // lags on a real cluster.
+//
+// # HA-managed guests
+//
+// A guest added with [GuestSpec].HA (or [Server.SetHA]) is an HA resource.
+// Its start, stop and shutdown requests return a "hastart" or "hastop" task
+// of the caller that only hands the request over (its log says "Requesting
+// HA start for VM 100"); a reboot is not routed through HA. When that task
+// finishes, the HA manager acts: the service state changes ("started", or
+// "request_stop" then "stopped"; "error" if its action fails) and, unless
+// the guest already is in the state asked for, a task of root@pam starts
+// or stops it: qmstart or vzstart; qmstop or vzstop for a stop; qmshutdown
+// (forced after the timeout) or vzshutdown for a shutdown. That task runs
+// like any other ([WithManualTasks] applies). [Server.HoldHA] holds the
+// HA manager so a test can observe the moment between hand-over and
+// action. Status answers carry "ha" ({"managed":1,"state":...}, with
+// "group" before 9.1) and /cluster/resources "hastate".
 //
 // # Inspection
 //
@@ -170,8 +203,7 @@
 //
 // The fake emulates the API surface guestward uses, not Proxmox. It does
 // not emulate: other API formats (/api2/extjs etc. answer 501); guest
-// creation, deletion, migration, snapshots, backups; HA-managed guests;
-// ACLs and privilege separation (every token may do everything a token may
+// creation, deletion, migration, snapshots, backups; ACLs and privilege separation (every token may do everything a token may
 // do; use a 403 fault to test permission errors); paused or suspended
 // guests and the reset/suspend/resume actions (so neither "VM is paused"
 // nor the resume a start does on a running VM locked for backup); the
@@ -181,7 +213,15 @@
 // endpoints other than the tasks. Resource figures (memory use, network
 // counters, CPU load) are plausible constants, not measurements. Disk
 // hotplug is simplified (SCSI and VirtIO disks hotplug, IDE and SATA disks
-// do not, CD media always do). The option schema covers the common QEMU and
+// do not, CD media always do). Volumes have no size of their own: a resize
+// reads and writes the drive's size=, so a drive without one cannot be
+// resized ("Could not determine current size of volume"), and the
+// rounding storages apply to a volume's real size is not emulated; the
+// check that an LXC mount point's volume belongs to the container is
+// left out. The HA manager acts only on requests handed over through the
+// API: it does not restart a guest stopped behind its back
+// ([Server.SetRunning]), fence, migrate, or retry and relocate a failed
+// start. The option schema covers the common QEMU and
 // LXC options; an option it does not know is refused as unknown.
 //
 // # Concurrency
