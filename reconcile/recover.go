@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sort"
+	"strconv"
 	"time"
 
 	"github.com/guestward/guestward/journal"
@@ -147,7 +149,7 @@ func (e *Engine) recover(ctx context.Context, wait bool) (RecoveryReport, error)
 	}
 	var rep RecoveryReport
 	for _, en := range inflight {
-		r := RecoveredOp{OpID: en.OpID, Kind: ActionKind(en.Kind), Key: en.IdempKey, From: en.State, UPID: proxmox.UPID(en.UPID)}
+		r := RecoveredOp{OpID: en.OpID, Kind: ActionKind(en.Kind), Key: userKey(en.IdempKey), From: en.State, UPID: proxmox.UPID(en.UPID)}
 		o, err := opFromEntry(en)
 		if err != nil {
 			// A record we cannot act on: close it, it cannot be retried.
@@ -226,18 +228,19 @@ func (e *Engine) resolve(ctx context.Context, o *op, en journal.Entry, r *Recove
 			}
 			r.UPID, r.How = upid, "task adopted"
 		case found.applied:
-			e.finishRecovered(ctx, o, r, nil, "change in effect")
+			e.finishRecovered(ctx, o, r, nil, "change in effect", false)
 			return
 		case found.undecidable:
 			// It may have run: record it as failed, never run it again.
-			e.finishRecovered(ctx, o, r, fmt.Errorf("outcome unknown: %w", errConfigMoved), "configuration changed since: outcome unknown")
+			e.finishRecovered(ctx, o, r, fmt.Errorf("outcome unknown: %w", errConfigMoved), "configuration changed since: outcome unknown", false)
 			return
 		default:
 			how := "no task: the request never reached Proxmox"
 			if o.taskType() == "" {
 				how = "change not in effect: the request never reached Proxmox"
 			}
-			e.finishRecovered(ctx, o, r, errors.New("not started: "+how), how)
+			// Nothing reached Proxmox: a one-shot's key stays usable.
+			e.finishRecovered(ctx, o, r, fmt.Errorf("%w: not started: %s", errNotSent, how), how, true)
 			return
 		}
 	}
@@ -274,21 +277,94 @@ func (e *Engine) resolve(ctx context.Context, o *op, en journal.Entry, r *Recove
 		// Proxmox no longer knows the task (its log was rotated away).
 		// Whether it succeeded cannot be told; it did run, so it must not
 		// run again: record it as failed with the reason.
-		e.finishRecovered(ctx, o, r, fmt.Errorf("outcome unknown: task %s is gone: %w", upid, err), "task gone")
+		e.finishRecovered(ctx, o, r, fmt.Errorf("outcome unknown: task %s is gone: %w", upid, err), "task gone", false)
 		return
 	}
 	if r.How == "" {
 		r.How = "task finished"
 	}
-	e.finishRecovered(ctx, o, r, err, r.How)
+	nothingDone := false
+	if err != nil && taskDidNothing(err) {
+		// The task did nothing. But the engine retries such a task (a
+		// lock timeout) under the same operation, and may have sent the
+		// request again, and crashed, before it could record the new
+		// task: look for it before taking the operation as done.
+		next, ferr := e.laterTask(ctx, o, upid, en.At)
+		switch {
+		case ferr != nil:
+			r.Error = fmt.Sprintf("task %s did nothing (%v), and looking for a later attempt failed: %v", upid, err, ferr)
+			return
+		case next != nil:
+			if jerr := e.cfg.Journal.Append(ctx, journal.Entry{OpID: o.id, State: journal.TaskRunning, UPID: string(next.UPID)}); jerr != nil {
+				r.Error = fmt.Sprintf("recording the adopted task %s: %v", next.UPID, jerr)
+				return
+			}
+			r.UPID, r.How = next.UPID, "retried task adopted"
+			en.UPID = string(next.UPID)
+			e.resolve(ctx, o, en, r, wait)
+			return
+		}
+		nothingDone = true
+	}
+	e.finishRecovered(ctx, o, r, err, r.How, nothingDone)
+}
+
+// laterTask looks for a task the operation started after the task prev
+// failed without acting: a task of the operation's type (or its HA type)
+// for the guest, started by the engine's user no earlier than prev, and
+// owned by no journaled operation. It waits SettleDelay after the
+// operation's latest record (at), so that a request sent again just before
+// a crash has reached Proxmox.
+func (e *Engine) laterTask(ctx context.Context, o *op, prev proxmox.UPID, at time.Time) (*proxmox.TaskInfo, error) {
+	pi, err := prev.Parse()
+	if err != nil {
+		return nil, err
+	}
+	if wait := at.Add(e.cfg.SettleDelay).Sub(e.cfg.Now()); wait > 0 {
+		if err := sleepCtx(ctx, wait); err != nil {
+			return nil, err
+		}
+	}
+	claimed, err := e.claimedTasks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	claimed[prev] = true
+	types := []string{o.taskType()}
+	if ha := o.haTaskType(); ha != "" {
+		types = append(types, ha)
+	}
+	for _, tt := range types {
+		if tt == "" {
+			continue
+		}
+		tasks, err := e.cfg.Proxmox.Tasks(ctx, o.ref.Node, proxmox.TaskFilter{VMID: o.ref.VMID, Type: tt, Since: pi.StartTime})
+		if err != nil {
+			return nil, fmt.Errorf("listing tasks of %s: %w", o.ref, err)
+		}
+		sort.SliceStable(tasks, func(i, j int) bool { return tasks[i].StartTime.Before(tasks[j].StartTime) })
+		for i := range tasks {
+			t := &tasks[i]
+			if claimed[t.UPID] || t.ID != strconv.Itoa(o.ref.VMID) || !e.ownTask(t.UPID) || t.StartTime.Before(pi.StartTime) {
+				continue
+			}
+			return t, nil
+		}
+	}
+	return nil, nil
 }
 
 // finishRecovered journals the outcome of a recovered operation.
-func (e *Engine) finishRecovered(ctx context.Context, o *op, r *RecoveredOp, err error, how string) {
+// nothingDone says that err proves Proxmox did not act; the failure is then
+// journaled with nothingDoneMark, which leaves a one-shot's key usable.
+func (e *Engine) finishRecovered(ctx context.Context, o *op, r *RecoveredOp, err error, how string, nothingDone bool) {
 	_, state := classify(o.kind, err)
 	rec := journal.Entry{OpID: o.id, State: state}
 	if err != nil {
 		rec.Error = err.Error()
+		if nothingDone && state == journal.Failed {
+			rec.Error = nothingDoneMark + rec.Error
+		}
 		r.Error = err.Error()
 	}
 	if jerr := e.cfg.Journal.Append(ctx, rec); jerr != nil {

@@ -2,6 +2,7 @@ package reconcile_test
 
 import (
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -207,5 +208,57 @@ func TestRecoverClosesUnreadableRecords(t *testing.T) {
 	rep, err := f.eng.Recover(ctxT(t))
 	if err != nil || rep.Ops[0].To != journal.Failed || rep.Ops[0].How != "unreadable record" {
 		t.Fatalf("%+v %v", rep, err)
+	}
+}
+
+// A crash after the engine sent again a task that did nothing (a lock
+// timeout), before it recorded the new task: Recover finds the new task and
+// waits for it, instead of taking the operation as done with nothing done,
+// which would leave the key usable and run the request a second time.
+func TestRecoverAdoptsTheRetryOfATaskThatDidNothing(t *testing.T) {
+	f := newFixture(t, nil)
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+	f.srv.Inject(proxmoxtest.Fault{Method: "POST", Path: "/nodes/*/qemu/100/status/start", Times: 1, LockTimeout: true})
+	path := filepath.Join(t.TempDir(), "ops.journal")
+	j1 := openFileJournal(t, path)
+	calls := 0
+	e1 := f.newEngine(j1, func(c *reconcile.Config) {
+		c.Checkpoint = func(p string) error {
+			if p == "op/after-call" {
+				if calls++; calls == 2 {
+					return errCrash // the retry was sent, its task not recorded
+				}
+			}
+			return nil
+		}
+	})
+	shot := reconcile.OneShot{Key: "start-100", Ref: qemu(100), Kind: reconcile.ActionStart}
+	if _, err := e1.Apply(ctxT(t), shot); !errors.Is(err, reconcile.ErrInterrupted) {
+		t.Fatalf("first life: %v", err)
+	}
+	if err := f.srv.WaitIdle(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.srv.TaskCount(qemu(100), "qmstart"); n != 2 {
+		t.Fatalf("%d start tasks after the first life, want 2 (one that did nothing, its retry)", n)
+	}
+	j1.Close()
+
+	j2 := openFileJournal(t, path)
+	defer j2.Close()
+	e2 := f.newEngine(j2)
+	rec, err := e2.Recover(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Ops) != 1 || rec.Ops[0].To != journal.Succeeded || rec.Ops[0].Key != "start-100" {
+		t.Fatalf("Recover: %+v", rec.Ops)
+	}
+	res, err := e2.Apply(ctxT(t), shot)
+	if err != nil || !res.Replayed || !res.Applied() {
+		t.Fatalf("the same key after recovery: %+v %v", res, err)
+	}
+	if n := f.srv.TaskCount(qemu(100), "qmstart"); n != 2 {
+		t.Errorf("%d start tasks, want 2: the request ran again", n)
 	}
 }
