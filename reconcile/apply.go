@@ -41,8 +41,10 @@ type OneShot struct {
 	// request with the same key then runs again, as a new attempt. A key
 	// gets at most [MaxKeyAttempts] attempts; the last one consumes it,
 	// whatever its outcome. An attempt left in flight (a crash, an ended
-	// context) and resolved later by [Engine.Recover] consumes the key,
-	// whatever Recover finds.
+	// context) is resolved later by [Engine.Recover]: it leaves the key
+	// usable only when Recover proves the request never reached Proxmox
+	// (no task, no effect) or that its task did nothing and was not sent
+	// again; otherwise it consumes the key.
 	//
 	// A key is 1 to [MaxKeyLen] bytes of UTF-8, without control
 	// characters and without white space at either end: a key read from
