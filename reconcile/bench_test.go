@@ -15,7 +15,8 @@ import (
 
 // BenchmarkPlan plans fleets of 30-option QEMU guests. "in_sync" guests
 // match their declaration once Proxmox's rewriting is normalized away;
-// "drift" has one guest in ten drifted in two options. guests/s reads
+// "drift" has one guest in ten drifted in two options, "grow" the same plus
+// a disk declared larger than it is (a resize). guests/s reads
 // better than ns/op across sizes; compare the ratio between sizes to check
 // that Plan scales linearly.
 func BenchmarkPlan(b *testing.B) {
@@ -24,9 +25,15 @@ func BenchmarkPlan(b *testing.B) {
 		for _, shape := range []struct {
 			name  string
 			drift int
-		}{{"in_sync", 0}, {"drift", 10}} {
+			grow  bool // the drifted guests' scsi1 is declared larger: a resize
+		}{{"in_sync", 0, false}, {"drift", 10, false}, {"grow", 10, true}} {
 			b.Run(fmt.Sprintf("guests=%d/%s", n, shape.name), func(b *testing.B) {
 				ds, os := syntheticFleet(n, shape.drift)
+				if shape.grow {
+					for i := 0; i < n; i += shape.drift {
+						os[i].Config["scsi1"] = "local-lvm:vm-100-disk-1,size=50G"
+					}
+				}
 				b.ReportAllocs()
 				b.ResetTimer()
 				for range b.N {
