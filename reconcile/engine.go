@@ -169,9 +169,10 @@ type Config struct {
 	// started by that user, never one an operator or another tool started.
 	//
 	// When Proxmox can tell it (a *proxmox.Client, or any Proxmox with a
-	// TaskUser() string method), it is derived from the client's
-	// credentials, and NewEngine refuses a TaskUser that differs from
-	// them: a wrong one ("root@pam" for the token "root@pam!agent", say)
+	// TaskUser() string method), the engine asks the client each time it
+	// matches a task, and NewEngine refuses a TaskUser that differs from
+	// the client's (but for letter case, which Proxmox may settle at
+	// login for some realms): a wrong one ("root@pam" for the token "root@pam!agent", say)
 	// would make the engine miss its own task after a lost answer and send
 	// the write again. Set it only for a Proxmox that cannot tell; left
 	// empty there, tasks of any user are considered (still never one
@@ -313,7 +314,10 @@ func NewEngine(cfg Config) (*Engine, error) {
 		case own == "":
 		case cfg.TaskUser == "":
 			cfg.TaskUser = own
-		case cfg.TaskUser != own:
+		case !strings.EqualFold(cfg.TaskUser, own):
+			// Letter case aside: a password login on a realm whose user
+			// names are case-insensitive learns Proxmox's spelling only
+			// when it logs in, and the engine asks the client again.
 			return nil, fmt.Errorf("%w: TaskUser %q does not match the client's identity %q: its tasks would not be recognized after a lost answer", ErrConfig, cfg.TaskUser, own)
 		}
 	}

@@ -794,13 +794,21 @@ func (e *Engine) claimedTasks(ctx context.Context) (map[proxmox.UPID]bool, error
 }
 
 // ownTask reports whether a task may have been started by the engine's
-// client: any task when TaskUser is not set, else those of TaskUser.
+// client: those of the client's identity when Proxmox can tell it (asked
+// now: a password login learns Proxmox's spelling of the user only when it
+// logs in), else those of TaskUser, else any task.
 func (e *Engine) ownTask(upid proxmox.UPID) bool {
-	if e.cfg.TaskUser == "" {
+	user := e.cfg.TaskUser
+	if id, ok := e.cfg.Proxmox.(interface{ TaskUser() string }); ok {
+		if own := id.TaskUser(); own != "" {
+			user = own
+		}
+	}
+	if user == "" {
 		return true
 	}
 	info, err := upid.Parse()
-	return err == nil && info.User == e.cfg.TaskUser
+	return err == nil && info.User == user
 }
 
 // changeInEffect looks at the guest's configuration for the effect of a

@@ -2,6 +2,7 @@ package reconcile_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,7 +36,7 @@ func TestTaskUserFollowsTheClientsIdentity(t *testing.T) {
 		{"same as the client", px, "root@pam!agent", false},
 		{"the token's user, not the token", px, "root@pam", true},
 		{"another token", px, "root@pam!other", true},
-		{"case differs", px, "Root@pam!agent", true},
+		{"case differs: the client's spelling wins once it logs in", px, "Root@pam!agent", false},
 		{"client cannot tell: taken as given", identified{Proxmox: f.client}, "alice@pve", false},
 		{"malformed", identified{Proxmox: f.client}, "alice", true},
 		{"malformed token", identified{Proxmox: f.client}, "alice@pve!", true},
@@ -86,5 +87,40 @@ func TestTaskUserDerivedFromTheClientLimitsAdoption(t *testing.T) {
 	}
 	if len(rep.Ops) != 1 || rep.Ops[0].To != journal.Failed || rep.Ops[0].UPID != "" {
 		t.Fatalf("the operator's task was taken for the engine's: %+v", rep.Ops)
+	}
+}
+
+// respelled is a client whose user name Proxmox spells differently once
+// it has logged in, as a password login on a realm with case-insensitive
+// user names does.
+type respelled struct {
+	reconcile.Proxmox
+	user *string
+}
+
+func (p respelled) TaskUser() string { return *p.user }
+
+// The engine asks the client for its identity when it matches a task, so a
+// spelling learnt at login is the one used.
+func TestTaskUserIsAskedWhenMatching(t *testing.T) {
+	f := newFixture(t, nil)
+	token, _ := f.srv.APIToken()
+	before := strings.ToUpper(token[:1]) + token[1:]
+	user := before
+	eng := f.newEngine(f.j, func(c *reconcile.Config) { c.Proxmox = respelled{Proxmox: c.Proxmox, user: &user} })
+	user = token // logged in: Proxmox's spelling
+
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+	intent(t, f.j, "lost", qemu(100), reconcile.ActionStart, "", time.Now())
+	upid, err := f.client.Start(ctxT(t), qemu(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := eng.Recover(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Ops) != 1 || rep.Ops[0].To != journal.Succeeded || rep.Ops[0].UPID != upid {
+		t.Fatalf("the engine's own task was not adopted: %+v", rep.Ops)
 	}
 }
