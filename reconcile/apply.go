@@ -318,6 +318,14 @@ func (e *Engine) Apply(ctx context.Context, s OneShot) (Result, error) {
 	if err := s.Validate(); err != nil {
 		return base, err
 	}
+	if s.Kind == ActionSetConfig {
+		// The options a desired state may not manage are as much out of
+		// a one-shot's reach: the engine's Validation decides both.
+		d := Desired{Ref: s.Ref, Config: s.Set, Delete: s.Delete}
+		if err := d.ValidateWith(e.cfg.Validation); err != nil {
+			return base, fmt.Errorf("%w: %w", ErrInvalidOneShot, err)
+		}
+	}
 	if e.cfg.DryRun {
 		return base, fmt.Errorf("%w: Apply sends its operation", ErrDryRun)
 	}

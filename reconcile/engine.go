@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -143,9 +144,10 @@ type Config struct {
 	// Plan holds the normalize rules; the zero value uses the defaults.
 	Plan PlanOptions
 	// Validation is what every pass validates the desired state under,
-	// whatever the provider checked: the zero value allows no root-only
-	// option (see [ValidateDesiredWith]). Invalid options abort every
-	// pass with the error of [ValidateOptions.Validate].
+	// whatever the provider checked, and what a one-shot configuration
+	// change is checked against: the zero value allows no root-only
+	// option (see [ValidateDesiredWith]). NewEngine refuses invalid
+	// options, and keeps a copy.
 	Validation ValidateOptions
 	// Retries bounds the attempts at one action after errors that prove
 	// Proxmox did nothing (transient errors); default 3. RetryMin and
@@ -309,6 +311,10 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if err := cfg.Validation.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: Validation: %w", ErrConfig, err)
+	}
+	cfg.Validation.AllowRootOnly = slices.Clone(cfg.Validation.AllowRootOnly)
 	if id, ok := cfg.Proxmox.(interface{ TaskUser() string }); ok {
 		switch own := id.TaskUser(); {
 		case own == "":
