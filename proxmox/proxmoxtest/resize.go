@@ -108,7 +108,8 @@ func (s *Server) volumeStorageLocked(volid string) error {
 func currentSize(d map[string]string, volid string) (int64, error) {
 	n, err := strconv.ParseInt(d["size"], 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("Could not determine current size of volume '%s'", volid)
+		// Proxmox's own text, capital letter included.
+		return 0, fmt.Errorf("%s", "Could not determine current size of volume '"+volid+"'")
 	}
 	return n, nil
 }
