@@ -8,9 +8,18 @@
 //	go run ./examples/oneshot -key resize-db -guest pve1/qemu/103 -do set_config -set memory=16384 -set cores=4 -journal j.db
 //
 // This is how a hub's request should reach a guest: the hub names the
-// attempt (its request id, say), guestward journals the operation under
+// request (its request id, say), guestward journals the operation under
 // that key before calling Proxmox, and a retried or duplicated request
 // cannot start a second task. See reconcile.Engine.Apply.
+//
+// A key names one request: this guest, this action, these options. It is
+// spent once Proxmox may have acted on the request, whether the operation
+// then succeeded or failed; to try a spent request again, give it a new
+// key. A failure that proves Proxmox did nothing (the guest was locked,
+// the digest was stale, a power action found the guest in the other state,
+// Proxmox refused the request before acting on it) leaves the key unused,
+// and says so: the same command runs the request again. The same key with
+// another request is refused, and nothing is sent.
 //
 // With -demo it runs against the demonstration fleet (a fake Proxmox VE
 // cluster in this process) and shows it: the first run starts a stopped
@@ -25,8 +34,9 @@
 // run first resolves what a crashed run left in flight.
 //
 // Exit codes: 0 the operation succeeded, now or in an earlier run with the
-// same key; 1 it failed (now or earlier: a key names one attempt, use a
-// new key to try again) or could not run; 2 a setting is wrong.
+// same key; 1 it failed, now or earlier (the output says whether the key is
+// spent or still unused), or could not run; 2 a setting is wrong, a key
+// already used for another request included.
 package main
 
 import (
@@ -120,7 +130,7 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 	}
 	s.conn.Register(fs)
 	fs.StringVar(&s.journal, "journal", "", "journal `path`; .db, .bolt or .bbolt picks the bbolt backend (env GUESTWARD_JOURNAL)")
-	fs.StringVar(&s.key, "key", "", "idempotency `key`: names this one attempt; a key already used is never run again")
+	fs.StringVar(&s.key, "key", "", "idempotency `key`: names this one request; once Proxmox may have acted on it, the key never runs again")
 	fs.StringVar(&s.guest, "guest", "", "the guest, as `node/type/vmid`: pve1/qemu/100, pve2/lxc/200")
 	fs.Var(&s.do, "do", "the `action`: start, stop, shutdown, reboot or set_config")
 	fs.Var(s.set, "set", "with -do set_config: an `option=value` to set; repeat for more")
@@ -255,10 +265,17 @@ func apply(ctx context.Context, s *settings, client *proxmox.Client, jr journal.
 	res, err := engine.Apply(ctx, op)
 	out.OneShot(op, res, err)
 	switch {
+	case errors.Is(err, reconcile.ErrKeyConflict):
+		// The request is fine; the key given for it is not.
+		return cli.ExitUsage, "-key names another request; a new request needs a new key: " + err.Error()
 	case err != nil:
 		return cli.ExitFailure, err.Error()
+	case !res.Applied() && res.KeyUnused:
+		return cli.ExitFailure, "the operation failed, and Proxmox did nothing: the key is unused, and the same request may be sent again with it: " + res.Error
+	case !res.Applied() && res.Replayed:
+		return cli.ExitFailure, "the operation failed in an earlier run with this key; use a new key to try again: " + res.Error
 	case !res.Applied():
-		return cli.ExitFailure, "the operation failed: " + res.Error
+		return cli.ExitFailure, "the operation failed, and the key is used; use a new key to try again: " + res.Error
 	case res.Replayed:
 		return cli.ExitOK, "already applied"
 	}

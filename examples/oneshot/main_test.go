@@ -111,24 +111,195 @@ func TestSameKeyTwice(t *testing.T) {
 	}
 }
 
-// A key names one attempt: after a failure, the same key reports the
-// failure and sends nothing.
-func TestFailedKeyStaysUsed(t *testing.T) {
+// writesSince returns the writes (requests other than GET) the fake got
+// after the first n requests of its log.
+func (f *fixture) writesSince(n int) []string {
+	var out []string
+	for _, r := range f.srv.Requests()[n:] {
+		if r.Method != "GET" {
+			out = append(out, r.Method+" "+r.Path)
+		}
+	}
+	return out
+}
+
+// oneShotRecord returns the "oneshot" and "exit" records of a run with
+// -output json.
+func oneShotRecord(t *testing.T, out string) (res map[string]any, exit map[string]any) {
+	t.Helper()
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("not JSON: %q", line)
+		}
+		switch rec["type"] {
+		case "oneshot":
+			res, _ = rec["result"].(map[string]any)
+		case "exit":
+			exit = rec
+		}
+	}
+	if res == nil || exit == nil {
+		t.Fatalf("no oneshot or exit record:\n%s", out)
+	}
+	return res, exit
+}
+
+// A failure that proves Proxmox did nothing (a start refused because the
+// guest is locked) leaves the key unused, and says so: the same command
+// runs the request again, as a new attempt, once the lock is gone; after
+// that success the key is spent, and a third run is a replay. All along
+// the key still names its request: another request with it is refused.
+func TestKeyUnusedAfterNothingDone(t *testing.T) {
 	f := newFixture(t, "journal")
 	args := []string{"-key", "start-db", "-guest", "pve1/qemu/101", "-do", "start"}
 	code, out, errOut := oneshotRun(f.env, args...)
-	if code != cli.ExitFailure || !strings.Contains(out, "FAILED") {
+	if code != cli.ExitFailure || !strings.Contains(out, "FAILED") || !strings.Contains(out, "VM is locked (backup)") {
 		t.Fatalf("start of a locked guest: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
+	for _, want := range []string{"Proxmox did nothing", "still unused", "the same request with the same key runs again"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the locked start does not say %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "use a new key") {
+		t.Errorf("the locked start tells the user to use a new key, but the key is unused:\n%s", out)
+	}
+	if st, _ := f.srv.Guest(f.db); st.Running {
+		t.Fatal("the locked guest was started")
+	}
+
+	// The unused key still names its request.
 	before := len(f.srv.Requests())
+	code, out, errOut = oneshotRun(f.env, "-key", "start-db", "-guest", "pve1/qemu/101", "-do", "stop")
+	if code != cli.ExitUsage || !strings.Contains(out, "refused, nothing was sent") || !strings.Contains(out, "needs a new key") {
+		t.Errorf("the unused key for another request: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	if w := f.writesSince(before); len(w) != 0 {
+		t.Errorf("a refused request sent %v", w)
+	}
+
+	// The lock goes; the same command runs again.
+	if err := f.srv.SetLock(f.db, ""); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = oneshotRun(f.env, append(args, "-output", "json")...)
+	res, exit := oneShotRecord(t, out)
+	if code != cli.ExitOK || res["state"] != "succeeded" || res["replayed"] == true || res["attempt"] != 2.0 || res["key_unused"] == true {
+		t.Fatalf("the same command once the lock is gone: exit %d, result %v\nstdout:\n%s\nstderr:\n%s", code, res, out, errOut)
+	}
+	if exit["code"] != 0.0 || exit["reason"] != "applied" {
+		t.Errorf("exit record %v", exit)
+	}
+	if st, _ := f.srv.Guest(f.db); !st.Running {
+		t.Error("the second attempt did not start the guest")
+	}
+	if n := f.srv.TaskCount(f.db, "qmstart"); n != 2 {
+		t.Errorf("%d start tasks, want 2: the refused one and the one that ran", n)
+	}
+
+	// The key is spent now: a third run is a replay, and sends nothing.
+	before = len(f.srv.Requests())
+	code, out, errOut = oneshotRun(f.env, args...)
+	if code != cli.ExitOK || !strings.Contains(out, "already applied by op") || !strings.Contains(out, "nothing was sent") {
+		t.Fatalf("the same command a third time: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	if w := f.writesSince(before); len(w) != 0 {
+		t.Errorf("the replay sent %v", w)
+	}
+	if n := f.srv.TaskCount(f.db, "qmstart"); n != 2 {
+		t.Errorf("%d start tasks after the replay, want 2", n)
+	}
+}
+
+// A failure after Proxmox may have acted (a start task that fails with an
+// ordinary error) spends the key: the same key reports the failure, sends
+// nothing, and tells the user to use a new key, which runs.
+func TestFailedKeyStaysUsed(t *testing.T) {
+	f := newFixture(t, "journal")
+	f.srv.Inject(proxmoxtest.Fault{Method: "POST", Path: "/nodes/pve1/qemu/100/status/start", Times: 1,
+		TaskError: "start failed: QEMU exited with code 1"})
+	args := []string{"-key", "start-web", "-guest", "pve1/qemu/100", "-do", "start"}
+	code, out, errOut := oneshotRun(f.env, args...)
+	if code != cli.ExitFailure || !strings.Contains(out, "FAILED") || !strings.Contains(out, "QEMU exited with code 1") {
+		t.Fatalf("a start task that fails: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	if !strings.Contains(out, "use a new key") || strings.Contains(out, "did nothing") || strings.Contains(out, "unused") {
+		t.Errorf("a failure that may have acted must say the key is spent:\n%s", out)
+	}
+
+	before := len(f.srv.Requests())
+	code, out, _ = oneshotRun(f.env, append(args, "-output", "json")...)
+	res, exit := oneShotRecord(t, out)
+	if code != cli.ExitFailure || res["replayed"] != true || res["state"] != "failed" || res["key_unused"] == true || res["attempt"] != 1.0 {
+		t.Fatalf("the same key again: exit %d, result %v\nstdout:\n%s", code, res, out)
+	}
+	if reason, _ := exit["reason"].(string); !strings.Contains(reason, "use a new key") {
+		t.Errorf("exit record %v", exit)
+	}
 	code, out, _ = oneshotRun(f.env, args...)
 	if code != cli.ExitFailure || !strings.Contains(out, "already used") || !strings.Contains(out, "use a new key") {
-		t.Fatalf("the same key again: exit %d\nstdout:\n%s", code, out)
+		t.Fatalf("the same key a third time: exit %d\nstdout:\n%s", code, out)
 	}
-	for _, r := range f.srv.Requests()[before:] {
-		if r.Method != "GET" {
-			t.Errorf("the replay sent %s %s", r.Method, r.Path)
-		}
+	if w := f.writesSince(before); len(w) != 0 {
+		t.Errorf("the replays sent %v", w)
+	}
+	if n := f.srv.TaskCount(f.web, "qmstart"); n != 1 {
+		t.Errorf("%d start tasks for a spent key, want 1", n)
+	}
+
+	args[1] = "start-web/2"
+	if code, out, errOut = oneshotRun(f.env, args...); code != cli.ExitOK || !strings.Contains(out, "applied by op") {
+		t.Fatalf("a new key: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	if st, _ := f.srv.Guest(f.web); !st.Running {
+		t.Error("the new key did not start the guest")
+	}
+}
+
+// A key names one request: the same key with another guest, action or
+// option is refused with a clear message and exit 2, and nothing is sent.
+func TestKeyForAnotherRequest(t *testing.T) {
+	f := newFixture(t, "journal")
+	args := []string{"-key", "ticket-7", "-guest", "pve1/qemu/100", "-do", "set_config", "-set", "memory=2048"}
+	if code, out, errOut := oneshotRun(f.env, args...); code != cli.ExitOK {
+		t.Fatalf("first run: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // what the message names as different
+	}{
+		{"another value", []string{"-guest", "pve1/qemu/100", "-do", "set_config", "-set", "memory=4096"}, `"2048", not "4096"`},
+		{"another guest", []string{"-guest", "pve1/qemu/101", "-do", "set_config", "-set", "memory=2048"}, "vmid 100, not 101"},
+		{"another action", []string{"-guest", "pve1/qemu/100", "-do", "start"}, "kind set_config, not start"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(f.srv.Requests())
+			code, out, errOut := oneshotRun(f.env, append([]string{"-key", "ticket-7"}, tc.args...)...)
+			if code != cli.ExitUsage {
+				t.Errorf("exit %d, want %d", code, cli.ExitUsage)
+			}
+			for _, want := range []string{"refused, nothing was sent", "idempotency key already used for another request", "needs a new key"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("the output does not say %q:\nstdout:\n%s\nstderr:\n%s", want, out, errOut)
+				}
+			}
+			if !strings.Contains(out, tc.want) {
+				t.Errorf("the output does not name what differs (%q):\n%s", tc.want, out)
+			}
+			if w := f.writesSince(before); len(w) != 0 {
+				t.Errorf("a refused request sent %v", w)
+			}
+			code, out, _ = oneshotRun(f.env, append([]string{"-key", "ticket-7", "-output", "json"}, tc.args...)...)
+			res, exit := oneShotRecord(t, out)
+			if code != cli.ExitUsage || exit["code"] != float64(cli.ExitUsage) || res["op_id"] != "" {
+				t.Errorf("JSON: exit %d, result %v, exit record %v", code, res, exit)
+			}
+		})
+	}
+	if st, _ := f.srv.Guest(f.web); st.Config["memory"] != "2048" || st.Running {
+		t.Errorf("web-1: memory %s, running %v; only the first request may have run", st.Config["memory"], st.Running)
 	}
 }
 

@@ -10,6 +10,7 @@ package output
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -435,29 +436,49 @@ func (p *Printer) OneShot(s reconcile.OneShot, res reconcile.Result, err error) 
 	p.record(OneShotText(s, res, err) + "\n")
 }
 
-// OneShotText says, for a person, what a one-shot operation did.
+// OneShotText says, for a person, what a one-shot operation did. A failure
+// says whether it spent the key: one that proves Proxmox did nothing
+// (Result.KeyUnused) leaves the key usable for the same request, and any
+// other failure needs a new key to try again.
 func OneShotText(s reconcile.OneShot, res reconcile.Result, err error) string {
 	what := fmt.Sprintf("%s %s", s.Kind, s.Ref)
 	task := ""
 	if res.UPID != "" {
 		task = ", task " + string(res.UPID)
 	}
+	attempt := ""
+	if res.Attempt > 1 {
+		attempt = fmt.Sprintf(" (attempt %d)", res.Attempt)
+	}
 	switch {
+	case errors.Is(err, reconcile.ErrKeyConflict):
+		return fmt.Sprintf("%s (key %q): refused, nothing was sent: %v; a key names one request, so this one needs a new key",
+			what, s.Key, err)
 	case err != nil && res.OpID == "":
 		return fmt.Sprintf("%s (key %q): not run: %v", what, s.Key, err)
+	case err != nil && res.KeyUnused:
+		return fmt.Sprintf("%s (key %q): op %s%s is %s: %v; %s", what, s.Key, res.OpID, attempt, res.State, err, keyUnusedText)
 	case err != nil:
-		return fmt.Sprintf("%s (key %q): op %s is %s: %v", what, s.Key, res.OpID, res.State, err)
+		return fmt.Sprintf("%s (key %q): op %s%s is %s: %v", what, s.Key, res.OpID, attempt, res.State, err)
 	case res.Replayed && res.Applied():
 		return fmt.Sprintf("%s (key %q): already applied by op %s%s; nothing was sent", what, s.Key, res.OpID, task)
+	case res.KeyUnused:
+		// A replay is of a spent key, so this is an attempt that ran,
+		// here or in a call this one joined.
+		return fmt.Sprintf("%s (key %q): FAILED in op %s%s%s: %s; %s", what, s.Key, res.OpID, attempt, task, res.Error, keyUnusedText)
 	case res.Replayed:
-		return fmt.Sprintf("%s (key %q): this key was already used by op %s, which failed: %s; nothing was sent (use a new key to try again)",
-			what, s.Key, res.OpID, res.Error)
+		return fmt.Sprintf("%s (key %q): this key was already used by op %s%s, which failed: %s; nothing was sent (use a new key to try again)",
+			what, s.Key, res.OpID, attempt, res.Error)
 	case res.Applied():
-		return fmt.Sprintf("%s (key %q): applied by op %s%s", what, s.Key, res.OpID, task)
+		return fmt.Sprintf("%s (key %q): applied by op %s%s%s", what, s.Key, res.OpID, attempt, task)
 	default:
-		return fmt.Sprintf("%s (key %q): FAILED in op %s%s: %s", what, s.Key, res.OpID, task, res.Error)
+		return fmt.Sprintf("%s (key %q): FAILED in op %s%s%s: %s; the key is used (use a new key to try again)",
+			what, s.Key, res.OpID, attempt, task, res.Error)
 	}
 }
+
+// keyUnusedText explains Result.KeyUnused to a person.
+const keyUnusedText = "Proxmox did nothing, so the key is still unused: the same request with the same key runs again"
 
 type shutdownRecord struct {
 	Type   string `json:"type"` // "shutdown"

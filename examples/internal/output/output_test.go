@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -94,21 +95,90 @@ func TestReportText(t *testing.T) {
 
 func TestOneShotText(t *testing.T) {
 	op := reconcile.OneShot{Key: "k", Ref: web, Kind: reconcile.ActionStart}
+	const newKey, sameKey = "use a new key", "the same request with the same key runs again"
+	conflict := fmt.Errorf("%w: key \"k\" names stop on pve1/qemu/100", reconcile.ErrKeyConflict)
 	for _, tc := range []struct {
+		name string
 		res  reconcile.Result
 		err  error
-		want string
+		want []string
+		not  []string // what would mislead: a spent key called usable, or the reverse
 	}{
-		{reconcile.Result{OpID: "op1", State: journal.Succeeded, UPID: "UPID:a"}, nil, "applied by op op1, task UPID:a"},
-		{reconcile.Result{OpID: "op1", State: journal.Succeeded, Replayed: true}, nil, "already applied by op op1; nothing was sent"},
-		{reconcile.Result{OpID: "op1", State: journal.Failed, Error: "locked", Replayed: true}, nil, "already used by op op1, which failed: locked"},
-		{reconcile.Result{OpID: "op1", State: journal.Failed, Error: "locked"}, nil, "FAILED in op op1: locked"},
-		{reconcile.Result{}, errors.New("vetoed"), "not run: vetoed"},
-		{reconcile.Result{OpID: "op1", State: journal.TaskRunning}, errors.New("interrupted"), "op op1 is task_running: interrupted"},
+		{"applied", reconcile.Result{OpID: "op1", State: journal.Succeeded, UPID: "UPID:a", Attempt: 1}, nil,
+			[]string{"applied by op op1, task UPID:a"}, []string{"attempt", newKey, sameKey}},
+		{"applied on a later attempt", reconcile.Result{OpID: "op2", State: journal.Succeeded, Attempt: 2}, nil,
+			[]string{"applied by op op2 (attempt 2)"}, []string{newKey, sameKey}},
+		{"replayed success", reconcile.Result{OpID: "op1", State: journal.Succeeded, Replayed: true}, nil,
+			[]string{"already applied by op op1; nothing was sent"}, []string{newKey, sameKey}},
+		{"replayed failure: the key is spent", reconcile.Result{OpID: "op1", State: journal.Failed, Error: "QEMU exited", Replayed: true}, nil,
+			[]string{"already used by op op1, which failed: QEMU exited", "nothing was sent", newKey}, []string{sameKey}},
+		{"failure that may have acted: the key is spent", reconcile.Result{OpID: "op1", State: journal.Failed, Error: "QEMU exited"}, nil,
+			[]string{"FAILED in op op1: QEMU exited", "the key is used", newKey}, []string{sameKey, "did nothing"}},
+		{"failure that did nothing: the key is unused", reconcile.Result{OpID: "op1", State: journal.Failed, Error: "VM is locked (backup)", KeyUnused: true, Attempt: 1}, nil,
+			[]string{"FAILED in op op1: VM is locked (backup)", "Proxmox did nothing", "still unused", sameKey}, []string{newKey, "already used"}},
+		{"a later attempt that did nothing", reconcile.Result{OpID: "op3", State: journal.Failed, Error: "VM is locked (backup)", KeyUnused: true, Attempt: 3}, nil,
+			[]string{"FAILED in op op3 (attempt 3): VM is locked (backup)", sameKey}, []string{newKey}},
+		{"a joined call that did nothing", reconcile.Result{OpID: "op1", State: journal.Failed, Error: "VM is locked (backup)", KeyUnused: true, Replayed: true}, nil,
+			[]string{"Proxmox did nothing", sameKey}, []string{newKey, "already used"}},
+		{"key used for another request", reconcile.Result{Key: "k"}, conflict,
+			[]string{"refused, nothing was sent", "names stop on pve1/qemu/100", "needs a new key"}, []string{sameKey, "not run"}},
+		{"refused before journaling", reconcile.Result{}, errors.New("vetoed"), []string{"not run: vetoed"}, []string{newKey, sameKey}},
+		{"interrupted", reconcile.Result{OpID: "op1", State: journal.TaskRunning}, errors.New("interrupted"),
+			[]string{"op op1 is task_running: interrupted"}, []string{newKey, sameKey}},
 	} {
-		if got := OneShotText(op, tc.res, tc.err); !strings.Contains(got, tc.want) {
-			t.Errorf("OneShotText(%+v, %v) = %q, want it to contain %q", tc.res, tc.err, got, tc.want)
+		got := OneShotText(op, tc.res, tc.err)
+		for _, w := range tc.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s: OneShotText(%+v, %v) = %q, want it to contain %q", tc.name, tc.res, tc.err, got, w)
+			}
 		}
+		for _, n := range tc.not {
+			if strings.Contains(got, n) {
+				t.Errorf("%s: OneShotText(%+v, %v) = %q, should not say %q", tc.name, tc.res, tc.err, got, n)
+			}
+		}
+	}
+}
+
+// The JSON record carries what a program needs to decide whether to ask
+// again with the same key: key_unused and the attempt.
+func TestOneShotJSON(t *testing.T) {
+	op := reconcile.OneShot{Key: "k", Ref: web, Kind: reconcile.ActionStart}
+	type record struct {
+		Type   string `json:"type"`
+		Key    string `json:"key"`
+		Error  string `json:"error"`
+		Result struct {
+			State     string `json:"state"`
+			KeyUnused bool   `json:"key_unused"`
+			Attempt   int    `json:"attempt"`
+			Replayed  bool   `json:"replayed"`
+		} `json:"result"`
+	}
+	parse := func(res reconcile.Result, err error) record {
+		t.Helper()
+		var b bytes.Buffer
+		New(&b, JSON).OneShot(op, res, err)
+		var rec record
+		if err := json.Unmarshal(b.Bytes(), &rec); err != nil || rec.Type != "oneshot" || rec.Key != "k" {
+			t.Fatalf("oneshot record %q: %v", b.String(), err)
+		}
+		return rec
+	}
+	rec := parse(reconcile.Result{Key: "k", Ref: web, Kind: reconcile.ActionStart, OpID: "op2", State: journal.Failed,
+		Error: "VM is locked (backup)", KeyUnused: true, Attempt: 2}, nil)
+	if !rec.Result.KeyUnused || rec.Result.Attempt != 2 || rec.Result.State != "failed" {
+		t.Errorf("a failure that did nothing: %+v", rec)
+	}
+	rec = parse(reconcile.Result{Key: "k", Ref: web, Kind: reconcile.ActionStart, OpID: "op1", State: journal.Failed,
+		Error: "QEMU exited", Attempt: 1, Replayed: true}, nil)
+	if rec.Result.KeyUnused || !rec.Result.Replayed || rec.Result.Attempt != 1 {
+		t.Errorf("a spent key: %+v", rec)
+	}
+	rec = parse(reconcile.Result{Key: "k", Ref: web, Kind: reconcile.ActionStart},
+		fmt.Errorf("%w: key \"k\" names stop on pve1/qemu/100", reconcile.ErrKeyConflict))
+	if rec.Result.KeyUnused || rec.Error == "" || rec.Result.State != "" {
+		t.Errorf("a key used for another request: %+v", rec)
 	}
 }
 
