@@ -190,7 +190,14 @@
 // (forced after the timeout) or vzshutdown for a shutdown. That task runs
 // like any other ([WithManualTasks] applies). [Server.HoldHA] holds the
 // HA manager so a test can observe the moment between hand-over and
-// action. Status answers carry "ha" ({"managed":1,"state":...}, with
+// action. The manager runs a round when a request is handed over, when
+// its own task ends and when a hold is released; a round acts on
+// everything handed over since the last one as Proxmox's CRM does (a stop
+// handed over for a stopped service is ignored) and puts a guest that
+// changed behind its back back into the service's state. A service in
+// state "error" refuses new requests: their task fails with ha-manager's
+// exit ("command 'ha-manager set vm:100 --state started' failed: exit code
+// 255"). Status answers carry "ha" ({"managed":1,"state":...}, with
 // "group" before 9.1) and /cluster/resources "hastate".
 //
 // # Inspection
@@ -203,8 +210,9 @@
 //
 // The fake emulates the API surface guestward uses, not Proxmox. It does
 // not emulate: other API formats (/api2/extjs etc. answer 501); guest
-// creation, deletion, migration, snapshots, backups; ACLs and privilege separation (every token may do everything a token may
-// do; use a 403 fault to test permission errors); paused or suspended
+// creation, deletion, migration, snapshots, backups; ACLs and privilege
+// separation (every token may do everything a token may do; use a 403
+// fault to test permission errors); paused or suspended
 // guests and the reset/suspend/resume actions (so neither "VM is paused"
 // nor the resume a start does on a running VM locked for backup); the
 // balloon_min and shares fields of lists; tag permissions and the
@@ -218,11 +226,13 @@
 // resized ("Could not determine current size of volume"), and the
 // rounding storages apply to a volume's real size is not emulated; the
 // check that an LXC mount point's volume belongs to the container is
-// left out. The HA manager acts only on requests handed over through the
-// API: it does not restart a guest stopped behind its back
-// ([Server.SetRunning]), fence, migrate, or retry and relocate a failed
-// start. The option schema covers the common QEMU and
-// LXC options; an option it does not know is refused as unknown.
+// left out. The HA manager runs rounds only when the fake has a reason
+// to (see above), so a guest stopped behind its back
+// ([Server.SetRunning]) stays stopped until the next round; it does not
+// fence, migrate, or retry and relocate a failed start or stop (the
+// service goes to "error" at once), and it shows no "request_start"
+// state. The option schema covers the common QEMU and LXC options; an
+// option it does not know is refused as unknown.
 //
 // # Concurrency
 //

@@ -21,8 +21,8 @@ import (
 //     pve-container PVE::API2::LXC::Status, the same). A reboot is not
 //     routed through HA.
 //   - Later, the HA manager acts: the cluster resource manager changes the
-//     service state (a stop becomes "request_stop",
-//     PVE::HA::Manager::manager_status_update_crm_command), and the node's
+//     service state (PVE::HA::Manager update_crm_commands queues a stop,
+//     next_state_started turns it into "request_stop"), and the node's
 //     local resource manager, which runs as root@pam, starts or stops the
 //     guest through the same API calls with its own tasks
 //     (PVE::HA::Resources::PVEVM / PVECT start and shutdown: qmstart or
@@ -33,23 +33,31 @@ import (
 //     "group" before PVE 9.1; PVE::HA::Config::get_service_status), and
 //     /cluster/resources "hastate" (pve-manager PVE::API2::Cluster).
 //
-// The fake's HA manager acts as soon as the handing-over task finishes,
-// unless a test holds it with [Server.HoldHA]. It acts only on requests
-// handed over through the API: it does not restart a guest that stops
-// behind its back ([Server.SetRunning]), fence nodes, or retry and
-// relocate a failed start; a failed start or stop leaves the service in
-// state "error".
+// The fake's HA manager runs a round (the CRM's state machine, then the
+// LRM's action) when a request is handed over, when its own task ends, and
+// when a hold ([Server.HoldHA]) is released. A round enforces the service
+// state as the LRM does: a "started" guest found stopped is started, a
+// "stopped" one found running is shut down. Between rounds it does not
+// notice a guest that changed behind its back ([Server.SetRunning]). It
+// does not fence nodes, migrate, or retry and relocate a failed start: a
+// failed start or stop leaves the service in state "error", where the HA
+// stack refuses new requests until an operator intervenes.
 
 // haResource is a guest's entry in the HA resources, with the manager's
 // view of it. Guarded by Server.mu.
 type haResource struct {
+	// want is the state the resource configuration requests ("ha-manager
+	// set --state"): "started" or "stopped". The CRM sets it to
+	// "stopped" when it takes on a stop command.
+	want string
 	// state is the CRM's service state: "started", "stopped",
 	// "request_stop" or "error".
 	state string
-	// cmd is a request handed over that the manager has not acted on.
-	cmd *haCommand
+	// stop is a "crm-command stop" the CRM has not taken on yet: its
+	// timeout. A later one replaces it, as in the manager status.
+	stop *int
 	// busy is set while the local resource manager's task for the guest
-	// runs; the manager starts one task per guest at a time.
+	// runs; the LRM runs one task per guest at a time.
 	busy bool
 }
 
@@ -65,9 +73,9 @@ const haUser = "root@pam"
 
 func newHAResource(running bool) *haResource {
 	if running {
-		return &haResource{state: "started"}
+		return &haResource{want: "started", state: "started"}
 	}
-	return &haResource{state: "stopped"}
+	return &haResource{want: "stopped", state: "stopped"}
 }
 
 // SetHA adds the guest to the HA resources (managed) or removes it. A
@@ -93,9 +101,13 @@ func (s *Server) SetHA(ref proxmox.Ref, managed bool) error {
 // HoldHA stops the fake's HA manager from acting until release is called.
 // Requests handed over meanwhile (their hastart or hastop tasks still
 // finish) wait: the service state does not change and no root@pam task
-// starts. On release the manager acts on every waiting request, in vmid
-// order. Holds nest; release is idempotent. It lets a test look at the
-// moment between the hand-over and the HA manager's action.
+// starts. On release the manager runs a round for every HA-managed guest,
+// in vmid order, acting on what was handed over as Proxmox's CRM does on
+// its next round: a start and a stop handed over for a stopped guest leave
+// it started (the CRM ignores a stop of a stopped service), the same two
+// for a started guest stop it. Holds nest; release is idempotent. It lets
+// a test look at the moment between the hand-over and the HA manager's
+// action.
 func (s *Server) HoldHA() (release func()) {
 	s.mu.Lock()
 	s.haHold++
@@ -111,63 +123,98 @@ func (s *Server) HoldHA() (release func()) {
 			}
 			vmids := make([]int, 0, len(s.guests))
 			for id, g := range s.guests {
-				if g.ha != nil && g.ha.cmd != nil {
+				if g.ha != nil {
 					vmids = append(vmids, id)
 				}
 			}
 			sort.Ints(vmids)
 			for _, id := range vmids {
-				s.haActLocked(s.guests[id])
+				s.haRoundLocked(s.guests[id])
 			}
 		})
 	}
 }
 
-// haHandOver is the work of a hastart or hastop task: the request reaches
-// the HA stack, and the manager acts unless held.
+// haSID is the HA resource id of a guest: "vm:100" or "ct:200".
+func haSID(ref proxmox.Ref) string {
+	if ref.Type == proxmox.LXC {
+		return fmt.Sprintf("ct:%d", ref.VMID)
+	}
+	return fmt.Sprintf("vm:%d", ref.VMID)
+}
+
+// haHandOver is the work of a hastart or hastop task: the ha-manager
+// command it runs ("set <sid> --state started" or "crm-command stop <sid>
+// <timeout>"), then a round of the HA manager unless held. ha-manager
+// refuses a guest that is no HA resource (PVE::HA::Config
+// service_is_ha_managed, update_resources_config), and one in state
+// "error" (PVE::API2::HA::Resources::check_service_state); run_command
+// reports its exit as the task's error.
 func (s *Server) haHandOver(ref proxmox.Ref, cmd haCommand) ([]string, int, error) {
-	what := "start"
+	what, cmdline := "start", "ha-manager set "+haSID(ref)+" --state started"
 	if cmd.stop {
-		what = "stop"
+		what, cmdline = "stop", fmt.Sprintf("ha-manager crm-command stop %s %d", haSID(ref), cmd.timeout)
 	}
 	log := []string{fmt.Sprintf("Requesting HA %s for %s %d", what, kindWord(ref.Type), ref.VMID)}
+	failed := fmt.Errorf("command '%s' failed: exit code 255", cmdline)
 	g := s.lookupLocked(ref)
-	if g == nil || g.ha == nil {
-		// ha-manager refuses a resource it does not know, and
-		// run_command reports its exit.
-		sid := "vm:"
-		if ref.Type == proxmox.LXC {
-			sid = "ct:"
-		}
-		sid += fmt.Sprint(ref.VMID)
-		cmdline := "ha-manager set " + sid + " --state started"
+	switch {
+	case g == nil || g.ha == nil:
+		// What ha-manager prints on stderr, which the task log shows:
+		// service_is_ha_managed for a stop; for a start the resource
+		// update finds no such resource.
+		why := fmt.Sprintf("no such resource '%s'", haSID(ref))
 		if cmd.stop {
-			cmdline = fmt.Sprintf("ha-manager crm-command stop %s %d", sid, cmd.timeout)
+			why = fmt.Sprintf("resource '%s' is not HA managed", haSID(ref))
 		}
-		return log, 0, fmt.Errorf("command '%s' failed: exit code 255", cmdline)
+		return append(log, why), 0, failed
+	case g.ha.state == "error":
+		return append(log, fmt.Sprintf("service '%s' in error state, must be disabled and fixed first", haSID(ref))), 0, failed
 	}
-	g.ha.cmd = &cmd
-	s.haActLocked(g)
+	if cmd.stop {
+		timeout := cmd.timeout
+		g.ha.stop = &timeout
+	} else {
+		g.ha.want = "started"
+	}
+	s.haRoundLocked(g)
 	return log, 0, nil
 }
 
-// haActLocked is the HA manager acting on the guest's waiting request:
-// the CRM updates the service state and the LRM starts its task, if the
-// guest is not in the state asked for already. Called with s.mu held.
-func (s *Server) haActLocked(g *guest) {
+// haRoundLocked is one round of the HA manager for the guest: the CRM's
+// state machine for the service (PVE::HA::Manager next_state_stopped,
+// next_state_started, next_state_request_stop), then the LRM's action on
+// the state it has (PVE::HA::LRM exec_resource_agent, through
+// PVE::HA::Resources::PVEVM or PVECT start and shutdown). It does nothing
+// while the manager is held or the LRM's task for the guest runs. Called
+// with s.mu held.
+func (s *Server) haRoundLocked(g *guest) {
 	ha := g.ha
-	if ha == nil || ha.cmd == nil || ha.busy || s.haHold > 0 || s.closed {
+	if ha == nil || ha.busy || s.haHold > 0 || s.closed {
 		return
 	}
-	cmd := *ha.cmd
-	ha.cmd = nil
-	ref := g.ref
-	lxc := g.isLXC()
+	// The CRM. A stop command is taken on by a started service only; a
+	// stopped one ignores it, and starts if the configuration asks for
+	// it (through "request_start", which the fake does not show).
+	stopTimeout := -1 // none given: the LRM's default applies
+	switch ha.state {
+	case "stopped":
+		ha.stop = nil
+		if ha.want == "started" {
+			ha.state = "started"
+		}
+	case "started":
+		if ha.stop != nil {
+			stopTimeout, ha.stop = *ha.stop, nil
+			ha.want, ha.state = "stopped", "request_stop"
+		}
+	}
+	// The LRM: act only if the guest is not in the state asked for.
+	ref, lxc := g.ref, g.isLXC()
 	var typ string
 	var work func() ([]string, int, error)
-	switch {
-	case !cmd.stop:
-		ha.state = "started"
+	switch ha.state {
+	case "started":
 		if g.running {
 			return
 		}
@@ -176,17 +223,22 @@ func (s *Server) haActLocked(g *guest) {
 			typ = "vzstart"
 		}
 		work = func() ([]string, int, error) { return s.startWorkLocked(ref, false) }
-	case ha.state == "stopped":
-		// The CRM ignores a stop of a stopped service.
-		return
-	default:
-		ha.state = "request_stop"
+	case "request_stop", "stopped":
 		if !g.running {
-			ha.state = "stopped"
+			if ha.state == "request_stop" {
+				ha.state = "stopped" // the LRM reports success at once
+			}
 			return
 		}
+		// PVEVM and PVECT shutdown: the timeout defaults to 60; 0 stops
+		// hard, else a QEMU shutdown is forced after it, an LXC one is
+		// not.
+		timeout := stopTimeout
+		if timeout < 0 {
+			timeout = 60
+		}
 		switch {
-		case cmd.timeout == 0:
+		case timeout == 0:
 			typ = "qmstop"
 			if lxc {
 				typ = "vzstop"
@@ -194,24 +246,29 @@ func (s *Server) haActLocked(g *guest) {
 			work = func() ([]string, int, error) { return s.stopWorkLocked(ref, false) }
 		case lxc:
 			typ = "vzshutdown"
-			work = func() ([]string, int, error) { return s.shutdownWorkLocked(ref, false, false, cmd.timeout) }
+			work = func() ([]string, int, error) { return s.shutdownWorkLocked(ref, false, false, timeout) }
 		default:
 			typ = "qmshutdown"
-			work = func() ([]string, int, error) { return s.shutdownWorkLocked(ref, false, true, cmd.timeout) }
+			work = func() ([]string, int, error) { return s.shutdownWorkLocked(ref, false, true, timeout) }
 		}
+	default: // "error": the LRM leaves the service alone
+		return
 	}
 	ha.busy = true
 	s.startTaskAs(haUser, nil, typ, ref, func() ([]string, int, error) {
 		log, w, err := work()
-		if cur := s.lookupLocked(ref); cur != nil && cur.ha != nil {
-			cur.ha.busy = false
-			switch {
-			case err != nil:
-				cur.ha.state = "error"
-			case cmd.stop:
-				cur.ha.state = "stopped"
-			}
-			s.haActLocked(cur) // a request that arrived meanwhile
+		ha.busy = false
+		switch {
+		case err != nil && ha.state != "stopped":
+			// The CRM does not read the LRM's result for a
+			// stopped service; for the others a failure is an
+			// error (the fake does not retry or relocate).
+			ha.state = "error"
+		case err == nil && ha.state == "request_stop":
+			ha.state = "stopped"
+		}
+		if cur := s.lookupLocked(ref); cur != nil && cur.ha == ha {
+			s.haRoundLocked(cur) // what was handed over meanwhile
 		}
 		return log, w, err
 	})

@@ -285,3 +285,116 @@ func TestHAWithTimedTasks(t *testing.T) {
 		t.Fatal("not running after the HA manager's start")
 	}
 }
+
+// TestHAErrorStateRefusesRequests: ha-manager refuses a service in state
+// "error" (check_service_state), so the hastart or hastop task fails and
+// the HA manager does nothing.
+func TestHAErrorStateRefusesRequests(t *testing.T) {
+	s := Start(t, WithManualTasks())
+	spec := vm100("")
+	spec.HA, spec.Lock = true, "backup"
+	r := mustAdd(t, s, spec)
+	finish(t, s, do(t, s, "POST", guestPath(r)+"/status/start", nil))
+	lrm, ok := lrmTask(t, s, r)
+	if !ok {
+		t.Fatal("no HA manager task")
+	}
+	_ = s.FinishTask(lrm.UPID)
+	if st := mustGuest(t, s, r); st.HAState != "error" {
+		t.Fatalf("HA state %q after a failed start", st.HAState)
+	}
+	_ = s.SetLock(r, "")
+
+	for _, tc := range []struct{ action, exit string }{
+		{"start", "command 'ha-manager set vm:100 --state started' failed: exit code 255"},
+		{"stop", "command 'ha-manager crm-command stop vm:100 0' failed: exit code 255"},
+		{"shutdown", "command 'ha-manager crm-command stop vm:100 60' failed: exit code 255"},
+	} {
+		tk := finish(t, s, do(t, s, "POST", guestPath(r)+"/status/"+tc.action, nil))
+		if tk.ExitStatus != tc.exit {
+			t.Errorf("%s: exit %q, want %q", tc.action, tk.ExitStatus, tc.exit)
+		}
+		if len(tk.Log) < 2 || tk.Log[1] != "service 'vm:100' in error state, must be disabled and fixed first" {
+			t.Errorf("%s: log %q", tc.action, tk.Log)
+		}
+		if _, ok := lrmTask(t, s, r); ok {
+			t.Fatalf("%s: the HA manager acted on a service in error", tc.action)
+		}
+	}
+	if st := mustGuest(t, s, r); st.Running || st.HAState != "error" {
+		t.Fatalf("running %v, HA %q", st.Running, st.HAState)
+	}
+}
+
+// TestHAOneRoundForSeveralRequests: requests handed over before the
+// manager's next round act as Proxmox's CRM makes them act. A stopped
+// service ignores a stop and then starts, since its configuration asks
+// for it (next_state_stopped); a started one takes on the stop, which
+// also sets its configuration to stopped (next_state_started).
+func TestHAOneRoundForSeveralRequests(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		running bool
+		actions []string
+		want    bool
+		lrm     string
+	}{
+		{"stopped: start then stop", false, []string{"start", "stop"}, true, "qmstart"},
+		{"stopped: stop then start", false, []string{"stop", "start"}, true, "qmstart"},
+		{"started: stop then start", true, []string{"stop", "start"}, false, "qmstop"},
+		{"started: start then shutdown", true, []string{"start", "shutdown"}, false, "qmshutdown"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := Start(t, WithManualTasks())
+			spec := vm100("")
+			spec.HA, spec.Running = true, tc.running
+			r := mustAdd(t, s, spec)
+			release := s.HoldHA()
+			for _, a := range tc.actions {
+				if tk := finish(t, s, do(t, s, "POST", guestPath(r)+"/status/"+a, nil)); tk.ExitStatus != "OK" {
+					t.Fatalf("%s: exit %q", a, tk.ExitStatus)
+				}
+			}
+			release()
+			lrm, ok := lrmTask(t, s, r)
+			if !ok || lrm.Type != tc.lrm {
+				t.Fatalf("HA manager task %+v, want %s", lrm, tc.lrm)
+			}
+			s.FinishTasks()
+			want := map[bool]string{true: "started", false: "stopped"}[tc.want]
+			if st := mustGuest(t, s, r); st.Running != tc.want || st.HAState != want {
+				t.Fatalf("running %v, HA %q; want %v, %q", st.Running, st.HAState, tc.want, want)
+			}
+			if n := len(s.Tasks()); n != len(tc.actions)+1 {
+				t.Fatalf("%d tasks; the manager acts once", n)
+			}
+		})
+	}
+}
+
+// TestHARoundEnforcesTheState: a round finds a guest that changed behind
+// the manager's back and puts it in the service's state, as the LRM does
+// for "started" and "stopped" services alike.
+func TestHARoundEnforcesTheState(t *testing.T) {
+	s := Start(t, WithManualTasks())
+	spec := vm100("")
+	spec.HA = true
+	r := mustAdd(t, s, spec)
+	if err := s.SetRunning(r, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := lrmTask(t, s, r); ok {
+		t.Fatal("the manager noticed a change between rounds")
+	}
+	// A stop of the stopped service is ignored, but the round shuts the
+	// running guest down, with the LRM's default timeout, forced.
+	finish(t, s, do(t, s, "POST", guestPath(r)+"/status/stop", nil))
+	lrm, ok := lrmTask(t, s, r)
+	if !ok || lrm.Type != "qmshutdown" {
+		t.Fatalf("HA manager task %+v", lrm)
+	}
+	_ = s.FinishTask(lrm.UPID)
+	if st := mustGuest(t, s, r); st.Running || st.HAState != "stopped" {
+		t.Fatalf("running %v, HA %q", st.Running, st.HAState)
+	}
+}
