@@ -109,9 +109,8 @@
 // timeout ("can't lock file ... - got timeout": someone held the guest's
 // lock longer than Proxmox waits) matches both [ErrLocked] and
 // [ErrTransient]; it proves nothing was done. Task failures are classified
-// the same way from
-// their exit status, so errors.Is(err, ErrLocked) holds whether Proxmox
-// refused synchronously or in the task. A server whose certificate matches
+// the same way from their exit status, so errors.Is(err, ErrLocked) holds
+// whether Proxmox refused synchronously or in the task. A server whose certificate matches
 // none of the pinned fingerprints fails with [ErrFingerprintMismatch]
 // before any request is sent. Callers never need to match text.
 //
