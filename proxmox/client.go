@@ -426,7 +426,10 @@ func (c *Client) beforeAttempt(_ retryablehttp.Logger, req *http.Request, retry 
 //     TLS handshake failures; certificate failures are final);
 //   - any request answered 429, 595 (the node could not connect to the node
 //     it proxies to) or 596 (TLS to that node failed), or 500 "can't lock
-//     file ... got timeout": in all of these Proxmox provably did nothing.
+//     file ... got timeout" for the guest's config lock, which Proxmox
+//     takes before it does anything else: in all of these Proxmox provably
+//     did nothing. (Other lock files, a storage's say, are taken midway;
+//     only a GET is resent after their timeout.)
 func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	if ctx.Err() != nil {
 		return false, ctx.Err()
@@ -447,7 +450,7 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, 597, 598, 599:
 		return p.idempotent, nil
 	case http.StatusInternalServerError:
-		return reLockTimeout.MatchString(resp.Status), nil
+		return reGuestLockTimeout.MatchString(resp.Status) || (p.idempotent && reLockTimeout.MatchString(resp.Status)), nil
 	}
 	return false, nil
 }

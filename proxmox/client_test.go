@@ -390,6 +390,9 @@ func TestWriteRetryRule(t *testing.T) {
 		{"config lock timeout: nothing done, resent", func(w http.ResponseWriter) {
 			rawReply(w, 500, "can't lock file '/var/lock/qemu-server/lock-100.conf' - got timeout", `{"data":null}`)
 		}, 2, nil, nil},
+		{"storage lock timeout: taken midway, not resent", func(w http.ResponseWriter) {
+			rawReply(w, 500, "can't lock file '/var/lock/pve-manager/pve-storage-local-lvm' - got timeout", `{"data":null}`)
+		}, 1, []error{ErrTransient}, []error{ErrLocked}},
 		{"locked guest: final", func(w http.ResponseWriter) { rawReply(w, 500, "VM is locked (backup)", `{"data":null}`) }, 1,
 			[]error{ErrLocked}, []error{ErrTransient, ErrOutcomeUnknown}},
 		{"digest mismatch: final", func(w http.ResponseWriter) {

@@ -76,7 +76,8 @@
 //     [WithHTTPClient]);
 //   - any request Proxmox provably did not execute: HTTP 429, 595 and 596
 //     (the proxying node could not connect to the target node), and 500
-//     "can't lock file ... - got timeout" (the config lock was not taken).
+//     "can't lock file ... - got timeout" for the guest's config lock,
+//     which Proxmox takes before anything else.
 //
 // A write (POST, PUT, DELETE) that may have reached Proxmox is never sent
 // again: a task may have started. Such a failure matches
