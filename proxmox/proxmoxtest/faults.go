@@ -89,7 +89,9 @@ type Fault struct {
 	// 500 answer, or in the worker, as the exit status of the task the
 	// request starts. Nothing is changed either way. Config updates,
 	// resizes and power actions take the lock; the hastart and hastop
-	// tasks of an HA-managed guest do not, and are unaffected.
+	// tasks of an HA-managed guest do not, and are unaffected. A request
+	// that takes no lock (any GET, say) still counts against Skip and
+	// Times when it matches, so narrow the fault with Method or Path.
 	LockTimeout bool
 	// After runs after the request was handled, before the answer is
 	// written (or the connection dropped).
