@@ -150,3 +150,36 @@ func ExampleServer_SetLock() {
 	// 500 VM is locked (backup)
 	// 500 checksum mismatch (file change by other user?)
 }
+
+// An HA-managed guest: the start request only hands the guest to the HA
+// manager, in a hastart task of the caller; the HA manager then starts it
+// in a qmstart task of its own, as root@pam. Holding the manager shows the
+// moment in between.
+func ExampleServer_HoldHA() {
+	srv, _ := proxmoxtest.NewServer(proxmoxtest.WithManualTasks())
+	defer srv.Close()
+	ref := proxmox.Ref{Node: "pve", Type: proxmox.QEMU, VMID: 100}
+	srv.AddGuest(proxmoxtest.GuestSpec{Node: ref.Node, Type: ref.Type, VMID: ref.VMID, HA: true})
+
+	release := srv.HoldHA()
+	_, data := call(srv, "POST", "/nodes/pve/qemu/100/status/start", nil)
+	srv.FinishTask(proxmox.UPID(data.(string)))
+	st, _ := srv.Guest(ref)
+	fmt.Println("handed over:", st.HAState, st.Running)
+
+	release()
+	st, _ = srv.Guest(ref)
+	fmt.Println("manager acted:", st.HAState, st.Running)
+	srv.FinishTasks()
+	st, _ = srv.Guest(ref)
+	fmt.Println("started:", st.HAState, st.Running)
+	for _, t := range srv.Tasks() {
+		fmt.Println(t.Type, t.User, t.ExitStatus)
+	}
+	// Output:
+	// handed over: stopped false
+	// manager acted: started false
+	// started: started true
+	// hastart root@pam!guestward OK
+	// qmstart root@pam OK
+}
