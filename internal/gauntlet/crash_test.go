@@ -40,15 +40,17 @@ import (
 // Now and then the agent runs as a daemon instead, and is stopped with
 // SIGTERM (unless a kill comes first); a graceful stop must leave no
 // operation it had started in flight. Now and then Proxmox drops or
-// refuses one of the agent's writes as well, before or after handling it.
+// refuses one of the agent's writes as well, before or after handling it,
+// or fails the task of a one-shot.
 //
 // After every run it checks that the restarted child's recovery left
 // nothing unresolved, and that the fake's tasks and both journals agree:
 // no task without an operation, except the ones a crash left for the next
 // recovery to find; no operation with another's task; no outcome recorded
-// that Proxmox contradicts. At the end it lets the agent run unharmed
-// until the fleet converges, asks for every one-shot key again, and checks
-// all of it strictly.
+// that Proxmox contradicts; no one-shot key run again after an attempt
+// that may have acted. At the end it lets the agent run unharmed until
+// the fleet converges, asks for every one-shot key again, and checks all
+// of it strictly.
 
 // checkpointNames are the engine's points between journal steps.
 var checkpointNames = []string{
@@ -438,7 +440,7 @@ func TestCrashLoop(t *testing.T) {
 			// its kind, for each kind.
 			for _, f := range writeFaults {
 				f.Times, f.Skip = 1, plan.faultSkip
-				f.Drop, f.Status = plan.fault.Drop, plan.fault.Status
+				f.Drop, f.Status, f.TaskError = plan.fault.Drop, plan.fault.Status, plan.fault.TaskError
 				f.Before = func() { fig.add("faults_injected", 1) }
 				handles = append(handles, srv.Inject(f))
 			}
@@ -566,18 +568,50 @@ func TestCrashLoop(t *testing.T) {
 		return c
 	}
 
-	// checkAll compares the fake's tasks with both journals.
+	// checkAll compares the fake's tasks with both journals, and checks
+	// that no one-shot key ran again after an attempt that may have acted.
 	checkAll := func(when string, strict bool) {
-		ops := append(readOps(t, agentJournal), readOps(t, shotJournal)...)
+		shotOps := readOps(t, shotJournal)
+		ops := append(readOps(t, agentJournal), shotOps...)
 		if err := srv.WaitIdle(ctx); err != nil {
 			t.Fatal(err)
 		}
-		for _, p := range crashCheck(srv.Tasks(), ops, types, strict) {
+		problems := crashCheck(srv.Tasks(), ops, types, strict)
+		attempts, kp := keyAttempts(shotOps)
+		problems = append(append(problems, kp...), keysAtMostOnce(attempts, srv.Tasks())...)
+		for _, p := range problems {
 			t.Errorf("%s: %s", when, p)
 		}
 		if t.Failed() {
 			t.FailNow()
 		}
+	}
+
+	// lookupKeys returns what the one-shot journal holds for each key,
+	// as Engine.Lookup finds it (following the attempts at the key).
+	lookupClient := newClient(t, srv)
+	lookupKeys := func(keys []string) map[string]reconcile.Result {
+		j, err := boltjournal.Open(shotJournal)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer j.Close()
+		e, err := reconcile.NewEngine(reconcile.Config{Proxmox: lookupClient, Journal: j})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.Queue().Close(ctx)
+		held := map[string]reconcile.Result{}
+		for _, key := range keys {
+			res, ok, err := e.Lookup(ctx, key)
+			if err != nil {
+				t.Fatalf("Lookup %q: %v", key, err)
+			}
+			if ok {
+				held[key] = res
+			}
+		}
+		return held
 	}
 
 	iterations := sized(30, 400)
@@ -651,6 +685,11 @@ func TestCrashLoop(t *testing.T) {
 			fig.add("oneshot_runs", 1)
 			wg.Add(1)
 			plan := randomKillPlan(rng, 1)
+			if plan.hookWrite == 0 && rng.IntN(5) == 0 {
+				// Its task fails after Proxmox may have acted: the key
+				// is spent, and asking again must not run it.
+				plan.fault = &proxmoxtest.Fault{TaskError: "start failed: QEMU exited with code 1"}
+			}
 			go func() {
 				defer wg.Done()
 				run("oneshot", oneshotBin, keys[key].args, plan, "/nodes/pve4")
@@ -717,19 +756,31 @@ func TestCrashLoop(t *testing.T) {
 		}
 	}
 
-	// Every one-shot key is asked for again, twice. A key whose first
-	// run died before its intent reached the journal was never used, and
-	// runs now; every other is answered from the journal, and nothing
-	// runs. The second time, every key is answered from the journal.
-	used := map[string]bool{}
-	for _, op := range readOps(t, shotJournal) {
-		used[op.IdempKey] = true
-	}
+	// Every one-shot key is asked for again, twice, with its request. A
+	// key that is spent (its last attempt may have acted) is answered from
+	// the journal, and nothing runs. A key left unused runs its request
+	// again, as its next attempt: one whose first run died before its
+	// intent reached the journal, and one whose last attempt proved that
+	// Proxmox did nothing (a start of a running guest, a reboot of a
+	// stopped one). The second time, a key the first spent is replayed,
+	// and one it left unused runs again.
 	sort.Strings(keyOrder)
+	var answered map[string]map[string]any // the first round's answers
 	for round := 1; round <= 2; round++ {
 		tasksBefore := len(srv.Tasks())
-		fresh := 0
+		ran := 0
+		answers := map[string]map[string]any{}
 		for _, key := range keyOrder {
+			// Looked up just before the key's run: the run before it
+			// recovered what the crashes left in flight.
+			h, ok := lookupKeys([]string{key})[key]
+			if prev := answered[key]; prev != nil {
+				// What the journal holds is what the program answered.
+				unused, _ := prev["key_unused"].(bool)
+				if !ok || prev["op_id"] != h.OpID || unused != h.KeyUnused {
+					t.Errorf("key %s: Lookup finds %+v (found %v), but round 1 answered %v", key, h, ok, prev)
+				}
+			}
 			c := run("oneshot", oneshotBin, keys[key].args, killPlan{}, "")
 			if c == nil {
 				t.FailNow()
@@ -739,35 +790,68 @@ func TestCrashLoop(t *testing.T) {
 				t.Fatalf("key %s asked again: %s", key, c.describe())
 			}
 			res, _ := lines[0]["result"].(map[string]any)
+			answers[key] = res
+			attempt, _ := res["attempt"].(float64)
+			replayed := res["replayed"] == true
 			switch {
-			case res["replayed"] == true:
-			case round == 1 && !used[key]:
-				fresh++
+			case !ok:
+				ran++
+				if replayed || attempt != 1 {
+					t.Errorf("key %s asked again (round %d), never journaled before, did not run its first attempt: %s", key, round, c.describe())
+				}
+			case !h.State.Terminal():
+				// Left in flight by a killed run: the run recovers it
+				// first, and it spends the key or proves nothing was
+				// done (keysAtMostOnce checks which was right).
+				if !replayed {
+					ran++
+				}
+				if replayed && (res["op_id"] != h.OpID || int(attempt) != h.Attempt) || !replayed && int(attempt) != h.Attempt+1 {
+					t.Errorf("key %s asked again (round %d), attempt %d (op %s) in flight: %s", key, round, h.Attempt, h.OpID, c.describe())
+				}
+			case h.KeyUnused:
+				ran++
+				if replayed || int(attempt) != h.Attempt+1 || res["op_id"] == h.OpID {
+					t.Errorf("key %s asked again (round %d), left unused by attempt %d (op %s), did not run attempt %d: %s",
+						key, round, h.Attempt, h.OpID, h.Attempt+1, c.describe())
+				}
 			default:
-				t.Errorf("key %s asked again (round %d) was not replayed: %s", key, round, c.describe())
+				if !replayed || res["op_id"] != h.OpID || int(attempt) != h.Attempt || res["key_unused"] == true {
+					t.Errorf("key %s asked again (round %d), spent by attempt %d (op %s, %s), was not replayed: %s",
+						key, round, h.Attempt, h.OpID, h.State, c.describe())
+				}
 			}
 		}
 		if err := srv.WaitIdle(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if n := len(srv.Tasks()) - tasksBefore; n > fresh {
-			t.Errorf("asking again for %d used keys started %d tasks", len(keyOrder)-fresh, n)
+		if n := len(srv.Tasks()) - tasksBefore; n > ran {
+			t.Errorf("asking again for %d keys, of which %d were unused, started %d tasks", len(keyOrder), ran, n)
 		}
-		fig.set("oneshot_keys_unused_until_the_end", fresh)
+		fig.set(fmt.Sprintf("oneshot_keys_run_again_%d", round), ran)
 		checkAll(fmt.Sprintf("after asking for every key again (%d)", round), true)
+		answered = answers
 	}
 
+	// At most once, in its final form: every attempt at a key but its
+	// last did nothing (checkAll), and Lookup finds the last.
 	agentOps, shotOps := readOps(t, agentJournal), readOps(t, shotJournal)
-	perKey := map[string]int{}
-	for _, op := range shotOps {
-		perKey[op.IdempKey]++
+	attempts, problems := keyAttempts(shotOps)
+	problems = append(problems, keysAtMostOnce(attempts, srv.Tasks())...)
+	held := lookupKeys(keyOrder)
+	for _, key := range keyOrder {
+		at, h := attempts[key], held[key]
+		if len(at) == 0 || h.OpID != at[len(at)-1].OpID || h.Attempt != len(at) {
+			problems = append(problems, fmt.Sprintf("key %s: Lookup finds %+v, the journal %d attempts", key, h, len(at)))
+		}
+		if len(at) > 1 {
+			fig.add("oneshot_keys_with_later_attempts", 1)
+		}
 	}
 	dups := 0
-	for key, n := range perKey {
-		if n > 1 {
-			dups++
-			t.Errorf("key %s has %d operations", key, n)
-		}
+	for _, p := range problems {
+		dups++
+		t.Error(p)
 	}
 	fig.set("oneshot_keys", len(keys))
 	fig.set("operations", len(agentOps)+len(shotOps))

@@ -6,7 +6,9 @@
 //   - no acknowledged operation is lost: what the journal records as done was
 //     done, and what it records as failed did not succeed;
 //   - no one-shot operation runs twice: every task Proxmox ran belongs to
-//     exactly one journaled operation, and an idempotency key is spent once;
+//     exactly one journaled operation, and an idempotency key is spent once:
+//     its request runs again only after attempts that proved Proxmox did
+//     nothing, and the key refuses any other request;
 //   - the fleet converges once the faults stop, within a bounded number of
 //     passes, with nothing left in flight.
 //
@@ -27,7 +29,7 @@
 // fake's tasks and the journals agree: no task without an operation, no
 // operation with two tasks, no outcome recorded that did not happen. At the
 // end the fleet must converge, and every one-shot key must have run at most
-// once.
+// once: a later attempt at a key only after attempts that did nothing.
 //
 // The fault storm (storm_test.go) runs the engine in the test process while
 // the fake injects 5xx bursts, latency, connections dropped before and after

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/guestward/guestward/journal"
 	"github.com/guestward/guestward/proxmox"
 	"github.com/guestward/guestward/proxmox/proxmoxtest"
+	"github.com/guestward/guestward/reconcile"
 )
 
 var (
@@ -245,4 +247,124 @@ func opsOf(ctx context.Context, j journal.Journal) ([]journal.Entry, error) {
 		return nil, fmt.Errorf("journal %T cannot list its operations", j)
 	}
 	return l.Ops(ctx)
+}
+
+// attemptOf splits the journal key of a one-shot operation into the
+// requester's idempotency key and the number of the attempt at it:
+// package reconcile journals the first attempt at a key under the key
+// itself, and attempt n under key + "\x1fattempt=" + n (a key holds no
+// control character, so no key is another key's attempt). ok is false for
+// a journal key of neither form.
+func attemptOf(journalKey string) (key string, n int, ok bool) {
+	key, suffix, later := strings.Cut(journalKey, "\x1f")
+	if !later {
+		return key, 1, key != ""
+	}
+	num, isAttempt := strings.CutPrefix(suffix, "attempt=")
+	n, err := strconv.Atoi(num)
+	if !isAttempt || err != nil || n < 2 || strconv.Itoa(n) != num {
+		return "", 0, false
+	}
+	return key, n, true
+}
+
+// keyAttempts groups the one-shot operations among ops by idempotency key,
+// each key's attempts in order: index i holds attempt i+1. Attempts are
+// numbered from 1 without a gap (the journal's retention never runs in the
+// gauntlet), and one operation holds each; anything else is a problem.
+func keyAttempts(ops []journal.Entry) (map[string][]journal.Entry, []string) {
+	byN := map[string]map[int]journal.Entry{}
+	var problems []string
+	for _, op := range ops {
+		if op.IdempKey == "" {
+			continue
+		}
+		key, n, ok := attemptOf(op.IdempKey)
+		if !ok {
+			problems = append(problems, fmt.Sprintf("operation %s holds journal key %q, which names no attempt at a key", op.OpID, op.IdempKey))
+			continue
+		}
+		if byN[key] == nil {
+			byN[key] = map[int]journal.Entry{}
+		}
+		if prev, dup := byN[key][n]; dup {
+			problems = append(problems, fmt.Sprintf("key %q: attempt %d is held by two operations, %s and %s", key, n, prev.OpID, op.OpID))
+			continue
+		}
+		byN[key][n] = op
+	}
+	out := make(map[string][]journal.Entry, len(byN))
+	for key, m := range byN {
+		for n := 1; n <= len(m); n++ {
+			op, ok := m[n]
+			if !ok {
+				problems = append(problems, fmt.Sprintf("key %q: %d attempts, but no attempt %d", key, len(m), n))
+				break
+			}
+			out[key] = append(out[key], op)
+		}
+	}
+	sort.Strings(problems)
+	return out, problems
+}
+
+// refusedExit reports whether the exit status of a failed task is one of
+// the refusals Proxmox raises before it acts on the request, as the fake
+// words them after qemu-server and pve-container: the guest is locked
+// (check_lock), its configuration lock could not be taken in time
+// (lock_config), the digest sent is stale, its configuration does not
+// exist, or a power action found it in the other state (vm_start, vm_stop,
+// vm_shutdown, vm_reboot). Any other failure may have come after part of
+// the work.
+func refusedExit(status string) bool {
+	for _, refusal := range []string{
+		"is locked (", "can't lock file", "file change by other user", "file changed by other user",
+		"does not exist", "already running", "not running",
+	} {
+		if strings.Contains(status, refusal) {
+			return true
+		}
+	}
+	return false
+}
+
+// keysAtMostOnce checks the at-most-once rule of idempotency keys against
+// the journal (byKey, from keyAttempts) and the tasks Proxmox ran: a key is
+// spent once Proxmox may have acted on its request, so an attempt may
+// follow only attempts that did nothing. Every attempt but the last must be
+// recorded as failed, and its task, if it had one, must have ended in a
+// refusal (refusedExit); and a key gets at most reconcile.MaxKeyAttempts
+// attempts. A spent key that ran again is a request carried out twice.
+func keysAtMostOnce(byKey map[string][]journal.Entry, tasks []proxmoxtest.Task) []string {
+	byUPID := map[string]proxmoxtest.Task{}
+	for _, t := range tasks {
+		byUPID[string(t.UPID)] = t
+	}
+	var problems []string
+	for key, attempts := range byKey {
+		if len(attempts) > reconcile.MaxKeyAttempts {
+			problems = append(problems, fmt.Sprintf("key %q has %d attempts, more than %d", key, len(attempts), reconcile.MaxKeyAttempts))
+		}
+		for i, op := range attempts[:len(attempts)-1] {
+			next := attempts[i+1]
+			if op.State != journal.Failed {
+				problems = append(problems, fmt.Sprintf("key %q ran twice: attempt %d (op %s, %s on %d) is %s, yet attempt %d (op %s) ran",
+					key, i+1, op.OpID, op.Kind, op.VMID, op.State, i+2, next.OpID))
+				continue
+			}
+			if op.UPID == "" {
+				continue
+			}
+			task, ok := byUPID[op.UPID]
+			switch {
+			case !ok:
+				problems = append(problems, fmt.Sprintf("key %q: attempt %d (op %s) names task %s, which Proxmox never ran", key, i+1, op.OpID, op.UPID))
+			case task.Running || !refusedExit(task.ExitStatus):
+				problems = append(problems, fmt.Sprintf("key %q ran twice: attempt %d (op %s, %s on %d) had task %s, which may have acted (running %v, exit %q), yet attempt %d (op %s) ran",
+					key, i+1, op.OpID, op.Kind, op.VMID, op.UPID, task.Running, task.ExitStatus, i+2, next.OpID))
+			}
+		}
+	}
+	sort.Strings(problems)
+	return problems
 }

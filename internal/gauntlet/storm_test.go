@@ -25,10 +25,12 @@ import (
 // second writer editing the guests all along and one-shot operations
 // arriving in the middle of passes. Then the faults stop, and the fleet
 // must converge within a bounded number of passes, with every task Proxmox
-// ran accounted for by exactly one journaled operation, every change the
-// other writer made to options we do not manage still in place, no write
-// of ours accepted against a configuration we had not read, retries within
-// their bounds, and no goroutine left behind.
+// ran accounted for by exactly one journaled operation, every idempotency
+// key run again only after attempts that proved Proxmox did nothing (and a
+// key refused for any request but its own), every change the other writer
+// made to options we do not manage still in place, no write of ours
+// accepted against a configuration we had not read, retries within their
+// bounds, and no goroutine left behind.
 
 const (
 	stormEngineRetries = 3 // reconcile.Config.Retries
@@ -182,10 +184,26 @@ func (w *digestWatch) SetConfig(ctx context.Context, ref proxmox.Ref, ch proxmox
 type requestCounts struct {
 	total, writes int
 	byGuest       map[int]int // writes per vmid
-	// applied counts the writes Proxmox carried out (answered 200, or
-	// handled and then dropped), per vmid and operation kind: each
-	// operation may be carried out once.
+	// applied counts the writes Proxmox carried out, per vmid and
+	// operation kind: each operation may be carried out once. A write
+	// that starts a task is counted by its task (addTasks): the request
+	// log says that a dropped request was handled, not whether its
+	// handler acted or refused (a reboot of a stopped VM dies before it
+	// starts one), and the engine sends a write again once it finds no
+	// task for it. A synchronous write (an LXC configuration change) is
+	// counted when it was answered 200, or handled and then dropped.
 	applied map[string]int
+}
+
+// addTasks counts the tasks Proxmox ran as the writes it carried out.
+func (c *requestCounts) addTasks(tasks []proxmoxtest.Task) {
+	for _, t := range tasks {
+		kind := strings.TrimPrefix(strings.TrimPrefix(t.Type, "qm"), "vz")
+		if kind == "config" {
+			kind = "set_config"
+		}
+		c.applied[fmt.Sprintf("%d/%s", t.Guest.VMID, kind)]++
+	}
 }
 
 func (c *requestCounts) add(reqs []proxmoxtest.Request) {
@@ -205,12 +223,8 @@ func (c *requestCounts) add(reqs []proxmoxtest.Request) {
 			continue
 		}
 		c.byGuest[vmid]++
-		kind := "set_config"
-		if parts[5] == "status" && len(parts) > 6 {
-			kind = parts[6]
-		}
-		if r.Status == 200 || r.Dropped && r.Handled {
-			c.applied[fmt.Sprintf("%d/%s", vmid, kind)]++
+		if parts[3] == string(proxmox.LXC) && parts[5] == "config" && (r.Status == 200 || r.Dropped && r.Handled) {
+			c.applied[fmt.Sprintf("%d/set_config", vmid)]++
 		}
 	}
 }
@@ -327,8 +341,8 @@ func TestFaultStorm(t *testing.T) {
 	counts := requestCounts{byGuest: map[int]int{}, applied: map[string]int{}}
 	var faults atomic.Int64 // faults that fired
 	var handles []*proxmoxtest.FaultHandle
-	keys := map[string]reconcile.Result{} // one-shot keys and their first result
-	var keyOrder []string
+	keys := map[string]*hubKey{} // the hub's one-shot keys
+	var keyOrder []string        // in the order the hub made them
 	var aborted, maxAttempts int
 	rounds := sized(30, 150)
 
@@ -395,18 +409,42 @@ func TestFaultStorm(t *testing.T) {
 		// Last, so that the round's faults on reads match first.
 		handles = append(handles, srv.Inject(pacer))
 
-		// One-shot operations arrive during the pass, new keys and
-		// repeated ones.
+		// One-shot operations arrive during the pass: new requests, and
+		// old ones the hub retries with their key (whether or not the
+		// first call answered), now and then with a request that is not
+		// the one the key names.
 		var wg sync.WaitGroup
 		var shotMu sync.Mutex
 		for n := range rng.IntN(4) {
-			key := fmt.Sprintf("hub/%d/%d", round, n)
+			var (
+				shot     reconcile.OneShot
+				conflict bool
+			)
 			shotMu.Lock()
 			if len(keyOrder) > 0 && rng.IntN(3) == 0 {
-				key = keyOrder[rng.IntN(len(keyOrder))] // the hub retries an old request
+				hk := keys[keyOrder[rng.IntN(len(keyOrder))]]
+				shot = hk.shot // the hub retries an old request
+				// A key the journal holds refuses another request; one
+				// whose first call is not answered yet may still be
+				// taken by it, so only the former is tried.
+				if len(hk.attempts) > 0 && rng.IntN(4) == 0 {
+					shot, conflict = otherRequest(shot), true
+				}
 			}
 			shotMu.Unlock()
-			shot := randomOneShot(rng, key, oneShots, client, ctx)
+			if shot.Key == "" {
+				shot = randomOneShot(rng, fmt.Sprintf("hub/%d/%d", round, n), oneShots, client, ctx)
+				if rng.IntN(4) == 0 {
+					// Its task fails after Proxmox may have acted: the
+					// key is spent, and a retry must not run it again.
+					handles = append(handles, srv.Inject(proxmoxtest.Fault{Path: writePath(shot), Times: 1, TaskError: stormTaskError}))
+					fig.add("oneshot_tasks_failed", 1)
+				}
+				shotMu.Lock()
+				keys[shot.Key] = &hubKey{shot: shot, attempts: map[int]reconcile.Result{}}
+				keyOrder = append(keyOrder, shot.Key)
+				shotMu.Unlock()
+			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -414,24 +452,29 @@ func TestFaultStorm(t *testing.T) {
 				shotMu.Lock()
 				defer shotMu.Unlock()
 				fig.add("oneshot_calls", 1)
-				if err != nil {
+				switch {
+				case conflict:
+					fig.add("oneshot_conflicts", 1)
+					if !errors.Is(err, reconcile.ErrKeyConflict) || res.OpID != "" {
+						t.Errorf("key %q asked for another request (%s on %s): %+v %v, want %v and no operation",
+							shot.Key, shot.Kind, shot.Ref, res, err, reconcile.ErrKeyConflict)
+					}
+					return
+				case errors.Is(err, reconcile.ErrKeyConflict):
+					t.Errorf("key %q: its own request was refused as another: %v", shot.Key, err)
+					return
+				case err != nil:
 					fig.add("oneshot_errors", 1)
 					return
 				}
-				if first, seen := keys[key]; seen {
-					if res.OpID != first.OpID {
-						t.Errorf("key %q ran twice: op %s, then op %s", key, first.OpID, res.OpID)
-					}
-					if !res.Replayed {
-						t.Errorf("key %q: a repeated request was not replayed: %+v", key, res)
-					}
-					fig.add("oneshot_replays", 1)
-					return
-				}
-				keys[key] = res
-				keyOrder = append(keyOrder, key)
 				if res.Replayed {
 					fig.add("oneshot_replays", 1)
+				}
+				if res.KeyUnused {
+					fig.add("oneshot_answers_key_unused", 1)
+				}
+				for _, p := range keys[shot.Key].add(res) {
+					t.Error(p)
 				}
 			}()
 		}
@@ -511,21 +554,67 @@ func TestFaultStorm(t *testing.T) {
 	if inflight, err := jr.InFlight(ctx); err != nil || len(inflight) != 0 {
 		t.Fatalf("in flight after convergence: %v %+v", err, inflight)
 	}
-	// The hub asks again for every request it made: each is answered
-	// from the journal, and nothing runs.
+	// The hub asks again for every request it made, with its key. First
+	// with another request: a key the journal holds refuses it, and
+	// nothing is sent. Then with the request itself: a key that is spent
+	// (its last attempt may have acted) is answered from the journal and
+	// nothing runs; a key left unused (never journaled, or its last
+	// attempt proved that Proxmox did nothing) runs the request again,
+	// as its next attempt.
 	tasksBefore := len(srv.Tasks())
-	for key, first := range keys {
-		res, err := engine.Apply(ctx, reconcile.OneShot{Key: key, Ref: oneShots[0].ref, Kind: reconcile.ActionStart})
-		if err != nil || !res.Replayed || res.OpID != first.OpID || !res.State.Terminal() {
-			t.Errorf("key %q asked again: %+v %v, first %+v", key, res, err, first)
+	ran := 0
+	for _, key := range keyOrder {
+		hk := keys[key]
+		held, ok, err := engine.Lookup(ctx, key)
+		if err != nil {
+			t.Fatalf("key %q: Lookup: %v", key, err)
+		}
+		if ok {
+			for _, p := range hk.agrees(held) {
+				t.Error(p)
+			}
+			n := len(srv.Requests())
+			other := otherRequest(hk.shot)
+			if res, err := engine.Apply(ctx, other); !errors.Is(err, reconcile.ErrKeyConflict) || res.OpID != "" {
+				t.Errorf("key %q asked for another request (%s on %s): %+v %v, want %v", key, other.Kind, other.Ref, res, err, reconcile.ErrKeyConflict)
+			}
+			if sent := srv.Requests()[n:]; len(sent) != 0 {
+				t.Errorf("key %q: a request refused for its key sent %d requests, first %s %s", key, len(sent), sent[0].Method, sent[0].Path)
+			}
+		} else if len(hk.attempts) > 0 {
+			t.Errorf("key %q: the hub saw %d attempts, but Lookup finds none", key, len(hk.attempts))
+		}
+		res, err := engine.Apply(ctx, hk.shot)
+		switch {
+		case err != nil:
+			t.Errorf("key %q asked again: %v", key, err)
+			continue
+		case !ok:
+			ran++
+			if res.Replayed || res.Attempt != 1 {
+				t.Errorf("key %q asked again, never journaled before: %+v, want its first attempt", key, res)
+			}
+		case held.KeyUnused:
+			ran++
+			if res.Replayed || res.Attempt != held.Attempt+1 || res.OpID == held.OpID {
+				t.Errorf("key %q asked again, left unused by attempt %d (op %s): %+v, want attempt %d", key, held.Attempt, held.OpID, res, held.Attempt+1)
+			}
+		default:
+			if !res.Replayed || res.OpID != held.OpID || res.Attempt != held.Attempt || res.State != held.State || res.KeyUnused {
+				t.Errorf("key %q asked again, spent by attempt %d (op %s, %s): %+v, want its replay", key, held.Attempt, held.OpID, held.State, res)
+			}
+		}
+		for _, p := range hk.add(res) {
+			t.Error(p)
 		}
 	}
 	if err := srv.WaitIdle(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(srv.Tasks()) - tasksBefore; n != 0 {
-		t.Errorf("asking again for used keys started %d tasks", n)
+	if n := len(srv.Tasks()) - tasksBefore; n > ran {
+		t.Errorf("asking again for %d keys, of which %d were unused, started %d tasks", len(keys), ran, n)
 	}
+	fig.set("oneshot_keys_run_again_at_the_end", ran)
 	counts.add(srv.Requests())
 
 	// The declared state holds, and nothing the other writer did to
@@ -581,10 +670,31 @@ func TestFaultStorm(t *testing.T) {
 			t.Errorf("operation %s (%s on %d) is recorded as succeeded but never had a task", op.OpID, op.Kind, op.VMID)
 		}
 	}
-	for key, first := range keys {
-		en, ok, err := jr.LatestByKey(ctx, key)
-		if err != nil || !ok || en.OpID != first.OpID || !en.State.Terminal() {
-			t.Errorf("key %q: journal %+v %v %v, first result %+v", key, en, ok, err, first)
+	// Every key ran at most once: an attempt followed only attempts that
+	// did nothing, by the journal and Proxmox's tasks, and what Lookup
+	// finds for the key is its last attempt, the one the hub saw last.
+	attempts, problems := keyAttempts(ops)
+	problems = append(problems, keysAtMostOnce(attempts, srv.Tasks())...)
+	for _, p := range problems {
+		dups++
+		t.Error(p)
+	}
+	for key, hk := range keys {
+		held, ok, err := engine.Lookup(ctx, key)
+		at := attempts[key]
+		if err != nil || !ok || len(at) == 0 {
+			t.Errorf("key %q: Lookup %+v %v %v, %d attempts in the journal", key, held, ok, err, len(at))
+			continue
+		}
+		last := at[len(at)-1]
+		if held.OpID != last.OpID || held.Attempt != len(at) || held.State != last.State || !held.State.Terminal() {
+			t.Errorf("key %q: Lookup %+v, but its last attempt (%d) in the journal is %+v", key, held, len(at), last)
+		}
+		for _, p := range hk.agrees(held) {
+			t.Error(p)
+		}
+		if held.KeyUnused {
+			fig.add("oneshot_keys_unused_at_the_end", 1)
 		}
 	}
 
@@ -596,6 +706,7 @@ func TestFaultStorm(t *testing.T) {
 			t.Errorf("guest %d got %d writes for %d operations (at most %d each)", vmid, n, opsByGuest[vmid], perOp)
 		}
 	}
+	counts.addTasks(srv.Tasks())
 	for k, n := range counts.applied {
 		if n > opsByKind[k] {
 			dups++
@@ -664,6 +775,117 @@ func randomOneShot(rng *rand.Rand, key string, targets []*stormGuest, c *proxmox
 	return s
 }
 
+// stormTaskError is how the storm's failing tasks end: a failure that does
+// not prove Proxmox did nothing.
+const stormTaskError = "start failed: QEMU exited with code 1"
+
+// writePath is the API path of the write s sends.
+func writePath(s reconcile.OneShot) string {
+	suffix := "status/" + string(s.Kind)
+	if s.Kind == reconcile.ActionSetConfig {
+		suffix = "config"
+	}
+	return fmt.Sprintf("/nodes/*/%s/%d/%s", s.Ref.Type, s.Ref.VMID, suffix)
+}
+
+// otherRequest returns a request that is not s, under s's key: the same
+// guest, and another action.
+func otherRequest(s reconcile.OneShot) reconcile.OneShot {
+	o := reconcile.OneShot{Key: s.Key, Ref: s.Ref, Kind: reconcile.ActionStart}
+	if s.Kind == reconcile.ActionStart {
+		o.Kind = reconcile.ActionStop
+	}
+	return o
+}
+
+// hubKey is a one-shot key the hub used: the request it names, and the
+// first result Apply returned for each attempt at it.
+type hubKey struct {
+	shot     reconcile.OneShot
+	attempts map[int]reconcile.Result
+}
+
+// nothingDone are the classes of failure that prove Proxmox did nothing,
+// the only ones that may leave a key unused (see reconcile.OneShot.Key):
+// a request the client refused to send, one Proxmox refused before acting
+// (400, 401, 403, 501, or a transient refusal that outlasted the retries),
+// and a refusal of the guest's.
+var nothingDone = []error{
+	proxmox.ErrInvalidConfig, proxmox.ErrInvalidArgument, proxmox.ErrInvalidRef,
+	proxmox.ErrInvalidParameter, proxmox.ErrUnauthorized, proxmox.ErrForbidden, proxmox.ErrNotImplemented,
+	proxmox.ErrTransient,
+	proxmox.ErrLocked, proxmox.ErrDigestMismatch, proxmox.ErrNotFound, proxmox.ErrAlreadyRunning, proxmox.ErrNotRunning,
+}
+
+// provesNothingDone reports whether err is of a class in nothingDone.
+func provesNothingDone(err error) bool {
+	for _, class := range nothingDone {
+		if errors.Is(err, class) {
+			return true
+		}
+	}
+	return false
+}
+
+// agrees checks that res, an answer about k's key, answers k's request.
+func (k *hubKey) agrees(res reconcile.Result) []string {
+	s := k.shot
+	if res.Key != s.Key || res.Ref != s.Ref || res.Kind != s.Kind {
+		return []string{fmt.Sprintf("key %q names %s on %s, but an answer for it is about key %q, %s on %s", s.Key, s.Kind, s.Ref, res.Key, res.Kind, res.Ref)}
+	}
+	return nil
+}
+
+// add records res, the answer of a call with k's request, and checks it
+// against the answers before: the key's at-most-once rule seen from the
+// hub. Each attempt is one operation, answered the same every time; only
+// an attempt that proved Proxmox did nothing is followed by another; and a
+// key is left unused only by a failure of a class that proves it.
+func (k *hubKey) add(res reconcile.Result) []string {
+	key := k.shot.Key
+	problems := k.agrees(res)
+	if res.OpID == "" || res.Attempt < 1 || !res.State.Terminal() {
+		return append(problems, fmt.Sprintf("key %q: an answer without an error names no finished attempt: %+v", key, res))
+	}
+	if prev, seen := k.attempts[res.Attempt]; seen {
+		switch {
+		case res.OpID != prev.OpID:
+			problems = append(problems, fmt.Sprintf("key %q ran twice: attempt %d is op %s, then op %s", key, res.Attempt, prev.OpID, res.OpID))
+		case !res.Replayed:
+			problems = append(problems, fmt.Sprintf("key %q: attempt %d (op %s) ran again, or was not reported as replayed: %+v", key, res.Attempt, res.OpID, res))
+		case res.State != prev.State || res.KeyUnused != prev.KeyUnused:
+			problems = append(problems, fmt.Sprintf("key %q: attempt %d (op %s) answered %s (key unused %v), then %s (key unused %v)",
+				key, res.Attempt, res.OpID, prev.State, prev.KeyUnused, res.State, res.KeyUnused))
+		}
+		return problems
+	}
+	k.attempts[res.Attempt] = res
+	// A new attempt: every attempt before it must have left the key
+	// unused, and it must have too if a later one was seen already (the
+	// answers of concurrent calls are recorded in any order).
+	for n, r := range k.attempts {
+		switch {
+		case n < res.Attempt && !r.KeyUnused:
+			problems = append(problems, fmt.Sprintf("key %q ran twice: attempt %d (op %s) %s and spent the key, yet attempt %d (op %s) ran",
+				key, n, r.OpID, r.State, res.Attempt, res.OpID))
+		case n > res.Attempt && !res.KeyUnused:
+			problems = append(problems, fmt.Sprintf("key %q ran twice: attempt %d (op %s) %s and spent the key, yet attempt %d (op %s) ran",
+				key, res.Attempt, res.OpID, res.State, n, r.OpID))
+		}
+	}
+	if !res.Replayed && res.KeyUnused {
+		// A fresh answer carries its failure's class: a key is left
+		// unused only by a failure that proves Proxmox did nothing, and
+		// a task only by an exit that refused the request (a task that
+		// failed for another reason may have acted).
+		task := errors.Is(res.Err, proxmox.ErrTaskFailed)
+		if res.State != journal.Failed || !provesNothingDone(res.Err) || task && !refusedExit(res.Error) {
+			problems = append(problems, fmt.Sprintf("key %q: op %s left the key unused after %s: %v", key, res.OpID, res.State, res.Err))
+		}
+	}
+	return problems
+}
+
 // faultTarget is a request a round is expected to make: a guest and the
 // end of the path of its write.
 type faultTarget struct {
@@ -713,7 +935,7 @@ func randomFault(rng *rand.Rand, srv *proxmoxtest.Server, w *otherWriter, guests
 		if rng.IntN(3) == 0 {
 			f.TaskWarnings = 1
 		} else {
-			f.TaskError = "start failed: QEMU exited with code 1"
+			f.TaskError = stormTaskError
 		}
 	case 7: // a lock appears between our read and our write
 		f.Path = pick(writePaths)
