@@ -209,3 +209,51 @@ func TestOneShotCrashRunsAtMostOnce(t *testing.T) {
 		})
 	}
 }
+
+// crashAndRestart runs one pass on an engine stopped at point, as a crash
+// there would stop it, waits for what it sent to finish on the cluster,
+// then opens the journal again in a new engine, checks that Recover
+// resolves every operation, and returns the report of the next pass.
+func crashAndRestart(t *testing.T, f *fixture, point string) reconcile.Report {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ops.journal")
+	j1 := openFileJournal(t, path)
+	e1 := f.newEngine(j1, func(c *reconcile.Config) {
+		c.Checkpoint = func(p string) error {
+			if p == point {
+				return errCrash
+			}
+			return nil
+		}
+	})
+	if _, err := e1.ReconcileOnce(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.srv.WaitIdle(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := j1.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	j2 := openFileJournal(t, path)
+	t.Cleanup(func() { j2.Close() })
+	e2 := f.newEngine(j2)
+	rec, err := e2.Recover(ctxT(t))
+	if err != nil {
+		t.Fatalf("Recover: %v (%+v)", err, rec)
+	}
+	for _, op := range rec.Ops {
+		if op.To == "" {
+			t.Errorf("unresolved: %+v", op)
+		}
+	}
+	rep, err := e2.ReconcileOnce(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.srv.WaitIdle(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}

@@ -1,7 +1,6 @@
 package reconcile_test
 
 import (
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -103,47 +102,9 @@ func TestHACrashBetweenJournalSteps(t *testing.T) {
 		t.Run(point, func(t *testing.T) {
 			f := newFixture(t, nil)
 			haFleet(f)
-			path := filepath.Join(t.TempDir(), "ops.journal")
-			j1 := openFileJournal(t, path)
-			e1 := f.newEngine(j1, func(c *reconcile.Config) {
-				c.Checkpoint = func(p string) error {
-					if p == point {
-						return errCrash
-					}
-					return nil
-				}
-			})
-			if _, err := e1.ReconcileOnce(ctxT(t)); err != nil {
-				t.Fatal(err)
-			}
-			if err := f.srv.WaitIdle(ctxT(t)); err != nil {
-				t.Fatal(err)
-			}
-			if err := j1.Close(); err != nil {
-				t.Fatal(err)
-			}
-
-			j2 := openFileJournal(t, path)
-			defer j2.Close()
-			e2 := f.newEngine(j2)
-			rec, err := e2.Recover(ctxT(t))
-			if err != nil {
-				t.Fatalf("Recover: %v (%+v)", err, rec)
-			}
-			for _, op := range rec.Ops {
-				if op.To == "" {
-					t.Errorf("unresolved: %+v", op)
-				}
-			}
-			rep, err := e2.ReconcileOnce(ctxT(t))
-			if err != nil {
-				t.Fatal(err)
-			}
+			rep := crashAndRestart(t, f, point)
 			if !rep.Converged() {
 				t.Errorf("after recovery: %+v", rep.Guests)
-			}
-			if err := f.srv.WaitIdle(ctxT(t)); err != nil {
-				t.Fatal(err)
 			}
 			if !f.guest(qemu(100)).Running || f.guest(lxc(200)).Running {
 				t.Error("not converged on the cluster")

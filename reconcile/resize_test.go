@@ -3,7 +3,6 @@ package reconcile_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -141,49 +140,11 @@ func TestResizeCrashBetweenJournalSteps(t *testing.T) {
 			t.Run(version+"/"+point, func(t *testing.T) {
 				f := newFixture(t, []proxmoxtest.Option{proxmoxtest.WithVersion(version)})
 				resizeFleet(f)
-				path := filepath.Join(t.TempDir(), "ops.journal")
-				j1 := openFileJournal(t, path)
-				e1 := f.newEngine(j1, func(c *reconcile.Config) {
-					c.Checkpoint = func(p string) error {
-						if p == point {
-							return errCrash
-						}
-						return nil
-					}
-				})
-				if _, err := e1.ReconcileOnce(ctxT(t)); err != nil {
-					t.Fatal(err)
-				}
-				if err := f.srv.WaitIdle(ctxT(t)); err != nil {
-					t.Fatal(err)
-				}
-				if err := j1.Close(); err != nil {
-					t.Fatal(err)
-				}
-
-				j2 := openFileJournal(t, path)
-				defer j2.Close()
-				e2 := f.newEngine(j2)
-				rec, err := e2.Recover(ctxT(t))
-				if err != nil {
-					t.Fatalf("Recover: %v (%+v)", err, rec)
-				}
-				for _, op := range rec.Ops {
-					if op.To == "" {
-						t.Errorf("unresolved: %+v", op)
-					}
-				}
-				rep, err := e2.ReconcileOnce(ctxT(t))
-				if err != nil {
-					t.Fatal(err)
-				}
+				rep := crashAndRestart(t, f, point)
 				for _, ref := range []proxmox.Ref{qemu(100), lxc(200)} {
 					if g := outcome(rep, ref); g.Outcome != reconcile.GuestChanged && g.Outcome != reconcile.GuestInSync {
 						t.Errorf("after recovery %s: %s %s", ref, g.Outcome, g.Detail)
 					}
-				}
-				if err := f.srv.WaitIdle(ctxT(t)); err != nil {
-					t.Fatal(err)
 				}
 				if n := diskSize(t, f, qemu(100), "scsi0"); n != 64<<30 {
 					t.Errorf("vm 100 scsi0 is %d bytes", n)
