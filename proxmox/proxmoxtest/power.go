@@ -58,7 +58,10 @@ func (s *Server) hPower(c *call, action string) (result, *apiErr) {
 	case "reboot":
 		if !running {
 			if !lxc && g == nil {
-				return result{}, die("%s", errConfigMissing(ref))
+				// vm_reboot (qemu-server PVE/API2/Qemu.pm) calls
+				// PVE::QemuServer::check_running before forking, which
+				// asserts the config exists on this node.
+				return result{}, die("%s", errNoConfigOnNode(ref))
 			}
 			// pve-container says "VM" here too.
 			return result{}, die("VM %d not running", ref.VMID)
@@ -68,6 +71,14 @@ func (s *Server) hPower(c *call, action string) (result, *apiErr) {
 			typ = "vzreboot"
 		}
 		work = func() ([]string, int, error) {
+			// vm_reboot (qemu-server PVE/QemuServer.pm) does nothing for
+			// a VM that stopped since the request: it is not started.
+			if g := s.lookupLocked(ref); !lxc && (g == nil || !g.running) {
+				if g == nil {
+					return nil, 0, fmt.Errorf("%s", errNoConfigOnNode(ref))
+				}
+				return nil, 0, nil
+			}
 			log, w, err := s.shutdownWorkLocked(ref, false, false, timeout)
 			if err != nil {
 				return log, w, err
@@ -129,10 +140,41 @@ func (s *Server) workGuestLocked(ref proxmox.Ref, skiplock bool) (*guest, error)
 	return g, nil
 }
 
-// stopWorkLocked is the stop worker: vm_stop, immediate.
+// errNoConfigOnNode is assert_config_exists_on_node (qemu-server
+// PVE/QemuConfig.pm), which check_running calls first: its text differs
+// from load_config's "Configuration file ... does not exist".
+func errNoConfigOnNode(ref proxmox.Ref) string {
+	return fmt.Sprintf("unable to find configuration file for VM %d on node '%s'", ref.VMID, ref.Node)
+}
+
+// qemuStopCheckLocked is the start of _do_vm_stop (qemu-server
+// PVE/QemuServer.pm), shared by vm_stop and vm_shutdown: check_running
+// fails for a missing config, a VM that does not run is left alone
+// without reading its config (so its lock is never checked), and only a
+// running one has its lock checked. It returns nil, nil when there is
+// nothing to do.
+func (s *Server) qemuStopCheckLocked(ref proxmox.Ref, skiplock bool) (*guest, error) {
+	g := s.lookupLocked(ref)
+	if g == nil {
+		return nil, fmt.Errorf("%s", errNoConfigOnNode(ref))
+	}
+	if !g.running {
+		return nil, nil
+	}
+	return s.workGuestLocked(ref, skiplock)
+}
+
+// stopWorkLocked is the stop worker: vm_stop, immediate. A container's
+// stop never gets here unless it runs (the handler refuses first).
 func (s *Server) stopWorkLocked(ref proxmox.Ref, skiplock bool) ([]string, int, error) {
-	g, err := s.workGuestLocked(ref, skiplock)
-	if err != nil {
+	var g *guest
+	var err error
+	if ref.Type == proxmox.QEMU {
+		g, err = s.qemuStopCheckLocked(ref, skiplock)
+	} else {
+		g, err = s.workGuestLocked(ref, skiplock)
+	}
+	if err != nil || g == nil {
 		return nil, 0, err
 	}
 	g.running = false
@@ -210,12 +252,15 @@ func (s *Server) applyPendingNoCommit(g *guest) error {
 }
 
 func (s *Server) shutdownWorkLocked(ref proxmox.Ref, skiplock, forceStop bool, timeout int) ([]string, int, error) {
-	g, err := s.workGuestLocked(ref, skiplock)
-	if err != nil {
-		return nil, 0, err
+	var g *guest
+	var err error
+	if ref.Type == proxmox.QEMU {
+		g, err = s.qemuStopCheckLocked(ref, skiplock)
+	} else {
+		g, err = s.workGuestLocked(ref, skiplock)
 	}
-	if !g.running {
-		return nil, 0, nil
+	if err != nil || g == nil || !g.running {
+		return nil, 0, err
 	}
 	if g.ignoreShutdown {
 		if !forceStop {

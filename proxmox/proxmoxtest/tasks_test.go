@@ -112,12 +112,12 @@ func TestPowerErrorsWhereProxmoxPutsThem(t *testing.T) {
 		{"lxc start missing", "/nodes/pve/lxc/555/status/start", want{200, "", "Configuration file 'nodes/pve/lxc/555.conf' does not exist"}},
 		{"qemu stop stopped", guestPath(stopped) + "/status/stop", want{200, "", "OK"}},
 		{"qemu shutdown stopped", guestPath(stopped) + "/status/shutdown", want{200, "", "OK"}},
-		{"qemu stop missing", "/nodes/pve/qemu/555/status/stop", want{200, "", "Configuration file 'nodes/pve/qemu-server/555.conf' does not exist"}},
+		{"qemu stop missing", "/nodes/pve/qemu/555/status/stop", want{200, "", "unable to find configuration file for VM 555 on node 'pve'"}},
 		{"lxc stop stopped", guestPath(ctStopped) + "/status/stop", want{500, "CT 202 not running", ""}},
 		{"lxc stop missing", "/nodes/pve/lxc/555/status/stop", want{500, "CT 555 not running", ""}},
 		{"lxc shutdown stopped", guestPath(ctStopped) + "/status/shutdown", want{500, "CT 202 not running", ""}},
 		{"qemu reboot stopped", guestPath(stopped) + "/status/reboot", want{500, "VM 102 not running", ""}},
-		{"qemu reboot missing", "/nodes/pve/qemu/555/status/reboot", want{500, "Configuration file 'nodes/pve/qemu-server/555.conf' does not exist", ""}},
+		{"qemu reboot missing", "/nodes/pve/qemu/555/status/reboot", want{500, "unable to find configuration file for VM 555 on node 'pve'", ""}},
 		{"lxc reboot stopped", guestPath(ctStopped) + "/status/reboot", want{500, "VM 202 not running", ""}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
