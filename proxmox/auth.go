@@ -11,9 +11,10 @@ import (
 	"time"
 )
 
-// authenticator adds credentials to requests. Implementations keep their
-// secrets in unexported fields behind a pointer, so no fmt verb applied to
-// a Client reaches them.
+// authenticator adds credentials to requests. Implementations are used
+// through a pointer and keep their secrets behind a second pointer (see
+// tokenSecret), so no fmt verb applied to a Client, or to anything holding
+// one, reaches them.
 type authenticator interface {
 	// credentials returns what to send; it may log in (ticket auth).
 	credentials(ctx context.Context, c *Client) (creds, error)
@@ -51,18 +52,30 @@ func (cr creds) apply(h http.Header, write bool) {
 
 // tokenAuth sends "Authorization: PVEAPIToken=user@realm!name=secret".
 type tokenAuth struct {
-	id     string
-	header string
+	id  string
+	sec *tokenSecret
+}
+
+// tokenSecret is the part of a tokenAuth that must never be printed. It
+// sits one pointer further away than the authenticator because of how fmt
+// walks a value whose methods it cannot call (a Client copied into an
+// unexported field, say): it prints pointers inside the value as
+// addresses, except that to explain a verb that does not fit a pointer
+// (%s, %q) it prints the pointed-to struct, one level deep, with %v. That
+// level is the authenticator; its pointer fields, this one among them,
+// are again printed as addresses.
+type tokenSecret struct {
+	header string // the whole Authorization header
 	secret string
 }
 
 func (a *tokenAuth) credentials(context.Context, *Client) (creds, error) {
-	return creds{authorization: a.header}, nil
+	return creds{authorization: a.sec.header}, nil
 }
 
 func (a *tokenAuth) rejected(creds) bool { return false }
 func (a *tokenAuth) describe() string    { return fmt.Sprintf("token %q", a.id) }
-func (a *tokenAuth) secrets() []string   { return []string{a.secret} }
+func (a *tokenAuth) secrets() []string   { return []string{a.sec.secret} }
 
 // taskUser: for a token, pve-manager's auth_handler makes the token id
 // itself the request's user (PVE::AccessControl::verify_token returns it
@@ -91,17 +104,24 @@ type ticket struct {
 
 // ticketAuth logs in with a password and keeps a fresh ticket.
 type ticketAuth struct {
-	user     string
-	password string
+	user string
+	sec  *ticketSecrets // behind a pointer for the reason tokenSecret is
 
-	mu         sync.Mutex
-	cur        *ticket
-	inflight   *loginCall // non-nil while a login runs
-	failedAt   time.Time  // last failed renewal while cur was usable
-	allTickets []string   // recent tickets and CSRF tokens, for scrubbing
+	mu       sync.Mutex
+	cur      *ticket
+	inflight *loginCall // non-nil while a login runs
+	failedAt time.Time  // last failed renewal while cur was usable
 	// canonical is the user name the last login returned; "" before the
 	// first. Proxmox may spell it differently from user.
 	canonical string
+}
+
+// ticketSecrets is the part of a ticketAuth that must never be printed.
+type ticketSecrets struct {
+	password string
+	// seen holds recent tickets and CSRF tokens, for scrubbing; guarded
+	// by the ticketAuth's mu.
+	seen []string
 }
 
 // loginCall is one login shared by every caller that needs it.
@@ -130,9 +150,9 @@ func (a *ticketAuth) taskUser() string {
 func (a *ticketAuth) secrets() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := make([]string, 0, 1+len(a.allTickets))
-	out = append(out, a.password)
-	return append(out, a.allTickets...)
+	out := make([]string, 0, 1+len(a.sec.seen))
+	out = append(out, a.sec.password)
+	return append(out, a.sec.seen...)
 }
 
 func (a *ticketAuth) rejected(cr creds) bool {
@@ -225,7 +245,7 @@ type ticketResponse struct {
 // login posts the password to /access/ticket. The request creates nothing
 // on the server, so it is retried like a read.
 func (a *ticketAuth) login(ctx context.Context, c *Client) (*ticket, error) {
-	form := url.Values{"username": {a.user}, "password": {a.password}}
+	form := url.Values{"username": {a.user}, "password": {a.sec.password}}
 	var tr ticketResponse
 	err := c.call(ctx, &request{method: http.MethodPost, path: "/access/ticket", form: form, noAuth: true, retryable: true}, &tr)
 	if err != nil {
@@ -235,12 +255,12 @@ func (a *ticketAuth) login(ctx context.Context, c *Client) (*ticket, error) {
 	a.mu.Lock()
 	for _, s := range []string{tr.Ticket, tr.CSRF} {
 		if s != "" {
-			a.allTickets = append(a.allTickets, s)
+			a.sec.seen = append(a.sec.seen, s)
 		}
 	}
 	// Old tickets cannot come back in any response; keep a bounded tail.
-	if n := len(a.allTickets); n > 16 {
-		a.allTickets = append(a.allTickets[:0:0], a.allTickets[n-16:]...)
+	if n := len(a.sec.seen); n > 16 {
+		a.sec.seen = append(a.sec.seen[:0:0], a.sec.seen[n-16:]...)
 	}
 	if userIDRE.MatchString(tr.Username) && strings.EqualFold(tr.Username, a.user) && tr.Ticket != "" && !bool(tr.NeedTFA) {
 		a.canonical = tr.Username

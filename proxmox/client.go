@@ -31,17 +31,25 @@ import (
 // endpoint and credential. It holds no goroutines of its own and needs no
 // Close: idle connections are closed by the transport's idle timeout, or at
 // once by [Client.CloseIdleConnections].
+//
+// Use a Client through the pointer New returns. A copied Client value
+// still works and shares the original's connections and credentials, and
+// it prints as safely as the pointer: every fmt verb, slog and
+// encoding/json show at most the endpoint and the identity, never a
+// secret, even from inside a struct that holds a Client value.
 type Client struct {
 	base          string // "https://host:8006/api2/json", no trailing slash
 	rc            *retryablehttp.Client
-	auth          authenticator // nil: no credentials
+	auth          authenticator // nil: no credentials; secrets two pointers away
 	log           *slog.Logger
 	userAgent     string
 	pollMin       time.Duration
 	pollMax       time.Duration
 	notFoundGrace time.Duration
 	now           func() time.Time
-	bufs          sync.Pool // *bytes.Buffer for response bodies
+	// bufs is a pointer so that a Client holds no lock by value and its
+	// value methods (String, Format) are allowed.
+	bufs *sync.Pool // *bytes.Buffer for response bodies
 	// traced is true when the transport reports connection use through
 	// net/http/httptrace (net/http's own Transport does). Only then can
 	// a failed write be proven unsent; with any other transport every
@@ -121,7 +129,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
-	c.bufs.New = func() any { return new(bytes.Buffer) }
+	c.bufs = &sync.Pool{New: func() any { return new(bytes.Buffer) }}
 	c.rc = &retryablehttp.Client{
 		HTTPClient:     hc,
 		Logger:         nil, // we log through slog, without URLs' queries or headers
@@ -219,8 +227,12 @@ func newTransport(pool *x509.CertPool, pins [][sha256.Size]byte) *http.Transport
 // stays usable; later requests open new connections.
 func (c *Client) CloseIdleConnections() { c.rc.HTTPClient.CloseIdleConnections() }
 
+// The formatting methods below have value receivers, so that a Client
+// value formats through them as the pointer does; fmt would otherwise walk
+// the copy's fields.
+
 // String describes the client: endpoint and identity, never a secret.
-func (c *Client) String() string {
+func (c Client) String() string {
 	id := "no credentials"
 	if c.auth != nil {
 		id = c.auth.describe()
@@ -229,10 +241,10 @@ func (c *Client) String() string {
 }
 
 // GoString is String, so %#v is as safe as %v.
-func (c *Client) GoString() string { return c.String() }
+func (c Client) GoString() string { return c.String() }
 
 // Format prints String for every verb, so no fmt verb reaches the fields.
-func (c *Client) Format(f fmt.State, verb rune) {
+func (c Client) Format(f fmt.State, verb rune) {
 	if verb == 'q' {
 		fmt.Fprintf(f, "%q", c.String())
 		return
@@ -241,7 +253,7 @@ func (c *Client) Format(f fmt.State, verb rune) {
 }
 
 // LogValue describes the client to slog without secrets.
-func (c *Client) LogValue() slog.Value { return slog.StringValue(c.String()) }
+func (c Client) LogValue() slog.Value { return slog.StringValue(c.String()) }
 
 // request is one API call.
 type request struct {

@@ -111,7 +111,7 @@ func WithAPIToken(tokenID, secret string) Option {
 			if s.auth != nil {
 				return fmt.Errorf("%w: WithAPIToken: authentication is already configured", ErrInvalidOption)
 			}
-			s.auth = &tokenAuth{id: tokenID, header: "PVEAPIToken=" + tokenID + "=" + secret, secret: secret}
+			s.auth = &tokenAuth{id: tokenID, sec: &tokenSecret{header: "PVEAPIToken=" + tokenID + "=" + secret, secret: secret}}
 			return nil
 		},
 	}
@@ -138,7 +138,7 @@ func WithPassword(username, password string) Option {
 			if s.auth != nil {
 				return fmt.Errorf("%w: WithPassword: authentication is already configured", ErrInvalidOption)
 			}
-			s.auth = &ticketAuth{user: username, password: password}
+			s.auth = &ticketAuth{user: username, sec: &ticketSecrets{password: password}}
 			return nil
 		},
 	}

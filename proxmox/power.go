@@ -51,10 +51,19 @@ func (c *Client) Stop(ctx context.Context, ref Ref) (UPID, error) {
 	return c.power(ctx, ref, "stop", nil)
 }
 
+// MaxShutdownTimeout is the longest timeout [Client.Shutdown] accepts,
+// 2³¹−1 seconds (about 68 years). Proxmox takes the timeout as a whole
+// number of seconds with no upper bound of its own, but hands it to
+// lxc-stop for a container, which reads it into a 32-bit integer and
+// fails above this.
+const MaxShutdownTimeout = (1<<31 - 1) * time.Second
+
 // Shutdown asks the guest's operating system to shut down: POST
 // .../status/shutdown, with timeout (rounded up to whole seconds) as the
 // time Proxmox waits for it; 0 leaves Proxmox's default (60 s unless the
-// guest's startup order sets one). It returns the task's UPID
+// guest's startup order sets one). A negative timeout, or one longer than
+// [MaxShutdownTimeout], is refused with [ErrInvalidArgument] before
+// anything is sent, not shortened. It returns the task's UPID
 // ("qmshutdown", "vzshutdown", or "hastop" for an HA-managed guest: see
 // [Client.Start]). If the guest does not stop in
 // time the task fails; Proxmox is not asked to force a stop, so decide
@@ -64,6 +73,11 @@ func (c *Client) Stop(ctx context.Context, ref Ref) (UPID, error) {
 func (c *Client) Shutdown(ctx context.Context, ref Ref, timeout time.Duration) (UPID, error) {
 	if timeout < 0 {
 		return "", fmt.Errorf("%w: shutdown timeout %s is negative", ErrInvalidArgument, timeout)
+	}
+	if timeout > MaxShutdownTimeout {
+		// Checked before rounding up, which would overflow near the
+		// largest Duration and send a negative number.
+		return "", fmt.Errorf("%w: shutdown timeout %s is longer than %s", ErrInvalidArgument, timeout, MaxShutdownTimeout)
 	}
 	var form url.Values
 	if timeout > 0 {
