@@ -19,8 +19,11 @@ import (
 var (
 	// ErrNotFound: the guest, node or task does not exist. Proxmox has no
 	// 404; the class is recognised from its messages: "Configuration file
-	// '...' does not exist" (a guest that is missing on the addressed node,
-	// returned synchronously or as a task's exit status), "no such task"
+	// '...' does not exist" and "unable to find configuration file for VM
+	// 100 on node 'pve1'" (a guest that is missing on the addressed node:
+	// the first from a read or a config change, the second from a QEMU
+	// stop, shutdown or reboot, returned synchronously or as a task's exit
+	// status), "no such task"
 	// (a task the node does not know, including for a moment right after
 	// it was created), and "hostname lookup '...' failed" (a node name the
 	// cluster cannot resolve). Other "does not exist" texts, for example a
@@ -260,12 +263,15 @@ func (c class) has(target error) bool {
 }
 
 // The texts Proxmox uses: PVE::AbstractConfig load_config and check_lock,
+// qemu-server's assert_config_exists_on_node (which check_running calls
+// before a stop, shutdown or reboot; spelled "... - no such machine" before
+// PVE 6.1),
 // the "no such task" of pve-manager's task endpoints, the hostname lookup
 // of pve-common's PVE::Network, the digest checks of qemu-server and
 // PVE::Tools::assert_if_modified, the power handlers, and
 // PVE::Tools::lock_file_full.
 var (
-	reConfigMissing  = regexp.MustCompile(`Configuration file '[^']*' does not exist`)
+	reConfigMissing  = regexp.MustCompile(`Configuration file '[^']*' does not exist|\bunable to find configuration file for (?:VM|CT) \d+ (?:on node '[^']*'|- no such machine)`)
 	reNoSuchTask     = regexp.MustCompile(`(?i)\bno such task\b`)
 	reHostLookup     = regexp.MustCompile(`^hostname lookup '[^']*' failed`)
 	reLocked         = regexp.MustCompile(`\b(?:VM|CT)(?: \d+)? is locked\b`)
