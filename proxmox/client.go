@@ -73,7 +73,7 @@ const maxResponse = 64 << 20
 // New does no I/O. It returns an error wrapping [ErrInvalidOption] for a bad
 // base URL, option, or combination of options.
 func New(baseURL string, opts ...Option) (*Client, error) {
-	base, err := parseBaseURL(baseURL)
+	base, host, err := parseBaseURL(baseURL)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +103,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 		}
 	} else {
 		hc = &http.Client{
-			Transport: newTransport(s.caPool, s.pins),
+			Transport: newTransport(host, s.caPool, s.pins),
 			Timeout:   s.timeout,
 			// Proxmox never redirects; following one could send the
 			// credentials elsewhere.
@@ -144,39 +144,43 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	return c, nil
 }
 
-func parseBaseURL(raw string) (string, error) {
+// parseBaseURL checks New's base URL and returns the API's root and the
+// host name (or IP address, without brackets) the certificate must be
+// issued for.
+func parseBaseURL(raw string) (base, host string, err error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		// url.Parse quotes the input, which could hold a password.
-		return "", fmt.Errorf("%w: base URL is not a valid URL", ErrInvalidOption)
+		return "", "", fmt.Errorf("%w: base URL is not a valid URL", ErrInvalidOption)
 	}
 	if u.User != nil {
-		return "", fmt.Errorf("%w: base URL must not contain user information; use WithAPIToken or WithPassword", ErrInvalidOption)
+		return "", "", fmt.Errorf("%w: base URL must not contain user information; use WithAPIToken or WithPassword", ErrInvalidOption)
 	}
 	if u.Scheme != "https" {
-		return "", fmt.Errorf("%w: base URL %q: scheme must be https (Proxmox serves the API over TLS only)", ErrInvalidOption, u.Redacted())
+		return "", "", fmt.Errorf("%w: base URL %q: scheme must be https (Proxmox serves the API over TLS only)", ErrInvalidOption, u.Redacted())
 	}
-	if u.Host == "" || u.Opaque != "" {
-		return "", fmt.Errorf("%w: base URL %q has no host", ErrInvalidOption, u.Redacted())
+	if u.Host == "" || u.Hostname() == "" || u.Opaque != "" {
+		return "", "", fmt.Errorf("%w: base URL %q has no host", ErrInvalidOption, u.Redacted())
 	}
 	if u.RawQuery != "" || u.Fragment != "" || u.ForceQuery {
-		return "", fmt.Errorf("%w: base URL %q must not have a query or fragment", ErrInvalidOption, u.Redacted())
+		return "", "", fmt.Errorf("%w: base URL %q must not have a query or fragment", ErrInvalidOption, u.Redacted())
 	}
 	p := strings.TrimRight(u.EscapedPath(), "/")
 	switch {
 	case strings.HasSuffix(p, "/api2/json"):
 	case strings.Contains(p+"/", "/api2/"):
-		return "", fmt.Errorf("%w: base URL %q: only the /api2/json format is supported", ErrInvalidOption, u.Redacted())
+		return "", "", fmt.Errorf("%w: base URL %q: only the /api2/json format is supported", ErrInvalidOption, u.Redacted())
 	default:
 		p += "/api2/json"
 	}
-	return u.Scheme + "://" + u.Host + p, nil
+	return u.Scheme + "://" + u.Host + p, u.Hostname(), nil
 }
 
 // newTransport is the default transport: verified TLS 1.2+, HTTP/1.1 (the
 // Proxmox API server does not speak HTTP/2), bounded dial and handshake
-// times, and enough idle connections for concurrent callers.
-func newTransport(pool *x509.CertPool, pins [][sha256.Size]byte) *http.Transport {
+// times, and enough idle connections for concurrent callers. host is the
+// base URL's host, the only one the client connects to.
+func newTransport(host string, pool *x509.CertPool, pins [][sha256.Size]byte) *http.Transport {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
 	if len(pins) > 0 {
 		// The pin replaces chain verification: Proxmox's certificates are
@@ -202,7 +206,14 @@ func newTransport(pool *x509.CertPool, pins [][sha256.Size]byte) *http.Transport
 				for _, ic := range cs.PeerCertificates[1:] {
 					inter.AddCert(ic)
 				}
-				_, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, DNSName: cs.ServerName})
+				// The host comes from the URL, not from cs.ServerName:
+				// TLS sends no server name for an IP address, and an
+				// empty name would skip the check. Verify matches an IP
+				// literal against the certificate's IP addresses.
+				if host == "" {
+					return x509.HostnameError{Certificate: leaf}
+				}
+				_, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, DNSName: host})
 				return err
 			}
 			return nil

@@ -187,8 +187,10 @@ func WithCAPool(pool *x509.CertPool) Option {
 // colons optional, any case. This is the usual answer to Proxmox's
 // self-signed certificates: the connection is accepted only if the
 // presented certificate is exactly the pinned one, and chain and host name
-// are then not checked (unless [WithCAPool] is also given, in which case
-// both must hold). Give the option several times to accept several
+// are then not checked. With [WithCAPool] as well, both must hold: the
+// pinned certificate must also chain to the pool and be issued for the
+// base URL's host (for an IP address, one of the certificate's IP
+// addresses). Give the option several times to accept several
 // certificates, for example across a renewal.
 func WithFingerprint(sha256Fingerprint string) Option {
 	return option{

@@ -1,0 +1,229 @@
+package proxmox
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// testCA is a certificate authority for tests that need certificates for
+// chosen names.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newTestCA(t testing.TB) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "guestward test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &testCA{cert: cert, key: key, pool: pool}
+}
+
+// leaf issues a server certificate for the given DNS names and IP
+// addresses.
+func (ca *testCA) leaf(t testing.TB, dnsNames []string, ips ...net.IP) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "pve"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		DNSNames:     dnsNames,
+		IPAddresses:  ips,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
+
+func fingerprint(c tls.Certificate) string {
+	sum := sha256.Sum256(c.Certificate[0])
+	return hex.EncodeToString(sum[:])
+}
+
+// versionServer serves GET /version over TLS with cert at addr
+// ("127.0.0.1:0", "[::1]:0"), counting the requests that reach it. It
+// skips the test if addr cannot be listened on (no IPv6).
+func versionServer(t *testing.T, addr string, cert tls.Certificate) (*httptest.Server, *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("cannot listen on %s: %v", addr, err)
+	}
+	n := new(atomic.Int32)
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		reply(w, map[string]any{"version": "8.1.4", "release": "8.1", "repoid": "ec5affc9e41f1d79"})
+	}))
+	ts.Listener.Close()
+	ts.Listener = ln
+	ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	ts.Config.ErrorLog = log.New(io.Discard, "", 0)
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	return ts, n
+}
+
+// TestPinAndPoolCheckTheURLHost: with both WithFingerprint and
+// WithCAPool, the certificate must also be issued for the host the base
+// URL names, IP literals included. Before the fix, the host check used
+// the TLS server name, which is empty for an IP address, and a
+// certificate for another host was accepted at https://127.0.0.1 and
+// https://[::1].
+func TestPinAndPoolCheckTheURLHost(t *testing.T) {
+	ca := newTestCA(t)
+	v4, v6 := net.ParseIP("127.0.0.1"), net.ParseIP("::1")
+	tests := []struct {
+		name string
+		addr string
+		cert tls.Certificate
+		opts func(cert tls.Certificate) []Option
+		ok   bool
+	}{
+		{"IPv4 URL, certificate for another host", "127.0.0.1:0", ca.leaf(t, []string{"other.example"}), pinAndPool(ca), false},
+		{"IPv4 URL, certificate for another IP", "127.0.0.1:0", ca.leaf(t, nil, net.ParseIP("10.0.0.1")), pinAndPool(ca), false},
+		{"IPv4 URL, certificate for the IPv6 loopback", "127.0.0.1:0", ca.leaf(t, nil, v6), pinAndPool(ca), false},
+		{"IPv4 URL, certificate for its IP", "127.0.0.1:0", ca.leaf(t, []string{"other.example"}, v4), pinAndPool(ca), true},
+		{"IPv6 URL, certificate for another host", "[::1]:0", ca.leaf(t, []string{"other.example"}), pinAndPool(ca), false},
+		{"IPv6 URL, certificate for the IPv4 loopback", "[::1]:0", ca.leaf(t, nil, v4), pinAndPool(ca), false},
+		{"IPv6 URL, certificate for its IP", "[::1]:0", ca.leaf(t, nil, v6), pinAndPool(ca), true},
+		// Controls: a pin alone accepts exactly its certificate whatever
+		// it names; a pool alone checks the host as Go always does.
+		{"pin alone, certificate for another host", "127.0.0.1:0", ca.leaf(t, []string{"other.example"}),
+			func(c tls.Certificate) []Option { return []Option{WithFingerprint(fingerprint(c))} }, true},
+		{"pool alone, certificate for another host", "127.0.0.1:0", ca.leaf(t, []string{"other.example"}),
+			func(tls.Certificate) []Option { return []Option{WithCAPool(ca.pool)} }, false},
+		{"pool alone, certificate for its IP", "[::1]:0", ca.leaf(t, nil, v6),
+			func(tls.Certificate) []Option { return []Option{WithCAPool(ca.pool)} }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts, n := versionServer(t, tt.addr, tt.cert)
+			lg, _ := testLogger(t)
+			opts := append([]Option{WithAPIToken(testTokenID, testSecret), WithLogger(lg), WithRetry(2, time.Millisecond, time.Millisecond)}, tt.opts(tt.cert)...)
+			c, err := New(ts.URL, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.CloseIdleConnections()
+			_, err = c.Version(context.Background())
+			if tt.ok {
+				if err != nil {
+					t.Fatalf("Version: %v", checkErr(t, err))
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("%s accepted a certificate for %v %v", ts.URL, tt.cert.Leaf.DNSNames, tt.cert.Leaf.IPAddresses)
+			}
+			checkErr(t, err)
+			var hostErr x509.HostnameError
+			if !errors.As(err, &hostErr) {
+				t.Errorf("want an x509.HostnameError, got %v", err)
+			}
+			if errors.Is(err, ErrTransient) {
+				t.Errorf("a refused certificate is not transient: %v", err)
+			}
+			if got := n.Load(); got != 0 {
+				t.Errorf("%d requests reached the server through a refused connection", got)
+			}
+		})
+	}
+}
+
+func pinAndPool(ca *testCA) func(tls.Certificate) []Option {
+	return func(c tls.Certificate) []Option {
+		return []Option{WithCAPool(ca.pool), WithFingerprint(fingerprint(c))}
+	}
+}
+
+// TestPinAndPoolCheckDNSNames covers host names, which the end-to-end test
+// cannot dial without a resolver: the verification newTransport installs
+// is given the URL's host and a handshake's state.
+func TestPinAndPoolCheckDNSNames(t *testing.T) {
+	ca := newTestCA(t)
+	cert := ca.leaf(t, []string{"pve1.example.com", "*.pve.example.com"}, net.ParseIP("192.0.2.7"), net.ParseIP("2001:db8::7"))
+	sum := sha256.Sum256(cert.Certificate[0])
+	for host, ok := range map[string]bool{
+		"pve1.example.com":      true,
+		"PVE1.Example.COM":      true,
+		"node3.pve.example.com": true,
+		"pve2.example.com":      false,
+		"example.com":           false,
+		"192.0.2.7":             true,
+		"2001:db8::7":           true,
+		"192.0.2.8":             false,
+		"2001:db8::8":           false,
+		"":                      false,
+	} {
+		tc := newTransport(host, ca.pool, [][sha256.Size]byte{sum}).TLSClientConfig
+		// The server name a handshake reports is deliberately a name the
+		// certificate holds: only the URL's host may decide.
+		err := tc.VerifyConnection(tls.ConnectionState{ServerName: "pve1.example.com", PeerCertificates: []*x509.Certificate{cert.Leaf}})
+		if (err == nil) != ok {
+			t.Errorf("host %q: err = %v, want ok = %v", host, err, ok)
+		}
+	}
+}
+
+// TestNewRefusesAnEmptyHost: a base URL with a port and no host name would
+// leave the certificate nothing to be checked against.
+func TestNewRefusesAnEmptyHost(t *testing.T) {
+	for _, u := range []string{"https://:8006", "https://:8006/api2/json", "https://[]:8006"} {
+		c, err := New(u)
+		if c != nil || !errors.Is(err, ErrInvalidOption) {
+			t.Errorf("New(%q) = %v, %v; want ErrInvalidOption", u, c, err)
+		}
+	}
+}
