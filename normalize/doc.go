@@ -47,14 +47,25 @@
 //
 // # Rules by field
 //
-// Descriptions (Q01–Q05): line endings become LF (CRLF, and a run of CRs
-// before LF) and all trailing white space is dropped on both sides; leading
-// white space and interior blank lines are content. Values are never
-// URL-decoded: the API returns them decoded.
+// Descriptions: line endings become LF (CRLF, and a run of CRs before LF)
+// and the end is cut where Proxmox cuts it. A virtual machine's description
+// loses all trailing white space as Unicode defines it (a no-break or an
+// ideographic space too): qemu-server strips it from the decoded text. A
+// container's description loses only its trailing line endings:
+// pve-container never trims, so trailing blanks are content there. Leading
+// white space and interior blank lines are content for both. A description
+// of "0" is none: Proxmox writes neither "0" nor "" and reads either back
+// absent. A description that does read back "0" (declared "0 ", say) is
+// taken as absent as well, for Equal must hold for equal values and
+// writing that "0" back would remove it. Values are never URL-decoded: the
+// API returns them decoded.
 //
 // Tags (Q07–Q09): split on commas, semicolons and white space, empty items
 // dropped, compared as sets without regard to ASCII letter case (see
-// [WithCaseSensitiveTags]). A white-space-only value is no tags.
+// [WithCaseSensitiveTags]). A white-space-only value is no tags. Normalize
+// prints them as Proxmox stores them: lower-cased and sorted, or, with
+// case-sensitive tags, in their own case and sorted as Perl's cmp sorts,
+// by code point, so "Web" comes before "apple".
 //
 // Booleans (Q10, Q11) parse every Proxmox spelling (1/on/yes/true,
 // 0/off/no/false) and an absent value is the schema default: onboot,

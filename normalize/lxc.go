@@ -65,7 +65,7 @@ var featuresFormat = &Format{
 }
 
 var lxcFields = map[string]Rule{
-	"description": descriptionRule{},
+	"description": descriptionRule{container: true},
 
 	// Booleans with their schema defaults (Q10, Q11).
 	"onboot":       boolDefault0,

@@ -193,7 +193,7 @@ func TestEqualAllocations(t *testing.T) {
 		}
 	}
 	for _, v := range loadVectors(t) {
-		s := setFor(t, v.Guest)
+		s := vectorSet(t, v)
 		if n := testing.AllocsPerRun(20, func() { s.Equal(v.Field, v.Desired, v.Actual) }); n != 0 {
 			t.Errorf("vector %s: %v allocations", v.ID, n)
 		}

@@ -9,11 +9,17 @@ import (
 // property-string rules: each encodes one piece of Proxmox behaviour,
 // named in its comment by the quirk it covers (see the package doc).
 
-// descriptionRule: Q01–Q05.
-type descriptionRule struct{}
+// descriptionRule: what Proxmox keeps of a description (see
+// descriptionTrim), CRLF taken as LF, and "0" as absent, since neither
+// qemu-server nor pve-container writes a description that is "0" or "".
+// Treating a read-back "0" as absent too keeps the rule symmetric: writing
+// the "0" that was read removes the description, as in Proxmox itself.
+type descriptionRule struct{ container bool }
 
-func (descriptionRule) Normalize(v string) string    { return Description(v) }
-func (descriptionRule) Equal(d, a string) bool       { return d == a || descriptionEqual(d, a) }
+func (r descriptionRule) Normalize(v string) string { return canonicalDescription(v, r.container) }
+func (r descriptionRule) Equal(d, a string) bool {
+	return d == a || descriptionEqual(d, a, r.container)
+}
 func (r descriptionRule) Explain(d, a string) []Diff { return explainWhole(r, d, a) }
 
 // tagsRule: Q07–Q09. Tags compare as sets; letter case is ignored unless the

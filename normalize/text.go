@@ -3,18 +3,36 @@ package normalize
 import (
 	"slices"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
-// Description returns the canonical form of a guest description: line
-// endings converted to LF (a CR or a run of CRs before an LF is dropped)
-// and all trailing white space removed, which is what Proxmox keeps of a
-// QEMU description (it strips the trailing run) and what a container
-// description reads back as apart from its single added newline. Leading
-// white space and interior blank lines are kept: Proxmox preserves them.
-// Percent escapes are not decoded; the API returns descriptions decoded
-// already.
+// Description returns the canonical form of a QEMU guest description:
+// line endings converted to LF (a CR or a run of CRs before an LF is
+// dropped) and all trailing white space removed, white space as Unicode
+// defines it (NBSP, ideographic space, line separator, ...). That is what
+// Proxmox keeps of a virtual machine's description: it reads the text back
+// decoded and strips its trailing white space with Unicode rules. A
+// description that is then "0" is returned as "": Proxmox writes no
+// description for "0" (nor for ""), so it reads back absent.
+//
+// Leading white space and interior blank lines are kept: Proxmox preserves
+// them. Percent escapes are not decoded; the API returns descriptions
+// decoded already. Containers keep more of their descriptions (trailing
+// white space other than line endings is content there); [Set.Normalize]
+// applies the rule of the set's guest type.
 func Description(v string) string {
-	v = trimRightSpace(v)
+	return canonicalDescription(v, false)
+}
+
+// canonicalDescription is the canonical description of either guest type:
+// trailing white space (QEMU) or trailing line endings (LXC, container) cut,
+// CR runs before LF folded, and a result of "0" made absent.
+func canonicalDescription(v string, container bool) string {
+	v = descriptionTrim(v, container)
+	if v == "0" {
+		return ""
+	}
 	if strings.IndexByte(v, '\r') < 0 {
 		return v
 	}
@@ -36,6 +54,40 @@ func Description(v string) string {
 	return b.String()
 }
 
+// descriptionTrim cuts what Proxmox does not keep at the end of a
+// description. A virtual machine's description loses its trailing white
+// space: qemu-server strips it with Perl's \s on the decoded text, which is
+// Unicode's White_Space, the set unicode.IsSpace reports. A container's
+// loses only its trailing line endings: pve-container writes one comment
+// line per LF-separated line (so trailing empty lines vanish) and reads
+// each back with an LF, never trimming; a trailing CR is taken as part of
+// that line ending, as CRLF equals LF everywhere in descriptions.
+func descriptionTrim(v string, container bool) string {
+	if container {
+		i := len(v)
+		for i > 0 && (v[i-1] == '\n' || v[i-1] == '\r') {
+			i--
+		}
+		return v[:i]
+	}
+	for len(v) > 0 {
+		c := v[len(v)-1]
+		if c < utf8.RuneSelf {
+			if !isSpace(c) {
+				return v
+			}
+			v = v[:len(v)-1]
+			continue
+		}
+		r, size := utf8.DecodeLastRuneInString(v)
+		if !unicode.IsSpace(r) {
+			return v
+		}
+		v = v[:len(v)-size]
+	}
+	return v
+}
+
 func trimRightSpace(s string) string {
 	i := len(s)
 	for i > 0 && isSpace(s[i-1]) {
@@ -52,10 +104,16 @@ func trimSpace(s string) string {
 	return trimRightSpace(s[i:])
 }
 
-// descriptionEqual compares Description(a) and Description(b) without
-// building either.
-func descriptionEqual(a, b string) bool {
-	a, b = trimRightSpace(a), trimRightSpace(b)
+// descriptionEqual compares canonicalDescription(a) and
+// canonicalDescription(b) without building either.
+func descriptionEqual(a, b string, container bool) bool {
+	a, b = descriptionTrim(a, container), descriptionTrim(b, container)
+	if a == "0" {
+		a = ""
+	}
+	if b == "0" {
+		b = ""
+	}
 	if a == b {
 		return true
 	}
@@ -211,8 +269,12 @@ func asciiUpper(s string) string {
 }
 
 // canonicalTags prints a tag list the way Proxmox's get_unique_tags does:
-// split, lower-cased unless caseSensitive, de-duplicated, sorted without
-// regard to case and joined with ";".
+// split, de-duplicated, sorted and joined with ";". By default tags are
+// lower-cased and sorted by their lower-case form; with case-sensitive tags
+// they keep their case and sort as Perl's cmp does, by code point, which
+// puts every upper-case ASCII letter before every lower-case one
+// ("Web;Zeta;apple"). strings.Compare orders UTF-8 bytes by code point as
+// well.
 func canonicalTags(v string, caseSensitive bool) string {
 	tags := splitList(v, nil)
 	if !caseSensitive {
@@ -220,12 +282,7 @@ func canonicalTags(v string, caseSensitive bool) string {
 			tags[i] = asciiLower(t)
 		}
 	}
-	slices.SortFunc(tags, func(x, y string) int {
-		if c := strings.Compare(asciiLower(x), asciiLower(y)); c != 0 {
-			return c
-		}
-		return strings.Compare(x, y)
-	})
+	slices.Sort(tags)
 	return strings.Join(slices.Compact(tags), ";")
 }
 

@@ -9,8 +9,14 @@ import (
 	"github.com/guestward/guestward/normalize"
 )
 
-// vector is one entry of testdata/normalize-vectors.json: a declared value,
-// the value Proxmox reported, and whether they are the same.
+// vectorFiles are the vector files in testdata: normalize-vectors.json, the
+// shared set, and proxmox-rules.json, this package's own vectors for rules
+// read from Proxmox's sources (each names the repository, file and function
+// it follows).
+var vectorFiles = []string{"normalize-vectors.json", "proxmox-rules.json"}
+
+// vector is one entry of a vector file: a declared value, the value Proxmox
+// reported, and whether they are the same.
 type vector struct {
 	ID      string `json:"id"`
 	Guest   string `json:"guest"`
@@ -20,22 +26,30 @@ type vector struct {
 	Equal   bool   `json:"equal"`
 	Why     string `json:"why"`
 	Source  string `json:"source"`
+	// Options names Set options the vector needs ("case-sensitive-tags").
+	Options []string `json:"options,omitempty"`
+	// Normalized, when present, is what Normalize must return for Desired.
+	Normalized *string `json:"normalized,omitempty"`
 }
 
 func loadVectors(t testing.TB) []vector {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("testdata", "normalize-vectors.json"))
-	if err != nil {
-		t.Fatalf("read vectors: %v", err)
+	var all []vector
+	for _, name := range vectorFiles {
+		data, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			t.Fatalf("read vectors: %v", err)
+		}
+		var vs []vector
+		if err := json.Unmarshal(data, &vs); err != nil {
+			t.Fatalf("decode %s: %v", name, err)
+		}
+		if len(vs) == 0 {
+			t.Fatalf("%s: no vectors", name)
+		}
+		all = append(all, vs...)
 	}
-	var vs []vector
-	if err := json.Unmarshal(data, &vs); err != nil {
-		t.Fatalf("decode vectors: %v", err)
-	}
-	if len(vs) == 0 {
-		t.Fatal("no vectors")
-	}
-	return vs
+	return all
 }
 
 func setFor(t testing.TB, guest string) *normalize.Set {
@@ -50,9 +64,31 @@ func setFor(t testing.TB, guest string) *normalize.Set {
 	return nil
 }
 
-// TestVectors runs every shared vector: Equal must give the recorded answer,
-// Explain must agree with Equal, and the vector's values must satisfy the
-// round-trip properties.
+// vectorSet is the Set a vector runs against: its guest's, with its options.
+func vectorSet(t testing.TB, v vector) *normalize.Set {
+	t.Helper()
+	s := setFor(t, v.Guest)
+	for _, o := range v.Options {
+		var err error
+		switch o {
+		case "case-sensitive-tags":
+			s, err = s.With(normalize.WithCaseSensitiveTags())
+		case "cgroup-v2":
+			s, err = s.With(normalize.WithCgroupV2())
+		default:
+			t.Fatalf("vector %s: unknown option %q", v.ID, o)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
+// TestVectors runs every vector: Equal must give the recorded answer,
+// Explain must agree with Equal, Normalize must give the recorded form where
+// one is recorded, and the vector's values must satisfy the round-trip
+// properties.
 func TestVectors(t *testing.T) {
 	seen := map[string]bool{}
 	for _, v := range loadVectors(t) {
@@ -61,7 +97,10 @@ func TestVectors(t *testing.T) {
 				t.Fatalf("duplicate vector id %q", v.ID)
 			}
 			seen[v.ID] = true
-			s := setFor(t, v.Guest)
+			if v.Source == "" {
+				t.Fatal("the vector names no source")
+			}
+			s := vectorSet(t, v)
 			if got := s.Equal(v.Field, v.Desired, v.Actual); got != v.Equal {
 				t.Fatalf("Equal(%q, %q, %q) = %v, want %v\nwhy: %s", v.Field, v.Desired, v.Actual, got, v.Equal, v.Why)
 			}
@@ -72,6 +111,11 @@ func TestVectors(t *testing.T) {
 			for _, d := range diffs {
 				if d.Field != v.Field {
 					t.Errorf("diff %v: Field = %q, want %q", d, d.Field, v.Field)
+				}
+			}
+			if v.Normalized != nil {
+				if got := s.Normalize(v.Field, v.Desired); got != *v.Normalized {
+					t.Errorf("Normalize(%q, %q) = %q, want %q\nwhy: %s", v.Field, v.Desired, got, *v.Normalized, v.Why)
 				}
 			}
 			for _, x := range []string{v.Desired, v.Actual} {
