@@ -94,7 +94,9 @@
 //
 // QEMU disks (Q16–Q22): a volume declared in allocation syntax
 // ("local-lvm:32", decimals allowed) matches the volume Proxmox allocated on
-// that storage when the reported size equals the GiB; for efidisk0 and
+// that storage when the reported size is the one Proxmox records for that
+// many GiB: a fraction is rounded up to whole KiB, in floating point as
+// qemu-server does it, so "local-lvm:0.1" is size=104858K; for efidisk0 and
 // tpmstate0 only the storage counts (Proxmox sizes them itself), and
 // "<storage>:0" with import-from takes its size from the source.
 // "<storage>:cloudinit" matches the vm-<id>-cloudinit volume on that
@@ -107,8 +109,9 @@
 // TPM version=v1.2. ms-cert is generated. volume is an alias of file, and
 // the legacy *_length throttle keys are aliases too.
 //
-// LXC rootfs and mpN (Q17, Q23): allocation syntax as for QEMU disks;
-// mountoptions is a set; ro, quota, shared, keepattrs and an mpN's backup
+// LXC rootfs and mpN (Q17, Q23): allocation syntax as for QEMU disks,
+// except that pve-container truncates a fraction to whole MiB
+// ("local-lvm:0.1" is size=102M); mountoptions is a set; ro, quota, shared, keepattrs and an mpN's backup
 // default to 0, replicate to 1; acl has no default (absent means the file
 // system's).
 //

@@ -91,11 +91,13 @@ func volumeFormat(volume string) string {
 
 // compareVolume compares the default-key volume of a disk or mount point
 // (Q16, Q21, Q22, Q23). A volume declared in allocation syntax matches the
-// allocated volume on the same storage; its GiB must match the reported size
-// unless fixedSize (EFI vars, TPM state: Proxmox sizes those itself) or the
-// declaration sets size= itself. "<storage>:cloudinit" matches the cloud-init
-// volume Proxmox allocates on that storage. Anything else compares exactly.
-func compareVolume(pc *propCompare, key string, d, a []kv, fixedSize bool) {
+// allocated volume on the same storage; the size Proxmox records for the
+// allocation (see allocBytes; container selects pve-container's rounding)
+// must match the reported size unless fixedSize (EFI vars, TPM state:
+// Proxmox sizes those itself) or the declaration sets size= itself.
+// "<storage>:cloudinit" matches the cloud-init volume Proxmox allocates on
+// that storage. Anything else compares exactly.
+func compareVolume(pc *propCompare, key string, d, a []kv, fixedSize, container bool) {
 	dv, dok := lookup(d, key)
 	av, aok := lookup(a, key)
 	if !dok || !aok {
@@ -111,8 +113,8 @@ func compareVolume(pc *propCompare, key string, d, a []kv, fixedSize bool) {
 		if _, _, actualAlloc := allocSyntax(av); actualAlloc {
 			// Not allocated yet on either side: compare as written.
 			as, ag, _ := allocSyntax(av)
-			x, _ := scaledSize(gib, 1<<30)
-			y, _ := scaledSize(ag, 1<<30)
+			x, _ := allocBytes(gib, container)
+			y, _ := allocBytes(ag, container)
 			if as != storage || x != y {
 				pc.fail(key, dv, av)
 			}
@@ -124,7 +126,11 @@ func compareVolume(pc *propCompare, key string, d, a []kv, fixedSize bool) {
 		if fixedSize || hasKey(d, "size") {
 			return
 		}
-		want, _ := scaledSize(gib, 1<<30)
+		want, ok := allocBytes(gib, container)
+		if !ok {
+			pc.fail(key, dv, av) // too large to allocate: never what Proxmox reports
+			return
+		}
 		if want == 0 {
 			return // storage:0 with import-from: the size comes from the source
 		}
@@ -244,7 +250,7 @@ func (r driveRule) compare(d, a string, diffs *[]Diff) bool {
 		pc.setDefault("cache", "none")
 	}
 
-	compareVolume(&pc, "file", dk, ak, r.kind == driveFixed)
+	compareVolume(&pc, "file", dk, ak, r.kind == driveFixed, false)
 	if pc.done() {
 		return false
 	}
@@ -293,7 +299,7 @@ func (r mountRule) compare(d, a string, diffs *[]Diff) bool {
 	}
 	pc := propCompare{f: r.f, diffs: diffs}
 	pc.skipKey("volume")
-	compareVolume(&pc, "volume", dk, ak, false)
+	compareVolume(&pc, "volume", dk, ak, false, true)
 	if pc.done() {
 		return false
 	}

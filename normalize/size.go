@@ -133,6 +133,44 @@ func scaledSize(num string, mult uint64) (int64, bool) {
 	return int64(total), true
 }
 
+// allocBytes returns the size Proxmox records for a volume allocated with
+// the allocation syntax "<storage>:<gib>", where gib is \d+(\.\d+)?. The
+// two guest types round a fractional size differently, and both compute in
+// floating point, which this function repeats:
+//
+//   - qemu-server's create_disks converts the GiB to KiB with convert_size,
+//     which rounds any fraction up, and records KiB * 1024 bytes: 0.1 GiB is
+//     104858K.
+//   - pve-container's create_disks takes int(GiB * 1024) MiB, truncating,
+//     and records that many MiB: 0.1 GiB is 102M.
+//
+// ok is false when gib is not a decimal number or the size does not fit in
+// an int64.
+func allocBytes(gib string, container bool) (int64, bool) {
+	if _, ok := scaledSize(gib, 1<<30); !ok {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(gib, 64)
+	if err != nil {
+		return 0, false
+	}
+	if container {
+		mib := math.Trunc(f * (1 << 10))
+		if mib > float64(math.MaxInt64>>20) {
+			return 0, false
+		}
+		return int64(mib) << 20, true
+	}
+	kib := f * (1 << 20)
+	if t := math.Trunc(kib); kib-t > 0 {
+		kib = t + 1
+	}
+	if kib > float64(math.MaxInt64>>10) {
+		return 0, false
+	}
+	return int64(kib) << 10, true
+}
+
 func scaledSizeBig(whole uint64, frac string, mult uint64) (int64, bool) {
 	num, ok := new(big.Int).SetString(frac, 10)
 	if !ok {

@@ -31,8 +31,11 @@ type Volume struct {
 	Storage string
 	// Alloc is true for allocation syntax.
 	Alloc bool
-	// Size is the size in bytes: the allocation's, or else the size=
-	// option's; 0 when neither states one.
+	// Size is the size in bytes: the size Proxmox records for the
+	// allocation, or else the size= option's; 0 when neither states one.
+	// An allocation's fractional GiB is rounded as Proxmox rounds it: up to
+	// whole KiB for a QEMU disk (0.1 is 104858K), down to whole MiB for a
+	// container volume (0.1 is 102M).
 	Size int64
 	// CDROM is true for a QEMU drive whose media is cdrom (an ISO image,
 	// "cdrom", "none", a cloud-init drive): it holds no guest data, and
@@ -97,7 +100,7 @@ func (s *Set) Volume(field, value string) (v Volume, ok bool) {
 	v.Volume = vol
 	if storage, gib, isAlloc := allocSyntax(vol); isAlloc {
 		v.Alloc, v.Storage = true, storage
-		v.Size, _ = scaledSize(gib, 1<<30)
+		v.Size, _ = allocBytes(gib, s.guest == guestLXC)
 	} else {
 		v.Storage = storageOf(vol)
 	}

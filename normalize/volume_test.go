@@ -16,6 +16,10 @@ func TestSetVolume(t *testing.T) {
 			Volume{Volume: "local-lvm:vm-100-disk-0", Storage: "local-lvm", Size: 32 << 30}, true},
 		{"allocation syntax", q, "scsi0", "local-lvm:64,cache=none", true,
 			Volume{Volume: "local-lvm:64", Storage: "local-lvm", Alloc: true, Size: 64 << 30}, false},
+		{"fractional allocation, rounded up to KiB", q, "scsi0", "local-lvm:0.1", true,
+			Volume{Volume: "local-lvm:0.1", Storage: "local-lvm", Alloc: true, Size: 104858 << 10}, false},
+		{"fractional allocation, truncated to MiB", l, "rootfs", "local-lvm:0.1", true,
+			Volume{Volume: "local-lvm:0.1", Storage: "local-lvm", Alloc: true, Size: 102 << 20}, false},
 		{"allocation without storage", q, "virtio1", "0.5", true,
 			Volume{Volume: "0.5", Alloc: true, Size: 512 << 20}, false},
 		{"file= key", q, "sata2", "file=nfs:100/vm-100-disk-1.qcow2,size=10G", true,
@@ -68,5 +72,42 @@ func TestSetWithVolume(t *testing.T) {
 	}
 	if _, ok := QEMU().WithVolume("net0", "virtio", "x", 0); ok {
 		t.Error("WithVolume accepted a NIC")
+	}
+}
+
+// TestAllocBytes pins the sizes Proxmox records for allocations in GiB with
+// a fraction: qemu-server's create_disks rounds up to whole KiB through
+// pve-common's convert_size, pve-container's create_disks truncates to
+// whole MiB with int(GiB * 1024). Both compute in floating point, which the
+// last two rows show: there the exact decimal would round the other way.
+// Each row was checked against that arithmetic run by Perl.
+func TestAllocBytes(t *testing.T) {
+	for _, c := range []struct {
+		gib       string
+		qemu, lxc int64
+	}{
+		{"0", 0, 0},
+		{"32", 32 << 30, 32 << 30},
+		{"1.5", 1536 << 20, 1536 << 20},
+		{"0.1", 104858 << 10, 102 << 20},
+		{"0.3", 314573 << 10, 307 << 20},
+		{"0.001", 1049 << 10, 1 << 20},
+		{"2.7", 2831156 << 10, 2764 << 20},
+		{"10.05", 10538189 << 10, 10291 << 20},
+		{"40.1", 42047898 << 10, 41062 << 20},
+		{"76685.808177948", 82340759547904, 82340758945792},
+		{"0.00097656249999999999", 1 << 20, 1 << 20},
+	} {
+		if got, ok := allocBytes(c.gib, false); !ok || got != c.qemu {
+			t.Errorf("QEMU allocation of %s GiB = %d, %v; want %d", c.gib, got, ok, c.qemu)
+		}
+		if got, ok := allocBytes(c.gib, true); !ok || got != c.lxc {
+			t.Errorf("LXC allocation of %s GiB = %d, %v; want %d", c.gib, got, ok, c.lxc)
+		}
+	}
+	for _, bad := range []string{"", "1.", ".5", "1e3", "-1", "9999999999999"} {
+		if got, ok := allocBytes(bad, false); ok {
+			t.Errorf("allocBytes(%q) = %d, true; want false", bad, got)
+		}
 	}
 }
