@@ -83,7 +83,10 @@ func (s *Server) authenticate(r *http.Request) (principal, *apiErr) {
 
 func authErr(msg string) *apiErr { return &apiErr{status: 401, msg: msg + "\n"} }
 
-// authFailure is the 401 for a bad ticket or token; PVE 9 no longer says why.
+// authFailure is the 401 for a bad ticket or token. From pve-manager 9.1.5
+// and 8.4.17, auth_handler (pve-manager PVE/HTTPServer.pm) wraps
+// verify_token and verify_ticket in one eval and answers
+// "Authentication failed!" for all of them; before, the reason itself.
 func (s *Server) authFailure(specific string) *apiErr {
 	if s.cfg.version.genericAuthErrors() {
 		return authErr("Authentication failed!")
@@ -91,18 +94,20 @@ func (s *Server) authFailure(specific string) *apiErr {
 	return authErr(specific)
 }
 
-// checkToken is verify_token: the value is "user@realm!name=secret", split at
-// the last '='.
+// checkToken is verify_token (pve-access-control PVE/AccessControl.pm):
+// the value is "user@realm!name=secret", split at the last '=' (a value
+// without one has no token id); then the user, the token, its expiry and
+// the secret are checked, in that order.
 func (s *Server) checkToken(value string) (principal, *apiErr) {
 	i := strings.LastIndexByte(value, '=')
-	if i < 0 || i == len(value)-1 {
-		return principal{}, s.authFailure("invalid token value!")
+	if i < 0 {
+		return principal{}, s.authFailure("no tokenid specified")
 	}
 	id, secret := value[:i], value[i+1:]
 	s.authMu.RLock()
 	tok := s.tokens[id]
 	s.authMu.RUnlock()
-	if tok != nil && !tok.expired && subtle.ConstantTimeCompare([]byte(secret), []byte(tok.secret)) == 1 {
+	if tok != nil && !tok.expired && secret != "" && subtle.ConstantTimeCompare([]byte(secret), []byte(tok.secret)) == 1 {
 		return principal{id: id}, nil // fast path: a valid token
 	}
 	parts := tokenIDRE.FindStringSubmatch(id)
@@ -128,7 +133,7 @@ func (s *Server) checkToken(value string) (principal, *apiErr) {
 		return principal{}, s.authFailure(fmt.Sprintf("no such token '%s' for user '%s'", name, user))
 	case expired:
 		return principal{}, s.authFailure(fmt.Sprintf("token '%s' access expired", name))
-	case subtle.ConstantTimeCompare([]byte(secret), []byte(tok.secret)) != 1:
+	case secret == "" || subtle.ConstantTimeCompare([]byte(secret), []byte(tok.secret)) != 1:
 		return principal{}, s.authFailure("invalid token value!")
 	}
 	return principal{id: id}, nil
@@ -164,13 +169,17 @@ func (s *Server) issueTicket(user string) (ticket, csrf string) {
 	return ticket, csrf
 }
 
+// ageOK is the age check of verify_rsa_ticket and
+// verify_csrf_prevention_token (pve-common PVE/Ticket.pm): the age in
+// whole seconds must lie strictly between -$auth_graceperiod and the
+// ticket lifetime, so a ticket exactly at its maximum age is refused.
 func (s *Server) ageOK(hexTime string) bool {
 	ts, err := strconv.ParseInt(hexTime, 16, 64)
 	if err != nil {
 		return false
 	}
-	age := s.now().Sub(time.Unix(ts, 0))
-	return age >= -authGrace && age <= s.cfg.ticketLifetime
+	age := s.now().Unix() - ts
+	return age > -int64(authGrace/time.Second) && age < int64(s.cfg.ticketLifetime/time.Second)
 }
 
 // verifyTicket returns the ticket's user if the signature, age and user

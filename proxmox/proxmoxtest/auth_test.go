@@ -26,8 +26,10 @@ func TestTokenAuth(t *testing.T) {
 		{"wrong secret", "PVEAPIToken=ops@pve!ci=nope", 401, "invalid token value!"},
 		{"unknown token", "PVEAPIToken=ops@pve!other=" + secret, 401, "no such token 'other' for user 'ops@pve'"},
 		{"unknown user", "PVEAPIToken=root@pam!ci=" + secret, 401, "no such user ('root@pam')"},
-		{"no secret", "PVEAPIToken=ops@pve!ci", 401, "invalid token value!"},
-		{"PBS separator", "PVEAPIToken=ops@pve!ci:" + secret, 401, "invalid token value!"},
+		{"no secret", "PVEAPIToken=ops@pve!ci", 401, "no tokenid specified"},
+		{"empty secret", "PVEAPIToken=ops@pve!ci=", 401, "invalid token value!"},
+		{"empty secret, unknown user", "PVEAPIToken=x@pve!ci=", 401, "no such user ('x@pve')"},
+		{"PBS separator", "PVEAPIToken=ops@pve!ci:" + secret, 401, "no tokenid specified"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rp := do(t, s, "GET", "/version", nil, withHeader("Authorization", tc.header))
@@ -48,8 +50,8 @@ func TestTokenAuth(t *testing.T) {
 	}
 }
 
-func TestGenericAuthErrorsFromPVE9(t *testing.T) {
-	s := Start(t, WithVersion(PVE90))
+func TestGenericAuthErrorsFromPVE91(t *testing.T) {
+	s := Start(t, WithVersion(PVE91))
 	for _, h := range []string{"PVEAPIToken=root@pam!guestward=wrong", "PVEAPIToken=x@pve!y=z"} {
 		rp := do(t, s, "GET", "/version", nil, withHeader("Authorization", h))
 		if rp.Code != 401 || rp.Status != "Authentication failed!" {

@@ -7,6 +7,7 @@ package proxmoxtest
 
 import (
 	"testing"
+	"time"
 
 	"github.com/guestward/guestward/proxmox"
 )
@@ -57,5 +58,100 @@ func TestConformanceStopStoppedLockedVM(t *testing.T) {
 	tk := finish(t, s, do(t, s, "POST", guestPath(r)+"/status/stop", nil))
 	if tk.ExitStatus != "VM is locked (backup)" {
 		t.Errorf("stop of a running, locked VM: exit status %q", tk.ExitStatus)
+	}
+}
+
+// TestConformanceAuthTextsByVersion: a bad token's 401 names the reason
+// until pve-manager 9.1.4 and 8.4.16 and says only "Authentication failed!"
+// from 9.1.5 and 8.4.17; 9.0 names it.
+//
+// Source: pve-manager, PVE/HTTPServer.pm, auth_handler (commit 26c10a2e
+// wraps verify_token and verify_ticket in an eval); the specific reasons
+// come from pve-access-control, src/PVE/AccessControl.pm, verify_token.
+func TestConformanceAuthTextsByVersion(t *testing.T) {
+	for _, tc := range []struct {
+		version string
+		generic bool
+	}{
+		{"8.4.16", false}, {"8.4.17", true}, {PVE90, false}, {"9.1.4", false}, {"9.1.5", true}, {PVE92, true},
+	} {
+		s := Start(t, WithVersion(tc.version))
+		want := "no such token 'xy' for user 'root@pam'"
+		if tc.generic {
+			want = "Authentication failed!"
+		}
+		rp := do(t, s, "GET", "/version", nil, withHeader("Authorization", "PVEAPIToken=root@pam!xy=z"))
+		if rp.Code != 401 || rp.Status != want {
+			t.Errorf("%s: %d %q, want 401 %q", tc.version, rp.Code, rp.Status, want)
+		}
+	}
+}
+
+// TestConformanceTicketMaximumAge: a ticket is valid while its age in
+// whole seconds lies strictly below the lifetime; at exactly the lifetime
+// it is refused.
+//
+// Source: pve-common, src/PVE/Ticket.pm, verify_rsa_ticket ("$age <
+// $max_age"), called by pve-access-control src/PVE/AccessControl.pm
+// verify_ticket with the 2 h ticket lifetime.
+func TestConformanceTicketMaximumAge(t *testing.T) {
+	clk := NewManualClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	s := Start(t, WithUser("root@pam", "pw"), WithClock(clk), WithVersion(PVE84))
+	ticket, _ := login(t, s, "root@pam", "pw")
+	clk.Advance(2*time.Hour - time.Second)
+	if rp := do(t, s, "GET", "/version", nil, cookie(ticket)); rp.Code != 200 {
+		t.Fatalf("a ticket one second short of its lifetime: %d %q", rp.Code, rp.Status)
+	}
+	clk.Advance(time.Second)
+	if rp := do(t, s, "GET", "/version", nil, cookie(ticket)); rp.Code != 401 || rp.Status != "permission denied - invalid PVE ticket" {
+		t.Fatalf("a ticket exactly at its lifetime: %d %q, want 401", rp.Code, rp.Status)
+	}
+}
+
+// TestConformancePermissionText: a 403 names the ACL path and the
+// privilege the endpoint's permission schema asks for.
+//
+// Source: pve-common, src/PVE/Exception.pm, raise_perm_exc; pve-access-control,
+// src/PVE/RPCEnvironment.pm, check_full and check_any; the permission
+// schemas of qemu-server src/PVE/API2/Qemu.pm vm_stop and update_vm_async,
+// and pve-container src/PVE/API2/LXC.pm resize_vm.
+func TestConformancePermissionText(t *testing.T) {
+	s := Start(t)
+	vm := mustAdd(t, s, vm100(""))
+	ct := mustAdd(t, s, ct200(""))
+	s.Inject(Fault{Status: 403})
+	for _, tc := range []struct{ method, path, want string }{
+		{"POST", guestPath(vm) + "/status/stop", "Permission check failed (/vms/100, VM.PowerMgmt)"},
+		{"GET", guestPath(vm) + "/config", "Permission check failed (/vms/100, VM.Audit)"},
+		{"POST", guestPath(vm) + "/config", "Permission check failed (/vms/100, VM.Config.Disk|VM.Config.CDROM|VM.Config.CPU|VM.Config.Memory|VM.Config.Network|VM.Config.HWType|VM.Config.Options|VM.Config.Cloudinit)"},
+		{"PUT", guestPath(ct) + "/resize", "Permission check failed (/vms/200, VM.Config.Disk)"},
+	} {
+		rp := do(t, s, tc.method, tc.path, nil)
+		if rp.Code != 403 || rp.Status != tc.want {
+			t.Errorf("%s %s: %d %q, want 403 %q", tc.method, tc.path, rp.Code, rp.Status, tc.want)
+		}
+	}
+}
+
+// TestConformancePropertyStringErrors: a bad NIC or drive value fails
+// parameter verification with parse_property_string's own text under the
+// option's key: a per-key line for a bad value, the key for an unknown one.
+//
+// Source: pve-common, src/PVE/JSONSchema.pm, check_prop (which prefixes
+// "invalid format - "), check_format and parse_property_string, with
+// PVE::Exception's string form; the NIC format is qemu-server
+// src/PVE/QemuServer/Network.pm $net_fmt (tag: 1 to 4094).
+func TestConformancePropertyStringErrors(t *testing.T) {
+	s := Start(t)
+	vm := mustAdd(t, s, vm100(""))
+	for _, tc := range []struct{ key, value, want string }{
+		{"net0", "virtio,bridge=vmbr0,tag=5000", "invalid format - format error\nnet0.tag: value must have a maximum value of 4094\n"},
+		{"net0", "virtio,bridge=vmbr0,colour=blue", "invalid format - invalid key in comma-separated list property: colour\n"},
+		{"scsi1", "local-lvm:4,colour=blue", "invalid format - invalid key in comma-separated list property: colour\n"},
+	} {
+		rp := do(t, s, "PUT", guestPath(vm)+"/config", form(tc.key, tc.value))
+		if got := rp.errorsMap()[tc.key]; rp.Code != 400 || got != tc.want {
+			t.Errorf("%s=%s: %d, errors[%s] = %q, want %q", tc.key, tc.value, rp.Code, tc.key, got, tc.want)
+		}
 	}
 }

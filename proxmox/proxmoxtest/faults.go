@@ -2,7 +2,9 @@ package proxmoxtest
 
 import (
 	"fmt"
+	"net/http"
 	"path"
+	"regexp"
 	"sync/atomic"
 	"time"
 
@@ -72,7 +74,10 @@ type Fault struct {
 	// Status, when non-zero, answers with this status instead of handling
 	// the request. Message is the reason phrase (and, for the versions that
 	// send one, the body's message); it defaults to the standard status
-	// text. 401 and 59x answers have empty bodies, as Proxmox sends them.
+	// text, except for 403, whose default is Proxmox's refusal for the
+	// endpoint's privilege ("Permission check failed (/vms/100,
+	// VM.PowerMgmt)"). 401 and 59x answers have empty bodies, as Proxmox
+	// sends them.
 	Status  int
 	Message string
 	// TaskError makes the task the request starts fail with this exit
@@ -224,4 +229,43 @@ func refMatches(pattern, r proxmox.Ref) bool {
 	return (pattern.Node == "" || pattern.Node == r.Node) &&
 		(pattern.Type == "" || pattern.Type == r.Type) &&
 		(pattern.VMID == 0 || pattern.VMID == r.VMID)
+}
+
+// guestPathRE splits a guest endpoint's API path.
+var guestPathRE = regexp.MustCompile(`^/nodes/[^/]+/(qemu|lxc)/(\d+)(?:/(.*))?$`)
+
+// forbiddenText is the 403 reason Proxmox gives when the caller lacks the
+// privilege an endpoint's permission schema asks for: raise_perm_exc
+// (pve-common PVE/Exception.pm) with "<path>, <privilege>" from
+// check_api2_permissions (pve-access-control PVE/RPCEnvironment.pm; one
+// privilege for a plain check, all of them joined by '|' for an "any"
+// check). The privileges are those of the endpoints' permission schemas in
+// qemu-server PVE/API2/Qemu.pm and pve-container PVE/API2/LXC.pm,
+// PVE/API2/LXC/Config.pm and PVE/API2/LXC/Status.pm. Other endpoints
+// filter what they show rather than refuse, so the bare text is used.
+func forbiddenText(method, apiPath string) string {
+	m := guestPathRE.FindStringSubmatch(apiPath)
+	if m == nil {
+		return "Permission check failed"
+	}
+	obj := "/vms/" + m[2]
+	lxc := m[1] == "lxc"
+	var privs string
+	switch sub := m[3]; {
+	case method == http.MethodGet && (sub == "config" || sub == "pending" || sub == "status/current"):
+		privs = "VM.Audit"
+	case method == http.MethodPost && len(sub) > 7 && sub[:7] == "status/":
+		privs = "VM.PowerMgmt"
+	case sub == "config" && (method == http.MethodPut || method == http.MethodPost):
+		if lxc {
+			privs = "VM.Config.Disk|VM.Config.CPU|VM.Config.Memory|VM.Config.Network|VM.Config.Options"
+		} else {
+			privs = "VM.Config.Disk|VM.Config.CDROM|VM.Config.CPU|VM.Config.Memory|VM.Config.Network|VM.Config.HWType|VM.Config.Options|VM.Config.Cloudinit"
+		}
+	case sub == "resize" && method == http.MethodPut:
+		privs = "VM.Config.Disk"
+	default:
+		return "Permission check failed"
+	}
+	return "Permission check failed (" + obj + ", " + privs + ")"
 }

@@ -245,6 +245,9 @@ func (s *Server) serve(c *call, rec *Request) (res result, aerr *apiErr, drop bo
 		}
 		if f.Status != 0 {
 			msg := f.Message
+			if msg == "" && f.Status == http.StatusForbidden {
+				msg = forbiddenText(r.Method, rec.Path)
+			}
 			if msg == "" {
 				msg = http.StatusText(f.Status)
 				if msg == "" {

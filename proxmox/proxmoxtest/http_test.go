@@ -174,7 +174,7 @@ func TestParameterVerification(t *testing.T) {
 		{"tag characters", "PUT", "/nodes/pve/qemu/100/config", form("tags", "ok;not/ok"),
 			map[string]string{"tags": "invalid format - invalid characters in tag\n"}},
 		{"bad net", "PUT", "/nodes/pve/qemu/100/config", form("net1", "bridge=vmbr0,colour=blue"),
-			map[string]string{"net1": "invalid format - unable to parse network options\n"}},
+			map[string]string{"net1": "invalid format - invalid key in comma-separated list property: colour\n"}},
 		{"bad delete list", "PUT", "/nodes/pve/qemu/100/config", form("delete", "net0,9x"),
 			map[string]string{"delete": "invalid format - invalid configuration ID '9x'\n"}},
 		{"vmid not a number", "GET", "/nodes/pve/qemu/abc/config", nil,

@@ -155,8 +155,9 @@ func WithUser(userid, password string) Option {
 }
 
 // WithTicketLifetime sets how long a ticket (and its CSRF token) stays
-// valid, measured on the server's [Clock]. Proxmox uses 2 hours, the
-// default; tests of ticket renewal usually shorten it or use a
+// valid, measured on the server's [Clock] in whole seconds: as in Proxmox,
+// a ticket whose age reaches the lifetime is refused. Proxmox uses 2
+// hours, the default; tests of ticket renewal usually shorten it or use a
 // [ManualClock].
 func WithTicketLifetime(d time.Duration) Option {
 	return optionFunc(func(c *config) error {

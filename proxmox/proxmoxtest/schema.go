@@ -224,12 +224,17 @@ func checkFormat(f fmtKind, key, value string) string {
 			}
 		}
 	case fQemuNet:
+		// netN's and the drives' schemas carry a property-string format,
+		// so check_prop's check_format (pve-common PVE/JSONSchema.pm)
+		// reports parse_property_string's own error: the offending key, or
+		// "format error" and one "<option>.<key>: <reason>" line per bad
+		// value.
 		if _, err := qemuNetFormat.parse(value, key); err != nil {
-			return "invalid format - unable to parse network options\n"
+			return "invalid format - " + err.Error()
 		}
 	case fDrive:
 		if _, err := qemuDriveFormat.parse(value, key); err != nil {
-			return "invalid format - unable to parse drive options\n"
+			return "invalid format - " + err.Error()
 		}
 	case fLXCNet:
 		if _, err := lxcNetFormat.parse(value, key); err != nil {

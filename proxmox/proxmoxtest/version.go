@@ -19,16 +19,58 @@ const (
 	PVE82 = "8.2.7"  // LXC list vmid becomes an integer; overrule-shutdown accepted
 	PVE83 = "8.3.5"  // error bodies carry "message"; QEMU digest text spelled "mismatch"
 	PVE84 = "8.4.1"  // POST body limit raised to 512 KiB
-	PVE90 = "9.0.10" // 401 reasons collapse to "Authentication failed!"
+	PVE90 = "9.0.10" // like 8.4 for every difference emulated here
+	PVE91 = "9.1.5"  // 401 reasons collapse to "Authentication failed!"; HA status drops "group"
+	PVE92 = "9.2.5"  // qemu-server 9.1.19: a QEMU config task takes the config lock itself
 
 	// DefaultVersion is the release emulated when no [WithVersion] is given.
 	DefaultVersion = PVE84
 )
 
-// version is a parsed Proxmox VE (pve-manager) version.
+// version is a parsed Proxmox VE (pve-manager) version, with the
+// qemu-server version when [WithQemuServerVersion] pins it.
 type version struct {
 	text                string
 	major, minor, patch int
+
+	// qemuServer is the pinned qemu-server version; nil derives each
+	// qemu-server behaviour from the pve-manager version.
+	qemuServer *semver
+}
+
+// semver is a package version "X.Y.Z".
+type semver struct{ major, minor, patch int }
+
+func (a semver) atLeast(major, minor, patch int) bool {
+	if a.major != major {
+		return a.major > major
+	}
+	if a.minor != minor {
+		return a.minor > minor
+	}
+	return a.patch >= patch
+}
+
+// parseSemver accepts a Debian package version "X.Y.Z" (a "-N" or "+N"
+// revision is ignored).
+func parseSemver(s string) (semver, error) {
+	base := s
+	if i := strings.IndexAny(base, "-+~"); i >= 0 {
+		base = base[:i]
+	}
+	parts := strings.Split(base, ".")
+	if len(parts) != 3 {
+		return semver{}, fmt.Errorf("proxmoxtest: package version %q is not of the form X.Y.Z", s)
+	}
+	var n [3]int
+	for i, p := range parts {
+		v, err := strconv.Atoi(p)
+		if err != nil || v < 0 {
+			return semver{}, fmt.Errorf("proxmoxtest: package version %q: %q is not a number", s, p)
+		}
+		n[i] = v
+	}
+	return semver{n[0], n[1], n[2]}, nil
 }
 
 // parseVersion accepts "8", "8.1", "8.1.4" and the PVE 7 spelling "7.4-17".
@@ -60,12 +102,28 @@ func (v version) atLeast(major, minor int) bool {
 	return v.minor >= minor
 }
 
+// atLeastPatch compares the full pve-manager version.
+func (v version) atLeastPatch(major, minor, patch int) bool {
+	return semver{v.major, v.minor, v.patch}.atLeast(major, minor, patch)
+}
+
+// qemuServerAtLeast reports whether the emulated qemu-server is at least
+// X.Y.Z: the pinned version if there is one, else whether the first
+// pve-manager release made after that qemu-server (managerMajor.Minor.Patch)
+// is reached.
+func (v version) qemuServerAtLeast(major, minor, patch int, managerMajor, managerMinor, managerPatch int) bool {
+	if v.qemuServer != nil {
+		return v.qemuServer.atLeast(major, minor, patch)
+	}
+	return v.atLeastPatch(managerMajor, managerMinor, managerPatch)
+}
+
 // Behaviour switches, one per observable difference. Each names the release
 // that introduced it; the package documentation lists the sources.
 
 // memoryIsString: qemu-server 8.0.8 (PVE 8.1) made QEMU memory a property
 // string, so GET config returns it as a JSON string.
-func (v version) memoryIsString() bool { return v.atLeast(8, 1) }
+func (v version) memoryIsString() bool { return v.qemuServerAtLeast(8, 0, 8, 8, 1, 0) }
 
 // lxcListVMIDInt: pve-container 5.0.10 (PVE 8.2) returns the LXC list vmid as
 // an integer; before it was the hash key, a string.
@@ -78,17 +136,26 @@ func (v version) overruleShutdown() bool { return v.atLeast(8, 2) }
 // to json error bodies.
 func (v version) errorMessageField() bool { return v.atLeast(8, 3) }
 
-// digestTypoFixed: qemu-server 8.2.5 (PVE 8.3) fixed "missmatch".
-func (v version) digestTypoFixed() bool { return v.atLeast(8, 3) }
+// digestTypoFixed: qemu-server 8.2.5 (PVE 8.3, commit be8c868f "fix typos
+// in user-visible strings") fixed "missmatch".
+func (v version) digestTypoFixed() bool { return v.qemuServerAtLeast(8, 2, 5, 8, 3, 0) }
 
-// genericAuthErrors: PVE 9 (and late 8.4 updates) answer every failed
-// ticket or token check with "Authentication failed!".
-func (v version) genericAuthErrors() bool { return v.major >= 9 }
+// genericAuthErrors: pve-manager 9.1.5, and 8.4.17 on the 8.4 branch
+// (commit 26c10a2e "http server: unify error message in case of auth
+// failure", PVE/HTTPServer.pm auth_handler), answer every failed ticket
+// or token check with "Authentication failed!" and keep the reason for
+// the log. 9.0 still names the reason.
+func (v version) genericAuthErrors() bool {
+	if v.major == 8 {
+		return v.atLeastPatch(8, 4, 17)
+	}
+	return v.atLeastPatch(9, 1, 5)
+}
 
 // qemuResizeTask: qemu-server 8.0.2 (PVE 8.0, commit 606d9d76 "fix #2315:
 // api: have resize endpoint spawn a worker task") runs a QEMU resize in a
 // "resize" task; before, resize_vm ran synchronously and returned null.
-func (v version) qemuResizeTask() bool { return v.major >= 8 }
+func (v version) qemuResizeTask() bool { return v.qemuServerAtLeast(8, 0, 2, 8, 0, 0) }
 
 // lxcResizeForksFirst: pve-container 5.0.1 (PVE 8.0, commit f0595e6 "api:
 // resize: fork before locking") checks once in the API handler and again
@@ -102,11 +169,14 @@ func (v version) lxcResizeForksFirst() bool { return v.major >= 8 }
 // handler took it around the fork.
 func (v version) lxcPowerLockInWorker() bool { return v.atLeast(8, 2) }
 
-// qemuConfigPostLockInWorker: qemu-server 9.1.19 (PVE 9.2, commit 797ab238
-// "api: update vm: fork before locking") takes the config lock of an
-// asynchronous config update in the qmconfig task; before, the handler
-// took it and forked while holding it.
-func (v version) qemuConfigPostLockInWorker() bool { return v.atLeast(9, 2) }
+// qemuConfigPostLockInWorker: qemu-server 9.1.19 (commit 797ab238 "api:
+// update vm: fork before locking", PVE/API2/Qemu.pm update_vm_api) checks
+// the digest and lock in the handler without the config lock, forks, and
+// the qmconfig worker takes the lock and checks again. Before, the handler
+// took the lock, checked and forked while holding it, so the worker kept
+// the lock until it ended. qemu-server 9.1.19 came out between pve-manager
+// 9.2.4 and 9.2.5; unpinned, 9.2.5 is the first release emulated with it.
+func (v version) qemuConfigPostLockInWorker() bool { return v.qemuServerAtLeast(9, 1, 19, 9, 2, 5) }
 
 // haGroupField: until pve-ha-manager dropped HA groups for rules (commit
 // 86c4db1, PVE 9.1), get_service_status reported the resource's "group".
