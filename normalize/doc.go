@@ -89,8 +89,8 @@
 // compared only when desired pins one, ignoring letter case. firewall and
 // link_down default to 0, and for virtio an absent mtu means the bridge MTU,
 // like mtu=1. trunks is a set. LXC NICs (Q15): name comes first, type is
-// always veth, an unpinned hwaddr is ignored, firewall and link_down
-// default to 0.
+// always veth, an unpinned hwaddr is ignored, firewall, link_down and
+// host-managed default to 0.
 //
 // QEMU disks (Q16–Q22): a volume declared in allocation syntax
 // ("local-lvm:32", decimals allowed) matches the volume Proxmox allocated on
@@ -106,8 +106,14 @@
 // for cloud-init, "none" and "cdrom" volumes and the cdrom option),
 // backup=1, replicate=1, discard=ignore, iothread=0, ssd=0, shared=0,
 // scsiblock=0, and for disks cache=none; efitype=2m, pre-enrolled-keys=0,
-// TPM version=v1.2. ms-cert is generated. volume is an alias of file, and
-// the legacy *_length throttle keys are aliases too.
+// TPM version=v1.2. Two defaults live in qemu-server's code, not its
+// schema: an absent detect_zeroes is on (detect_zeroes=1) and an absent ro
+// is off. ms-cert is generated (Proxmox adds it when it enrols the keys)
+// and defaults to 2011. volume is an alias of file, and the legacy
+// *_length throttle keys are aliases too. The geometry keys cyls, heads,
+// secs and trans are gone in Proxmox 9, which drops them from every drive
+// and refuses them in a write: a declared one is satisfied by its absence,
+// and one Proxmox 8 still reports compares as usual.
 //
 // LXC rootfs and mpN (Q17, Q23): allocation syntax as for QEMU disks,
 // except that pve-container truncates a fraction to whole MiB

@@ -204,6 +204,14 @@ const (
 // driveRule: QEMU disks (Q16–Q22).
 type driveRule struct{ kind driveKind }
 
+// droppedDriveKeys are the drive geometry keys qemu-server 9 drops when it
+// parses a drive (QEMU removed them in 3.1; no VM with them starts since).
+// Proxmox 9 never reports them and refuses them in a write, so a declared
+// one is satisfied by its absence; Proxmox 8 stores and reports them, so
+// one it reports is compared as usual, and one reported but not declared
+// is drift.
+var droppedDriveKeys = [...]string{"cyls", "heads", "secs", "trans"}
+
 func (r driveRule) Normalize(v string) string  { return normalizeProps(driveFormat, v) }
 func (r driveRule) Equal(d, a string) bool     { return r.compare(d, a, nil) }
 func (r driveRule) Explain(d, a string) []Diff { return explainBy(r.compare, d, a) }
@@ -248,6 +256,13 @@ func (r driveRule) compare(d, a string, diffs *[]Diff) bool {
 		// drive_uses_cache_direct: no cache option means cache=none for
 		// disks (btrfs without nocow aside, see the package doc).
 		pc.setDefault("cache", "none")
+	}
+
+	// Proxmox 9 drops the geometry keys; Proxmox 8 keeps them.
+	for _, k := range droppedDriveKeys {
+		if hasKey(dk, k) && !hasKey(ak, k) {
+			pc.skipKey(k)
+		}
 	}
 
 	compareVolume(&pc, "file", dk, ak, r.kind == driveFixed, false)

@@ -22,6 +22,9 @@ var lxcNICFormat = &Format{
 		"trunks":    {Type: TypeSet},
 		"rate":      {Type: TypeNumber},
 		"type":      {Default: "veth"},
+		// host-managed has no schema default; pve-container tests it for
+		// truth, so absent is off.
+		"host-managed": {Type: TypeBool, Default: "0"},
 	},
 }
 

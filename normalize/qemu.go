@@ -38,7 +38,10 @@ var qemuNICFormat = &Format{
 }
 
 // driveFormat is $alldrive_fmt with allocation: every key of ideN, sataN,
-// scsiN, virtioN, efidisk0 and tpmstate0.
+// scsiN, virtioN, efidisk0 and tpmstate0. Two booleans without a schema
+// default get the one the code gives them: an absent detect_zeroes is on
+// (qemu-server passes detect-zeroes=on, or unmap with discard=on, unless
+// detect_zeroes is explicitly 0) and an absent ro is off.
 var driveFormat = &Format{
 	DefaultKey: "file",
 	Aliases: map[string]string{
@@ -51,7 +54,7 @@ var driveFormat = &Format{
 	Keys: map[string]Key{
 		"file":               {},
 		"media":              {Default: "disk"},
-		"cyls":               {Type: TypeInt},
+		"cyls":               {Type: TypeInt}, // cyls to trans: see droppedDriveKeys
 		"heads":              {Type: TypeInt},
 		"secs":               {Type: TypeInt},
 		"trans":              {},
@@ -65,7 +68,7 @@ var driveFormat = &Format{
 		"werror":             {},
 		"aio":                {},
 		"discard":            {Default: "ignore"},
-		"detect_zeroes":      {Type: TypeBool},
+		"detect_zeroes":      {Type: TypeBool, Default: "1"}, // detect_zeroes_cmdline_option: absent is on
 		"serial":             {},
 		"shared":             {Type: TypeBool, Default: "0"},
 		"iothread":           {Type: TypeBool, Default: "0"},
@@ -73,7 +76,7 @@ var driveFormat = &Format{
 		"vendor":             {},
 		"model":              {},
 		"queues":             {Type: TypeInt},
-		"ro":                 {Type: TypeBool},
+		"ro":                 {Type: TypeBool, Default: "0"}, // read-only is ro || cdrom
 		"scsiblock":          {Type: TypeBool, Default: "0"},
 		"ssd":                {Type: TypeBool, Default: "0"},
 		"wwn":                {Type: TypeFold},
@@ -99,7 +102,7 @@ var driveFormat = &Format{
 		// efidisk0
 		"efitype":           {Default: "2m"},
 		"pre-enrolled-keys": {Type: TypeBool, Default: "0"},
-		"ms-cert":           {Generated: true},
+		"ms-cert":           {Default: "2011", Generated: true}, // added by create_efidisk
 		// tpmstate0
 		"version": {Default: "v1.2"},
 	},

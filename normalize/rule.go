@@ -231,7 +231,7 @@ type propCompare struct {
 	f            *Format
 	diffs        *[]Diff
 	allGenerated bool
-	skip         [8]string
+	skip         [12]string
 	nskip        int
 	defs         [4]kv
 	ndefs        int
