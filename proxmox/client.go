@@ -101,13 +101,22 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 		if s.caPool != nil || len(s.pins) > 0 || s.timeoutSet {
 			return nil, fmt.Errorf("%w: WithCAPool, WithFingerprint and WithTimeout configure the client's own transport and cannot be combined with WithHTTPClient", ErrInvalidOption)
 		}
+		if err := checkTransport(hc.Transport, http.DefaultTransport, s.opaqueOK); err != nil {
+			return nil, err
+		}
+		// A copy, so that the caller's client keeps its own redirect
+		// policy.
+		own := *hc
+		own.CheckRedirect = refuseRedirect
+		hc = &own
 	} else {
+		if s.opaqueOK {
+			return nil, fmt.Errorf("%w: WithOpaqueTransport applies only to the client given with WithHTTPClient", ErrInvalidOption)
+		}
 		hc = &http.Client{
-			Transport: newTransport(host, s.caPool, s.pins),
-			Timeout:   s.timeout,
-			// Proxmox never redirects; following one could send the
-			// credentials elsewhere.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+			Transport:     newTransport(host, s.caPool, s.pins),
+			Timeout:       s.timeout,
+			CheckRedirect: refuseRedirect,
 		}
 	}
 	traced := false
@@ -174,6 +183,58 @@ func parseBaseURL(raw string) (base, host string, err error) {
 		p += "/api2/json"
 	}
 	return u.Scheme + "://" + u.Host + p, u.Hostname(), nil
+}
+
+// refuseRedirect is every client's CheckRedirect. Proxmox never
+// redirects an API request; following a redirect could send the
+// credentials to another host, or over plain http. The 3xx answer itself
+// is returned to the caller as an error.
+func refuseRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// checkTransport refuses a transport given with WithHTTPClient that would
+// weaken TLS, or that cannot be inspected unless opaqueOK. rt nil means
+// def, which is http.DefaultTransport outside tests.
+func checkTransport(rt, def http.RoundTripper, opaqueOK bool) error {
+	name := "WithHTTPClient: the client's transport"
+	if rt == nil {
+		rt, name = def, "WithHTTPClient: http.DefaultTransport (the client's transport is nil)"
+	}
+	t, ok := rt.(*http.Transport)
+	opaque := ""
+	switch {
+	case !ok:
+		opaque = fmt.Sprintf("%s is a %T, whose TLS settings cannot be inspected", name, rt)
+	//lint:ignore SA1019 a transport that still sets the deprecated DialTLS must be seen too
+	case t.DialTLSContext != nil || t.DialTLS != nil:
+		opaque = name + " makes its own TLS connections (DialTLSContext or DialTLS), so its TLS settings say nothing"
+	}
+	if opaque != "" {
+		if opaqueOK {
+			return nil
+		}
+		return fmt.Errorf("%w: %s; give WithOpaqueTransport as well if it verifies the server's certificate", ErrInvalidOption, opaque)
+	}
+	tc := t.TLSClientConfig
+	if tc == nil {
+		return nil // net/http's defaults: verified, TLS 1.2 or later
+	}
+	if tc.InsecureSkipVerify {
+		return fmt.Errorf("%w: %s skips certificate verification (InsecureSkipVerify); use WithFingerprint for a self-signed certificate", ErrInvalidOption, name)
+	}
+	if tc.MinVersion != 0 && tc.MinVersion < tls.VersionTLS12 {
+		return fmt.Errorf("%w: %s allows TLS versions before 1.2 (MinVersion %s)", ErrInvalidOption, name, tls.VersionName(tc.MinVersion))
+	}
+	if tc.KeyLogWriter != nil {
+		return fmt.Errorf("%w: %s writes its TLS session keys (KeyLogWriter), which decrypt the credentials", ErrInvalidOption, name)
+	}
+	for _, id := range tc.CipherSuites {
+		for _, bad := range tls.InsecureCipherSuites() {
+			if id == bad.ID {
+				return fmt.Errorf("%w: %s enables the insecure cipher suite %s", ErrInvalidOption, name, bad.Name)
+			}
+		}
+	}
+	return nil
 }
 
 // newTransport is the default transport: verified TLS 1.2+, HTTP/1.1 (the

@@ -227,3 +227,141 @@ func TestNewRefusesAnEmptyHost(t *testing.T) {
 		}
 	}
 }
+
+// opaqueRT is a RoundTripper the client cannot look into.
+type opaqueRT struct{ http.RoundTripper }
+
+// TestHTTPClientCannotWeakenTLS: a client given with WithHTTPClient is
+// inspected, and refused if its transport turns verification off or
+// weakens TLS, or cannot be inspected without WithOpaqueTransport. Before
+// the fix every one of these was accepted.
+func TestHTTPClientCannotWeakenTLS(t *testing.T) {
+	insecure := func(tc *tls.Config) *http.Client {
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
+	}
+	dialTLS := &http.Transport{DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return tls.Dial(network, addr, &tls.Config{InsecureSkipVerify: true})
+	}}
+	anyCert := func(tls.ConnectionState) error { return nil }
+	refused := []struct {
+		name string
+		opts []Option
+	}{
+		{"InsecureSkipVerify", []Option{WithHTTPClient(insecure(&tls.Config{InsecureSkipVerify: true}))}},
+		{"InsecureSkipVerify with a VerifyConnection", []Option{WithHTTPClient(insecure(&tls.Config{InsecureSkipVerify: true, VerifyConnection: anyCert}))}},
+		{"InsecureSkipVerify with WithOpaqueTransport", []Option{WithHTTPClient(insecure(&tls.Config{InsecureSkipVerify: true})), WithOpaqueTransport()}},
+		{"TLS 1.0 allowed", []Option{WithHTTPClient(insecure(&tls.Config{MinVersion: tls.VersionTLS10}))}},
+		{"session keys written", []Option{WithHTTPClient(insecure(&tls.Config{KeyLogWriter: io.Discard}))}},
+		{"insecure cipher suite", []Option{WithHTTPClient(insecure(&tls.Config{CipherSuites: []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, tls.TLS_RSA_WITH_RC4_128_SHA}}))}},
+		{"another RoundTripper", []Option{WithHTTPClient(&http.Client{Transport: opaqueRT{http.DefaultTransport}})}},
+		{"a Transport that dials TLS itself", []Option{WithHTTPClient(&http.Client{Transport: dialTLS})}},
+		{"WithOpaqueTransport without WithHTTPClient", []Option{WithOpaqueTransport()}},
+	}
+	for _, tt := range refused {
+		t.Run("refused/"+tt.name, func(t *testing.T) {
+			c, err := New("https://pve:8006", tt.opts...)
+			if c != nil || !errors.Is(err, ErrInvalidOption) {
+				t.Fatalf("New = %v, %v; want ErrInvalidOption", c, err)
+			}
+			checkErr(t, err)
+		})
+	}
+	accepted := []struct {
+		name string
+		opts []Option
+	}{
+		{"nil transport", []Option{WithHTTPClient(&http.Client{})}},
+		{"transport without TLS settings", []Option{WithHTTPClient(&http.Client{Transport: &http.Transport{}})}},
+		{"own roots and an extra check", []Option{WithHTTPClient(insecure(&tls.Config{RootCAs: x509.NewCertPool(), VerifyConnection: anyCert, MinVersion: tls.VersionTLS13}))}},
+		{"a proxy", []Option{WithHTTPClient(&http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment}})}},
+		{"another RoundTripper, vouched for", []Option{WithHTTPClient(&http.Client{Transport: opaqueRT{http.DefaultTransport}}), WithOpaqueTransport()}},
+		{"a Transport that dials TLS itself, vouched for", []Option{WithHTTPClient(&http.Client{Transport: dialTLS}), WithOpaqueTransport()}},
+	}
+	for _, tt := range accepted {
+		t.Run("accepted/"+tt.name, func(t *testing.T) {
+			if _, err := New("https://pve:8006", tt.opts...); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestDefaultTransportIsInspected: a nil transport means
+// http.DefaultTransport, which a program may have replaced; it is
+// inspected like any other. (The global is not touched: checkTransport is
+// given the default to use.)
+func TestDefaultTransportIsInspected(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		def      http.RoundTripper
+		opaqueOK bool
+		ok       bool
+	}{
+		{"net/http's default", http.DefaultTransport, false, true},
+		{"replaced by an insecure Transport", &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, true, false},
+		{"replaced by another RoundTripper", opaqueRT{}, false, false},
+		{"replaced by another RoundTripper, vouched for", opaqueRT{}, true, true},
+	} {
+		err := checkTransport(nil, tt.def, tt.opaqueOK)
+		if (err == nil) != tt.ok || err != nil && !errors.Is(err, ErrInvalidOption) {
+			t.Errorf("%s: %v, want ok = %v", tt.name, err, tt.ok)
+		}
+	}
+}
+
+// TestRedirectsAreNeverFollowed: a server (or an impostor) that answers
+// with a redirect to plain http must not receive the credentials there,
+// whatever the redirect policy of the client given with WithHTTPClient.
+// Before the fix, that client followed a 307 and sent the token's
+// Authorization header, or the login form with the password, in clear
+// text.
+func TestRedirectsAreNeverFollowed(t *testing.T) {
+	var leaked atomic.Int32
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		leaked.Add(1)
+		body, _ := io.ReadAll(r.Body)
+		// Recorded only to be scanned: the suite fails if a secret
+		// arrived here.
+		recordText(r.Header.Get("Authorization") + " " + r.Header.Get("Cookie") + " " + string(body))
+		reply(w, map[string]any{"version": "8.1.4"})
+	}))
+	t.Cleanup(plain.Close)
+	for _, code := range []int{http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		s := newSrv(t)
+		redirect := func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, plain.URL+r.URL.Path, code)
+		}
+		s.handle("GET /version", redirect)
+		s.handle("POST /nodes/pve1/qemu/100/status/start", redirect)
+		s.handle("POST /access/ticket", redirect)
+		hc := s.ts.Client()
+		for _, auth := range []Option{WithAPIToken(testTokenID, testSecret), WithPassword("root@pam", testPassword)} {
+			c, err := New(s.ts.URL, WithHTTPClient(hc), auth, WithRetry(2, time.Millisecond, time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.Version(context.Background())
+			checkRedirectErr(t, code, err)
+			_, err = c.Start(context.Background(), testRef)
+			checkRedirectErr(t, code, err)
+		}
+		if hc.CheckRedirect != nil {
+			t.Errorf("New changed the caller's client's CheckRedirect")
+		}
+	}
+	if n := leaked.Load(); n != 0 {
+		t.Fatalf("%d requests followed a redirect to %s", n, plain.URL)
+	}
+}
+
+func checkRedirectErr(t *testing.T, code int, err error) {
+	t.Helper()
+	checkErr(t, err)
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.StatusCode != code {
+		t.Errorf("after a %d answer: %v, want an *APIError with that status", code, err)
+	}
+	if errors.Is(err, ErrTransient) {
+		t.Errorf("a redirect is not transient: %v", err)
+	}
+}

@@ -40,6 +40,7 @@ var ErrInvalidOption = errors.New("proxmox: invalid option")
 // settings is what options write; New turns it into a Client.
 type settings struct {
 	httpClient    *http.Client
+	opaqueOK      bool // WithOpaqueTransport
 	auth          authenticator
 	caPool        *x509.CertPool
 	pins          [][sha256.Size]byte
@@ -148,10 +149,34 @@ func WithPassword(username, password string) Option {
 // the client of a test server that trusts its certificate. hc's transport
 // then decides TLS, proxies and timeouts, so [WithCAPool],
 // [WithFingerprint] and [WithTimeout] cannot be combined with it. The
-// retry rule still applies: it runs around hc. Proving that a failed write
-// never left the machine relies on net/http's Transport reporting its
-// connections (net/http/httptrace); with any other http.RoundTripper as
-// hc.Transport, a write that failed on the network is never retried.
+// retry rule still applies: it runs around hc.
+//
+// hc cannot weaken what the client guarantees. [New] refuses, with
+// [ErrInvalidOption], a transport that turns certificate verification off
+// (InsecureSkipVerify), allows TLS versions before 1.2 or cipher suites Go
+// lists as insecure, or writes the TLS session keys (KeyLogWriter); for a
+// self-signed certificate use [WithFingerprint] instead. Certificate checks
+// a transport adds (VerifyPeerCertificate, VerifyConnection, its own
+// RootCAs) are kept, and so is its proxy: net/http tunnels https through
+// a proxy, which sees only encrypted traffic. Only an *http.Transport can
+// be inspected, and only while it does its own TLS: any other
+// http.RoundTripper, and an *http.Transport whose DialTLSContext or
+// DialTLS replaces its TLS settings, is refused unless
+// [WithOpaqueTransport] is given too. A nil hc.Transport means
+// http.DefaultTransport, which is inspected in the same way. The check is
+// made once, in New: the client keeps using hc's transport, shared with
+// the caller, and changes made to it later are the caller's
+// responsibility.
+//
+// Redirects are never followed, whatever hc.CheckRedirect says: a
+// redirect could send the credentials to another host or in clear text.
+// New uses a copy of hc that refuses them, leaving hc itself unchanged,
+// and a 3xx answer is returned as an [*APIError] with its status code.
+//
+// Proving that a failed write never left the machine relies on net/http's
+// Transport reporting its connections (net/http/httptrace); with any
+// other http.RoundTripper as hc.Transport, a write that failed on the
+// network is never retried.
 func WithHTTPClient(hc *http.Client) Option {
 	return option{
 		desc: "proxmox.WithHTTPClient(...)",
@@ -160,6 +185,27 @@ func WithHTTPClient(hc *http.Client) Option {
 				return fmt.Errorf("%w: WithHTTPClient: nil client", ErrInvalidOption)
 			}
 			s.httpClient = hc
+			return nil
+		},
+	}
+}
+
+// WithOpaqueTransport lets [WithHTTPClient] take a client whose transport
+// cannot be inspected: an http.RoundTripper other than *http.Transport
+// (one that adds tracing or metrics, say), or an *http.Transport that
+// makes its TLS connections itself (DialTLSContext, DialTLS). Without it,
+// [New] refuses such a client, because nothing then shows that the
+// server's certificate is verified.
+//
+// With it, the caller vouches for the transport: if it does not verify
+// the certificate, or does not use TLS at all, the token secret or the
+// password goes to whoever answers. Redirects are still refused. Giving
+// WithOpaqueTransport without WithHTTPClient is an error.
+func WithOpaqueTransport() Option {
+	return option{
+		desc: "proxmox.WithOpaqueTransport()",
+		fn: func(s *settings) error {
+			s.opaqueOK = true
 			return nil
 		},
 	}
