@@ -30,7 +30,7 @@ func (f *flexInt) UnmarshalJSON(b []byte) error {
 	}
 	x, err := strconv.ParseFloat(s, 64)
 	if err != nil || x != math.Trunc(x) || math.Abs(x) > 1<<62 {
-		return fmt.Errorf("not an integer: %.40q", s)
+		return fmt.Errorf("not an integer: %s", quoteValue(s))
 	}
 	*f = flexInt(x)
 	return nil
@@ -47,7 +47,7 @@ func (f *flexFloat) UnmarshalJSON(b []byte) error {
 	}
 	x, err := strconv.ParseFloat(s, 64)
 	if err != nil {
-		return fmt.Errorf("not a number: %.40q", s)
+		return fmt.Errorf("not a number: %s", quoteValue(s))
 	}
 	*f = flexFloat(x)
 	return nil
@@ -66,7 +66,7 @@ func (f *flexBool) UnmarshalJSON(b []byte) error {
 	}
 	v, ok := parseBool(s)
 	if !ok {
-		return fmt.Errorf("not a boolean: %.40q", s)
+		return fmt.Errorf("not a boolean: %s", quoteValue(s))
 	}
 	*f = flexBool(v)
 	return nil
@@ -126,7 +126,7 @@ func scalarText(b []byte) (s string, ok bool, err error) {
 			return string(b), true, nil
 		}
 	}
-	return "", false, fmt.Errorf("invalid JSON scalar %.40q", b)
+	return "", false, fmt.Errorf("invalid JSON scalar: %s", quoteValue(string(b)))
 }
 
 // jsonString decodes a JSON string literal, without reflection when it has
@@ -190,7 +190,7 @@ func valueText(b []byte) (s string, present bool, err error) {
 			return string(b), true, nil
 		}
 	}
-	return "", false, fmt.Errorf("invalid JSON value %.40q", b)
+	return "", false, fmt.Errorf("invalid JSON value: %s", quoteValue(string(b)))
 }
 
 // envelope is Proxmox's response wrapper. Success: {"data": ...} with an

@@ -1,7 +1,9 @@
 package proxmox
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,7 +35,8 @@ type TaskStatus struct {
 	// Status is "running" or "stopped".
 	Status string
 	// ExitStatus is set once the task stopped: "OK", "WARNINGS: n" (it
-	// succeeded but logged n warnings), or the error text.
+	// succeeded but logged n warnings), or the error text, with any of the
+	// client's secrets it echoes redacted.
 	ExitStatus string
 }
 
@@ -91,11 +94,11 @@ func (c *Client) TaskStatus(ctx context.Context, upid UPID) (TaskStatus, error) 
 	if e.Status != "running" && e.Status != "stopped" {
 		// Anything else would read as running, and a wait would last
 		// for as long as the answer stayed wrong.
-		return TaskStatus{}, answerErr(r.method, r.path, fmt.Errorf("%w: task status %.40q is neither running nor stopped", ErrUnexpectedResponse, string(e.Status)))
+		return TaskStatus{}, c.answerErr(r.method, r.path, fmt.Errorf("%w: task status %s is neither running nor stopped", ErrUnexpectedResponse, quoteValue(string(e.Status))))
 	}
 	st := TaskStatus{
 		UPID: upid, Node: info.Node, PID: info.PID, PStart: info.PStart, StartTime: info.StartTime,
-		Type: info.Type, ID: info.ID, Status: string(e.Status), ExitStatus: string(e.ExitStatus),
+		Type: info.Type, ID: info.ID, Status: string(e.Status), ExitStatus: c.exitStatus(string(e.ExitStatus)),
 	}
 	// The UPID is authoritative for the user, as for every field it
 	// encodes.
@@ -160,22 +163,73 @@ func (c *Client) WaitTask(ctx context.Context, upid UPID) (TaskStatus, error) {
 }
 
 // TaskFilter selects tasks for [Client.Tasks]. The zero value selects every
-// task of the node. It is a plain value, safe for concurrent use.
+// task of the node. Proxmox applies the filter, and the client checks every
+// entry against it again, so an answer that ignores part of it cannot
+// widen the list. It is a plain value, safe for concurrent use.
 type TaskFilter struct {
 	VMID int    // only tasks of this guest; 0 for any
 	Type string // only tasks of this type, e.g. "qmstart"; "" for any
 	// Since and Until bound the task's start time, inclusive, to the
-	// second (sub-second parts are dropped). Zero means unbounded.
+	// second (sub-second parts are dropped). Zero means unbounded. A
+	// lower bound is the way to keep the list short: a node's list holds
+	// up to about a thousand finished tasks.
 	Since, Until time.Time
-	// User keeps tasks whose user contains this text, ignoring case;
-	// "" keeps all. Proxmox matches it against the user it reports: for a
-	// finished token task that is the token's user without the token
-	// name, so a full token id matches running tasks only. To find the
-	// tasks of one token, filter by its user here and compare the UPID's
-	// user with [Client.TaskUser].
+	// User keeps tasks whose user id contains this text, ignoring case;
+	// "" keeps all. The id is the one in the task's UPID: for a task an
+	// API token started, the full token id "user@realm!tokenname" (see
+	// [Client.TaskUser]), so a token id finds that token's tasks, running
+	// or finished. (Proxmox itself matches a finished token task by its
+	// user alone; the client asks Proxmox for the user's tasks and picks
+	// the token's.) A text without '@' may lie in a token's name, which
+	// Proxmox cannot filter by: it is matched by the client alone.
 	User       string
-	ErrorsOnly bool // only tasks that failed
+	ErrorsOnly bool // only tasks that failed, and those still running (Proxmox counts them in)
 	Limit      int  // return at most this many tasks; 0 for all
+}
+
+// keeps reports whether t passes the filter, as the node decides it
+// (pve-manager PVE::API2::Tasks, node_tasks), except that the user is the
+// full id. ErrorsOnly is left to the node.
+func (f TaskFilter) keeps(t TaskInfo) bool {
+	if f.VMID != 0 && t.ID != strconv.Itoa(f.VMID) {
+		return false
+	}
+	if f.Type != "" && t.Type != f.Type {
+		return false
+	}
+	if !f.Since.IsZero() && t.StartTime.Unix() < f.Since.Unix() {
+		return false
+	}
+	if !f.Until.IsZero() && t.StartTime.Unix() > f.Until.Unix() {
+		return false
+	}
+	if f.User != "" {
+		full := t.User
+		if t.TokenID != "" {
+			full += "!" + t.TokenID
+		}
+		if !strings.Contains(strings.ToLower(full), strings.ToLower(f.User)) {
+			return false
+		}
+	}
+	return true
+}
+
+// nodeUserFilter is the userfilter to send for f.User: text that every
+// task f.User selects contains in the user the node matches against.
+// node_tasks matches a finished token task's user with the token's name
+// split off, and a running one's full id. A text with '@' starts within
+// the user (a token's name holds no '@'), so its part before the first '!'
+// lies within the user too. A text without '@' may lie in the token's
+// name alone: nothing is sent, and the client filters.
+func nodeUserFilter(user string) string {
+	if !strings.Contains(user, "@") {
+		return ""
+	}
+	if i := strings.IndexByte(user, '!'); i >= 0 {
+		return user[:i]
+	}
+	return user
 }
 
 // TaskInfo is one task in a node's task list ([Client.Tasks]). It is a
@@ -197,7 +251,7 @@ type TaskInfo struct {
 	TokenID string
 	Running bool
 	// ExitStatus is "OK", "WARNINGS: n" or the error text once the task
-	// finished; "" while it runs.
+	// finished, redacted as in [TaskStatus]; "" while it runs.
 	ExitStatus string
 }
 
@@ -218,19 +272,31 @@ type taskListEntry struct {
 	Status    flexString `json:"status"`
 }
 
-// taskPage is the page size Tasks asks for (Proxmox's default is 50).
-const taskPage = 500
+// Bounds of one [Client.Tasks] call. A node keeps its finished tasks in an
+// index it rotates at 50,000 bytes, keeping one older index: about a
+// thousand tasks in all, plus those running (pve-common
+// PVE::RESTEnvironment, active_workers). A list that goes on ten times as
+// long is not a node's, and reading it would only cost time and memory.
+const (
+	taskPage       = 500   // entries asked for per page (Proxmox's default is 50)
+	maxTaskEntries = 10000 // entries read per call, repeated ones included
+)
 
 var reTaskField = regexp.MustCompile(`^[^:\t\n\v\f\r ]+$`)
 
 // Tasks lists a node's tasks, running and finished (GET
-// /nodes/{node}/tasks with source=all): running tasks first, then finished
-// ones newest first, as Proxmox orders them. It reads page after page
-// until f.Limit or the end. Pages are not a consistent snapshot: a task
-// started meanwhile shifts the list, so entries seen twice are dropped.
-// It is how a program that crashed after sending a write finds the task
-// the write may have started: filter by guest, type and a start time
-// shortly before the write.
+// /nodes/{node}/tasks with source=all): running tasks first, oldest first,
+// then finished ones, the most recently finished first, as Proxmox orders
+// them. It reads page after page until f.Limit or the end. Pages are not a
+// consistent snapshot: a task started meanwhile shifts the list, so
+// entries seen twice are dropped. It is how a program that crashed after
+// sending a write finds the task the write may have started: filter by
+// guest, type and a start time shortly before the write.
+//
+// A call reads at most 10,000 entries, ten times what a node keeps; a
+// longer list fails with [ErrUnexpectedResponse] rather than a partial
+// list, as does a page with more entries than asked for. Failed tasks'
+// exit statuses are redacted as in [Client.TaskStatus].
 //
 // Bad filter values and node names are refused before any request with
 // [ErrInvalidArgument].
@@ -255,7 +321,9 @@ func (c *Client) Tasks(ctx context.Context, node string, f TaskFilter) ([]TaskIn
 		if !reTaskField.MatchString(f.User) {
 			return nil, fmt.Errorf("%w: task user %q", ErrInvalidArgument, f.User)
 		}
-		q.Set("userfilter", f.User)
+		if u := nodeUserFilter(f.User); u != "" {
+			q.Set("userfilter", u)
+		}
 	}
 	if !f.Since.IsZero() {
 		if f.Since.Unix() <= 0 {
@@ -276,6 +344,9 @@ func (c *Client) Tasks(ctx context.Context, node string, f TaskFilter) ([]TaskIn
 		return nil, fmt.Errorf("%w: task limit %d is negative", ErrInvalidArgument, f.Limit)
 	}
 	path := "/nodes/" + url.PathEscape(node) + "/tasks"
+	tooLong := func() error {
+		return answerErr(http.MethodGet, path, fmt.Errorf("%w: the task list goes on past %d entries, far more than a node keeps", ErrUnexpectedResponse, maxTaskEntries))
+	}
 	var out []TaskInfo
 	seen := make(map[UPID]bool)
 	for start := 0; ; {
@@ -285,13 +356,17 @@ func (c *Client) Tasks(ctx context.Context, node string, f TaskFilter) ([]TaskIn
 		}
 		q.Set("start", strconv.Itoa(start))
 		q.Set("limit", strconv.Itoa(page))
-		var entries []taskListEntry
-		total, err := c.callTotal(ctx, &request{method: http.MethodGet, path: path, query: q}, &entries)
+		entries := taskListPage{max: page}
+		r := &request{method: http.MethodGet, path: path, query: q}
+		total, err := c.callTotal(ctx, r, &entries)
 		if err != nil {
 			return nil, err
 		}
-		added := 0
-		for _, e := range entries {
+		if total > maxTaskEntries && f.Limit == 0 {
+			return nil, tooLong()
+		}
+		fresh := 0
+		for _, e := range entries.items {
 			t := e.info(node)
 			if t.UPID == "" || seen[t.UPID] {
 				// A task started between two pages shifts the list
@@ -299,17 +374,55 @@ func (c *Client) Tasks(ctx context.Context, node string, f TaskFilter) ([]TaskIn
 				continue
 			}
 			seen[t.UPID] = true
+			fresh++
+			if !f.keeps(t) {
+				continue
+			}
+			t.ExitStatus = c.exitStatus(t.ExitStatus)
 			out = append(out, t)
-			added++
 			if f.Limit > 0 && len(out) == f.Limit {
 				return out, nil
 			}
 		}
-		start += len(entries)
-		if len(entries) < page || added == 0 || (total >= 0 && int64(start) >= total) {
+		start += len(entries.items)
+		if len(entries.items) < page || fresh == 0 || (total >= 0 && int64(start) >= total) {
 			return out, nil
 		}
+		if start >= maxTaskEntries {
+			return nil, tooLong()
+		}
 	}
+}
+
+// taskListPage is one page of a task list: at most max entries, decoded
+// one by one, so that a page far longer than asked for is refused before
+// it is held in memory as entries.
+type taskListPage struct {
+	max   int
+	items []taskListEntry
+}
+
+func (p *taskListPage) unmarshalData(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '[' {
+		return errors.New("the task list is not an array")
+	}
+	for dec.More() {
+		if len(p.items) == p.max {
+			return fmt.Errorf("the page holds more than the %d tasks asked for", p.max)
+		}
+		var e taskListEntry
+		if err := dec.Decode(&e); err != nil {
+			return fmt.Errorf("task %d: %v", len(p.items), err)
+		}
+		p.items = append(p.items, e)
+	}
+	_, err = dec.Token() // the closing bracket
+	return err
 }
 
 func (e taskListEntry) info(node string) TaskInfo {
@@ -341,6 +454,16 @@ func (e taskListEntry) info(node string) TaskInfo {
 		t.ExitStatus = status
 	}
 	return t
+}
+
+// exitStatus is a task's exit status as the client hands it out: a failed
+// task's text can echo the request, and it travels on into errors and
+// journals.
+func (c *Client) exitStatus(s string) string {
+	if exitOK(s) {
+		return s
+	}
+	return c.redact(cleanText(s))
 }
 
 // splitTaskUser splits the user of a UPID, "user@realm" or

@@ -143,9 +143,10 @@ func finishedTask(i int) map[string]any {
 func TestTasksFilterAndPaging(t *testing.T) {
 	s := newSrv(t)
 	const finished = 1234
-	running := fmt.Sprintf("UPID:pve1:%08X:%08X:%08X:qmstart:100:root@pam:", 99999, 1, 1700009999)
+	// Every task starts within the filter's hour: the client checks.
+	running := fmt.Sprintf("UPID:pve1:%08X:%08X:%08X:qmstart:100:root@pam:", 99999, 1, 1700002000)
 	queries := taskListServer(t, s, func(int) []map[string]any {
-		all := []map[string]any{{"upid": running, "node": "pve1", "status": "RUNNING", "starttime": 1700009999, "type": "qmstart", "id": "100"}}
+		all := []map[string]any{{"upid": running, "node": "pve1", "status": "RUNNING", "starttime": 1700002000, "type": "qmstart", "id": "100"}}
 		for i := finished - 1; i >= 0; i-- {
 			all = append(all, finishedTask(i))
 		}
