@@ -56,12 +56,20 @@
 // [Option].
 //
 // The server certificate is verified by default, against the system roots
-// or [WithCAPool]. Proxmox installs self-signed certificates; the usual
-// answer is [WithFingerprint], which accepts exactly the pinned certificate
-// (SHA-256, as the Proxmox GUI shows it). There is no option to turn
-// verification off. Only https base URLs are accepted, redirects are not
-// followed, and each HTTP attempt is bounded by [WithTimeout] (2 minutes by
-// default) besides the caller's context.
+// or [WithCAPool], and must be issued for the base URL's host: its name,
+// or for an IP address one of the certificate's IP addresses. Proxmox
+// installs self-signed certificates; the usual answer is
+// [WithFingerprint], which accepts exactly the pinned certificate
+// (SHA-256, as the Proxmox GUI shows it) whatever it names; given with
+// [WithCAPool], chain, host and pin must all hold. There is no option to
+// turn verification off, and [WithHTTPClient] cannot bring it in through
+// the back door: [New] refuses a transport that skips verification, allows
+// TLS before 1.2 or insecure cipher suites, or logs its session keys, and
+// a transport it cannot inspect unless [WithOpaqueTransport] says the
+// caller vouches for it. Only https base URLs are accepted; redirects are
+// never followed, with any client (a 3xx answer is an [*APIError]); and
+// each HTTP attempt is bounded by [WithTimeout] (2 minutes by default)
+// besides the caller's context.
 //
 // # Retries
 //
