@@ -60,91 +60,88 @@
 // writing that "0" back would remove it. Values are never URL-decoded: the
 // API returns them decoded.
 //
-// Tags (Q07–Q09): split on commas, semicolons and white space, empty items
-// dropped, compared as sets without regard to ASCII letter case (see
+// Tags: split on commas, semicolons and white space, empty items dropped,
+// compared as sets without regard to ASCII letter case (see
 // [WithCaseSensitiveTags]). A white-space-only value is no tags. Normalize
 // prints them as Proxmox stores them: lower-cased and sorted, or, with
-// case-sensitive tags, in their own case and sorted as Perl's cmp sorts,
-// by code point, so "Web" comes before "apple".
+// case-sensitive tags, in their own case and sorted as Perl's cmp sorts, by
+// code point, so "Web" comes before "apple".
 //
-// Booleans (Q10, Q11) parse every Proxmox spelling (1/on/yes/true,
-// 0/off/no/false) and an absent value is the schema default: onboot,
-// autostart, protection, numa, template, tdf, keephugepages and LXC
-// unprivileged and debug default to 0; acpi, kvm, tablet, reboot, ciupgrade
-// and LXC console to 1. localtime and freeze have no default.
+// Booleans parse every Proxmox spelling (1/on/yes/true, 0/off/no/false) and
+// an absent value is the schema default: onboot, autostart, protection,
+// numa, template, tdf, keephugepages and LXC unprivileged and debug default
+// to 0; acpi, kvm, tablet, reboot, ciupgrade and LXC console to 1. localtime
+// and freeze have no default.
 //
-// Numbers (Q25–Q27, Q44) compare numerically whatever JSON type carried
-// them. QEMU cores, sockets and smp default to 1, shares to 1000, cpulimit
-// to 0; memory is the property string "[current=]N" with default 512. LXC
-// memory and swap default to 512 and tty to 2, while LXC cores has no
-// default (absent means every host core). balloon has none either: absent
-// keeps the balloon device on, 0 turns it off. cpuunits has none (it
-// depends on the cgroup version); see [WithCgroupV2] for Q42.
+// Numbers compare numerically whatever JSON type carried them. QEMU cores,
+// sockets and smp default to 1, shares to 1000, cpulimit to 0; memory is the
+// property string "[current=]N" with default 512. LXC memory and swap
+// default to 512 and tty to 2, while LXC cores has no default (absent means
+// every host core). balloon has none either: absent keeps the balloon device
+// on, 0 turns it off. cpuunits has none (it depends on the cgroup version);
+// see [WithCgroupV2].
 //
-// Enums (Q29): QEMU ostype=other, scsihw=lsi, bios=seabios, startdate=now;
-// LXC arch=amd64, cmode=tty. LXC ostype has no default (Proxmox detects
-// it).
+// Enums: QEMU ostype=other, scsihw=lsi, bios=seabios, startdate=now; LXC
+// arch=amd64, cmode=tty. LXC ostype has no default (Proxmox detects it).
 //
-// QEMU NICs (Q12–Q14): "<model>=<MAC>" folds model and macaddr. The MAC is
-// compared only when desired pins one, ignoring letter case. firewall and
-// link_down default to 0, and for virtio an absent mtu means the bridge MTU,
-// like mtu=1. trunks is a set. LXC NICs (Q15): name comes first, type is
-// always veth, an unpinned hwaddr is ignored, firewall, link_down and
-// host-managed default to 0.
+// QEMU NICs: "<model>=<MAC>" folds model and macaddr. The MAC is compared
+// only when desired pins one, ignoring letter case. firewall and link_down
+// default to 0, and for virtio an absent mtu means the bridge MTU, like
+// mtu=1. trunks is a set. LXC NICs: name comes first, type is always veth,
+// an unpinned hwaddr is ignored, firewall, link_down and host-managed
+// default to 0.
 //
-// QEMU disks (Q16–Q22): a volume declared in allocation syntax
-// ("local-lvm:32", decimals allowed) matches the volume Proxmox allocated on
-// that storage when the reported size is the one Proxmox records for that
-// many GiB: a fraction is rounded up to whole KiB, in floating point as
-// qemu-server does it, so "local-lvm:0.1" is size=104858K; for efidisk0 and
-// tpmstate0 only the storage counts (Proxmox sizes them itself), and
-// "<storage>:0" with import-from takes its size from the source.
-// "<storage>:cloudinit" matches the vm-<id>-cloudinit volume on that
-// storage. size is informational: compared only when declared, never on a
-// cdrom. A declared format is satisfied by the allocated volume's format
-// (its extension, or raw on block storages). Defaults: media=disk (cdrom
-// for cloud-init, "none" and "cdrom" volumes and the cdrom option),
-// backup=1, replicate=1, discard=ignore, iothread=0, ssd=0, shared=0,
-// scsiblock=0, and for disks cache=none; efitype=2m, pre-enrolled-keys=0,
-// TPM version=v1.2. Two defaults live in qemu-server's code, not its
-// schema: an absent detect_zeroes is on (detect_zeroes=1) and an absent ro
-// is off. ms-cert is generated (Proxmox adds it when it enrols the keys)
-// and defaults to 2011. volume is an alias of file, and the legacy
-// *_length throttle keys are aliases too. The geometry keys cyls, heads,
-// secs and trans are gone in Proxmox 9, which drops them from every drive
-// and refuses them in a write: a declared one is satisfied by its absence,
-// and one Proxmox 8 still reports compares as usual.
+// QEMU disks: a volume declared in allocation syntax ("local-lvm:32",
+// decimals allowed) matches the volume Proxmox allocated on that storage
+// when the reported size is the one Proxmox records for that many GiB: a
+// fraction is rounded up to whole KiB, in floating point as qemu-server does
+// it, so "local-lvm:0.1" is size=104858K; for efidisk0 and tpmstate0 only
+// the storage counts (Proxmox sizes them itself), and "<storage>:0" with
+// import-from takes its size from the source. "<storage>:cloudinit" matches
+// the vm-<id>-cloudinit volume on that storage. size is informational:
+// compared only when declared, never on a cdrom. A declared format is
+// satisfied by the allocated volume's format (its extension, or raw on block
+// storages). Defaults: media=disk (cdrom for cloud-init, "none" and "cdrom"
+// volumes and the cdrom option), backup=1, replicate=1, discard=ignore,
+// iothread=0, ssd=0, shared=0, scsiblock=0, and for disks cache=none;
+// efitype=2m, pre-enrolled-keys=0, TPM version=v1.2. Two defaults live in
+// qemu-server's code, not its schema: an absent detect_zeroes is on
+// (detect_zeroes=1) and an absent ro is off. ms-cert is generated (Proxmox
+// adds it when it enrols the keys) and defaults to 2011. volume is an alias
+// of file, and the legacy *_length throttle keys are aliases too. The
+// geometry keys cyls, heads, secs and trans are gone in Proxmox 9, which
+// drops them from every drive and refuses them in a write: a declared one is
+// satisfied by its absence, and one Proxmox 8 still reports compares as
+// usual.
 //
-// LXC rootfs and mpN (Q17, Q23): allocation syntax as for QEMU disks,
-// except that pve-container truncates a fraction to whole MiB
-// ("local-lvm:0.1" is size=102M); mountoptions is a set; ro, quota, shared, keepattrs and an mpN's backup
-// default to 0, replicate to 1; acl has no default (absent means the file
-// system's).
+// LXC rootfs and mpN: allocation syntax as for QEMU disks, except that
+// pve-container truncates a fraction to whole MiB ("local-lvm:0.1" is
+// size=102M); mountoptions is a set; ro, quota, shared, keepattrs and an
+// mpN's backup default to 0, replicate to 1; acl has no default (absent
+// means the file system's).
 //
-// QEMU cpu (Q24): cputype is the default key, absent is kvm64; hidden
-// defaults to 0; flags is a set of ±FLAG. boot (Q28): legacy is the default
-// key and "cdn" is what an absent boot means; an order list overrides
-// legacy and compares in order; a legacy value never equals an order list.
-// hotplug (Q30): "1" and absence are network,disk,usb, "0" is none,
-// otherwise a set. agent (Q31): enabled is the default key (default 0),
-// fstrim_cloned_disks defaults to 0, freeze-fs (alias freeze-fs-on-backup
-// and guest-fsfreeze) to 1, type to virtio; an absent agent is disabled.
-// startup (Q32): "[order=]N,up=N,down=N" as integers. LXC features (Q33):
-// booleans default to 0, mount is a set; an absent features value is every
-// feature off.
+// QEMU cpu: cputype is the default key, absent is kvm64; hidden defaults to
+// 0; flags is a set of ±FLAG. boot: legacy is the default key and "cdn" is
+// what an absent boot means; an order list overrides legacy and compares in
+// order; a legacy value never equals an order list. hotplug: "1" and absence
+// are network,disk,usb, "0" is none, otherwise a set. agent: enabled is the
+// default key (default 0), fstrim_cloned_disks defaults to 0, freeze-fs
+// (alias freeze-fs-on-backup and guest-fsfreeze) to 1, type to virtio; an
+// absent agent is disabled. startup: "[order=]N,up=N,down=N" as integers.
+// LXC features: booleans default to 0, mount is a set; an absent features
+// value is every feature off.
 //
-// nameserver and searchdomain (Q34, Q35) are ordered lists, whatever the
-// separators: order is resolver priority. ipconfigN (Q36) compares as a
-// map without defaults. sshkeys (Q37) compare percent-decoded, line by
-// line, with blanks collapsed and empty lines dropped; hex case and
-// trailing newlines do not matter. cipassword (Q38) reads back masked, so a
-// masked value satisfies any non-empty declaration: drift in it cannot be
-// seen here. vmgenid (Q39): "1" is satisfied by any UUID, "0" by absence;
-// smbios1's uuid is generated; meta is read-only information of which only
-// declared keys compare. name, hostname (Q40) and hookscript (Q41) compare
-// exactly; a change of case is an edit.
+// nameserver and searchdomain are ordered lists, whatever the separators:
+// order is resolver priority. ipconfigN compares as a map without defaults.
+// sshkeys compare percent-decoded, line by line, with blanks collapsed and
+// empty lines dropped; hex case and trailing newlines do not matter.
+// cipassword reads back masked, so a masked value satisfies any non-empty
+// declaration: drift in it cannot be seen here. vmgenid: "1" is satisfied by
+// any UUID, "0" by absence; smbios1's uuid is generated; meta is read-only
+// information of which only declared keys compare. name, hostname and
+// hookscript compare exactly; a change of case is an edit.
 //
-// Subsets are never equality (Q45): maps and sets compare in full.
+// Subsets are never equality: maps and sets compare in full.
 //
 // Options Proxmox stores raw and this package has no rule for (hostpciN,
 // usbN, serialN, parallelN, virtiofsN, rng0, machine, args, affinity, LXC
@@ -192,14 +189,14 @@
 // # What belongs to the reconciler
 //
 // Some quirks are not properties of a value and no string rule can handle
-// them. Fields absent from desired are unmanaged and must not be compared
-// at all (the boot order, MAC, vmgenid, smbios1, meta, LXC ostype and
-// hostname that Proxmox fills in). Values read while a lock is set (a clone
-// writes a temporary description, Q06) must not be compared. GET /config
-// returns pending values (Q43): read /pending, or current=1, to tell
-// "applied" from "in effect". Write-only or masked secrets (cipassword,
-// Q38) need a side channel, such as a hash kept in the reconciler's state.
-// Cluster settings (tag-style, cgroup version) are options of a Set.
+// them. Fields absent from desired are unmanaged and must not be compared at
+// all (the boot order, MAC, vmgenid, smbios1, meta, LXC ostype and hostname
+// that Proxmox fills in). Values read while a lock is set (a clone writes a
+// temporary description) must not be compared. GET /config returns pending
+// values: read /pending, or current=1, to tell "applied" from "in effect".
+// Write-only or masked secrets (cipassword) need a side channel, such as a
+// hash kept in the reconciler's state. Cluster settings (tag-style, cgroup
+// version) are options of a Set.
 //
 // # Options and user rules
 //

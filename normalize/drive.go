@@ -89,14 +89,14 @@ func volumeFormat(volume string) string {
 	return "raw"
 }
 
-// compareVolume compares the default-key volume of a disk or mount point
-// (Q16, Q21, Q22, Q23). A volume declared in allocation syntax matches the
-// allocated volume on the same storage; the size Proxmox records for the
-// allocation (see allocBytes; container selects pve-container's rounding)
-// must match the reported size unless fixedSize (EFI vars, TPM state:
-// Proxmox sizes those itself) or the declaration sets size= itself.
-// "<storage>:cloudinit" matches the cloud-init volume Proxmox allocates on
-// that storage. Anything else compares exactly.
+// compareVolume compares the default-key volume of a disk or mount point. A
+// volume declared in allocation syntax matches the allocated volume on the
+// same storage; the size Proxmox records for the allocation (see allocBytes;
+// container selects pve-container's rounding) must match the reported size
+// unless fixedSize (EFI vars, TPM state: Proxmox sizes those itself) or the
+// declaration sets size= itself. "<storage>:cloudinit" matches the
+// cloud-init volume Proxmox allocates on that storage. Anything else
+// compares exactly.
 func compareVolume(pc *propCompare, key string, d, a []kv, fixedSize, container bool) {
 	dv, dok := lookup(d, key)
 	av, aok := lookup(a, key)
@@ -161,9 +161,9 @@ func (pc *propCompare) failRaw(key, d, a string) {
 	}
 }
 
-// nicRule: QEMU netN (Q12–Q14). model and MAC fold into "<model>=<MAC>";
-// an unpinned MAC is generated and ignored; for virtio an absent mtu means
-// the bridge MTU, like mtu=1.
+// nicRule: QEMU netN. model and MAC fold into "<model>=<MAC>"; an unpinned
+// MAC is generated and ignored; for virtio an absent mtu means the bridge
+// MTU, like mtu=1.
 type nicRule struct{ f *Format }
 
 func (r nicRule) Normalize(v string) string  { return normalizeProps(r.f, v) }
@@ -201,7 +201,7 @@ const (
 	driveFixed                    // efidisk0, tpmstate0: sized by Proxmox
 )
 
-// driveRule: QEMU disks (Q16–Q22).
+// driveRule: QEMU disks.
 type driveRule struct{ kind driveKind }
 
 // droppedDriveKeys are the drive geometry keys qemu-server 9 drops when it
@@ -294,7 +294,7 @@ func (r driveRule) compare(d, a string, diffs *[]Diff) bool {
 	return pc.run(dk, ak)
 }
 
-// mountRule: LXC rootfs and mpN (Q17, Q23).
+// mountRule: LXC rootfs and mpN.
 type mountRule struct{ f *Format }
 
 func (r mountRule) Normalize(v string) string  { return normalizeProps(r.f, v) }

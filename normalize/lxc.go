@@ -5,7 +5,7 @@ package normalize
 // read-only after package initialization.
 
 // lxcNICFormat is $netconf_desc. Proxmox forces type=veth and generates
-// hwaddr when it applies the change (Q15).
+// hwaddr when it applies the change.
 var lxcNICFormat = &Format{
 	Keys: map[string]Key{
 		"name":      {Required: true},
@@ -28,8 +28,8 @@ var lxcNICFormat = &Format{
 	},
 }
 
-// mountKeys are the keys of $rootfs_desc; mpN adds mp and backup. acl has
-// no default: absent means the file system's own default (Q23).
+// mountKeys are the keys of $rootfs_desc; mpN adds mp and backup. acl has no
+// default: absent means the file system's own default.
 func mountKeys(mp bool) map[string]Key {
 	keys := map[string]Key{
 		"volume":       {},
@@ -55,7 +55,7 @@ var (
 )
 
 // featuresFormat is $features_desc: booleans that default to 0 and mount, a
-// ";" list of file system types (Q33).
+// ";" list of file system types.
 var featuresFormat = &Format{
 	Keys: map[string]Key{
 		"mount":        {Type: TypeSet},
@@ -70,7 +70,7 @@ var featuresFormat = &Format{
 var lxcFields = map[string]Rule{
 	"description": descriptionRule{container: true},
 
-	// Booleans with their schema defaults (Q10, Q11).
+	// Booleans with their schema defaults.
 	"onboot":       boolDefault0,
 	"template":     boolDefault0,
 	"console":      boolDefault1,
@@ -78,7 +78,7 @@ var lxcFields = map[string]Rule{
 	"unprivileged": boolDefault0,
 	"debug":        boolDefault0,
 
-	// Numbers (Q26). cores has no default: absent means every host core.
+	// Numbers. cores has no default: absent means every host core.
 	"memory":   ValueRule(Key{Type: TypeInt, Default: "512"}),
 	"swap":     ValueRule(Key{Type: TypeInt, Default: "512"}),
 	"tty":      ValueRule(Key{Type: TypeInt, Default: "2"}),
@@ -90,7 +90,7 @@ var lxcFields = map[string]Rule{
 	"arch":  ValueRule(Key{Default: "amd64"}),
 	"cmode": ValueRule(Key{Default: "tty"}),
 
-	// Lists (Q34): order is resolver priority.
+	// Lists: order is resolver priority.
 	"nameserver":   orderedList,
 	"searchdomain": orderedList,
 

@@ -235,7 +235,7 @@ var numaNodeFormat = &Format{
 var qemuFields = map[string]Rule{
 	"description": descriptionRule{},
 
-	// Booleans with their schema defaults (Q10).
+	// Booleans with their schema defaults.
 	"onboot":        boolDefault0,
 	"autostart":     boolDefault0,
 	"reboot":        boolDefault1,
@@ -251,12 +251,12 @@ var qemuFields = map[string]Rule{
 	"localtime":     boolNoDef, // default depends on ostype
 	"freeze":        boolNoDef,
 
-	// Numbers (Q26, Q27, Q44).
+	// Numbers.
 	"cores":            ValueRule(Key{Type: TypeInt, Default: "1"}),
 	"sockets":          ValueRule(Key{Type: TypeInt, Default: "1"}),
 	"smp":              ValueRule(Key{Type: TypeInt, Default: "1"}),
 	"vcpus":            intNoDef,
-	"balloon":          intNoDef, // absent = balloon on, 0 = off (Q27)
+	"balloon":          intNoDef, // absent = balloon on, 0 = off
 	"shares":           ValueRule(Key{Type: TypeInt, Default: "1000"}),
 	"cpuunits":         intNoDef, // default depends on the cgroup version
 	"migrate_speed":    ValueRule(Key{Type: TypeInt, Default: "0"}),
@@ -264,13 +264,13 @@ var qemuFields = map[string]Rule{
 	"migrate_downtime": ValueRule(Key{Type: TypeNumber, Default: "0.1"}),
 	"memory":           PropertyRule(memoryFormat, true),
 
-	// Enums with schema defaults (Q29).
+	// Enums with schema defaults.
 	"ostype":    ValueRule(Key{Default: "other"}),
 	"scsihw":    ValueRule(Key{Default: "lsi"}),
 	"bios":      ValueRule(Key{Default: "seabios"}),
 	"startdate": ValueRule(Key{Default: "now"}),
 
-	// Lists (Q30, Q35).
+	// Lists.
 	"hotplug":      hotplugRule{},
 	"nameserver":   orderedList,
 	"searchdomain": orderedList,
@@ -293,7 +293,7 @@ var qemuFields = map[string]Rule{
 	"tpmstate0": driveRule{kind: driveFixed},
 	"cdrom":     driveRule{kind: driveCDField},
 
-	// Cloud-init and server-generated values (Q37–Q39).
+	// Cloud-init and server-generated values.
 	"sshkeys":    sshKeysRule{},
 	"cipassword": maskedRule{},
 	"vmgenid":    vmgenidRule{},

@@ -8,7 +8,8 @@ import (
 )
 
 // quirkCase is a case beyond the shared vectors, drawn from the same
-// Proxmox sources and named by the quirk (QUIRKS.md) it exercises.
+// Proxmox sources and labelled with the number, Q01 to Q45, of the Proxmox
+// behaviour it exercises; the labels only group the cases.
 type quirkCase struct {
 	quirk   string
 	guest   string
@@ -249,7 +250,7 @@ func TestQuirks(t *testing.T) {
 	}
 }
 
-// TestQuirkCoverage makes sure every quirk of QUIRKS.md is exercised by a
+// TestQuirkCoverage makes sure every label from Q01 to Q45 is exercised by a
 // vector, a case above or a dedicated test.
 func TestQuirkCoverage(t *testing.T) {
 	covered := map[string]bool{}

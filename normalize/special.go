@@ -7,7 +7,7 @@ import (
 
 // This file holds the rules that do not fit the generic value and
 // property-string rules: each encodes one piece of Proxmox behaviour,
-// named in its comment by the quirk it covers (see the package doc).
+// described in its comment and in the package doc.
 
 // descriptionRule: what Proxmox keeps of a description (see
 // descriptionTrim), CRLF taken as LF, and "0" as absent, since neither
@@ -22,7 +22,7 @@ func (r descriptionRule) Equal(d, a string) bool {
 }
 func (r descriptionRule) Explain(d, a string) []Diff { return explainWhole(r, d, a) }
 
-// tagsRule: Q07–Q09. Tags compare as sets; letter case is ignored unless the
+// tagsRule: tags compare as sets; letter case is ignored unless the
 // cluster's tag-style is case-sensitive.
 type tagsRule struct{ caseSensitive bool }
 
@@ -32,9 +32,8 @@ func (r tagsRule) Equal(d, a string) bool {
 }
 func (r tagsRule) Explain(d, a string) []Diff { return explainWhole(r, d, a) }
 
-// clampedIntRule: Q42. On cgroup v2 hosts Proxmox clamps cpuunits into
-// [1, 10000] on create and update, so both sides are clamped before they
-// compare.
+// clampedIntRule: on cgroup v2 hosts Proxmox clamps cpuunits into [1, 10000]
+// on create and update, so both sides are clamped before they compare.
 type clampedIntRule struct{ lo, hi int64 }
 
 func (r clampedIntRule) clamp(v string) (int64, bool) {
@@ -65,7 +64,7 @@ func (r clampedIntRule) Equal(d, a string) bool {
 
 func (r clampedIntRule) Explain(d, a string) []Diff { return explainWhole(r, d, a) }
 
-// hotplugRule: Q30. "0" is no feature, "1" and absence are the default
+// hotplugRule: "0" is no feature, "1" and absence are the default
 // network,disk,usb, anything else is a split_list set of features.
 type hotplugRule struct{}
 
@@ -131,9 +130,9 @@ func (hotplugRule) Equal(d, a string) bool {
 
 func (r hotplugRule) Explain(d, a string) []Diff { return explainWhole(r, d, a) }
 
-// bootRule: Q28. The default key legacy (default "cdn", also what an absent
-// boot means) and order, an ordered list that overrides legacy when given.
-// A legacy value never equals an order list.
+// bootRule: the default key legacy (default "cdn", also what an absent boot
+// means) and order, an ordered list that overrides legacy when given. A
+// legacy value never equals an order list.
 type bootRule struct{}
 
 var bootFormat = &Format{
@@ -201,7 +200,7 @@ func (r bootRule) compare(d, a string, diffs *[]Diff) bool {
 	return pc.run(dk, ak)
 }
 
-// vmgenidRule: Q39. A declared "1" asks Proxmox to generate an ID and is
+// vmgenidRule: a declared "1" asks Proxmox to generate an ID and is
 // satisfied by any UUID; "0" (disabled) matches an absent value; UUIDs
 // compare case-insensitively.
 type vmgenidRule struct{}
@@ -242,8 +241,8 @@ func isUUID(s string) bool {
 	return true
 }
 
-// maskedRule: Q38. Proxmox masks cipassword as "**********" on read, so a
-// masked value satisfies any non-empty declaration; it cannot show drift.
+// maskedRule: Proxmox masks cipassword as "**********" on read, so a masked
+// value satisfies any non-empty declaration; it cannot show drift.
 type maskedRule struct{}
 
 func (maskedRule) Normalize(v string) string { return trimSpace(v) }
@@ -286,8 +285,8 @@ func mask(s string) string {
 	return "**********"
 }
 
-// sshKeysRule: Q37. sshkeys is stored URL-encoded exactly as each writer
-// encoded it; the keys compare decoded, line by line, blanks collapsed.
+// sshKeysRule: sshkeys is stored URL-encoded exactly as each writer encoded
+// it; the keys compare decoded, line by line, blanks collapsed.
 type sshKeysRule struct{}
 
 func (sshKeysRule) Normalize(v string) string { return canonicalSSHKeys(v) }
