@@ -32,6 +32,14 @@ type guest struct {
 	ignoreShutdown bool
 	ha             *haResource // nil unless HA-managed
 
+	// cfgLockTask is the task whose worker holds the guest's config lock
+	// (lock_config's flock, not the "lock:" property) while it runs: a
+	// qmconfig task before qemu-server 9.1.19, whose handler took the lock
+	// and forked with it held. See Server.awaitConfigLockLocked.
+	cfgLockTask *task
+	// cfgLockWaiters counts writers waiting for cfgLockTask to end.
+	cfgLockWaiters int
+
 	// Encoded JSON payloads, rebuilt lazily after every change.
 	cacheMerged, cacheCurrent, cachePending []byte
 }

@@ -6,6 +6,7 @@ package proxmoxtest
 // and a change to the fake that drifts from Proxmox fails here.
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -153,5 +154,119 @@ func TestConformancePropertyStringErrors(t *testing.T) {
 		if got := rp.errorsMap()[tc.key]; rp.Code != 400 || got != tc.want {
 			t.Errorf("%s=%s: %d, errors[%s] = %q, want %q", tc.key, tc.value, rp.Code, tc.key, got, tc.want)
 		}
+	}
+}
+
+// TestConformanceConfigUpdateWindow: between an asynchronous QEMU config
+// update's answer and its worker, another writer or a backup lock either
+// waits for the worker (before qemu-server 9.1.19: the handler forks with
+// the config lock held, and the worker keeps it) or makes the worker fail
+// its repeated checks, applying nothing (from 9.1.19: "fork before
+// locking"). Never is a stale change applied over the other writer's.
+//
+// Source: qemu-server, src/PVE/API2/Qemu.pm, update_vm_api (commit
+// 797ab238 "api: update vm: fork before locking", first in 9.1.19: its
+// $load_and_check_config runs in the handler and again in the worker under
+// PVE::QemuConfig->lock_config); pve-guest-common, src/PVE/AbstractConfig.pm,
+// lock_config and check_lock.
+func TestConformanceConfigUpdateWindow(t *testing.T) {
+	post := func(t *testing.T, s *Server, r proxmox.Ref, digest string) Task {
+		t.Helper()
+		rp := do(t, s, "POST", guestPath(r)+"/config", form("memory", "4096", "digest", digest))
+		if rp.Code != 200 {
+			t.Fatalf("POST config: %d %q", rp.Code, rp.Status)
+		}
+		return taskOf(t, s, rp)
+	}
+	for _, tc := range []struct {
+		name string
+		opts []Option
+		fork bool // qemu-server 9.1.19 or later
+	}{
+		{"pve 8.4", []Option{WithVersion(PVE84)}, false},
+		{"pve 9.2.4", []Option{WithVersion("9.2.4")}, false},
+		{"qemu-server 9.1.18", []Option{WithVersion(PVE92), WithQemuServerVersion("9.1.18")}, false},
+		{"pve 9.2.5", []Option{WithVersion(PVE92)}, true},
+		{"qemu-server 9.1.19", []Option{WithQemuServerVersion("9.1.19"), WithVersion("9.2.0")}, true},
+	} {
+		t.Run(tc.name+"/other writer", func(t *testing.T) {
+			s := Start(t, append(tc.opts, WithManualTasks())...)
+			r := mustAdd(t, s, vm100(""))
+			tk := post(t, s, r, mustGuest(t, s, r).Digest)
+			errc := make(chan error, 1)
+			go func() { errc <- s.UpdateConfig(r, map[string]string{"memory": "3072"}, nil) }()
+			if !tc.fork {
+				// The writer queues behind the worker's config lock.
+				waitLockWaiter(t, s, r)
+				if got := mustGuest(t, s, r).Config["memory"]; got != "2048" {
+					t.Fatalf("the other writer got in while the worker held the lock: memory %s", got)
+				}
+			} else if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			if err := s.FinishTask(tk.UPID); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.fork {
+				if err := <-errc; err != nil {
+					t.Fatal(err)
+				}
+			}
+			tk, _ = s.Task(tk.UPID)
+			st := mustGuest(t, s, r)
+			if tc.fork {
+				if tk.ExitStatus != "checksum mismatch (file change by other user?)" || st.Config["memory"] != "3072" {
+					t.Fatalf("exit %q, memory %s: want the task to fail its digest check and apply nothing", tk.ExitStatus, st.Config["memory"])
+				}
+				if len(tk.Log) != 1 {
+					t.Errorf("log %q: the worker prints nothing before its checks pass", tk.Log)
+				}
+			} else if tk.ExitStatus != "OK" || st.Config["memory"] != "3072" {
+				t.Fatalf("exit %q, memory %s: want the task's change first, then the waiting writer's", tk.ExitStatus, st.Config["memory"])
+			}
+		})
+		t.Run(tc.name+"/backup lock", func(t *testing.T) {
+			s := Start(t, append(tc.opts, WithManualTasks())...)
+			r := mustAdd(t, s, vm100(""))
+			tk := post(t, s, r, "")
+			errc := make(chan error, 1)
+			go func() { errc <- s.SetLock(r, "backup") }()
+			if !tc.fork {
+				waitLockWaiter(t, s, r)
+			} else if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			if err := s.FinishTask(tk.UPID); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.fork {
+				if err := <-errc; err != nil {
+					t.Fatal(err)
+				}
+			}
+			tk, _ = s.Task(tk.UPID)
+			st := mustGuest(t, s, r)
+			want, mem := "OK", "4096"
+			if tc.fork {
+				want, mem = "VM is locked (backup)", "2048"
+			}
+			if tk.ExitStatus != want || st.Config["memory"] != mem || st.Lock != "backup" {
+				t.Fatalf("exit %q, memory %s, lock %q; want %q, %s, backup", tk.ExitStatus, st.Config["memory"], st.Lock, want, mem)
+			}
+		})
+	}
+}
+
+// waitLockWaiter waits until a writer queues for r's config lock.
+func waitLockWaiter(t *testing.T, s *Server, r proxmox.Ref) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := s.waitFor(ctx, func() bool {
+		g := s.lookupLocked(r)
+		return g != nil && g.cfgLockWaiters > 0
+	})
+	if err != nil {
+		t.Fatalf("no writer queued for the config lock: %v", err)
 	}
 }

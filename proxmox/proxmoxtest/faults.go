@@ -1,6 +1,7 @@
 package proxmoxtest
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"path"
@@ -206,13 +207,66 @@ func lockTimeoutText(r proxmox.Ref) string {
 	return fmt.Sprintf("can't lock file '%s' - got timeout", configLockFile(r))
 }
 
-// lockedInHandler is the check of an API handler that takes the config
-// lock itself: the request fails with the lock timeout.
+// lockedInHandler is an API handler taking the guest's config lock: a
+// LockTimeout fault fails the request at once; a lock held by a running
+// task makes it wait, as lock_config does (see awaitConfigLockLocked).
+// Called with s.mu held, which it may release while it waits.
 func (c *call) lockedInHandler() *apiErr {
 	if c.lockTimeout() {
 		return die("%s", lockTimeoutText(c.ref))
 	}
+	if err := c.s.awaitConfigLockLocked(c.r.Context().Done(), c.ref); err != nil {
+		return die("%s", err.Error())
+	}
 	return nil
+}
+
+// configLockWait is how long lock_config waits for a config lock someone
+// else holds before it fails with "got timeout" (pve-guest-common
+// PVE/AbstractConfig.pm lock_config_full, 10 s, through pve-common
+// PVE/Tools.pm lock_file_full).
+const configLockWait = 10 * time.Second
+
+// awaitConfigLockLocked waits while a running task holds ref's config lock
+// (guest.cfgLockTask): until that task ends, for at most configLockWait of
+// real time (then it fails with lock_file's timeout text), or until done
+// is closed or the server closes. Called with s.mu held; it releases s.mu
+// while it waits, so callers must look the guest up again afterwards.
+func (s *Server) awaitConfigLockLocked(done <-chan struct{}, ref proxmox.Ref) error {
+	var timeout <-chan time.Time
+	for {
+		g := s.guests[ref.VMID]
+		if g == nil || g.cfgLockTask == nil || !g.cfgLockTask.running {
+			return nil
+		}
+		if s.closed {
+			return ErrClosed
+		}
+		if timeout == nil {
+			t := time.NewTimer(configLockWait)
+			defer t.Stop()
+			timeout = t.C
+			g.cfgLockWaiters++
+			defer func() { g.cfgLockWaiters-- }()
+			s.notifyLocked() // tests wait for a writer to queue up
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		var err error
+		select {
+		case <-ch:
+		case <-timeout:
+			err = errors.New(lockTimeoutText(ref))
+		case <-done:
+			err = errors.New("request cancelled while waiting for the config lock")
+		case <-s.closing:
+			err = ErrClosed
+		}
+		s.mu.Lock()
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // lockedInWorker marks a task whose worker takes the config lock first:

@@ -242,10 +242,15 @@ func (s *Server) Guests() []proxmox.Ref {
 
 // SetLock sets the guest's lock ("backup", "migrate", ...) or, with "",
 // clears it, as a backup job or migration would: the config file changes,
-// and so does its digest.
+// and so does its digest. Like them it takes the guest's config lock
+// first, so it waits while a config task that holds it runs (QEMU before
+// qemu-server 9.1.19), for at most Proxmox's 10 s.
 func (s *Server) SetLock(ref proxmox.Ref, lock string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.awaitConfigLockLocked(nil, ref); err != nil {
+		return fmt.Errorf("proxmoxtest: set lock on %s: %w", ref, err)
+	}
 	g := s.lookupLocked(ref)
 	if g == nil {
 		return fmt.Errorf("%w: %s", ErrNoGuest, ref)
@@ -307,7 +312,12 @@ func (s *Server) SetIgnoreShutdown(ref proxmox.Ref, ignore bool) error {
 // any lock. set holds options to set, del options to delete. The digest
 // changes, so a client that read the config before gets a digest mismatch
 // on its next write: this is how tests stage digest races (see
-// [Fault].Before).
+// [Fault].Before). Like any writer it takes the guest's config lock, so it
+// waits while a config task that holds it runs (QEMU before qemu-server
+// 9.1.19, whose asynchronous update keeps the lock for its whole task),
+// for at most Proxmox's 10 s, after which it fails with Proxmox's lock
+// timeout text. With [WithManualTasks], finish that task from another
+// goroutine or call UpdateConfig before the update.
 func (s *Server) UpdateConfig(ref proxmox.Ref, set map[string]string, del []string) error {
 	params := cloneMap(set)
 	if params == nil {
@@ -327,6 +337,9 @@ func (s *Server) UpdateConfig(ref proxmox.Ref, set map[string]string, del []stri
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.awaitConfigLockLocked(nil, ref); err != nil {
+		return fmt.Errorf("proxmoxtest: update %s: %w", ref, err)
+	}
 	if ref.Type == proxmox.LXC {
 		if aerr := s.lxcUpdateLocked(ref, u, true); aerr != nil {
 			return fmt.Errorf("proxmoxtest: update %s: %s", ref, describe(aerr))

@@ -44,6 +44,7 @@ type storageSpec struct {
 
 type config struct {
 	version        version
+	qemuServer     *semver // WithQemuServerVersion; copied into version at NewServer
 	nodes          []string
 	tokens         []tokenSpec
 	users          map[string]string
@@ -83,6 +84,26 @@ func WithVersion(v string) Option {
 			return err
 		}
 		c.version = pv
+		return nil
+	})
+}
+
+// WithQemuServerVersion pins the qemu-server package version ("9.1.18",
+// "8.2.4-1") behind the QEMU behaviours that changed with it: memory as a
+// string (8.0.8), the "resize" task (8.0.2), the digest text's spelling
+// (8.2.5) and where an asynchronous config update takes the config lock
+// (9.1.19). Unpinned, each follows the [WithVersion] release that first
+// shipped it, as the package documentation's version table says.
+func WithQemuServerVersion(v string) Option {
+	return optionFunc(func(c *config) error {
+		sv, err := parseSemver(v)
+		if err != nil {
+			return err
+		}
+		if sv.major < 7 || sv.major > 9 {
+			return fmt.Errorf("proxmoxtest: qemu-server %q: only qemu-server 7, 8 and 9 are emulated", v)
+		}
+		c.qemuServer = &sv
 		return nil
 	})
 }

@@ -146,6 +146,8 @@ func NewServer(opts ...Option) (*Server, error) {
 			return nil, err
 		}
 	}
+	// Options apply in any order; the pinned qemu-server joins the release.
+	cfg.version.qemuServer = cfg.qemuServer
 	if len(cfg.nodes) == 0 {
 		cfg.nodes = []string{"pve"}
 	}

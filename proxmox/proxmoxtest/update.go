@@ -99,10 +99,30 @@ func (s *Server) parseUpdate(t proxmox.GuestType, params map[string]string) (*co
 	return u, nil
 }
 
+// clone copies u so that a check run on the copy (which may add reverted
+// options to set and deletes) leaves u as the request sent it.
+func (u *configUpdate) clone() *configUpdate {
+	c := *u
+	c.set = cloneMap(u.set)
+	c.deletes = append([]string(nil), u.deletes...)
+	return &c
+}
+
 // qemuPrepareLocked is the synchronous part of a QEMU config update, run
 // under s.mu: NICs get their MAC now, storages are checked, then (inside
 // what is Proxmox's config lock) the digest is compared, then the lock.
 func (s *Server) qemuPrepareLocked(ref proxmox.Ref, u *configUpdate, ignoreLock bool) *apiErr {
+	if aerr := s.qemuPrepareParamsLocked(u); aerr != nil {
+		return aerr
+	}
+	return s.qemuLoadAndCheckLocked(ref, u, ignoreLock)
+}
+
+// qemuPrepareParamsLocked is update_vm_api's parameter work before any
+// config is read: NICs get their MAC, vmgenid=1 a UUID, a plain cloud-init
+// password its hash, and new disks' storages are checked. It runs once per
+// request, so a retried check sees the same values.
+func (s *Server) qemuPrepareParamsLocked(u *configUpdate) *apiErr {
 	for _, k := range sortedKeys(u.set) {
 		v := u.set[k]
 		switch {
@@ -135,6 +155,15 @@ func (s *Server) qemuPrepareLocked(ref proxmox.Ref, u *configUpdate, ignoreLock 
 			}
 		}
 	}
+	return nil
+}
+
+// qemuLoadAndCheckLocked is update_vm_api's $load_and_check_config
+// (qemu-server PVE/API2/Qemu.pm): load the config, compare the digest,
+// check the lock, resolve reverts into u and check the balloon against
+// the memory. From qemu-server 9.1.19 it runs twice for an asynchronous
+// update, in the handler and again in the worker under the config lock.
+func (s *Server) qemuLoadAndCheckLocked(ref proxmox.Ref, u *configUpdate, ignoreLock bool) *apiErr {
 	g := s.lookupLocked(ref)
 	if g == nil {
 		return die("%s", errConfigMissing(ref))
@@ -772,6 +801,17 @@ func (s *Server) hConfigPut(c *call) (result, *apiErr) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// From qemu-server 9.1.19 a QEMU PUT checks once before it takes the
+	// lock (update_vm_api's early $load_and_check_config), so a stale
+	// digest is reported even when the lock cannot be had.
+	if c.ref.Type == proxmox.QEMU && s.cfg.version.qemuConfigPostLockInWorker() {
+		if aerr := s.qemuPrepareParamsLocked(u); aerr != nil {
+			return result{}, aerr
+		}
+		if aerr := s.qemuLoadAndCheckLocked(c.ref, u.clone(), false); aerr != nil {
+			return result{}, aerr
+		}
+	}
 	// Both PUT handlers run under lock_config (update_vm_api with $sync,
 	// pve-container's update_vm).
 	if aerr := c.lockedInHandler(); aerr != nil {
@@ -783,7 +823,11 @@ func (s *Server) hConfigPut(c *call) (result, *apiErr) {
 		}
 		return result{data: nullData}, nil
 	}
-	if aerr := s.qemuPrepareLocked(c.ref, u, false); aerr != nil {
+	if s.cfg.version.qemuConfigPostLockInWorker() {
+		if aerr := s.qemuLoadAndCheckLocked(c.ref, u, false); aerr != nil {
+			return result{}, aerr
+		}
+	} else if aerr := s.qemuPrepareLocked(c.ref, u, false); aerr != nil {
 		return result{}, aerr
 	}
 	if _, err := s.qemuWorkerLocked(c.ref, u); err != nil {
@@ -801,30 +845,59 @@ func (s *Server) hConfigPost(c *call) (result, *apiErr) {
 		return result{}, aerr
 	}
 	s.mu.Lock()
-	// update_vm_api takes the config lock in the handler and forks the
-	// qmconfig worker while holding it, until qemu-server 9.1.19 moved the
-	// lock into the worker.
+	// update_vm_api (qemu-server PVE/API2/Qemu.pm) before 9.1.19: the
+	// handler takes the config lock, checks the digest and the lock, and
+	// forks the qmconfig worker while holding the lock, which the worker
+	// keeps until it ends; other writers wait for it. From 9.1.19 ("fork
+	// before locking") the handler checks without the lock and forks; the
+	// worker takes the lock and checks again, so a write or a backup lock
+	// that came in between fails the task and nothing is applied.
 	inWorker := s.cfg.version.qemuConfigPostLockInWorker()
 	if !inWorker {
 		if aerr := c.lockedInHandler(); aerr != nil {
 			s.mu.Unlock()
 			return result{}, aerr
 		}
-	}
-	if aerr := s.qemuPrepareLocked(c.ref, u, false); aerr != nil {
-		s.mu.Unlock()
-		return result{}, aerr
+		if aerr := s.qemuPrepareLocked(c.ref, u, false); aerr != nil {
+			s.mu.Unlock()
+			return result{}, aerr
+		}
+	} else {
+		if aerr := s.qemuPrepareParamsLocked(u); aerr != nil {
+			s.mu.Unlock()
+			return result{}, aerr
+		}
+		if aerr := s.qemuLoadAndCheckLocked(c.ref, u.clone(), false); aerr != nil {
+			s.mu.Unlock()
+			return result{}, aerr
+		}
 	}
 	ref := c.ref
 	t := s.startTask(c, "qmconfig", ref, func() ([]string, int, error) {
-		log, err := s.qemuWorkerLocked(ref, u)
+		w := u
+		if inWorker {
+			w = u.clone()
+			if aerr := s.qemuLoadAndCheckLocked(ref, w, false); aerr != nil {
+				return nil, 0, aerr.taskErr()
+			}
+		}
+		log, err := s.qemuWorkerLocked(ref, w)
+		if inWorker {
+			// Printed once the worker holds the lock and the checks passed.
+			log = append([]string{updateLogLine(ref, w)}, log...)
+		}
 		return log, 0, err
 	})
 	if inWorker {
 		c.lockedInWorker(t)
+	} else {
+		// The worker prints this first; a running task's log already
+		// shows it. It holds the config lock until it ends.
+		t.log = append(t.log, updateLogLine(ref, u))
+		if g := s.lookupLocked(ref); g != nil {
+			g.cfgLockTask = t
+		}
 	}
-	// The worker prints this first; a running task's log already shows it.
-	t.log = append(t.log, updateLogLine(ref, u))
 	upid := t.upid
 	s.mu.Unlock()
 
