@@ -387,7 +387,7 @@ func (c *Client) callTotal(ctx context.Context, r *request, out any) (int64, err
 		total, err := decodeData(resp.body.Bytes(), out)
 		c.putBuf(resp.body)
 		if err != nil {
-			return -1, answerErr(r.method, r.path, err)
+			return -1, c.answerErr(r.method, r.path, err)
 		}
 		return total, nil
 	}
@@ -467,14 +467,8 @@ func (c *Client) exchange(ctx context.Context, r *request, body []byte, cr creds
 			slog.Int("attempts", int(p.attempts.Load())), slog.String("error", c.scrub(err.Error())))
 		return nil, te
 	}
-	buf := c.bufs.Get().(*bytes.Buffer)
-	n, err := buf.ReadFrom(io.LimitReader(resp.Body, maxResponse+1))
-	resp.Body.Close()
-	if err == nil && n > maxResponse {
-		err = fmt.Errorf("response body larger than %d bytes", maxResponse)
-	}
+	buf, err := c.readBody(resp, maxResponse)
 	if err != nil {
-		c.putBuf(buf)
 		return nil, &transportError{method: r.method, path: displayPath(r.path), err: fmt.Errorf("reading response: %w", err), ctxDone: ctx.Err() != nil}
 	}
 	if c.log.Enabled(ctx, slog.LevelDebug) {
