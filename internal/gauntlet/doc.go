@@ -47,7 +47,13 @@
 // the engine, and malformed or lying answers from a Proxmox impostor (a TLS
 // server in front of the fake that rewrites chosen answers). Each must get
 // a clear error, nothing malformed may reach Proxmox (the fake's request
-// log is the witness), and nothing may crash.
+// log is the witness), and nothing may crash. Its attacks on the
+// connection (hostile_client_tls_test.go) redirect the client to plain
+// http, present at an IP address a certificate the trusted CA issued for
+// another host, hand the client HTTP clients that would turn verification
+// off, ask for a shutdown timeout Proxmox cannot take, and print the
+// client every way Go can: each is refused, and no credential leaves in
+// clear text or is printed.
 //
 // The load test (load_test.go) reconciles thousands of guests across
 // several nodes with a known task latency and a concurrency limit, and
