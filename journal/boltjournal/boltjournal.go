@@ -18,7 +18,6 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/guestward/guestward/internal/fsx"
 	"github.com/guestward/guestward/journal"
@@ -105,16 +104,24 @@ var (
 )
 
 // Open opens the journal database at path, creating it when it does not
-// exist or is empty, reads every operation to rebuild the indexes it keeps
-// in memory, and prunes expired terminal operations (see [WithRetention]).
-// Creation is crash-safe: the database is initialised under path+".create",
-// synced, renamed into place, and the directory synced, so path never names
-// a half-made database.
+// exist, reads every operation to rebuild the indexes it keeps in memory,
+// and prunes expired terminal operations (see [WithRetention]). Creation is
+// crash-safe: the database is initialised under path+".create", synced,
+// renamed into place, and the directory synced, so path never names a
+// half-made database. A symbolic link at path is followed, and the journal
+// works on the file it leads to.
 //
-// A database bbolt finds damaged, one whose entries do not decode, or one
-// that is not a guestward journal, fails with an error matching
-// [journal.ErrCorrupt]; see [Repair]. A database that another process has
-// open fails with [journal.ErrLocked].
+// Open reads and checks the whole file itself before bbolt maps it (see
+// the package doc, Damage). A file that is damaged, is not a guestward
+// journal database, or is not a regular file at all (a directory, a named
+// pipe), fails with an error matching [journal.ErrCorrupt] that says what
+// is wrong, and is left exactly as it was; see [Repair]. So does an empty
+// file: Open never leaves one at path, so an empty file is a journal that
+// lost its contents, and starting a new one there would forget which
+// idempotency keys were applied. A database that another process, or
+// another Journal in this one, has open, by whatever name, fails with
+// [journal.ErrLocked]. A file Open may not read or write fails with an
+// error matching [fs.ErrPermission], which is not damage.
 //
 // Next to path the journal keeps path+".lock" (an advisory lock, left in
 // place) and, while they are being written, path+".create" and
@@ -131,7 +138,10 @@ func Open(path string, opts ...Option) (*Journal, error) {
 	if path == "" {
 		return nil, errors.New("boltjournal: open: empty path")
 	}
-	path = filepath.Clean(path)
+	path, err := resolvePath(path)
+	if err != nil {
+		return nil, fmt.Errorf("boltjournal: open: %w", err)
+	}
 	lock, err := takeLock(path)
 	if err != nil {
 		return nil, err
@@ -197,35 +207,17 @@ func (j *Journal) load() error {
 			return fmt.Errorf("boltjournal: open %s: remove leftover: %w", j.path, err)
 		}
 	}
-	fi, err := os.Stat(j.path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist) || err == nil && fi.Size() == 0 && fi.Mode().IsRegular():
-		if err := create(j.path); err != nil {
+	mem := newMemIndex()
+	db, err := openDB(j.path, j.cfg, mem)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := create(j.path, nil); err != nil {
 			return fmt.Errorf("boltjournal: create %s: %w", j.path, err)
 		}
-	case err != nil:
-		return fmt.Errorf("boltjournal: open %s: %w", j.path, err)
+		mem = newMemIndex()
+		db, err = openDB(j.path, j.cfg, mem)
 	}
-	db, err := openDB(j.path, j.cfg)
 	if err != nil {
 		return err
-	}
-	mem := newMemIndex()
-	err = safeView(db, func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketOps).ForEach(func(k, v []byte) error {
-			e, seq, err := decodeOp(string(k), v)
-			if err != nil {
-				return err
-			}
-			return mem.load(&e, seq)
-		})
-	})
-	if err == nil {
-		err = mem.finishLoad()
-	}
-	if err != nil {
-		db.Close()
-		return corrupt(j.path, err)
 	}
 	j.db, j.mem = db, mem
 	if err := j.pruneAll(); err != nil {
@@ -237,19 +229,29 @@ func (j *Journal) load() error {
 
 func boltOptions(cfg config) *bolt.Options {
 	return &bolt.Options{
-		// Our lock file already excludes other guestward processes;
-		// bbolt's own lock only waits for other tools.
+		// The journal has locked the file already (see flockFile); where
+		// it cannot, bbolt's own lock waits a little for other tools.
 		Timeout:      100 * time.Millisecond,
 		NoSync:       cfg.noSync,
 		FreelistType: bolt.FreelistMapType,
 	}
 }
 
-// create makes an empty journal database at path, crash-safely.
-func create(path string) error {
+// create makes a journal database at path, crash-safely: it is built
+// under path+".create", synced, renamed into place, and the directory
+// synced. fill, when not nil, puts ops in it in the same transaction.
+func create(path string, fill func(ops *bolt.Bucket) error) error {
 	tmp := path + createSuffix
-	db, err := bolt.Open(tmp, 0o600, &bolt.Options{FreelistType: bolt.FreelistMapType})
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	f, err := createExcl(tmp)
 	if err != nil {
+		return err
+	}
+	db, err := openBolt(f, bolt.Options{FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		os.Remove(tmp)
 		return err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
@@ -258,7 +260,13 @@ func create(path string) error {
 				return err
 			}
 		}
-		return tx.Bucket(bucketMeta).Put(keyFormat, formatValue)
+		if err := tx.Bucket(bucketMeta).Put(keyFormat, formatValue); err != nil {
+			return err
+		}
+		if fill != nil {
+			return fill(tx.Bucket(bucketOps))
+		}
+		return nil
 	})
 	if cerr := db.Close(); err == nil {
 		err = cerr
@@ -275,27 +283,8 @@ func create(path string) error {
 	return err
 }
 
-// openDB opens an existing journal database and checks that it is one.
-func openDB(path string, cfg config) (*bolt.DB, error) {
-	db, err := bolt.Open(path, 0o600, boltOptions(cfg))
-	switch {
-	case errors.Is(err, berrors.ErrTimeout):
-		return nil, fmt.Errorf("boltjournal: open %s: %w", path, journal.ErrLocked)
-	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
-		return nil, &journal.CorruptError{Path: path, Offset: -1, Reason: err.Error()}
-	case err != nil:
-		return nil, fmt.Errorf("boltjournal: open %s: %w", path, err)
-	}
-	err = safeView(db, checkLayout)
-	if err != nil {
-		db.Close()
-		return nil, corrupt(path, err)
-	}
-	db.MaxBatchSize = cfg.maxBatchSize
-	db.MaxBatchDelay = cfg.maxBatchDelay
-	return db, nil
-}
-
+// checkLayout checks, inside a transaction, that the database holds the
+// journal's buckets.
 func checkLayout(tx *bolt.Tx) error {
 	for _, name := range allBuckets {
 		if tx.Bucket(name) == nil {
@@ -306,17 +295,6 @@ func checkLayout(tx *bolt.Tx) error {
 		return fmt.Errorf("format %q is not %q", v, formatValue)
 	}
 	return nil
-}
-
-func corrupt(path string, err error) error {
-	var ce *journal.CorruptError
-	if errors.As(err, &ce) {
-		if ce.Path == "" {
-			ce.Path = path
-		}
-		return ce
-	}
-	return &journal.CorruptError{Path: path, Offset: -1, Reason: err.Error()}
 }
 
 // errPanic marks a panic inside bbolt, which it raises on some kinds of

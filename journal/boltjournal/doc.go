@@ -34,11 +34,31 @@
 //
 // # Damage
 //
-// [Open] fails with an error matching [journal.ErrCorrupt] for a database
-// bbolt finds damaged, one whose entries do not decode, or one that is not a
-// journal. [Journal.Verify] checks a database in use without changing it;
-// [Repair] keeps a copy of a damaged database and rebuilds it from every
-// op that still decodes, listing what it could not carry over.
+// bbolt trusts the pages it maps: a damaged page can make it panic, or read
+// past the end of the file and kill the process with a memory fault, which
+// no recover catches. So [Open], [ScanFile] and [Repair] read the file
+// themselves first, with plain reads, and check what bbolt would rely on:
+// the meta page bbolt would use (magic number, format version, checksum,
+// page size); that the file holds every page in use; that every page is
+// reached once, from the root or the freelist; that every element lies
+// inside its page and every key is in order; and that the file holds the
+// journal's buckets and format and nothing else. Only a file that passes is
+// handed to bbolt. Every damaged or foreign file, an empty one included
+// (the journal never leaves one), fails with an error matching
+// [journal.ErrCorrupt] whose reason says what is wrong and, where it can,
+// at which byte offset; it also matches bbolt's own error for the same
+// fault (ErrChecksum, ErrInvalid, ErrVersionMismatch) where there is one.
+// A refused file is never written to, not even by bbolt, which writes to
+// some files as it opens them.
+//
+// One damaged meta page is not damage: bbolt writes its two meta pages in
+// turn, and a crash while it writes one leaves the other, which it uses.
+//
+// [Journal.Verify] checks a database in use without changing it; [Repair]
+// keeps a copy of a damaged database and rebuilds it from every op it can
+// still read, listing what it could not carry over.
+//
+// # Files and permissions
 //
 // A journal at path also uses path+".lock" (held while open) and, briefly,
 // path+".create" and path+".compact". It is created crash-safely: built under

@@ -9,10 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/guestward/guestward/internal/fsx"
 	"github.com/guestward/guestward/journal"
@@ -40,6 +38,9 @@ func (j *Journal) Compact(ctx context.Context) error {
 	}
 	if err := j.pruneAll(); err != nil {
 		return err
+	}
+	if err := j.unlinked(); err != nil {
+		return fmt.Errorf("boltjournal: %s: compact: %w", j.path, err)
 	}
 	before := fileSize(j.path)
 	tmp := j.path + compactSuffix
@@ -78,7 +79,7 @@ func (j *Journal) Compact(ctx context.Context) error {
 
 // reopenLocked opens j.path again after Compact closed it. j.mu is held.
 func (j *Journal) reopenLocked() error {
-	db, err := openDB(j.path, j.cfg)
+	db, err := openDB(j.path, j.cfg, nil)
 	if err != nil {
 		j.broken = fmt.Errorf("boltjournal: %s: reopening after compaction failed; close and open the journal again: %w", j.path, err)
 		j.log.Error("boltjournal: journal unusable", "path", j.path, "err", err)
@@ -88,13 +89,31 @@ func (j *Journal) reopenLocked() error {
 	return nil
 }
 
+// unlinked checks that the database file has no other name (see
+// ErrLinked). The file is opened by name here: bbolt keeps its own.
+func (j *Journal) unlinked() error {
+	fi, err := os.Stat(j.path)
+	if err != nil {
+		return err
+	}
+	if n := nlink(fi); n > 1 {
+		return fmt.Errorf("%w: %d names", ErrLinked, n)
+	}
+	return nil
+}
+
 // copyDB writes a compact copy of src to a new file at dst and syncs it.
 func copyDB(dst string, src *bolt.DB, cfg config) error {
 	if err := os.Remove(dst); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	out, err := bolt.Open(dst, 0o600, &bolt.Options{NoSync: true, FreelistType: bolt.FreelistMapType})
+	f, err := createExcl(dst)
 	if err != nil {
+		return err
+	}
+	out, err := openBolt(f, bolt.Options{NoSync: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		os.Remove(dst)
 		return err
 	}
 	err = func() (err error) {
@@ -244,16 +263,21 @@ type RepairReport struct {
 	Lost []string
 }
 
-// Repair rebuilds a damaged journal database. It verifies the database at
-// path (see [Journal.Verify]); if that finds damage, it copies the file, as
-// it is, to path + ".damaged-" + a UTC timestamp, then writes a new database
-// from every operation whose entry still decodes, rebuilding all indexes
-// from them, and renames it into place. What could not be carried over is
-// listed in the report, never skipped silently. A database bbolt cannot open
-// at all (both of its meta pages damaged) cannot be repaired here.
+// Repair rebuilds a damaged journal database. It checks the database at
+// path as Open does and as [Journal.Verify] does; if that finds damage, it
+// copies the file, as it is, to path + ".damaged-" + a UTC timestamp, then
+// writes a new database from every operation it can still read and decode,
+// rebuilding all indexes from them, and renames it into place. What could
+// not be carried over is listed in the report, never skipped silently.
+//
+// A file Repair finds nothing to rebuild from (no valid meta page, no ops
+// bucket: an empty file, or one that is not a journal) is left alone, and
+// Repair fails with an error matching [journal.ErrCorrupt]; move it away to
+// start a new journal.
 //
 // Repair takes the journal's lock and fails with [journal.ErrLocked] while
-// the journal is open. Of the options, only WithLogger and WithClock (for the
+// the journal is open, and with [ErrLinked] when the database file has
+// other names. Of the options, only WithLogger and WithClock (for the
 // backup's name) have an effect.
 func Repair(ctx context.Context, path string, opts ...Option) (RepairReport, error) {
 	cfg := defaultConfig()
@@ -262,56 +286,57 @@ func Repair(ctx context.Context, path string, opts ...Option) (RepairReport, err
 			o.apply(&cfg)
 		}
 	}
-	path = filepath.Clean(path)
+	path, err := resolvePath(path)
+	if err != nil {
+		return RepairReport{Path: path}, fmt.Errorf("boltjournal: repair: %w", err)
+	}
 	rep := RepairReport{Path: path}
 	lock, err := takeLock(path)
 	if err != nil {
 		return rep, err
 	}
 	defer lock.Close()
-	src, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 100 * time.Millisecond})
+	f, fi, err := openDBFile(path, readExclusive)
 	if err != nil {
-		return rep, fmt.Errorf("boltjournal: repair %s: bbolt cannot open the database: %w", path, err)
+		return rep, openError("repair", path, err)
 	}
-	defer src.Close()
-	verr := safeView(src, func(tx *bolt.Tx) error {
-		_, err := verifyTx(ctx, tx)
-		return err
-	})
+	defer f.Close()
+	size := fi.Size()
+	_, verr := verifyFile(ctx, f, size)
 	if verr == nil {
 		return rep, nil
 	}
 	if err := ctx.Err(); err != nil {
 		return rep, fmt.Errorf("boltjournal: repair %s: %w", path, err)
 	}
+	var d *damage
+	if !errors.As(verr, &d) {
+		return rep, fmt.Errorf("boltjournal: repair %s: %w", path, verr)
+	}
+	if n := nlink(fi); n > 1 {
+		return rep, fmt.Errorf("boltjournal: repair %s: %w: %d names", path, ErrLinked, n)
+	}
+	var ops []storedOp
+	lost, err := salvageFile(f, size, func(k, v []byte) error {
+		e, seq, err := decodeOp(string(k), v)
+		if err != nil {
+			rep.Lost = append(rep.Lost, err.Error())
+			return nil
+		}
+		ops = append(ops, storedOp{e, seq})
+		return nil
+	})
+	if err != nil {
+		return rep, fmt.Errorf("boltjournal: repair %s: nothing to rebuild from: %w", path, openError("repair", path, err))
+	}
+	rep.Lost = append(lost, rep.Lost...)
 	rep.Reason = verr.Error()
 	rep.Backup = path + ".damaged-" + cfg.now().UTC().Format("20060102T150405.000000000Z")
-	if err := copyFile(path, rep.Backup); err != nil {
+	if err := copyFile(io.NewSectionReader(f, 0, size), rep.Backup); err != nil {
 		return rep, fmt.Errorf("boltjournal: repair %s: keep a copy: %w", path, err)
 	}
-	tmp := path + compactSuffix
-	os.Remove(tmp)
-	if err := create(tmp); err != nil {
+	if err := create(path, func(b *bolt.Bucket) error { return rebuild(ops, b, &rep) }); err != nil {
 		return rep, fmt.Errorf("boltjournal: repair %s: %w", path, err)
-	}
-	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{FreelistType: bolt.FreelistMapType})
-	if err != nil {
-		os.Remove(tmp)
-		return rep, fmt.Errorf("boltjournal: repair %s: %w", path, err)
-	}
-	rebuildErr := rebuild(src, dst, &rep)
-	if cerr := dst.Close(); rebuildErr == nil {
-		rebuildErr = cerr
-	}
-	if rebuildErr == nil {
-		rebuildErr = os.Rename(tmp, path)
-	}
-	if rebuildErr == nil {
-		rebuildErr = fsx.OS{}.SyncDir(filepath.Dir(path))
-	}
-	if rebuildErr != nil {
-		os.Remove(tmp)
-		return rep, fmt.Errorf("boltjournal: repair %s: %w", path, rebuildErr)
 	}
 	rep.Repaired = true
 	loggerOrDiscard(cfg.logger).Warn("boltjournal: repaired", "path", path, "backup", rep.Backup,
@@ -319,84 +344,55 @@ func Repair(ctx context.Context, path string, opts ...Option) (RepairReport, err
 	return rep, nil
 }
 
-// rebuild copies every decodable op from src into the empty journal dst.
-// Of two ops holding the same idempotency key, the one that started first
-// keeps it and the other is left out (and reported).
-func rebuild(src, dst *bolt.DB, rep *RepairReport) error {
-	var ops []storedOp
-	err := safeView(src, func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketOps)
-		if b == nil {
-			rep.Lost = append(rep.Lost, "the ops bucket is missing")
-			return nil
-		}
-		return b.ForEach(func(k, v []byte) error {
-			e, seq, err := decodeOp(string(k), v)
-			if err != nil {
-				rep.Lost = append(rep.Lost, fmt.Sprintf("op %q: %v", k, err))
-				return nil
-			}
-			ops = append(ops, storedOp{e, seq})
-			return nil
-		})
-	})
-	var p errPanic
-	if errors.As(err, &p) {
-		rep.Lost = append(rep.Lost, fmt.Sprintf("the rest of the ops bucket after %d ops: %v", len(ops), p))
-	} else if err != nil {
-		return err
-	}
+// rebuild puts ops, read from a damaged database, in the empty ops bucket
+// b. Of two ops holding the same idempotency key, the one that started
+// first keeps it and the other is left out (and reported); ops that share a
+// sequence number are numbered after all others.
+func rebuild(ops []storedOp, b *bolt.Bucket, rep *RepairReport) error {
 	slices.SortFunc(ops, func(a, b storedOp) int { return cmp.Compare(a.seq, b.seq) })
-	return dst.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketOps)
-		keys := map[string]bool{}
-		seqs := map[uint64]bool{}
-		var maxSeq uint64
-		var renumber []storedOp
-		put := func(o storedOp) error {
-			v, err := encodeOp(o.seq, &o.e)
-			if err != nil {
-				return err
-			}
-			rep.Kept++
-			return b.Put([]byte(o.e.OpID), v)
+	keys := map[string]bool{}
+	seqs := map[uint64]bool{}
+	var maxSeq uint64
+	var renumber []storedOp
+	put := func(o storedOp) error {
+		v, err := encodeOp(o.seq, &o.e)
+		if err != nil {
+			return err
 		}
-		for _, o := range ops {
-			if k := o.e.IdempKey; k != "" {
-				if keys[k] {
-					rep.Lost = append(rep.Lost, fmt.Sprintf("op %q: idempotency key %q is held by an op that started earlier", o.e.OpID, k))
-					continue
-				}
-				keys[k] = true
-			}
-			if seqs[o.seq] {
-				renumber = append(renumber, o) // a duplicate: numbered after all others
+		rep.Kept++
+		return b.Put([]byte(o.e.OpID), v)
+	}
+	for _, o := range ops {
+		if k := o.e.IdempKey; k != "" {
+			if keys[k] {
+				rep.Lost = append(rep.Lost, fmt.Sprintf("op %q: idempotency key %q is held by an op that started earlier", o.e.OpID, k))
 				continue
 			}
-			seqs[o.seq] = true
-			maxSeq = max(maxSeq, o.seq)
-			if err := put(o); err != nil {
-				return err
-			}
+			keys[k] = true
 		}
-		for _, o := range renumber {
-			maxSeq++
-			o.seq = maxSeq
-			if err := put(o); err != nil {
-				return err
-			}
+		if seqs[o.seq] {
+			renumber = append(renumber, o)
+			continue
 		}
-		return b.SetSequence(maxSeq)
-	})
+		seqs[o.seq] = true
+		maxSeq = max(maxSeq, o.seq)
+		if err := put(o); err != nil {
+			return err
+		}
+	}
+	for _, o := range renumber {
+		maxSeq++
+		o.seq = maxSeq
+		if err := put(o); err != nil {
+			return err
+		}
+	}
+	return b.SetSequence(maxSeq)
 }
 
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+// copyFile copies in to a new file at dst and syncs it.
+func copyFile(in io.Reader, dst string) error {
+	out, err := createExcl(dst)
 	if err != nil {
 		return err
 	}
@@ -432,32 +428,21 @@ func (j *Journal) Stats(ctx context.Context) (Stats, error) {
 
 // ScanFile reads and checks the journal database at path without changing
 // it, as [Journal.Verify] does, and then calls visit (when not nil) with the
-// latest state of every operation, in the order they started. It opens the
-// database read-only, without pruning anything, so it fails with
-// [journal.ErrLocked] while another process has the journal open. Damage is
-// reported as an error matching [journal.ErrCorrupt].
+// latest state of every operation, in the order they started. It reads the
+// file itself, without pruning anything, and fails with [journal.ErrLocked]
+// while another process has the journal open. Damage, or a file that is not
+// a journal database, is reported as an error matching [journal.ErrCorrupt].
 func ScanFile(ctx context.Context, path string, visit func(journal.Entry) error) (Stats, error) {
-	st := Stats{Path: path, Size: fileSize(path)}
-	if _, err := os.Stat(path); err != nil {
-		return st, fmt.Errorf("boltjournal: scan %s: %w", path, err)
+	st := Stats{Path: path, Size: -1}
+	f, fi, err := openDBFile(filepath.Clean(path), readShared)
+	if err != nil {
+		return st, openError("scan", path, err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 100 * time.Millisecond})
-	switch {
-	case errors.Is(err, berrors.ErrTimeout):
-		return st, fmt.Errorf("boltjournal: scan %s: %w", path, journal.ErrLocked)
-	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
-		return st, &journal.CorruptError{Path: path, Offset: -1, Reason: err.Error()}
-	case err != nil:
-		return st, fmt.Errorf("boltjournal: scan %s: %w", path, err)
-	}
-	defer db.Close()
-	var ops map[string]storedOp
-	if err := safeView(db, func(tx *bolt.Tx) error {
-		var err error
-		ops, err = verifyTx(ctx, tx)
-		return err
-	}); err != nil {
-		return st, corrupt(path, err)
+	defer f.Close()
+	st.Size = fi.Size()
+	ops, err := verifyFile(ctx, f, st.Size)
+	if err != nil {
+		return st, openError("scan", path, err)
 	}
 	sorted := make([]storedOp, 0, len(ops))
 	for _, o := range ops {
@@ -479,4 +464,33 @@ func ScanFile(ctx context.Context, path string, visit func(journal.Entry) error)
 		}
 	}
 	return st, nil
+}
+
+// verifyFile checks the database file f, of size bytes, as checkDB does,
+// and that no two ops share a sequence number or an idempotency key. It
+// returns the ops by ID. What it finds wrong is a *damage.
+func verifyFile(ctx context.Context, f *os.File, size int64) (map[string]storedOp, error) {
+	ops := map[string]storedOp{}
+	seqs := map[uint64]string{}
+	keys := map[string]string{}
+	err := checkDB(f, size, func(e *journal.Entry, seq uint64) error {
+		if len(ops)&1023 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		if other, dup := seqs[seq]; dup {
+			return damagef(-1, "ops %q and %q share sequence %d", other, e.OpID, seq)
+		}
+		seqs[seq] = e.OpID
+		if key := e.IdempKey; key != "" {
+			if other, dup := keys[key]; dup {
+				return damagef(-1, "ops %q and %q both hold idempotency key %q", other, e.OpID, key)
+			}
+			keys[key] = e.OpID
+		}
+		ops[e.OpID] = storedOp{*e, seq}
+		return nil
+	})
+	return ops, err
 }
