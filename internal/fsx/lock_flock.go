@@ -12,16 +12,37 @@ import (
 
 // lockFile takes flock(LOCK_EX|LOCK_NB) on name. flock locks belong to the
 // open file description, so a second open handle in the same process is
-// refused too, which is what a single-writer journal needs.
+// refused too, which is what a single-writer journal needs. The lock file
+// is never opened through a link: one planted at its name could otherwise
+// make us create, or lock, a file of the planter's choosing.
 func lockFile(name string) (io.Closer, error) {
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|NoFollow, 0o600)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, unsafePath(name, "lock file is a symbolic link")
+	}
 	if err != nil {
 		return nil, err
 	}
-	sc, err := f.SyscallConn()
+	fi, err := f.Stat()
+	if err == nil {
+		err = CheckFile(name, fi)
+	}
+	if err == nil {
+		err = tryLock(f)
+	}
 	if err != nil {
 		f.Close()
 		return nil, err
+	}
+	// Closing the descriptor releases the flock.
+	return f, nil
+}
+
+// tryLock takes flock(LOCK_EX|LOCK_NB) on f.
+func tryLock(f *os.File) error {
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return err
 	}
 	var lerr error
 	if err := sc.Control(func(fd uintptr) {
@@ -32,16 +53,13 @@ func lockFile(name string) (io.Closer, error) {
 			}
 		}
 	}); err != nil {
-		f.Close()
-		return nil, err
+		return err
+	}
+	if errors.Is(lerr, syscall.EWOULDBLOCK) {
+		return fmt.Errorf("lock %s: %w", f.Name(), ErrLocked)
 	}
 	if lerr != nil {
-		f.Close()
-		if errors.Is(lerr, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("lock %s: %w", name, ErrLocked)
-		}
-		return nil, &os.PathError{Op: "flock", Path: name, Err: lerr}
+		return &os.PathError{Op: "flock", Path: f.Name(), Err: lerr}
 	}
-	// Closing the descriptor releases the flock.
-	return f, nil
+	return nil
 }

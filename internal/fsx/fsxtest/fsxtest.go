@@ -28,8 +28,9 @@
 // # Limits
 //
 // Directories are implicit (any path's parent exists), a rename must stay in
-// one directory, links, permissions checks and sparse files are not modelled,
-// and locks taken with [FS.Lock] are per FS value. Reads see the running
+// one directory, links, permissions checks and sparse files are not modelled
+// ([FS.Resolve] only cleans the path), and locks taken with [FS.Lock] and
+// [fsx.File.TryLock] are per FS value. Reads see the running
 // program's view; they do not count as operations.
 package fsxtest
 
@@ -66,6 +67,7 @@ type FS struct {
 	crashed bool
 	trace   []string
 	locks   map[string]bool
+	ilocks  map[*inode]*file // inode locks taken with TryLock, by holder
 }
 
 type inode struct {
@@ -99,6 +101,7 @@ func New() *FS {
 		pending: make(map[string][]dirOp),
 		crashAt: -1,
 		locks:   make(map[string]bool),
+		ilocks:  make(map[*inode]*file),
 	}
 }
 
@@ -410,7 +413,16 @@ func (s *FS) Stat(name string) (os.FileInfo, error) {
 	if !ok {
 		return nil, &fs.PathError{Op: "stat", Path: name, Err: fs.ErrNotExist}
 	}
-	return fileInfo{name: filepath.Base(name), size: int64(len(ino.data)), perm: ino.perm}, nil
+	return fileInfo{name: filepath.Base(name), size: int64(len(ino.data)), perm: ino.perm, ino: ino}, nil
+}
+
+// Resolve implements [fsx.FS]. There are no links or permissions to check:
+// it returns the cleaned path.
+func (s *FS) Resolve(name string) (string, error) {
+	if name == "" {
+		return "", errors.New("fsxtest: resolve: empty path")
+	}
+	return filepath.Clean(name), nil
 }
 
 // SyncDir implements [fsx.FS]: the directory's pending name changes become
@@ -612,7 +624,25 @@ func (f *file) Stat() (os.FileInfo, error) {
 	if f.closed {
 		return nil, &fs.PathError{Op: "stat", Path: f.name, Err: fs.ErrClosed}
 	}
-	return fileInfo{name: filepath.Base(f.name), size: int64(len(f.ino.data)), perm: f.ino.perm}, nil
+	return fileInfo{name: filepath.Base(f.name), size: int64(len(f.ino.data)), perm: f.ino.perm, ino: f.ino}, nil
+}
+
+// TryLock implements [fsx.File]: the lock is on the file, whatever name it
+// was opened by, and held in memory by the FS value until f is closed.
+func (f *file) TryLock() error {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if f.closed {
+		return &fs.PathError{Op: "lock", Path: f.name, Err: fs.ErrClosed}
+	}
+	if f.fs.crashed {
+		return &fs.PathError{Op: "lock", Path: f.name, Err: ErrCrashed}
+	}
+	if h, ok := f.fs.ilocks[f.ino]; ok && h != f {
+		return fmt.Errorf("lock %s: %w", f.name, fsx.ErrLocked)
+	}
+	f.fs.ilocks[f.ino] = f
+	return nil
 }
 
 func (f *file) Close() error {
@@ -622,6 +652,9 @@ func (f *file) Close() error {
 		return &fs.PathError{Op: "close", Path: f.name, Err: fs.ErrClosed}
 	}
 	f.closed = true
+	if f.fs.ilocks[f.ino] == f {
+		delete(f.fs.ilocks, f.ino)
+	}
 	return nil
 }
 
@@ -629,6 +662,13 @@ type fileInfo struct {
 	name string
 	size int64
 	perm os.FileMode
+	ino  *inode
+}
+
+// SameFile lets [fsx.SameFile] tell whether two FileInfos describe one file.
+func (fi fileInfo) SameFile(other os.FileInfo) bool {
+	o, ok := other.(fileInfo)
+	return ok && fi.ino == o.ino
 }
 
 func (fi fileInfo) Name() string       { return fi.name }

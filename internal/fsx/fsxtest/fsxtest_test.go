@@ -222,3 +222,39 @@ func TestLock(t *testing.T) {
 	}
 	l2.Close()
 }
+
+// TryLock locks the inode: another handle on the same file is refused, by
+// whatever name it was opened, until the holder closes.
+func TestTryLock(t *testing.T) {
+	s := fsxtest.New()
+	f, err := s.OpenFile("/d/a", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.TryLock(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.TryLock(); err != nil {
+		t.Fatalf("holder locking again: %v", err)
+	}
+	if err := s.Rename("/d/a", "/d/b"); err != nil {
+		t.Fatal(err)
+	}
+	g, err := s.OpenFile("/d/b", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.TryLock(); !errors.Is(err, fsx.ErrLocked) {
+		t.Fatalf("second handle: %v, want ErrLocked", err)
+	}
+	fi, _ := f.Stat()
+	gi, _ := g.Stat()
+	if !fsx.SameFile(fi, gi) {
+		t.Error("SameFile: two handles on one file differ")
+	}
+	f.Close()
+	if err := g.TryLock(); err != nil {
+		t.Fatalf("after the holder closed: %v", err)
+	}
+	g.Close()
+}
