@@ -121,7 +121,14 @@ type valueRule struct {
 }
 
 func (r valueRule) Normalize(v string) string {
-	c := canonicalValue(r.t, trimSpace(v))
+	v = trimSpace(v)
+	c := canonical(r.t, v)
+	if c == "" {
+		// Not of the type, or a list of no items (";"): kept as written,
+		// for respelling the separators alone would make a value that
+		// normalizes differently again.
+		return v
+	}
 	if r.spaced && (r.t == TypeList || r.t == TypeSet) {
 		c = strings.ReplaceAll(c, ";", " ")
 	}
