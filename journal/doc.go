@@ -95,11 +95,57 @@
 // path+".create" and path+".compact"; it is created with mode 0600, and the
 // directory is synced after the file is created or renamed.
 //
+// # One owner
+//
+// One [FileJournal] at a time, in one process, may have a journal open. Two
+// would each accept records (the same one-shot key, say) and interleave
+// their writes. [OpenFile] resolves the symbolic links in its path first, so
+// every spelling of the path (a link to the file or to a directory above it,
+// a relative path, ".." components) leads to the same lock file, which
+// compaction never replaces; and it locks the journal file itself, which
+// catches a second opener that comes by another name for the same file (a
+// hard link, or the name it was renamed to while open). The second opener
+// gets [ErrLocked].
+//
+// A journal file must have exactly one name. OpenFile refuses one with hard
+// links ([ErrUnsafePath]), and [FileJournal.Compact] refuses to replace a
+// file that has gained another name or lost its own while open: the other
+// name would keep the old file, a stale journal someone could open and
+// trust. Appends go on meanwhile. Copying a journal makes a second journal;
+// do not copy one that is open, or open the copy instead of the original.
+//
+// # Where a journal may live
+//
+// Whoever can change which file the journal's path names can make the
+// journal lose records or write somewhere else, so OpenFile and [RepairFile]
+// refuse, with [ErrUnsafePath], a path that another user (other than root)
+// could redirect. On Unix systems:
+//
+//   - every directory from the root down to the journal's own must belong to
+//     the user the program runs as or to root, and must not be writable by
+//     its group or by others, unless it has the sticky bit (as /tmp does):
+//     create the journal's directory with mode 0700 or 0755, not 0775 (check
+//     the umask);
+//   - the journal file must be a regular file belonging to that user or to
+//     root, not writable by group or others (it is created 0600);
+//   - a symbolic link at the path must lead to an existing file (an empty
+//     one will do).
+//
+// The links in the path are the caller's choice and are resolved once, on
+// open; the directories checked are those the links lead to. The journal's
+// files are never created or opened through a link: a link planted at the
+// name of the lock file is refused, and the temporary files are created only
+// under a name that is free (one planted at a temporary name is removed, not
+// followed). In a sticky directory others can still plant such names and so
+// stop the journal from opening or compacting, but not redirect it; a
+// directory of its own is better. On Windows no permissions are checked.
+//
 // # What the package will not do
 //
 // It knows nothing of Proxmox: Params, UPIDs and errors are opaque strings.
 // It does not resolve in-flight ops or retry anything; that is the caller's
 // job (guestward's reconcile engine). It is not a general event log: once
 // compacted, a finished op is kept as its merged latest state only. One
-// process at a time may have a journal open.
+// process at a time may have a journal open. It does not defend against root,
+// or against the user it runs as.
 package journal

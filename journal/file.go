@@ -120,12 +120,26 @@ var (
 //
 // A torn final write left by a crash is dropped and the file truncated to its
 // last intact record. Damage anywhere else fails with a [*CorruptError]
-// (matching [ErrCorrupt]) that gives the byte offset; see [RepairFile]. A
-// file that another process has open fails with [ErrLocked].
+// (matching [ErrCorrupt]) that gives the byte offset; see [RepairFile].
 //
-// Next to path the journal keeps path+".lock" (an advisory lock, left in
-// place) and, while they are being written, path+".create" and
-// path+".compact"; leftovers of those two from a crash are removed.
+// One FileJournal at a time, in this process or another, may have a journal
+// open, whatever path each was given: OpenFile fails with [ErrLocked] while
+// the file is open elsewhere, through the same path or another (a symbolic
+// link to it or to a directory above it, a relative path, one with ".."
+// components, a hard link, or the name it was renamed to). It fails with
+// [ErrUnsafePath] when someone other than the caller's user and root could
+// change which file path names, or write the file: see "Where a journal may
+// live" in the package documentation. A journal file with more than one
+// name (hard links) is refused with [ErrUnsafePath] too: compaction replaces
+// the file, which would leave the other names holding a stale copy.
+//
+// Symbolic links in path are resolved once, here: the journal then works
+// with the file the links led to, and compaction replaces that file, not
+// the links. [FileJournal.Path] says which file it is.
+//
+// Next to that file the journal keeps its name plus ".lock" (an advisory
+// lock, left in place) and, while they are being written, its name plus
+// ".create" and ".compact"; leftovers of those two from a crash are removed.
 func OpenFile(path string, opts ...FileOption) (*FileJournal, error) {
 	cfg := defaultFileConfig()
 	for _, o := range opts {
@@ -136,12 +150,16 @@ func OpenFile(path string, opts ...FileOption) (*FileJournal, error) {
 	if path == "" {
 		return nil, errors.New("journal: open: empty path")
 	}
-	path = filepath.Clean(path)
+	real, lock, err := claim(cfg.fs, "open", path)
+	if err != nil {
+		return nil, err
+	}
 	j := &FileJournal{
-		path:        path,
-		dir:         filepath.Dir(path),
+		path:        real,
+		dir:         filepath.Dir(real),
 		cfg:         cfg,
 		log:         loggerOrDiscard(cfg.logger),
+		lock:        lock,
 		pendingOps:  make(map[string]pending),
 		pendingKeys: make(map[string]string),
 		open:        &batch{done: make(chan struct{})},
@@ -150,20 +168,124 @@ func OpenFile(path string, opts ...FileOption) (*FileJournal, error) {
 		done:        make(chan struct{}),
 	}
 	j.idle = sync.NewCond(&j.mu)
-	lock, err := cfg.fs.Lock(path + lockSuffix)
-	if errors.Is(err, fsx.ErrLocked) {
-		return nil, fmt.Errorf("journal: open %s: %w", path, ErrLocked)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("journal: open %s: %w", path, err)
-	}
-	j.lock = lock
 	if err := j.load(); err != nil {
 		lock.Close()
 		return nil, err
 	}
 	go j.run()
 	return j, nil
+}
+
+// ErrUnsafePath is returned by [OpenFile] and [RepairFile] when the journal's
+// path, or the file itself, could be changed by someone other than the
+// caller's user and root, or reaches the journal file by a name that is not
+// its only one; and by [FileJournal.Compact] when the open journal file has
+// gained another name or lost the one it was opened by. The error says which
+// path and why.
+var ErrUnsafePath = errors.New("journal: unsafe path")
+
+// Ownership of a journal. Two locks make the caller the journal's one owner,
+// and each covers what the other cannot:
+//
+//   - the lock file, named after the journal file's resolved path, serialises
+//     everyone who reaches the journal by that path, however they spelled it
+//     (the links are resolved first). It outlives compaction, which replaces
+//     the journal file but not the lock file: an opener that comes while the
+//     old file is being swapped for the new one finds it held.
+//   - a lock on the journal file itself (its inode, see [fsx.File.TryLock])
+//     catches an opener that reaches the same file by another name: a hard
+//     link, or the name the file was renamed to while open. The owner takes
+//     it on every file it makes the journal, before that file gets the
+//     journal's name, and holds it until the file is replaced or closed.
+//
+// A lock on the file alone would not do, since compaction swaps the file: an
+// opener could open the old file just before the swap and lock it just
+// after, and own a file nobody will read again. A lock file alone would not
+// do either: two names for one file are two lock files. Compaction must also
+// not split a journal whose file has another name, or no longer has its
+// own: the new file would get the journal's name and the old one would live
+// on under the other, as a stale journal a second owner could open. So the
+// owner checks, before each swap, that its file still has exactly one name,
+// the journal's.
+
+// claim resolves path and takes the journal's lock file. The returned path
+// is the journal file's, with links resolved.
+func claim(fsys fsx.FS, op, path string) (string, io.Closer, error) {
+	real, err := fsys.Resolve(path)
+	if err != nil {
+		return "", nil, ownerError(op, path, err)
+	}
+	lock, err := fsys.Lock(real + lockSuffix)
+	if err != nil {
+		return "", nil, ownerError(op, real, err)
+	}
+	return real, lock, nil
+}
+
+// ownerError maps fsx's refusals to the journal's sentinels.
+func ownerError(op, path string, err error) error {
+	switch {
+	case errors.Is(err, fsx.ErrLocked):
+		return fmt.Errorf("journal: %s %s: %w", op, path, ErrLocked)
+	case errors.Is(err, fsx.ErrUnsafe):
+		return fmt.Errorf("journal: %s %s: %w: %w", op, path, ErrUnsafePath, err)
+	}
+	return fmt.Errorf("journal: %s %s: %w", op, path, err)
+}
+
+// openOwned opens the existing journal file at path (resolved by claim,
+// whose lock file the caller holds) for reading and writing, locks the file
+// itself, and checks that it is a private regular file whose only name is
+// path.
+func openOwned(fsys fsx.FS, op, path string) (fsx.File, error) {
+	f, err := fsys.OpenFile(path, os.O_RDWR|fsx.NoFollow, 0)
+	if err != nil {
+		return nil, ownerError(op, path, err)
+	}
+	err = f.TryLock()
+	var fi os.FileInfo
+	if err == nil {
+		fi, err = f.Stat()
+	}
+	if err == nil {
+		err = fsx.CheckFile(path, fi)
+	}
+	if err == nil {
+		err = onlyName(fsys, path, fi)
+	}
+	if err != nil {
+		f.Close()
+		if errors.Is(err, errReplaced) {
+			// Only another owner replaces the file: it reached it by
+			// another name, and holds it.
+			err = fmt.Errorf("%w: %w", fsx.ErrLocked, err)
+		}
+		return nil, ownerError(op, path, err)
+	}
+	return f, nil
+}
+
+var errReplaced = errors.New("the journal file was replaced while being opened")
+
+// onlyName checks that fi, an open journal file, has one name, and that
+// path is it. It returns an error matching fsx.ErrUnsafe, or errReplaced
+// when path names another file.
+func onlyName(fsys fsx.FS, path string, fi os.FileInfo) error {
+	if n, ok := fsx.Links(fi); ok && n != 1 {
+		return &fsx.UnsafeError{Path: path, Reason: fmt.Sprintf("the journal file has %d names (hard links); "+
+			"compaction would leave all but one holding a stale copy", n)}
+	}
+	pfi, err := fsys.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &fsx.UnsafeError{Path: path, Reason: "the journal file is no longer at its path (renamed or removed while open)"}
+	}
+	if err != nil {
+		return err
+	}
+	if !fsx.SameFile(fi, pfi) {
+		return errReplaced
+	}
+	return nil
 }
 
 func loggerOrDiscard(l *slog.Logger) *slog.Logger {
@@ -181,16 +303,20 @@ func (j *FileJournal) load() error {
 	}
 	fi, err := j.cfg.fs.Stat(j.path)
 	switch {
-	case errors.Is(err, fs.ErrNotExist) || err == nil && fi.Size() == 0 && fi.Mode().IsRegular():
+	case err == nil && !fi.Mode().IsRegular():
+		// Refused before it is opened: opening a FIFO or a device can
+		// block, or do worse.
+		return ownerError("open", j.path, fsx.CheckFile(j.path, fi))
+	case errors.Is(err, fs.ErrNotExist) || err == nil && fi.Size() == 0:
 		if err := j.create(); err != nil {
 			return fmt.Errorf("journal: create %s: %w", j.path, err)
 		}
 	case err != nil:
 		return fmt.Errorf("journal: open %s: %w", j.path, err)
 	}
-	f, err := j.cfg.fs.OpenFile(j.path, os.O_RDWR, 0)
+	f, err := openOwned(j.cfg.fs, "open", j.path)
 	if err != nil {
-		return fmt.Errorf("journal: open %s: %w", j.path, err)
+		return err
 	}
 	idx, res, recs, err := replayFile(nil, f, j.path, nil)
 	if err != nil {
@@ -221,10 +347,12 @@ func (j *FileJournal) load() error {
 }
 
 // create writes an empty journal next to path and renames it into place, so
-// that path never names a file without a complete header.
+// that path never names a file without a complete header. load has removed
+// any leftover at the temporary name; one that appears since is refused, not
+// followed.
 func (j *FileJournal) create() error {
 	tmp := j.path + createSuffix
-	f, err := j.cfg.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := j.cfg.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|fsx.NoFollow, 0o600)
 	if err != nil {
 		return err
 	}
@@ -313,7 +441,9 @@ func replayFile(stop func() error, f fsx.File, path string, visit visitFunc) (*i
 	return idx, res, seq, nil
 }
 
-// Path returns the journal's file path.
+// Path returns the journal's file path: the path given to [OpenFile], made
+// absolute, with its symbolic links resolved. It names the file the journal
+// reads, and the one compaction replaces.
 func (j *FileJournal) Path() string { return j.path }
 
 // Append implements [Journal]. Concurrent calls share writes and syncs
@@ -636,6 +766,11 @@ func (j *FileJournal) autoCompact() {
 // A crash at any point leaves a complete journal, the old or the new one.
 // When ctx ends before the swap, Compact abandons the new file and returns
 // an error wrapping ctx.Err(); after the swap it completes.
+//
+// Compact refuses, with an error wrapping [ErrUnsafePath], to replace a
+// journal file that has gained another name (a hard link) or lost its own
+// (renamed or removed) since it was opened: the old file would live on as a
+// second, stale journal. The journal keeps working without compacting.
 func (j *FileJournal) Compact(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("journal: %s: compact: %w", j.path, err)
@@ -689,6 +824,17 @@ func (j *FileJournal) compact(stop func() error) error {
 	}
 	slices.SortFunc(kept, func(a, b *opState) int { return cmp.Compare(a.seq, b.seq) })
 
+	// The file is replaced only while it has exactly one name, the
+	// journal's: see "Ownership of a journal" above.
+	if fi, err := j.f.Stat(); err != nil {
+		return fmt.Errorf("journal: %s: compact: %w", j.path, err)
+	} else if err := onlyName(j.cfg.fs, j.path, fi); err != nil {
+		if errors.Is(err, errReplaced) {
+			err = &fsx.UnsafeError{Path: j.path, Reason: "another file took the journal's name while it was open"}
+		}
+		return fmt.Errorf("journal: %s: compact: refusing to replace the journal file: %w: %w", j.path, ErrUnsafePath, err)
+	}
+
 	tmp := j.path + compactSuffix
 	fail := func(f fsx.File, err error) error {
 		if f != nil {
@@ -697,9 +843,21 @@ func (j *FileJournal) compact(stop func() error) error {
 		j.cfg.fs.Remove(tmp)
 		return fmt.Errorf("journal: %s: compact: %w", j.path, err)
 	}
-	f, err := j.cfg.fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	// The temporary name is the journal's own: whatever is there is a
+	// leftover of ours, or was planted. Removing it removes a planted link,
+	// not what it leads to; and the new file is created only if the name
+	// is still free, never through a link.
+	if err := j.cfg.fs.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("journal: %s: compact: %w", j.path, err)
+	}
+	f, err := j.cfg.fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL|fsx.NoFollow, 0o600)
 	if err != nil {
 		return fail(nil, err)
+	}
+	// Locked before it takes the journal's name, and held until it is
+	// replaced in turn or closed.
+	if err := f.TryLock(); err != nil {
+		return fail(f, err)
 	}
 	if err := j.cfg.fp.Eval("compact/before-write"); err != nil {
 		return fail(f, err)
@@ -752,16 +910,19 @@ func (j *FileJournal) compact(stop func() error) error {
 	if err := j.cfg.fs.Rename(tmp, j.path); err != nil {
 		return fail(f, err)
 	}
-	// From here on the name refers to the new file. Until the directory
-	// is synced a crash may still bring back the old one, which is
-	// complete too; but no record may be acknowledged in the new file
-	// before then.
+	// From here on the name refers to the new file, which holds the same
+	// live state: the journal works with it from now on, and lets the old
+	// one go. Until the directory is synced a crash may still bring back
+	// the old file, which is complete too; but no record may be
+	// acknowledged in the new file before then.
+	old := j.f
+	j.f, j.alloc = f, size
+	old.Close()
 	err = j.cfg.fp.Eval("compact/before-syncdir")
 	if err == nil {
 		err = j.cfg.fs.SyncDir(j.dir)
 	}
 	if err != nil {
-		f.Close()
 		err = fmt.Errorf("journal: %s: compact: sync directory after rename: %w", j.path, err)
 		j.mu.Lock()
 		if j.broken == nil {
@@ -771,9 +932,6 @@ func (j *FileJournal) compact(stop func() error) error {
 		j.log.Error("journal: compaction left the journal unusable until reopened", "path", j.path, "err", err)
 		return err
 	}
-	old := j.f
-	j.f, j.alloc = f, size
-	old.Close()
 	before := j.size
 	j.mu.Lock()
 	for _, id := range dropped {

@@ -121,8 +121,9 @@ type RepairReport struct {
 // A journal without damage is left untouched (Repaired false); a torn tail
 // counts as damage here, though OpenFile would drop it by itself. A file
 // whose header is damaged is refused, since nothing shows it is a journal.
-// RepairFile takes the journal's lock and fails with [ErrLocked] while the
-// journal is open. Of the options, only [WithLogger] and [WithClock] (for the
+// RepairFile takes the journal's locks and fails with [ErrLocked] while the
+// journal is open, and with [ErrUnsafePath] where [OpenFile] would. The
+// backup is created only under a name that is free, never through a link. Of the options, only [WithLogger] and [WithClock] (for the
 // backup's name) have an effect.
 func RepairFile(ctx context.Context, path string, opts ...FileOption) (RepairReport, error) {
 	cfg := defaultFileConfig()
@@ -131,19 +132,18 @@ func RepairFile(ctx context.Context, path string, opts ...FileOption) (RepairRep
 			o.applyFile(&cfg)
 		}
 	}
-	path = filepath.Clean(path)
 	rep := RepairReport{Path: path}
-	lock, err := cfg.fs.Lock(path + lockSuffix)
-	if errors.Is(err, fsx.ErrLocked) {
-		return rep, fmt.Errorf("journal: repair %s: %w", path, ErrLocked)
-	}
+	// The same guards as OpenFile: one owner, whatever path, and a path
+	// and file no one else can change.
+	path, lock, err := claim(cfg.fs, "repair", path)
 	if err != nil {
-		return rep, fmt.Errorf("journal: repair %s: %w", path, err)
+		return rep, err
 	}
 	defer lock.Close()
-	f, err := cfg.fs.OpenFile(path, os.O_RDWR, 0)
+	rep.Path = path
+	f, err := openOwned(cfg.fs, "repair", path)
 	if err != nil {
-		return rep, fmt.Errorf("journal: repair %s: %w", path, err)
+		return rep, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
@@ -189,7 +189,7 @@ func RepairFile(ctx context.Context, path string, opts ...FileOption) (RepairRep
 }
 
 func copyFile(fs fsx.FS, src io.ReaderAt, size int64, dst string) error {
-	out, err := fs.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	out, err := fs.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL|fsx.NoFollow, 0o600)
 	if err != nil {
 		return err
 	}
