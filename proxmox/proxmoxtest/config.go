@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/guestward/guestward/proxmox"
 )
@@ -175,7 +176,10 @@ func (v version) writeSection(b *strings.Builder, t proxmox.GuestType, vals map[
 			for _, line := range perlSplitLines(descr) {
 				b.WriteString("#" + encodeText(line) + "\n")
 			}
-		} else {
+		} else if pending {
+			// write_vm_config writes an empty or "0" description only
+			// in the pending section, as "#"; in the current section it
+			// is dropped and reads back absent.
 			b.WriteString("#\n")
 		}
 	}
@@ -228,7 +232,11 @@ func (v version) parse(t proxmox.GuestType, raw string) (conf, pending map[strin
 				cur["description"] = d
 			}
 		} else {
-			cur["description"] = strings.TrimRight(d, " \t\n\r\f\v")
+			// parse_vm_config (qemu-server PVE/QemuServer.pm) strips
+			// "\s+$" from the decoded text: Perl's Unicode white space,
+			// NBSP and the ideographic space included, which is exactly
+			// unicode.IsSpace.
+			cur["description"] = strings.TrimRightFunc(d, unicode.IsSpace)
 		}
 		descr = nil
 	}
@@ -269,6 +277,28 @@ func (v version) parse(t proxmox.GuestType, raw string) (conf, pending map[strin
 	}
 	finish()
 	return conf, pending
+}
+
+// qemuNewDiskBytes is the size= create_disks (qemu-server
+// PVE/API2/Qemu.pm) records for "storage:<GiB>": the GiB converted to KiB
+// by pve-common's PVE::Tools::convert_size, which rounds any fraction up
+// to a whole KiB, then back to bytes.
+func qemuNewDiskBytes(gib string) int64 {
+	f, _ := strconv.ParseFloat(gib, 64)
+	kib := f * (1 << 20)
+	n := int64(kib)
+	if kib-float64(n) > 0 {
+		n++
+	}
+	return n << 10
+}
+
+// lxcNewVolumeBytes is the size= pve-container records for a new mount
+// point "storage:<GiB>" (PVE/LXC.pm create_disks): int(GiB * 1024) MiB, a
+// fraction of a MiB truncated.
+func lxcNewVolumeBytes(gib string) int64 {
+	f, _ := strconv.ParseFloat(gib, 64)
+	return int64(f*1024) << 20
 }
 
 // commit writes g's config "file": serializes the current and pending
@@ -555,8 +585,7 @@ func (s *Server) qemuCreateDisk(vmid int, key, value string) (string, error) {
 		case "tpmstate0":
 			size = 4 << 20
 		default:
-			gib, _ := strconv.ParseFloat(m[3], 64)
-			size = int64(gib * (1 << 30))
+			size = qemuNewDiskBytes(m[3])
 		}
 		volid, err := s.allocDisk(storage, vmid, false)
 		if err != nil {

@@ -7,6 +7,7 @@ package proxmoxtest
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -268,5 +269,126 @@ func waitLockWaiter(t *testing.T, s *Server, r proxmox.Ref) {
 	})
 	if err != nil {
 		t.Fatalf("no writer queued for the config lock: %v", err)
+	}
+}
+
+// TestConformanceEmptyValues: "tags=" sent without a value is an option
+// (tags set to the empty list, which the file keeps as a blank value), not
+// "no options specified"; deleting the last device of the boot order
+// writes an empty boot order, not "order=".
+//
+// Source: pve-http-server, src/PVE/APIServer/AnyEvent.pm, decode_urlencoded
+// (a key without a value is kept, undefined); pve-guest-common,
+// src/PVE/GuestHelpers.pm, get_unique_tags (undefined gives ""); qemu-server,
+// src/PVE/API2/Qemu.pm, update_vm_api, and src/PVE/QemuServer.pm,
+// print_bootorder (an empty list prints ""), write_vm_config and
+// parse_vm_config (a blank value reads back as the white space after the
+// colon).
+func TestConformanceEmptyValues(t *testing.T) {
+	s := Start(t)
+	spec := vm100("")
+	spec.Config["tags"] = "a;b"
+	vm := mustAdd(t, s, spec)
+	ct := mustAdd(t, s, ct200(""))
+	for _, r := range []proxmox.Ref{vm, ct} {
+		rp := do(t, s, "PUT", guestPath(r)+"/config", rawBody("tags="))
+		if rp.Code != 200 {
+			t.Fatalf("%s tags=: %d %q", r, rp.Code, rp.Status)
+		}
+		if v, ok := mustGuest(t, s, r).Config["tags"]; !ok || strings.TrimSpace(v) != "" {
+			t.Errorf("%s: tags %q (present %v), want the key kept with a blank value", r, v, ok)
+		}
+	}
+	if rp := do(t, s, "PUT", guestPath(vm)+"/config", form("delete", "scsi0,net0")); rp.Code != 200 {
+		t.Fatalf("delete: %d %q", rp.Code, rp.Status)
+	}
+	if st := mustGuest(t, s, vm); !strings.Contains(st.File, "\nboot:  \n") && !strings.HasPrefix(st.File, "boot:  \n") {
+		t.Errorf("file %q: want an empty boot order, not order=", st.File)
+	}
+}
+
+// TestConformanceDescriptions: a QEMU description loses trailing white
+// space by Perl's Unicode rules (NBSP and the ideographic space too); an
+// LXC one keeps it. A description of "" or "0" is not written to the
+// current section and reads back absent.
+//
+// Source: qemu-server, src/PVE/QemuServer.pm, parse_vm_config ("s/\s+$//"
+// on the text decoded by pve-common PVE::Tools::decode_text) and
+// write_vm_config ("if ($descr)"; "#" only for the pending section);
+// pve-container, src/PVE/LXC/Config.pm, parse_pct_config and
+// write_pct_config.
+func TestConformanceDescriptions(t *testing.T) {
+	s := Start(t)
+	vm := mustAdd(t, s, vm100(""))
+	ct := mustAdd(t, s, ct200(""))
+	const text = "web\u00a0\u3000 \u2028"
+	for _, tc := range []struct {
+		r    proxmox.Ref
+		want string
+	}{{vm, "web"}, {ct, text + "\n"}} {
+		put(t, s, tc.r, "description", text)
+		if got := mustGuest(t, s, tc.r).Config["description"]; got != tc.want {
+			t.Errorf("%s: description %q, want %q", tc.r, got, tc.want)
+		}
+	}
+	for _, r := range []proxmox.Ref{vm, ct} {
+		for _, v := range []string{"0", ""} {
+			put(t, s, r, "description", "something")
+			rp := do(t, s, "PUT", guestPath(r)+"/config", map[string]string{"description": v})
+			if rp.Code != 200 {
+				t.Fatalf("%s description=%q: %d %q", r, v, rp.Code, rp.Status)
+			}
+			if d, ok := mustGuest(t, s, r).Config["description"]; ok {
+				t.Errorf("%s description=%q reads back %q, want absent", r, v, d)
+			}
+		}
+	}
+}
+
+// TestConformanceDecimalDiskSizes: a new disk "storage:<GiB>" with a
+// fraction records the size Proxmox allocates: QEMU rounds up to a whole
+// KiB, LXC truncates to a whole MiB.
+//
+// Source: qemu-server, src/PVE/API2/Qemu.pm, create_disks (with pve-common
+// src/PVE/Tools.pm convert_size, which rounds up); pve-container,
+// src/PVE/LXC.pm, create_disks ("int($size_gb * 1024) * 1024" KiB).
+func TestConformanceDecimalDiskSizes(t *testing.T) {
+	s := Start(t)
+	vm := mustAdd(t, s, vm100(""))
+	ct := mustAdd(t, s, ct200(""))
+	put(t, s, vm, "scsi1", "local-lvm:1.0001")
+	// 1.0001 GiB = 1048680.8576 KiB, rounded up to 1048681 KiB.
+	if got := mustGuest(t, s, vm).Config["scsi1"]; got != "local-lvm:vm-100-disk-1,size=1048681K" {
+		t.Errorf("qemu: %q", got)
+	}
+	put(t, s, ct, "mp0", "local-lvm:1.0009,mp=/data")
+	// 1.0009 GiB = 1024.92 MiB, truncated to 1024 MiB.
+	if got := mustGuest(t, s, ct).Config["mp0"]; got != "local-lvm:vm-200-disk-1,mp=/data,size=1G" {
+		t.Errorf("lxc: %q", got)
+	}
+}
+
+// TestConformanceTagOrder: with the case-sensitive tag style, tags keep
+// their case and sort by code point as Perl's cmp does (upper case before
+// lower case); by default they sort case-insensitively and are
+// lower-cased; with the "config" ordering they are not sorted.
+//
+// Source: pve-guest-common, src/PVE/GuestHelpers.pm, get_unique_tags.
+func TestConformanceTagOrder(t *testing.T) {
+	for _, tc := range []struct {
+		style TagStyle
+		want  string
+	}{
+		{TagStyle{}, "a;b;zeta"},
+		{TagStyle{CaseSensitive: true}, "B;Zeta;a;b"},
+		{TagStyle{ConfigOrder: true}, "zeta;b;a"},
+		{TagStyle{CaseSensitive: true, ConfigOrder: true}, "Zeta;b;a;B"},
+	} {
+		s := Start(t, WithTagStyle(tc.style))
+		vm := mustAdd(t, s, vm100(""))
+		put(t, s, vm, "tags", "Zeta;b;a;B")
+		if got := mustGuest(t, s, vm).Config["tags"]; got != tc.want {
+			t.Errorf("%+v: tags %q, want %q", tc.style, got, tc.want)
+		}
 	}
 }

@@ -16,13 +16,15 @@ import (
 //   - each pair is split on '=' and only the first two fields are kept, so
 //     an unescaped '=' inside a value truncates it ("net0=virtio,bridge=x"
 //     arrives as "virtio,bridge");
-//   - a pair without a value ("a" or "a=") leaves the key undefined;
+//   - a pair without a value ("a" or "a=") leaves the key present but
+//     undefined: it is recorded in undef (when not nil) unless a value
+//     for it arrives too;
 //   - '+' means space and %XX is decoded (malformed escapes stay verbatim);
 //   - a repeated key has its values joined with "\x00".
 //
 // Keys seen without a value are reported in undef so that they still count
 // as "present in the request" where Proxmox cares (it mostly does not).
-func decodeForm(s string, into map[string]string) {
+func decodeForm(s string, into map[string]string, undef map[string]bool) {
 	for len(s) > 0 {
 		var pair string
 		if i := strings.IndexAny(s, "&;"); i >= 0 {
@@ -36,7 +38,11 @@ func decodeForm(s string, into map[string]string) {
 			fields = fields[:len(fields)-1]
 		}
 		if len(fields) < 2 {
-			continue // no key, or a key without a defined value
+			// No key, or a key without a defined value.
+			if len(fields) == 1 && undef != nil {
+				undef[unescapeForm(fields[0])] = true
+			}
+			continue
 		}
 		k := unescapeForm(fields[0])
 		v := unescapeForm(fields[1])

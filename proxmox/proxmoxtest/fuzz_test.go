@@ -18,7 +18,7 @@ func FuzzDecodeForm(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, raw, k, v string) {
 		m := map[string]string{}
-		decodeForm(raw, m) // must not panic
+		decodeForm(raw, m, map[string]bool{}) // must not panic
 		for key, val := range m {
 			if !utf8.ValidString(key) || !utf8.ValidString(val) {
 				t.Fatalf("invalid UTF-8 out of %q", raw)
@@ -30,7 +30,7 @@ func FuzzDecodeForm(f *testing.F) {
 			return
 		}
 		m = map[string]string{}
-		decodeForm(url.Values{k: {v}}.Encode(), m)
+		decodeForm(url.Values{k: {v}}.Encode(), m, nil)
 		if m[k] != v {
 			t.Fatalf("round trip of %q=%q gave %q", k, v, m[k])
 		}

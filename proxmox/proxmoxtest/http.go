@@ -72,6 +72,7 @@ type call struct {
 	method string
 	path   string            // API path below /api2/json, no trailing slash
 	params map[string]string // merged query + body parameters
+	undef  map[string]bool   // parameters present without a value ("tags=")
 	uri    map[string]string // parameters taken from the path
 	who    principal
 	fault  *Fault
@@ -192,7 +193,7 @@ func (s *Server) serve(c *call, rec *Request) (res result, aerr *apiErr, drop bo
 		rec.Path = "/"
 	}
 
-	params := map[string]string{}
+	params, undef := map[string]string{}, map[string]bool{}
 	if len(body) > 0 {
 		if strings.HasPrefix(strings.ToLower(r.Header.Get("Content-Type")), "application/json") {
 			bad, err := decodeJSONBody(body, params)
@@ -207,15 +208,20 @@ func (s *Server) serve(c *call, rec *Request) (res result, aerr *apiErr, drop bo
 				return res, paramErr(errs), false
 			}
 		} else {
-			decodeForm(string(body), params)
+			decodeForm(string(body), params, undef)
 		}
 	}
 	query := map[string]string{}
-	decodeForm(r.URL.RawQuery, query)
+	decodeForm(r.URL.RawQuery, query, undef)
 	for k, v := range query {
 		params[k] = v // query parameters override body keys
 	}
-	c.params = params
+	for k := range undef {
+		if _, ok := params[k]; ok {
+			delete(undef, k)
+		}
+	}
+	c.params, c.undef = params, undef
 	rec.Params = cloneMap(params)
 
 	rt := s.route(c)

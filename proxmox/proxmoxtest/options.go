@@ -45,6 +45,7 @@ type storageSpec struct {
 type config struct {
 	version        version
 	qemuServer     *semver // WithQemuServerVersion; copied into version at NewServer
+	tagStyle       TagStyle
 	nodes          []string
 	tokens         []tokenSpec
 	users          map[string]string
@@ -104,6 +105,28 @@ func WithQemuServerVersion(v string) Option {
 			return fmt.Errorf("proxmoxtest: qemu-server %q: only qemu-server 7, 8 and 9 are emulated", v)
 		}
 		c.qemuServer = &sv
+		return nil
+	})
+}
+
+// TagStyle is the part of datacenter.cfg's tag-style that decides how
+// Proxmox stores a guest's tags. The zero value is Proxmox's default:
+// sorted case-insensitively and lower-cased. It is a plain value.
+type TagStyle struct {
+	// CaseSensitive keeps each tag's case; tags that differ only in case
+	// are then distinct, and sorting compares code points, so upper case
+	// sorts before lower case ("B" before "a").
+	CaseSensitive bool
+	// ConfigOrder keeps the order the tags were given in (ordering
+	// "config") instead of sorting them.
+	ConfigOrder bool
+}
+
+// WithTagStyle sets the cluster's tag style (datacenter.cfg tag-style
+// case-sensitive and ordering). Default: the zero [TagStyle].
+func WithTagStyle(st TagStyle) Option {
+	return optionFunc(func(c *config) error {
+		c.tagStyle = st
 		return nil
 	})
 }

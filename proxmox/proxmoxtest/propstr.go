@@ -521,15 +521,26 @@ func splitList(s string) []string {
 
 var tagRE = regexp.MustCompile(`(?i)^[a-z0-9_][a-z0-9_\-+.]*$`)
 
-// uniqueTags is get_unique_tags with the default tag-style: split, sort
-// case-insensitively (stable), lower-case, drop duplicates, join with ';'.
-func uniqueTags(s string) string {
+// uniqueTags is get_unique_tags (pve-guest-common PVE/GuestHelpers.pm)
+// under the datacenter's tag-style: unless the ordering is "config", tags
+// are sorted with Perl's stable sort by "cmp" (code point order) on the
+// tag, lower-cased unless case-sensitive; tags are lower-cased unless
+// case-sensitive, de-duplicated keeping the first, and joined with ';'.
+func (st TagStyle) uniqueTags(s string) string {
 	tags := splitList(s)
-	sort.SliceStable(tags, func(i, j int) bool { return strings.ToLower(tags[i]) < strings.ToLower(tags[j]) })
+	key := strings.ToLower
+	if st.CaseSensitive {
+		key = func(s string) string { return s }
+	}
+	if !st.ConfigOrder {
+		// Go compares strings bytewise, which for UTF-8 is code point
+		// order: Perl's cmp without "use locale".
+		sort.SliceStable(tags, func(i, j int) bool { return key(tags[i]) < key(tags[j]) })
+	}
 	seen := map[string]bool{}
 	out := tags[:0:0]
 	for _, t := range tags {
-		t = strings.ToLower(t)
+		t = key(t)
 		if seen[t] {
 			continue
 		}

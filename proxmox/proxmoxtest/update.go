@@ -277,7 +277,7 @@ func (s *Server) qemuWorkerLocked(ref proxmox.Ref, u *configUpdate) (log []strin
 			delete(g.pending, opt)
 			if !bootDeleted && contains(order, opt) {
 				order = without(order, opt)
-				g.pending["boot"] = "order=" + strings.Join(order, ";")
+				g.pending["boot"] = printBootOrder(order)
 				modified["boot"] = true
 			}
 			switch {
@@ -326,12 +326,12 @@ func (s *Server) qemuWorkerLocked(ref proxmox.Ref, u *configUpdate) (log []strin
 				if len(order) > 0 {
 					if d, ferr := qemuDriveFormat.parse(created, opt); ferr == nil && driveIsCdrom(d) && !contains(order, opt) {
 						order = append(order, opt)
-						g.pending["boot"] = "order=" + strings.Join(order, ";")
+						g.pending["boot"] = printBootOrder(order)
 						modified["boot"] = true
 					}
 				}
 			case opt == "tags":
-				g.pending[opt] = uniqueTags(v)
+				g.pending[opt] = s.cfg.tagStyle.uniqueTags(v)
 			case opt == "boot":
 				g.pending[opt] = v
 				if devs := bootOrder(v); devs != nil {
@@ -374,6 +374,15 @@ func (s *Server) qemuWorkerLocked(ref proxmox.Ref, u *configUpdate) (log []strin
 		return nil
 	})
 	return log, err
+}
+
+// printBootOrder is print_bootorder (qemu-server PVE/QemuServer.pm): an
+// empty list prints as an empty value, not "order=".
+func printBootOrder(devs []string) string {
+	if len(devs) == 0 {
+		return ""
+	}
+	return "order=" + strings.Join(devs, ";")
 }
 
 func without(list []string, s string) []string {
@@ -605,7 +614,7 @@ func (s *Server) lxcUpdateLocked(ref proxmox.Ref, u *configUpdate, ignoreLock bo
 		case opt == "unprivileged":
 			return die("unable to modify read-only option: '%s'", opt)
 		case opt == "tags":
-			v = uniqueTags(v)
+			v = s.cfg.tagStyle.uniqueTags(v)
 		}
 		work.pending[opt] = v
 		removePendingDelete(work.pending, opt)
@@ -709,9 +718,8 @@ func (s *Server) lxcApplyMountpointLocked(g *guest, opt string, running bool, al
 			return err
 		}
 		*allocated = append(*allocated, volid)
-		gib, _ := strconv.ParseFloat(m[3], 64)
 		mp["volume"] = volid
-		mp["size"] = strconv.FormatInt(int64(gib*1024)<<20, 10) // create_disks rounds to MiB
+		mp["size"] = strconv.FormatInt(lxcNewVolumeBytes(m[3]), 10)
 	} else if running && hadOld {
 		return errSkip // changing a mounted mount point waits for a restart
 	}
@@ -794,8 +802,23 @@ func (s *Server) lxcHotplugLocked(g *guest, sel map[string]bool, freed, allocate
 
 // --- handlers ------------------------------------------------------------
 
+// updateParams are a config write's parameters with "tags=" (sent without
+// a value, so present but undefined) kept as an empty tags value: both
+// update handlers set tags to get_unique_tags of the value, which is ""
+// for an undefined one (pve-guest-common PVE/GuestHelpers.pm
+// get_unique_tags), rather than finding no options. Other options sent
+// without a value are left out.
+func (c *call) updateParams() map[string]string {
+	if !c.undef["tags"] {
+		return c.params
+	}
+	p := cloneMap(c.params)
+	p["tags"] = ""
+	return p
+}
+
 func (s *Server) hConfigPut(c *call) (result, *apiErr) {
-	u, aerr := s.parseUpdate(c.ref.Type, c.params)
+	u, aerr := s.parseUpdate(c.ref.Type, c.updateParams())
 	if aerr != nil {
 		return result{}, aerr
 	}
@@ -840,7 +863,7 @@ func (s *Server) hConfigPut(c *call) (result, *apiErr) {
 }
 
 func (s *Server) hConfigPost(c *call) (result, *apiErr) {
-	u, aerr := s.parseUpdate(proxmox.QEMU, c.params)
+	u, aerr := s.parseUpdate(proxmox.QEMU, c.updateParams())
 	if aerr != nil {
 		return result{}, aerr
 	}
