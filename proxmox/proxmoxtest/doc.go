@@ -85,10 +85,15 @@
 // logging in with the ticket as password. Failures answer 401 with
 // Proxmox's reasons ("No ticket", "invalid token value!", "no such token
 // ...", "permission denied - invalid PVE ticket", "Permission denied -
-// invalid csrf token", "Authentication failed!" from PVE 9) and an empty
-// body, delayed only if [WithAuthFailureDelay] asks. skiplock and the other
+// invalid csrf token"; "Authentication failed!" for every bad ticket or
+// token from pve-manager 9.1.5 and 8.4.17) and an empty body, delayed only
+// if [WithAuthFailureDelay] asks. A ticket is valid while its age in whole
+// seconds is below the lifetime: one exactly that old is refused. skiplock and the other
 // root-only parameters are refused for anything but a root@pam ticket.
-// Tokens never appear in the request log, in errors or in log output.
+// Tokens never appear in the request log, in errors or in log output. A
+// [Fault] with Status 403 answers as Proxmox refuses a caller without the
+// endpoint's privilege ("Permission check failed (/vms/100,
+// VM.PowerMgmt)").
 //
 // # Write-side rewriting
 //
@@ -101,15 +106,19 @@
 //   - LXC netN, when applied: type=veth forced, hwaddr generated, "name"
 //     first, other keys sorted;
 //   - QEMU disks: "storage:size" allocates a volume named as the storage
-//     kind names it ([WithStorage]), records size= and drops format=;
+//     kind names it ([WithStorage]), records size= (a fraction of a GiB
+//     rounded up to a whole KiB) and drops format=;
 //     "storage:cloudinit" allocates the cloud-init drive; every drive value
 //     is re-printed in canonical order with sizes in the largest exact unit;
 //     replaced or deleted disks become unusedN;
-//   - LXC mpN, when applied: the same allocation ("subvol-" on ZFS);
+//   - LXC mpN, when applied: the same allocation ("subvol-" on ZFS), its
+//     size truncated to a whole MiB;
 //   - tags: split on ',', ';' and spaces, sorted case-insensitively,
-//     lower-cased, de-duplicated, joined with ';';
-//   - descriptions: QEMU trims trailing whitespace, LXC reads back one "\n"
-//     per line;
+//     lower-cased, de-duplicated, joined with ';' (or as [WithTagStyle]
+//     says); "tags=" without a value sets the empty list;
+//   - descriptions: QEMU trims trailing white space by Unicode's rules
+//     (no-break and ideographic spaces too), LXC reads back one "\n" per
+//     line; "" and "0" are not written and read back absent;
 //   - LXC nameserver/searchdomain joined with spaces; cpuunits clamped to
 //     10000; vmgenid=1 replaced by a UUID; a plain cipassword stored as a
 //     "$5$..." hash (shaped like Proxmox's, not crypt(3)-exact) and shown
@@ -135,15 +144,31 @@
 //	error body "message"                absent        present (8.3)
 //	QEMU digest mismatch text           "missmatch"   "mismatch" (8.3)
 //	POST body limit                     64 KiB        512 KiB (8.4)
-//	401 reasons for bad tickets/tokens  specific      "Authentication failed!" (9.0)
+//	401 reasons for bad tickets/tokens  specific      "Authentication failed!" (9.1.5, 8.4.17)
 //	QEMU resize                         synchronous   "resize" task (8.0)
 //	LXC resize checks                   under lock    again in the task (8.0)
 //	LXC start/stop/shutdown lock        in handler    in the task (8.2)
-//	QEMU POST config lock               in handler    in the task (9.2)
+//	QEMU POST config lock               in handler    in the task (9.2.5)
 //	HA status "group"                   present       absent (9.1)
 //
 // "Lock" means where the guest's config lock is taken, which decides
-// whether [Fault].LockTimeout fails the request or its task.
+// whether [Fault].LockTimeout fails the request or its task. The QEMU
+// rows follow qemu-server, whose releases do not line up with
+// pve-manager's: [WithQemuServerVersion] pins it (memory as a string from
+// 8.0.8, the resize task from 8.0.2, "mismatch" from 8.2.5, the config
+// lock in the task from 9.1.19, which came out between pve-manager 9.2.4
+// and 9.2.5).
+//
+// Before qemu-server 9.1.19 an asynchronous QEMU config update (POST
+// config) takes the config lock in its handler and keeps it until its
+// task ends: other writers through the API, [Server.UpdateConfig] and
+// [Server.SetLock] wait for the task (at most 10 s of real time, then
+// "can't lock file ... - got timeout"), and the change they make lands
+// after the task's. From 9.1.19 the handler checks the digest and the lock
+// without taking the config lock and the task checks both again once it
+// holds it: a change or a lock that came in between fails the task
+// ("checksum mismatch (file change by other user?)", "VM is locked
+// (backup)") and nothing is applied.
 //
 // # Tasks
 //
@@ -233,6 +258,22 @@
 // service goes to "error" at once), and it shows no "request_start"
 // state. The option schema covers the common QEMU and LXC options; an
 // option it does not know is refused as unknown.
+//
+// Nor are these emulated, although Proxmox has them: a task worker that
+// needs a config lock held by an older config task does not wait for it
+// (only API writers, [Server.UpdateConfig] and [Server.SetLock] do; with
+// [WithManualTasks], finishing tasks out of order applies them in that
+// order); a parameter sent without a value ("cores=") or as JSON null is
+// treated as absent, except "tags=" (Proxmox keeps it, undefined, and
+// each handler does its own thing with it); the cluster's other
+// datacenter.cfg settings (only mac_prefix and the tag style are
+// modelled); key rotation of the ticket signing key (tickets of any age
+// below the lifetime verify); two-factor authentication, disabled or
+// expiring users, and per-user token privilege separation; the
+// specific text for a malformed token id, which Proxmox echoes with the
+// token and the fake replaces with "invalid token value!" so that no
+// secret leaks into logs; the per-option privilege checks inside config
+// updates (a 403 fault names the endpoint's privileges).
 //
 // # Concurrency
 //
