@@ -132,7 +132,12 @@ func (OS) Lock(name string) (io.Closer, error) { return lockFile(name) }
 // root, and must not be writable by its group or by others unless it has the
 // sticky bit (as /tmp has): whoever can write to a directory without the
 // sticky bit can rename what is in it, and the owner of a directory can do
-// so whatever its mode. That is the rule ssh applies to the files it trusts.
+// so whatever its mode. That is the rule ssh applies to the files it trusts,
+// with the exception some distributions patch into ssh: a directory of the
+// caller's that is writable by the caller's own user-private group (its
+// effective group, named as the user is) passes, since that group has no
+// other member; those distributions set umask 002, which makes every new
+// directory group-writable.
 // In a sticky directory others can still create names, which [NoFollow] and
 // O_EXCL keep from being followed or reused, so they can stop a writer but
 // not redirect it. Elsewhere (Windows) no permissions are checked.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -72,9 +73,12 @@ func checkResolvedDirs(dir string) error {
 		switch {
 		case !fi.IsDir():
 			return unsafePath(dir, "not a directory (mode "+fi.Mode().String()+"); did a link replace it?")
-		case fi.Mode().Perm()&0o022 != 0 && fi.Mode()&os.ModeSticky == 0:
-			return unsafePath(dir, "directory writable by group or others without the sticky bit (mode "+
+		case fi.Mode().Perm()&0o002 != 0 && fi.Mode()&os.ModeSticky == 0:
+			return unsafePath(dir, "directory writable by others without the sticky bit (mode "+
 				fi.Mode().String()+"): they could rename what is in it")
+		case fi.Mode().Perm()&0o020 != 0 && fi.Mode()&os.ModeSticky == 0 && !privateGroup(fi):
+			return unsafePath(dir, "directory writable by its group without the sticky bit (mode "+
+				fi.Mode().String()+"), and the group is not this user's own: its members could rename what is in it")
 		}
 		if err := checkOwner(dir, fi); err != nil {
 			return err
@@ -85,6 +89,24 @@ func checkResolvedDirs(dir string) error {
 		}
 		dir = up
 	}
+}
+
+// privateGroup reports whether fi, a directory, belongs to the caller's
+// user and to the caller's user-private group: the caller's effective group,
+// named as the user is. Distributions give a user such a group, and the
+// umask 002 that makes new directories group-writable, together; such a
+// group has no other member, so its write permission lets no one else in.
+func privateGroup(fi os.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || int(st.Uid) != os.Geteuid() || int(st.Gid) != os.Getegid() {
+		return false
+	}
+	u, err := user.LookupId(strconv.Itoa(os.Geteuid()))
+	if err != nil {
+		return false
+	}
+	g, err := user.LookupGroupId(strconv.FormatUint(uint64(st.Gid), 10))
+	return err == nil && g.Name == u.Username
 }
 
 func checkPrivate(name string, fi os.FileInfo) error {

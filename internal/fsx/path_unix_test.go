@@ -60,8 +60,16 @@ func TestResolve(t *testing.T) {
 	}
 	chmod(t, real, 0o700)
 	chmod(t, base, 0o770)
-	if _, err := fs.Resolve(filepath.Join(real, "f")); !errors.Is(err, fsx.ErrUnsafe) {
-		t.Errorf("Resolve below a group-writable directory = %v, want ErrUnsafe", err)
+	if os.Geteuid() == 0 {
+		// Root's own group, named as root is: a private group.
+		if _, err := fs.Resolve(filepath.Join(real, "f")); err != nil {
+			t.Errorf("Resolve below a directory writable by the user's private group = %v", err)
+		}
+	}
+	if foreignGroup(t, base) {
+		if _, err := fs.Resolve(filepath.Join(real, "f")); !errors.Is(err, fsx.ErrUnsafe) {
+			t.Errorf("Resolve below a directory writable by another group = %v, want ErrUnsafe", err)
+		}
 	}
 	chmod(t, base, 0o700)
 	if os.Geteuid() == 0 {
@@ -206,4 +214,28 @@ func symlink(t *testing.T, target, name string) {
 	if err := os.Symlink(target, name); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// foreignGroup gives name to a group that is not the caller's effective
+// group, and reports false when it cannot.
+func foreignGroup(t *testing.T, name string) bool {
+	t.Helper()
+	gid := -1
+	if os.Geteuid() == 0 {
+		gid = 65534
+	} else if groups, err := os.Getgroups(); err == nil {
+		for _, g := range groups {
+			if g != os.Getegid() {
+				gid = g
+				break
+			}
+		}
+	}
+	if gid < 0 {
+		return false
+	}
+	if err := os.Chown(name, -1, gid); err != nil {
+		t.Fatal(err)
+	}
+	return true
 }
