@@ -123,9 +123,10 @@
 //
 //   - every directory from the root down to the journal's own must belong to
 //     the user the program runs as or to root, and must not be writable by
-//     its group or by others, unless it has the sticky bit (as /tmp does):
-//     create the journal's directory with mode 0700 or 0755, not 0775 (check
-//     the umask);
+//     others, nor by its group unless that is the user's own private group
+//     (the user's primary group, named as the user is, which distributions
+//     that set umask 002 give every user), unless it has the sticky bit (as
+//     /tmp does): create the journal's directory with mode 0700 or 0755;
 //   - the journal file must be a regular file belonging to that user or to
 //     root, not writable by group or others (it is created 0600);
 //   - a symbolic link at the path must lead to an existing file (an empty

@@ -482,16 +482,17 @@ func TestOpenRefusesUnsafeDirectories(t *testing.T) {
 		parent os.FileMode // mode of the journal's directory
 		above  os.FileMode // mode of the directory above it
 		owner  int         // uid to give the journal's directory; -1: leave
+		group  bool        // give the journal's directory a group that is not ours
 		ok     bool
 		why    string
 	}{
-		{"private", 0o700, 0o700, -1, true, "the usual case"},
-		{"readable by all", 0o755, 0o755, -1, true, "reading is not swapping"},
-		{"world writable", 0o777, 0o700, -1, false, "anyone can rename the journal away and put another in its place"},
-		{"group writable", 0o770, 0o700, -1, false, "so can every member of the group"},
-		{"world writable, sticky", 0o777 | os.ModeSticky, 0o700, -1, true, "the sticky bit keeps others from renaming our files, as in /tmp"},
-		{"writable directory above", 0o700, 0o777, -1, false, "anyone can rename the journal's directory and put another in its place"},
-		{"owned by another user", 0o700, 0o755, 65534, false, "the owner can rename entries whatever the mode"},
+		{"private", 0o700, 0o700, -1, false, true, "the usual case"},
+		{"readable by all", 0o755, 0o755, -1, false, true, "reading is not swapping"},
+		{"world writable", 0o777, 0o700, -1, false, false, "anyone can rename the journal away and put another in its place"},
+		{"group writable", 0o770, 0o700, -1, true, false, "so can every member of the group"},
+		{"world writable, sticky", 0o777 | os.ModeSticky, 0o700, -1, false, true, "the sticky bit keeps others from renaming our files, as in /tmp"},
+		{"writable directory above", 0o700, 0o777, -1, false, false, "anyone can rename the journal's directory and put another in its place"},
+		{"owned by another user", 0o700, 0o755, 65534, false, false, "the owner can rename entries whatever the mode"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -514,6 +515,9 @@ func TestOpenRefusesUnsafeDirectories(t *testing.T) {
 				if err := os.Chown(dir, c.owner, -1); err != nil {
 					t.Fatal(err)
 				}
+			}
+			if c.group && !foreignGroup(t, dir) {
+				t.Skip("needs a group other than this user's own")
 			}
 			path := filepath.Join(dir, "ops.journal")
 			j, err := OpenFile(path)
@@ -597,4 +601,29 @@ func chmod(t *testing.T, path string, mode os.FileMode) {
 	if err := os.Chmod(path, mode); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// foreignGroup gives name to a group that is not the caller's effective
+// group (a directory writable by the user's own private group is accepted),
+// and reports false when it cannot.
+func foreignGroup(t *testing.T, name string) bool {
+	t.Helper()
+	gid := -1
+	if os.Geteuid() == 0 {
+		gid = 65534
+	} else if groups, err := os.Getgroups(); err == nil {
+		for _, g := range groups {
+			if g != os.Getegid() {
+				gid = g
+				break
+			}
+		}
+	}
+	if gid < 0 {
+		return false
+	}
+	if err := os.Chown(name, -1, gid); err != nil {
+		t.Fatal(err)
+	}
+	return true
 }

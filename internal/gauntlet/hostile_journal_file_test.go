@@ -351,8 +351,14 @@ func journalAttacks() []journalAttack {
 		// Directories and files others could change.
 		{name: "world-writable directory", why: "anyone could rename the journal away and put their own in its place",
 			closed: true, attack: then(chmod(dir, 0o777), openVia(file)), want: journal.ErrUnsafePath, undo: chmod(dir, 0o700)},
-		{name: "group-writable directory above", why: "the group could swap the journal's directory",
-			closed: true, attack: then(chmod(base, 0o770), openVia(file)), want: journal.ErrUnsafePath, undo: chmod(base, 0o700)},
+		{name: "group-writable directory above", why: "the group's members could swap the journal's directory", root: true,
+			closed: true, attack: then(func(t *testing.T, w *journalWorld) {
+				chmod(base, 0o770)(t, w)
+				// Not root's own group, which has no other member.
+				if err := os.Chown(w.base, -1, 65534); err != nil {
+					t.Fatal(err)
+				}
+			}, openVia(file)), want: journal.ErrUnsafePath, undo: chmod(base, 0o700)},
 		{name: "another user's directory", why: "its owner can rename what is in it, whatever the mode", root: true,
 			closed: true, attack: then(chown(dir, 65534), openVia(file)), want: journal.ErrUnsafePath, undo: chown(dir, os.Geteuid())},
 		{name: "journal writable by others", why: "anyone could write records",
