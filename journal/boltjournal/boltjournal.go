@@ -69,6 +69,7 @@ type Journal struct {
 	// does, and exclusively by Compact (which replaces db) and Close.
 	mu     sync.RWMutex
 	db     *bolt.DB
+	file   *os.File // db's file, which bbolt owns; for Stat only
 	closed bool
 	broken error // set when Compact could not reopen the database
 
@@ -112,16 +113,18 @@ var (
 // works on the file it leads to.
 //
 // Open reads and checks the whole file itself before bbolt maps it (see
-// the package doc, Damage). A file that is damaged, is not a guestward
-// journal database, or is not a regular file at all (a directory, a named
-// pipe), fails with an error matching [journal.ErrCorrupt] that says what
-// is wrong, and is left exactly as it was; see [Repair]. So does an empty
-// file: Open never leaves one at path, so an empty file is a journal that
-// lost its contents, and starting a new one there would forget which
-// idempotency keys were applied. A database that another process, or
-// another Journal in this one, has open, by whatever name, fails with
-// [journal.ErrLocked]. A file Open may not read or write fails with an
-// error matching [fs.ErrPermission], which is not damage.
+// the package doc, Damage). A file that is damaged or is not a guestward
+// journal database fails with an error matching [journal.ErrCorrupt] that
+// says what is wrong, and is left exactly as it was; see [Repair]. So does
+// an empty file: Open never leaves one at path, so an empty file is a
+// journal that lost its contents, and starting a new one there would
+// forget which idempotency keys were applied (remove it to start afresh).
+// A database that another process, or another Journal in this one, has
+// open, by whatever name, fails with [journal.ErrLocked]. A path others
+// could redirect, and a database file that is not a private regular file
+// with one name, fail with [journal.ErrUnsafePath] (see the package doc,
+// Files and permissions). A file Open may not read or write fails with an
+// error matching [fs.ErrPermission], which is not damage either.
 //
 // Next to path the journal keeps path+".lock" (an advisory lock, left in
 // place) and, while they are being written, path+".create" and
@@ -138,9 +141,9 @@ func Open(path string, opts ...Option) (*Journal, error) {
 	if path == "" {
 		return nil, errors.New("boltjournal: open: empty path")
 	}
-	path, err := resolvePath(path)
+	path, err := resolvePath("open", path)
 	if err != nil {
-		return nil, fmt.Errorf("boltjournal: open: %w", err)
+		return nil, err
 	}
 	lock, err := takeLock(path)
 	if err != nil {
@@ -185,11 +188,8 @@ func (j *Journal) flusher() {
 
 func takeLock(path string) (io.Closer, error) {
 	lock, err := fsx.OS{}.Lock(path + lockSuffix)
-	if errors.Is(err, fsx.ErrLocked) {
-		return nil, fmt.Errorf("boltjournal: open %s: %w", path, journal.ErrLocked)
-	}
 	if err != nil {
-		return nil, fmt.Errorf("boltjournal: open %s: %w", path, err)
+		return nil, ownerError("open", path, err)
 	}
 	return lock, nil
 }
@@ -208,18 +208,18 @@ func (j *Journal) load() error {
 		}
 	}
 	mem := newMemIndex()
-	db, err := openDB(j.path, j.cfg, mem)
+	db, f, err := openDB(j.path, j.cfg, mem)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := create(j.path, nil); err != nil {
 			return fmt.Errorf("boltjournal: create %s: %w", j.path, err)
 		}
 		mem = newMemIndex()
-		db, err = openDB(j.path, j.cfg, mem)
+		db, f, err = openDB(j.path, j.cfg, mem)
 	}
 	if err != nil {
 		return err
 	}
-	j.db, j.mem = db, mem
+	j.db, j.file, j.mem = db, f, mem
 	if err := j.pruneAll(); err != nil {
 		db.Close()
 		return err

@@ -298,16 +298,6 @@ func TestOpenRefusesDamage(t *testing.T) {
 			viaBolt(nil, func(tx *bolt.Tx) error { return tx.Bucket(bucketOps).SetSequence(3) }), nil, "sequence"},
 		{"no freelist", "a database written with NoFreelistSync, which bbolt would rewrite on opening",
 			viaBolt(&bolt.Options{NoFreelistSync: true}, func(tx *bolt.Tx) error { return tx.Bucket(bucketOps).Put([]byte("x"), nil) }), nil, "freelist"},
-		{"directory", "a directory at the journal's path",
-			func(t *testing.T, path string) { os.Mkdir(path, 0o700) }, nil, "directory"},
-		{"fifo", "a named pipe at the journal's path must not make Open wait for a writer",
-			func(t *testing.T, path string) {
-				if err := mkfifo(path); errors.Is(err, errors.ErrUnsupported) {
-					t.Skip("no named pipes here")
-				} else if err != nil {
-					t.Fatal(err)
-				}
-			}, nil, "named pipe"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -377,6 +367,44 @@ func TestOpenToleratesOneTornMeta(t *testing.T) {
 			ops, err := j.Ops(context.Background())
 			if err != nil || len(ops) != st.Ops || len(ops) == 0 {
 				t.Fatalf("Ops = %d ops, %v; ScanFile saw %d", len(ops), err, st.Ops)
+			}
+		})
+	}
+}
+
+// A directory or a named pipe at the journal's path is not a database
+// file: Open and ScanFile refuse it, as the file journal does, with
+// ErrUnsafePath, without waiting for a writer of the pipe.
+func TestOpenRefusesNonFiles(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		make func(path string) error
+	}{
+		{"directory", func(path string) error { return os.Mkdir(path, 0o700) }},
+		{"fifo", mkfifo},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "j.db")
+			if err := c.make(path); errors.Is(err, errors.ErrUnsupported) {
+				t.Skip("not here")
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			before := snap(t, path)
+			if j, err := Open(path); !errors.Is(err, journal.ErrUnsafePath) {
+				if err == nil {
+					j.Close()
+				}
+				t.Errorf("Open = %v, want ErrUnsafePath", err)
+			}
+			if _, err := ScanFile(context.Background(), path, nil); !errors.Is(err, journal.ErrUnsafePath) {
+				t.Errorf("ScanFile = %v, want ErrUnsafePath", err)
+			}
+			if _, err := Repair(context.Background(), path); !errors.Is(err, journal.ErrUnsafePath) {
+				t.Errorf("Repair = %v, want ErrUnsafePath", err)
+			}
+			if !before.same(snap(t, path)) {
+				t.Error("changed")
 			}
 		})
 	}

@@ -61,6 +61,25 @@
 // # Files and permissions
 //
 // A journal at path also uses path+".lock" (held while open) and, briefly,
-// path+".create" and path+".compact". It is created crash-safely: built under
-// path+".create", synced, renamed into place, and the directory synced.
+// path+".create" and path+".compact". It is created crash-safely: built
+// under path+".create", synced, renamed into place, and the directory
+// synced. The journal's files are created with mode 0600 and never created
+// or opened through a link: a temporary file is made only under a name that
+// is free, and a link planted at the lock file's name is refused.
+//
+// The journal follows the file journal's rules (package journal, "One
+// owner" and "Where a journal may live"). [Open] resolves the symbolic
+// links in path once, so that every spelling of it leads to one lock file
+// and compaction replaces the file, not a link; it locks the database file
+// itself too, so a second opener that comes by another name (a hard link
+// made while the journal is open) gets [journal.ErrLocked]. It refuses
+// with [journal.ErrUnsafePath] a path that a user other than the caller
+// and root could redirect (on Unix systems, every directory from the root
+// down must belong to the caller or root and not be writable by others,
+// nor by its group unless that is the caller's private group, unless it
+// has the sticky bit: give the journal a directory of its own, mode 0700 or
+// 0755); a database file that is not a regular file (a directory, a named
+// pipe), belongs to another user, or is writable by group or others; and a
+// database file with more than one name, since compaction would leave the
+// other names holding a stale copy.
 package boltjournal

@@ -1,6 +1,7 @@
 package boltjournal
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,8 +16,9 @@ import (
 )
 
 // links returns the names a test reaches the journal at path by: the path
-// itself, a symbolic link to it, a symbolic link to its directory, and a
-// hard link.
+// itself, symbolic links to it and to its directory, a relative link. A
+// hard link is made by the tests themselves: a database with two names is
+// refused.
 func links(t *testing.T, path string) map[string]string {
 	t.Helper()
 	if runtime.GOOS == "windows" {
@@ -27,7 +29,6 @@ func links(t *testing.T, path string) map[string]string {
 		"path":         path,
 		"symlink":      filepath.Join(other, "sym.db"),
 		"dir symlink":  filepath.Join(other, "dir", filepath.Base(path)),
-		"hard link":    filepath.Join(filepath.Dir(path), "hard.db"),
 		"relative sym": filepath.Join(other, "rel.db"),
 	}
 	must := func(err error) {
@@ -38,16 +39,26 @@ func links(t *testing.T, path string) map[string]string {
 	}
 	must(os.Symlink(path, names["symlink"]))
 	must(os.Symlink(filepath.Dir(path), filepath.Join(other, "dir")))
-	must(os.Link(path, names["hard link"]))
 	rel, err := filepath.Rel(other, path)
 	must(err)
 	must(os.Symlink(rel, names["relative sym"]))
 	return names
 }
 
+// hardLink gives the database at path a second name while it is open, as
+// someone else might, and returns the name; the test's cleanup removes it.
+func hardLink(t *testing.T, path string) string {
+	t.Helper()
+	name := filepath.Join(filepath.Dir(path), "hard.db")
+	if err := os.Link(path, name); err != nil {
+		t.Skip(err)
+	}
+	return name
+}
+
 // One journal owns a database, whatever name reaches it: while it is open,
 // opening it again by any name, in this process, fails with ErrLocked, and
-// so do ScanFile and Repair.
+// so do ScanFile and Repair; a hard link made while it is open included.
 func TestOneOwnerWhateverTheName(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "j.db")
 	buildJournal(t, path, 3)
@@ -58,6 +69,7 @@ func TestOneOwnerWhateverTheName(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Open(%s): %v", first, err)
 		}
+		names["hard link"] = hardLink(t, path)
 		for second, p2 := range names {
 			if j2, err := Open(p2); !errors.Is(err, journal.ErrLocked) {
 				if err == nil {
@@ -72,6 +84,8 @@ func TestOneOwnerWhateverTheName(t *testing.T) {
 				t.Errorf("opened by %s, Repair by %s = %v, want ErrLocked", first, second, err)
 			}
 		}
+		os.Remove(names["hard link"])
+		delete(names, "hard link")
 		if err := j.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -89,6 +103,7 @@ func TestOneOwnerAcrossProcesses(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Open(%s): %v", first, err)
 		}
+		names["hard link"] = hardLink(t, path)
 		for second, p2 := range names {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestOneOwnerChild$")
 			cmd.Env = append(os.Environ(), "BOLTJOURNAL_CHILD_OPEN="+p2)
@@ -100,6 +115,8 @@ func TestOneOwnerAcrossProcesses(t *testing.T) {
 				t.Errorf("opened by %s here, Open by %s in another process: %s", first, second, out)
 			}
 		}
+		os.Remove(names["hard link"])
+		delete(names, "hard link")
 		j.Close()
 	}
 }
@@ -167,23 +184,29 @@ func TestCompactThroughSymlink(t *testing.T) {
 	}
 }
 
-// A database with another name (a hard link) is not compacted or
-// repaired: renaming a new file over one name would leave the other naming
-// the old file, and the journal would split in two.
-func TestCompactRefusesHardLinks(t *testing.T) {
+// A database with another name (a hard link) is refused, and one that
+// gains one while open is not compacted or repaired: renaming a new file
+// over one name would leave the other naming the old file, and the journal
+// would split in two.
+func TestHardLinkedDatabaseRefused(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "j.db")
 	buildJournal(t, path, 10)
-	other := filepath.Join(filepath.Dir(path), "other.db")
-	if err := os.Link(path, other); err != nil {
-		t.Skip(err)
-	}
+	other := hardLink(t, path)
 	ctx := context.Background()
+	if j, err := Open(path); !errors.Is(err, journal.ErrUnsafePath) {
+		if err == nil {
+			j.Close()
+		}
+		t.Fatalf("Open of a hard-linked database = %v, want ErrUnsafePath", err)
+	}
+	os.Remove(other)
 	j, err := Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := j.Compact(ctx); !errors.Is(err, ErrLinked) {
-		t.Fatalf("Compact = %v, want ErrLinked", err)
+	hardLink(t, path)
+	if err := j.Compact(ctx); !errors.Is(err, journal.ErrUnsafePath) {
+		t.Fatalf("Compact = %v, want ErrUnsafePath", err)
 	}
 	// The journal is still usable, and both names still name it.
 	if err := j.Append(ctx, started("after", "")); err != nil {
@@ -201,7 +224,10 @@ func TestCompactRefusesHardLinks(t *testing.T) {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Repair(ctx, other); !errors.Is(err, ErrLinked) {
-		t.Fatalf("Repair = %v, want ErrLinked", err)
+	if _, err := Repair(ctx, other); !errors.Is(err, journal.ErrUnsafePath) {
+		t.Fatalf("Repair = %v, want ErrUnsafePath", err)
+	}
+	if now, _ := os.ReadFile(other); !bytes.Equal(now, b) {
+		t.Fatal("Repair changed the database it refused")
 	}
 }

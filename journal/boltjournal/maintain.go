@@ -23,6 +23,11 @@ import (
 // leaves one complete database, old or new. Appends and reads wait while it
 // runs.
 //
+// Compact refuses, with an error matching [journal.ErrUnsafePath], to
+// replace a database file that has gained another name (a hard link) or
+// lost its own while open: the other name would keep the old file, a stale
+// journal someone could open and trust. The journal stays usable.
+//
 // When ctx ends before the rename, Compact abandons the copy and returns an
 // error wrapping ctx.Err(). If the database cannot be reopened afterwards,
 // the journal becomes unusable (every method returns that error) and must be
@@ -79,27 +84,28 @@ func (j *Journal) Compact(ctx context.Context) error {
 
 // reopenLocked opens j.path again after Compact closed it. j.mu is held.
 func (j *Journal) reopenLocked() error {
-	db, err := openDB(j.path, j.cfg, nil)
+	db, f, err := openDB(j.path, j.cfg, nil)
 	if err != nil {
 		j.broken = fmt.Errorf("boltjournal: %s: reopening after compaction failed; close and open the journal again: %w", j.path, err)
 		j.log.Error("boltjournal: journal unusable", "path", j.path, "err", err)
 		return j.broken
 	}
-	j.db = db
+	j.db, j.file = db, f
 	return nil
 }
 
-// unlinked checks that the database file has no other name (see
-// ErrLinked). The file is opened by name here: bbolt keeps its own.
+// unlinked checks that the open database file still has one name, the
+// journal's (see onlyName): a file that gained another name while open is
+// not replaced. The check is made on the file bbolt has open.
 func (j *Journal) unlinked() error {
-	fi, err := os.Stat(j.path)
-	if err != nil {
-		return err
+	fi, err := j.file.Stat()
+	if err == nil {
+		err = onlyName(j.path, fi)
 	}
-	if n := nlink(fi); n > 1 {
-		return fmt.Errorf("%w: %d names", ErrLinked, n)
+	if errors.Is(err, fsx.ErrUnsafe) {
+		return fmt.Errorf("refusing to replace the database file: %w: %w", journal.ErrUnsafePath, err)
 	}
-	return nil
+	return err
 }
 
 // copyDB writes a compact copy of src to a new file at dst and syncs it.
@@ -276,8 +282,8 @@ type RepairReport struct {
 // start a new journal.
 //
 // Repair takes the journal's lock and fails with [journal.ErrLocked] while
-// the journal is open, and with [ErrLinked] when the database file has
-// other names. Of the options, only WithLogger and WithClock (for the
+// the journal is open, and with [journal.ErrUnsafePath] where Open would:
+// see the package doc, Files and permissions. Of the options, only WithLogger and WithClock (for the
 // backup's name) have an effect.
 func Repair(ctx context.Context, path string, opts ...Option) (RepairReport, error) {
 	cfg := defaultConfig()
@@ -286,9 +292,9 @@ func Repair(ctx context.Context, path string, opts ...Option) (RepairReport, err
 			o.apply(&cfg)
 		}
 	}
-	path, err := resolvePath(path)
+	path, err := resolvePath("repair", path)
 	if err != nil {
-		return RepairReport{Path: path}, fmt.Errorf("boltjournal: repair: %w", err)
+		return RepairReport{Path: path}, err
 	}
 	rep := RepairReport{Path: path}
 	lock, err := takeLock(path)
@@ -312,9 +318,6 @@ func Repair(ctx context.Context, path string, opts ...Option) (RepairReport, err
 	var d *damage
 	if !errors.As(verr, &d) {
 		return rep, fmt.Errorf("boltjournal: repair %s: %w", path, verr)
-	}
-	if n := nlink(fi); n > 1 {
-		return rep, fmt.Errorf("boltjournal: repair %s: %w: %d names", path, ErrLinked, n)
 	}
 	var ops []storedOp
 	lost, err := salvageFile(f, size, func(k, v []byte) error {
@@ -434,7 +437,13 @@ func (j *Journal) Stats(ctx context.Context) (Stats, error) {
 // a journal database, is reported as an error matching [journal.ErrCorrupt].
 func ScanFile(ctx context.Context, path string, visit func(journal.Entry) error) (Stats, error) {
 	st := Stats{Path: path, Size: -1}
-	f, fi, err := openDBFile(filepath.Clean(path), readShared)
+	// Reading needs none of the checks that guard the journal's writes
+	// (fsx.OS.Resolve); only the links are resolved.
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return st, openError("scan", path, err)
+	}
+	f, fi, err := openDBFile(real, readShared)
 	if err != nil {
 		return st, openError("scan", path, err)
 	}

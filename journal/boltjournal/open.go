@@ -5,20 +5,13 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"runtime/debug"
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/guestward/guestward/internal/fsx"
 	"github.com/guestward/guestward/journal"
 )
-
-// ErrLinked is returned by [Journal.Compact] and [Repair] when the database
-// file has more than one name (hard links): both replace the file by
-// renaming a new one over it, which would leave the other names naming the
-// old file, and a journal opened through one of them would miss what was
-// written since.
-var ErrLinked = errors.New("boltjournal: the database file has other hard links")
 
 // How openDBFile opens and locks the database file.
 type openMode int
@@ -29,47 +22,52 @@ const (
 	readWrite                     // the journal's own (Open)
 )
 
-// resolvePath returns path with symbolic links resolved, so that the
-// journal's lock file and its compaction, which renames a new file over
-// the database, apply to the file itself whatever link led to it. For a
-// path that does not exist yet, its directory is resolved. A link at path
-// that leads nowhere is refused rather than replaced.
-func resolvePath(path string) (string, error) {
-	path = filepath.Clean(path)
-	real, err := filepath.EvalSymlinks(path)
-	if err == nil {
-		return real, nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return "", err
-	}
-	if fi, lerr := os.Lstat(path); lerr == nil && fi.Mode()&fs.ModeSymlink != 0 {
-		return "", fmt.Errorf("%s is a symbolic link to a file that does not exist: %w", path, fs.ErrNotExist)
-	}
-	dir, err := filepath.EvalSymlinks(filepath.Dir(path))
+// resolvePath resolves the symbolic links in path (see fsx.OS.Resolve),
+// so that the journal's lock file and its compaction, which renames a new
+// file over the database, apply to the file itself whatever name led to
+// it; and it refuses a path that a user other than the caller and root
+// could redirect.
+func resolvePath(op, path string) (string, error) {
+	real, err := fsx.OS{}.Resolve(path)
 	if err != nil {
-		return "", err
+		return "", ownerError(op, path, err)
 	}
-	return filepath.Join(dir, filepath.Base(path)), nil
+	return real, nil
 }
 
-// openDBFile opens the existing database file at path and locks it (see
-// flockFile); it fails with journal.ErrLocked when someone else has it
-// open, and with a *damage when path is not a regular file. A named pipe
-// does not make it wait.
+// ownerError maps fsx's refusals to the journal's sentinels, as the file
+// journal does.
+func ownerError(op, path string, err error) error {
+	switch {
+	case errors.Is(err, fsx.ErrLocked), errors.Is(err, journal.ErrLocked):
+		return fmt.Errorf("boltjournal: %s %s: %w", op, path, journal.ErrLocked)
+	case errors.Is(err, fsx.ErrUnsafe):
+		return fmt.Errorf("boltjournal: %s %s: %w: %w", op, path, journal.ErrUnsafePath, err)
+	}
+	return fmt.Errorf("boltjournal: %s %s: %w", op, path, err)
+}
+
+// openDBFile opens the existing database file at path (resolved, with the
+// journal's lock file held) and locks the file itself (see flockFile),
+// which catches an opener that came by another name (a hard link). It
+// fails with journal.ErrLocked when someone else has the file open, and
+// with fsx.ErrUnsafe when path is not a regular file (refused before it is
+// opened: a named pipe would make opening wait) or, for a file the journal
+// may replace (mode readWrite or readExclusive), when the file is not
+// private to the caller or has another name than path.
 func openDBFile(path string, mode openMode) (*os.File, os.FileInfo, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, nil, notRegular(fi.Mode())
+		return nil, nil, fsx.CheckFile(path, fi)
 	}
 	flag := os.O_RDONLY
 	if mode == readWrite {
 		flag = os.O_RDWR
 	}
-	f, err := os.OpenFile(path, flag|openNonblock, 0)
+	f, err := os.OpenFile(path, flag|openNonblock|fsx.NoFollow, 0)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -83,7 +81,13 @@ func openDBFile(path string, mode openMode) (*os.File, os.FileInfo, error) {
 		fi, err = f.Stat()
 	}
 	if err == nil && !fi.Mode().IsRegular() {
-		err = notRegular(fi.Mode())
+		err = fsx.CheckFile(path, fi)
+	}
+	if err == nil && mode != readShared {
+		err = fsx.CheckFile(path, fi)
+		if err == nil {
+			err = onlyName(path, fi)
+		}
 	}
 	if err != nil {
 		f.Close()
@@ -92,19 +96,27 @@ func openDBFile(path string, mode openMode) (*os.File, os.FileInfo, error) {
 	return f, fi, nil
 }
 
-func notRegular(m fs.FileMode) *damage {
-	kind := "not a regular file"
-	switch {
-	case m.IsDir():
-		kind = "a directory"
-	case m&fs.ModeNamedPipe != 0:
-		kind = "a named pipe"
-	case m&fs.ModeSocket != 0:
-		kind = "a socket"
-	case m&fs.ModeDevice != 0:
-		kind = "a device"
+// onlyName checks that the open database file fi has one name, path: the
+// journal replaces the file by renaming a new one over path (Compact,
+// Repair), which would leave any other name holding the old file, a stale
+// journal someone could open and trust.
+func onlyName(path string, fi os.FileInfo) error {
+	if n, ok := fsx.Links(fi); ok && n != 1 {
+		return &fsx.UnsafeError{Path: path, Reason: fmt.Sprintf("the database file has %d names (hard links); "+
+			"replacing it would leave all but one holding a stale copy", n)}
 	}
-	return damagef(-1, "%s, not a database file", kind)
+	pfi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &fsx.UnsafeError{Path: path, Reason: "the database file is no longer at its path (renamed or removed while open)"}
+	}
+	if err != nil {
+		return err
+	}
+	if !fsx.SameFile(fi, pfi) {
+		// Only another owner replaces the file; it came by another name.
+		return fmt.Errorf("%w: the database file was replaced while being opened", journal.ErrLocked)
+	}
+	return nil
 }
 
 // openBolt hands the open file f to bbolt, which takes it over: bbolt
@@ -126,7 +138,7 @@ func openBolt(f *os.File, o bolt.Options) (db *bolt.DB, err error) {
 // createExcl creates a new file at name for the journal's own writing: it
 // fails if anything, a planted link included, is there already.
 func createExcl(name string) (*os.File, error) {
-	return os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL|openNoFollow, 0o600)
+	return os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL|fsx.NoFollow, 0o600)
 }
 
 // checkDB checks the database file f (see checkFile) and decodes its ops,
@@ -154,11 +166,12 @@ func checkDB(f *os.File, size int64, visit func(e *journal.Entry, seq uint64) er
 
 // openDB opens the journal database at path: it locks the file, checks
 // it (checkDB, loading its ops into mem when mem is not nil), and only then
-// hands it to bbolt. A file it refuses is left as it was.
-func openDB(path string, cfg config, mem *memIndex) (*bolt.DB, error) {
+// hands it to bbolt. A file it refuses is left as it was. It returns the
+// open file too, which bbolt owns and closes.
+func openDB(path string, cfg config, mem *memIndex) (*bolt.DB, *os.File, error) {
 	f, fi, err := openDBFile(path, readWrite)
 	if err != nil {
-		return nil, openError("open", path, err)
+		return nil, nil, openError("open", path, err)
 	}
 	var load func(*journal.Entry, uint64) error
 	if mem != nil {
@@ -177,28 +190,26 @@ func openDB(path string, cfg config, mem *memIndex) (*bolt.DB, error) {
 	}
 	if err != nil {
 		f.Close()
-		return nil, openError("open", path, err)
+		return nil, nil, openError("open", path, err)
 	}
 	db, err := openBolt(f, *boltOptions(cfg))
 	if err != nil {
-		return nil, openError("open", path, err)
+		return nil, nil, openError("open", path, err)
 	}
 	db.MaxBatchSize = cfg.maxBatchSize
 	db.MaxBatchDelay = cfg.maxBatchDelay
-	return db, nil
+	return db, f, nil
 }
 
-// openError says what opening path for op found: journal.ErrLocked, damage
-// (an error matching journal.ErrCorrupt), or another error.
+// openError says what opening path for op found: journal.ErrLocked,
+// journal.ErrUnsafePath, damage (an error matching journal.ErrCorrupt), or
+// another error.
 func openError(op, path string, err error) error {
 	var d *damage
-	switch {
-	case errors.Is(err, journal.ErrLocked):
-		return fmt.Errorf("boltjournal: %s %s: %w", op, path, journal.ErrLocked)
-	case errors.As(err, &d), errors.As(err, new(errPanic)):
+	if errors.As(err, &d) || errors.As(err, new(errPanic)) {
 		return corrupt(path, err)
 	}
-	return fmt.Errorf("boltjournal: %s %s: %w", op, path, err)
+	return ownerError(op, path, err)
 }
 
 // corruptError is a *journal.CorruptError that also unwraps to what was
@@ -231,13 +242,4 @@ func corrupt(path string, err error) error {
 		off = d.off
 	}
 	return &corruptError{ce: &journal.CorruptError{Path: path, Offset: off, Reason: err.Error()}, cause: err}
-}
-
-// linked reports whether the file f has more than one name.
-func linked(f *os.File) (bool, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return false, err
-	}
-	return nlink(fi) > 1, nil
 }
