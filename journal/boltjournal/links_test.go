@@ -231,3 +231,62 @@ func TestHardLinkedDatabaseRefused(t *testing.T) {
 		t.Fatal("Repair changed the database it refused")
 	}
 }
+
+// A journal is not opened where others could rename its files, and a link
+// planted at one of its temporary names is never written through.
+func TestUnsafePlaces(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("no permission checks on windows")
+	}
+	open := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(open, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if j, err := Open(filepath.Join(open, "j.db")); !errors.Is(err, journal.ErrUnsafePath) {
+		if err == nil {
+			j.Close()
+		}
+		t.Fatalf("Open in a world-writable directory = %v, want ErrUnsafePath", err)
+	}
+	if _, err := os.Stat(filepath.Join(open, "j.db")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Open refused the directory but created the journal: %v", err)
+	}
+
+	path := filepath.Join(t.TempDir(), "j.db")
+	buildJournal(t, path, 20)
+	if err := os.Chmod(path, 0o640|0o002); err != nil {
+		t.Fatal(err)
+	}
+	if j, err := Open(path); !errors.Is(err, journal.ErrUnsafePath) {
+		if err == nil {
+			j.Close()
+		}
+		t.Fatalf("Open of a world-writable database = %v, want ErrUnsafePath", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("precious"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	j, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	for _, suffix := range []string{compactSuffix, createSuffix} {
+		if err := os.Symlink(victim, path+suffix); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := j.Compact(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "precious" {
+		t.Fatalf("a planted link was written through: %q", b)
+	}
+}
