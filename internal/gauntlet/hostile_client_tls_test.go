@@ -258,7 +258,11 @@ func TestHostilePrinting(t *testing.T) {
 	}
 	slog.New(slog.NewTextHandler(&out, nil)).Info("config", "settings", cfg, "client", *client)
 	slog.New(slog.NewJSONHandler(&out, nil)).Info("config", "settings", cfg, "client", *client)
-	if b, err := json.Marshal(cfg); err == nil {
+	for _, v := range []any{*client, client, struct{ Client proxmox.Client }{*client}} {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatalf("json.Marshal(%T): %v", v, err)
+		}
 		out.Write(b)
 	}
 	if strings.Contains(out.String(), secret) {
