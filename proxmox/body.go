@@ -125,6 +125,9 @@ func readBounded(r io.Reader, buf *bytes.Buffer, size, limit int64) (*bytes.Buff
 			return buf, err
 		}
 	}
+	if len(chunks) == 1 {
+		return buf, nil // it ended right at the pooled buffer's end
+	}
 	joined := make([]byte, 0, total)
 	for i := range chunks {
 		joined = append(joined, chunks[i]...)
