@@ -689,6 +689,9 @@ func (s *Server) hTaskList(c *call) (result, *apiErr) {
 	defer s.mu.Unlock()
 	items, total := s.listTasksLocked(c.node.name, c.params)
 	r := jsonResult(items)
-	r.total, r.hasTotal = total, true
+	// The API server's formatter (pve-http-server
+	// PVE::APIServer::Formatter::Standard) writes "total" only when it
+	// is true to Perl, so a count of 0 leaves it out.
+	r.total, r.hasTotal = total, total != 0
 	return r, nil
 }

@@ -323,7 +323,10 @@ func statusClass(exit string, running bool) string {
 	}
 }
 
-// listTasksLocked implements GET /nodes/{node}/tasks.
+// listTasksLocked implements GET /nodes/{node}/tasks, as pve-manager's
+// node_tasks (PVE::API2::Tasks) does: running tasks, then finished ones;
+// filters applied in its order; the count of every match returned for
+// "total".
 func (s *Server) listTasksLocked(nodeName string, p map[string]string) ([]map[string]any, int) {
 	start := atoiDefault(p["start"], 0)
 	limit := atoiDefault(p["limit"], 50)
@@ -387,9 +390,12 @@ func (s *Server) listTasksLocked(nodeName string, p map[string]string) ([]map[st
 			archived = append(archived, t)
 		}
 	}
-	// Active tasks newest first; the archive is read backwards, so the most
-	// recently finished task comes first.
-	sort.SliceStable(active, func(i, j int) bool { return active[i].start.After(active[j].start) })
+	// node_tasks (pve-manager PVE::API2::Tasks) lists the active file in
+	// its order, and active_workers (pve-common PVE::RESTEnvironment)
+	// appends each new task to it, so running tasks come oldest first:
+	// s.tasks is in that order already. The archive index is appended to
+	// as tasks end and read backwards, so the most recently finished task
+	// comes first.
 	sort.SliceStable(archived, func(i, j int) bool { return archived[i].end.After(archived[j].end) })
 	if source == "active" || source == "all" {
 		for _, t := range active {
