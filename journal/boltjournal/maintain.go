@@ -482,7 +482,7 @@ func verifyFile(ctx context.Context, f *os.File, size int64) (map[string]storedO
 	ops := map[string]storedOp{}
 	seqs := map[uint64]string{}
 	keys := map[string]string{}
-	err := checkDB(f, size, func(e *journal.Entry, seq uint64) error {
+	err := checkDB(f, size, func(e journal.Entry, seq uint64) error {
 		if len(ops)&1023 == 0 {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -498,7 +498,7 @@ func verifyFile(ctx context.Context, f *os.File, size int64) (map[string]storedO
 			}
 			keys[key] = e.OpID
 		}
-		ops[e.OpID] = storedOp{*e, seq}
+		ops[e.OpID] = storedOp{e, seq}
 		return nil
 	})
 	return ops, err

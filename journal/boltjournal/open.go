@@ -144,7 +144,7 @@ func createExcl(name string) (*os.File, error) {
 // checkDB checks the database file f (see checkFile) and decodes its ops,
 // calling visit, when not nil, with each. What it finds wrong is a
 // *damage; errors reading f and from visit are returned as they are.
-func checkDB(f *os.File, size int64, visit func(e *journal.Entry, seq uint64) error) error {
+func checkDB(f *os.File, size int64, visit func(e journal.Entry, seq uint64) error) error {
 	var maxSeq uint64
 	opsSeq, err := checkFile(f, size, func(k, v []byte) error {
 		e, seq, err := decodeOp(string(k), v)
@@ -153,7 +153,7 @@ func checkDB(f *os.File, size int64, visit func(e *journal.Entry, seq uint64) er
 		}
 		maxSeq = max(maxSeq, seq)
 		if visit != nil {
-			return visit(&e, seq)
+			return visit(e, seq)
 		}
 		return nil
 	})
@@ -173,10 +173,10 @@ func openDB(path string, cfg config, mem *memIndex) (*bolt.DB, *os.File, error) 
 	if err != nil {
 		return nil, nil, openError("open", path, err)
 	}
-	var load func(*journal.Entry, uint64) error
+	var load func(journal.Entry, uint64) error
 	if mem != nil {
-		load = func(e *journal.Entry, seq uint64) error {
-			if err := mem.load(e, seq); err != nil {
+		load = func(e journal.Entry, seq uint64) error {
+			if err := mem.load(&e, seq); err != nil {
 				return &damage{off: -1, msg: err.Error(), cause: err}
 			}
 			return nil
