@@ -701,19 +701,15 @@ func (e *Engine) findOutcome(ctx context.Context, o *op, at time.Time, claimed m
 	if tt == "" {
 		return e.changeInEffect(ctx, o)
 	}
-	tasks, err := e.cfg.Proxmox.Tasks(ctx, o.ref.Node, proxmox.TaskFilter{
-		VMID: o.ref.VMID, Type: tt, Since: at.Add(-e.cfg.ClockSkew),
-	})
+	tasks, err := e.searchTasks(ctx, o.ref, tt, at.Add(-e.cfg.ClockSkew))
 	if err != nil {
-		return outcomeSearch{}, fmt.Errorf("listing tasks of %s: %w", o.ref, err)
+		return outcomeSearch{}, err
 	}
 	if ha := o.haTaskType(); ha != "" {
 		// An HA-managed guest's request starts a task of another type.
-		more, err := e.cfg.Proxmox.Tasks(ctx, o.ref.Node, proxmox.TaskFilter{
-			VMID: o.ref.VMID, Type: ha, Since: at.Add(-e.cfg.ClockSkew),
-		})
+		more, err := e.searchTasks(ctx, o.ref, ha, at.Add(-e.cfg.ClockSkew))
 		if err != nil {
-			return outcomeSearch{}, fmt.Errorf("listing tasks of %s: %w", o.ref, err)
+			return outcomeSearch{}, err
 		}
 		tasks = append(tasks, more...)
 	}
@@ -793,17 +789,46 @@ func (e *Engine) claimedTasks(ctx context.Context) (map[proxmox.UPID]bool, error
 	return claimed, nil
 }
 
-// ownTask reports whether a task may have been started by the engine's
-// client: those of the client's identity when Proxmox can tell it (asked
-// now: a password login learns Proxmox's spelling of the user only when it
-// logs in), else those of TaskUser, else any task.
-func (e *Engine) ownTask(upid proxmox.UPID) bool {
-	user := e.cfg.TaskUser
+// maxSearchTasks bounds the tasks one search for an operation's task may
+// find. The search lists one guest's tasks of one type, started by the
+// engine since shortly before the operation: a handful. A list cut short
+// would lose its oldest entries, those nearest the operation, so a search
+// that finds more than this fails rather than guess.
+const maxSearchTasks = 100
+
+// searchTasks lists the tasks of type tt that the engine's user started
+// for ref since `since`, narrowed by Proxmox and bounded: it fails when
+// there are more than maxSearchTasks.
+func (e *Engine) searchTasks(ctx context.Context, ref proxmox.Ref, tt string, since time.Time) ([]proxmox.TaskInfo, error) {
+	tasks, err := e.cfg.Proxmox.Tasks(ctx, ref.Node, proxmox.TaskFilter{
+		VMID: ref.VMID, Type: tt, Since: since, User: e.taskUser(), Limit: maxSearchTasks + 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing tasks of %s: %w", ref, err)
+	}
+	if len(tasks) > maxSearchTasks {
+		return nil, fmt.Errorf("listing tasks of %s: more than %d %s tasks since %s; which one is the operation's cannot be told", ref, maxSearchTasks, tt, since.UTC().Format(time.RFC3339))
+	}
+	return tasks, nil
+}
+
+// taskUser is the user whose tasks the engine's client starts: the
+// client's identity when Proxmox can tell it (asked now: a password login
+// learns Proxmox's spelling of the user only when it logs in), else
+// TaskUser; "" when neither is known.
+func (e *Engine) taskUser() string {
 	if id, ok := e.cfg.Proxmox.(interface{ TaskUser() string }); ok {
 		if own := id.TaskUser(); own != "" {
-			user = own
+			return own
 		}
 	}
+	return e.cfg.TaskUser
+}
+
+// ownTask reports whether a task may have been started by the engine's
+// client: those of taskUser, or any task when that is unknown.
+func (e *Engine) ownTask(upid proxmox.UPID) bool {
+	user := e.taskUser()
 	if user == "" {
 		return true
 	}

@@ -338,9 +338,9 @@ func (e *Engine) laterTask(ctx context.Context, o *op, prev proxmox.UPID, at tim
 		if tt == "" {
 			continue
 		}
-		tasks, err := e.cfg.Proxmox.Tasks(ctx, o.ref.Node, proxmox.TaskFilter{VMID: o.ref.VMID, Type: tt, Since: pi.StartTime})
+		tasks, err := e.searchTasks(ctx, o.ref, tt, pi.StartTime)
 		if err != nil {
-			return nil, fmt.Errorf("listing tasks of %s: %w", o.ref, err)
+			return nil, err
 		}
 		sort.SliceStable(tasks, func(i, j int) bool { return tasks[i].StartTime.Before(tasks[j].StartTime) })
 		for i := range tasks {
