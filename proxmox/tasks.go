@@ -293,10 +293,10 @@ var reTaskField = regexp.MustCompile(`^[^:\t\n\v\f\r ]+$`)
 // sending a write finds the task the write may have started: filter by
 // guest, type and a start time shortly before the write.
 //
-// A call reads at most 10,000 entries, ten times what a node keeps; a
-// longer list fails with [ErrUnexpectedResponse] rather than a partial
-// list, as does a page with more entries than asked for. Failed tasks'
-// exit statuses are redacted as in [Client.TaskStatus].
+// A call reads at most 10,000 entries in 21 pages, ten times what a node
+// keeps; a longer list fails with [ErrUnexpectedResponse] rather than a
+// partial list, as does a page with more entries than asked for. Failed
+// tasks' exit statuses are redacted as in [Client.TaskStatus].
 //
 // Bad filter values and node names are refused before any request with
 // [ErrInvalidArgument].
@@ -350,9 +350,13 @@ func (c *Client) Tasks(ctx context.Context, node string, f TaskFilter) ([]TaskIn
 	var out []TaskInfo
 	seen := make(map[UPID]bool)
 	for start := 0; ; {
+		// The first page asks for no more than the limit, which is all
+		// it takes when the node's filter is the client's; later pages
+		// ask for full pages, so that a list whose entries the client
+		// drops is still read in few of them.
 		page := taskPage
-		if f.Limit > 0 {
-			page = min(page, f.Limit-len(out))
+		if f.Limit > 0 && start == 0 {
+			page = min(page, f.Limit)
 		}
 		q.Set("start", strconv.Itoa(start))
 		q.Set("limit", strconv.Itoa(page))
