@@ -208,7 +208,7 @@ func (a *ticketAuth) credentials(ctx context.Context, c *Client) (creds, error) 
 			if err != nil {
 				if usable && ctx.Err() == nil {
 					c.log.LogAttrs(ctx, slog.LevelWarn, "proxmox: ticket renewal failed; using the current ticket",
-						slog.String("user", a.user), slog.String("error", c.scrub(err.Error())))
+						slog.String("user", a.user), slog.String("error", c.redact(err.Error())))
 					return t.creds(), nil
 				}
 				return creds{}, err
@@ -281,17 +281,4 @@ func (a *ticketAuth) login(ctx context.Context, c *Client) (*ticket, error) {
 		csrf:     tr.CSRF,
 		obtained: c.now(),
 	}, nil
-}
-
-// scrub replaces every known secret in s.
-func (c *Client) scrub(s string) string {
-	if c.auth == nil {
-		return s
-	}
-	for _, sec := range c.auth.secrets() {
-		if len(sec) >= 4 && strings.Contains(s, sec) {
-			s = strings.ReplaceAll(s, sec, redacted)
-		}
-	}
-	return s
 }

@@ -395,9 +395,9 @@ func (c *Client) callTotal(ctx context.Context, r *request, out any) (int64, err
 
 func (c *Client) apiError(r *request, resp *rawResponse) *APIError {
 	e := decodeAPIError(r.method, displayPath(r.path), resp.status, resp.statusLine, resp.body.Bytes())
-	e.Message = c.scrub(e.Message)
+	e.Message = c.redact(e.Message)
 	for k, v := range e.Errors {
-		e.Errors[k] = c.scrub(v)
+		e.Errors[k] = c.redact(v)
 	}
 	return e
 }
@@ -464,7 +464,7 @@ func (c *Client) exchange(ctx context.Context, r *request, body []byte, cr creds
 		te := &transportError{method: r.method, path: displayPath(r.path), err: err, unsent: c.traced && !p.gotConn.Load(), ctxDone: ctx.Err() != nil}
 		c.log.LogAttrs(ctx, slog.LevelDebug, "proxmox: request failed",
 			slog.String("method", r.method), slog.String("path", r.path),
-			slog.Int("attempts", int(p.attempts.Load())), slog.String("error", c.scrub(err.Error())))
+			slog.Int("attempts", int(p.attempts.Load())), slog.String("error", c.redact(err.Error())))
 		return nil, te
 	}
 	buf, err := c.readBody(resp, maxResponse)

@@ -476,7 +476,7 @@ func (f *failingRoundTripper) RoundTrip(*http.Request) (*http.Response, error) {
 func TestForeignTransportWritesNotRetried(t *testing.T) {
 	rt := &failingRoundTripper{}
 	lg, _ := testLogger(t)
-	c, err := New("https://pve.invalid:8006", WithHTTPClient(&http.Client{Transport: rt}), WithAPIToken(testTokenID, testSecret),
+	c, err := New("https://pve.invalid:8006", WithHTTPClient(&http.Client{Transport: rt}), WithOpaqueTransport(), WithAPIToken(testTokenID, testSecret),
 		WithLogger(lg), WithRetry(2, time.Millisecond, time.Millisecond))
 	if err != nil {
 		t.Fatal(err)

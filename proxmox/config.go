@@ -368,10 +368,10 @@ func (c *Client) SetConfig(ctx context.Context, ref Ref, ch ConfigChange) (UPID,
 	case u == "" && ref.Type == QEMU:
 		// Only background_delay, which is never sent, makes the POST
 		// answer null: the change's task is unknown.
-		return "", answerErr(r.method, r.path, fmt.Errorf("%w: no UPID in the answer", ErrUnexpectedResponse))
+		return "", c.answerErr(r.method, r.path, fmt.Errorf("%w: no UPID in the answer", ErrUnexpectedResponse))
 	case u != "":
 		if err := checkTaskOf(UPID(u), ref); err != nil {
-			return "", answerErr(r.method, r.path, err)
+			return "", c.answerErr(r.method, r.path, err)
 		}
 	}
 	return UPID(u), nil

@@ -53,7 +53,9 @@
 // old, well before Proxmox's two-hour expiry; concurrent callers share one
 // login. The token secret, the password and the tickets never appear in
 // errors, in log lines, or in the printed form of a [Client] or an
-// [Option].
+// [Option], even when a server or a proxy echoes them back in an answer or
+// a task's exit status: every text that came from the server is redacted
+// before the client puts it into an error, a log line or a [TaskStatus].
 //
 // The server certificate is verified by default, against the system roots
 // or [WithCAPool], and must be issued for the base URL's host: its name,

@@ -28,6 +28,13 @@ func TestAnswersEchoingSecretsRedacted(t *testing.T) {
 			func(c *Client) error { _, err := c.Status(context.Background(), testRef); return err }},
 		{"a boolean that is the secret", "GET /nodes/pve1/qemu/100/status/current", `{"data":{"status":"running","template":"` + testSecret + `"}}`,
 			func(c *Client) error { _, err := c.Status(context.Background(), testRef); return err }},
+		{"a task of another guest named by the secret", "POST /nodes/pve1/qemu/100/status/start", `{"data":"UPID:pve1:00007323:001036A5:6419CAF8:qmstart:` + testSecret + `:guestward@pve!ci:"}`,
+			func(c *Client) error { _, err := c.Start(context.Background(), testRef); return err }},
+		{"a config task of another guest named by the secret", "POST /nodes/pve1/qemu/100/config", `{"data":"UPID:pve1:00007323:001036A5:6419CAF8:qmconfig:` + testSecret + `:guestward@pve!ci:"}`,
+			func(c *Client) error {
+				_, err := c.SetConfig(context.Background(), testRef, ConfigChange{Set: map[string]string{"name": "a"}})
+				return err
+			}},
 		{"a task status that is the header", "GET /nodes/pve1/tasks/" + string(testUPID) + "/status", `{"data":{"status":"` + header + `"}}`,
 			func(c *Client) error { _, err := c.TaskStatus(context.Background(), testUPID); return err }},
 	}

@@ -70,7 +70,7 @@ func (c *Client) Guests(ctx context.Context) ([]Guest, error) {
 	for i, raw := range entries {
 		var e resourceEntry
 		if err := json.Unmarshal(raw, &e); err != nil {
-			return nil, fmt.Errorf("proxmox: GET /cluster/resources: %w: entry %d: %v", ErrUnexpectedResponse, i, err)
+			return nil, c.redactErr(fmt.Errorf("proxmox: GET /cluster/resources: %w: entry %d: %v", ErrUnexpectedResponse, i, err))
 		}
 		t := GuestType(e.Type)
 		if t != QEMU && t != LXC {
@@ -78,7 +78,7 @@ func (c *Client) Guests(ctx context.Context) ([]Guest, error) {
 		}
 		g, err := e.guest()
 		if err != nil {
-			return nil, fmt.Errorf("proxmox: GET /cluster/resources: %w: entry %d: %v", ErrUnexpectedResponse, i, err)
+			return nil, c.redactErr(fmt.Errorf("proxmox: GET /cluster/resources: %w: entry %d: %v", ErrUnexpectedResponse, i, err))
 		}
 		out = append(out, g)
 	}

@@ -105,10 +105,10 @@ func (c *Client) power(ctx context.Context, ref Ref, action string, form url.Val
 		return "", err
 	}
 	if u == "" {
-		return "", answerErr(r.method, r.path, fmt.Errorf("%w: no UPID in the answer", ErrUnexpectedResponse))
+		return "", c.answerErr(r.method, r.path, fmt.Errorf("%w: no UPID in the answer", ErrUnexpectedResponse))
 	}
 	if err := checkTaskOf(UPID(u), ref); err != nil {
-		return "", answerErr(r.method, r.path, err)
+		return "", c.answerErr(r.method, r.path, err)
 	}
 	return UPID(u), nil
 }

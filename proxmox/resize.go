@@ -144,10 +144,10 @@ func (c *Client) Resize(ctx context.Context, ref Ref, r DiskResize) (UPID, error
 	switch {
 	case u == "" && ref.Type == LXC:
 		// pve-container has always answered with a task.
-		return "", answerErr(req.method, req.path, fmt.Errorf("%w: no UPID in the answer", ErrUnexpectedResponse))
+		return "", c.answerErr(req.method, req.path, fmt.Errorf("%w: no UPID in the answer", ErrUnexpectedResponse))
 	case u != "":
 		if err := checkTaskOf(UPID(u), ref); err != nil {
-			return "", answerErr(req.method, req.path, err)
+			return "", c.answerErr(req.method, req.path, err)
 		}
 	}
 	return UPID(u), nil
