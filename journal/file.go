@@ -116,7 +116,10 @@ var (
 )
 
 // OpenFile opens the journal stored in the file at path, creating it (with
-// mode 0600) when it does not exist or is empty, and replays it.
+// mode 0600) when it does not exist, and replays it. An empty file at path
+// is refused with a [*CorruptError]: a journal this package created always
+// holds its header, so an empty file lost its contents, and starting afresh
+// would forget which idempotency keys were spent.
 //
 // A torn final write left by a crash is dropped and the file truncated to its
 // last intact record. Damage anywhere else fails with a [*CorruptError]
@@ -307,7 +310,13 @@ func (j *FileJournal) load() error {
 		// Refused before it is opened: opening a FIFO or a device can
 		// block, or do worse.
 		return ownerError("open", j.path, fsx.CheckFile(j.path, fi))
-	case errors.Is(err, fs.ErrNotExist) || err == nil && fi.Size() == 0:
+	case err == nil && fi.Size() == 0:
+		// create never leaves an empty file at path (it renames a file
+		// holding the header into place), so an empty one lost its
+		// contents, or is not ours. Starting afresh there would forget
+		// which idempotency keys were spent.
+		return &CorruptError{Path: j.path, Offset: 0, Reason: "empty file: a journal always holds at least its header; remove the file to start a new, empty journal"}
+	case errors.Is(err, fs.ErrNotExist):
 		if err := j.create(); err != nil {
 			return fmt.Errorf("journal: create %s: %w", j.path, err)
 		}

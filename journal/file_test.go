@@ -309,3 +309,30 @@ func TestRetentionKeep(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenRefusesEmptyFile: OpenFile never leaves an empty file at the
+// path (it renames a file holding the header into place), so an empty one
+// lost its contents. Treating it as a new journal would forget which
+// idempotency keys were spent and let a one-shot run twice.
+func TestOpenRefusesEmptyFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ops.journal")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = OpenFile(path)
+	var ce *CorruptError
+	if !errors.As(err, &ce) || !errors.Is(err, ErrCorrupt) || ce.Offset != 0 {
+		t.Fatalf("OpenFile on an empty file = %v, want ErrCorrupt at offset 0", err)
+	}
+	after, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Size() != 0 || !after.ModTime().Equal(before.ModTime()) {
+		t.Fatalf("the empty file was written: size %d, modified %v (was %v)", after.Size(), after.ModTime(), before.ModTime())
+	}
+}

@@ -66,9 +66,12 @@ type KeyLookup interface {
 // ErrClosed is returned by the methods of a journal that was closed.
 var ErrClosed = errors.New("journal: closed")
 
-// ErrLocked is returned by [OpenFile] (and boltjournal.Open) when another
-// process, or another open handle in this process, has the journal open.
-var ErrLocked = errors.New("journal: in use by another process")
+// ErrLocked is returned by [OpenFile] (and boltjournal.Open) when the
+// journal is already open: in another process, or through another handle
+// in this process, by the same path or any other name for the same file (a
+// symbolic link, a hard link, a path with ".." in it). It is about the
+// journal's own file; a Proxmox guest's lock is proxmox.ErrLocked.
+var ErrLocked = errors.New("journal: in use")
 
 // ErrCorrupt is the [errors.Is] target for a journal whose stored records
 // are damaged anywhere but in a torn final write. Such damage is never
@@ -82,8 +85,9 @@ var ErrCorrupt = errors.New("journal: corrupt")
 type CorruptError struct {
 	// Path is the journal's file.
 	Path string
-	// Offset is the byte offset of the first damaged record (or, for the
-	// bbolt backend, -1 when the damage has no byte offset).
+	// Offset is the byte offset of the damage: the first damaged record
+	// of a file journal, the damaged page of a bbolt journal, or -1 when
+	// the damage has no byte offset.
 	Offset int64
 	// Reason says what is wrong there.
 	Reason string
@@ -94,7 +98,7 @@ func (e *CorruptError) Error() string {
 	if e.Offset < 0 {
 		return fmt.Sprintf("journal: %s: corrupt: %s", e.Path, e.Reason)
 	}
-	return fmt.Sprintf("journal: %s: corrupt record at byte offset %d: %s", e.Path, e.Offset, e.Reason)
+	return fmt.Sprintf("journal: %s: corrupt at byte offset %d: %s", e.Path, e.Offset, e.Reason)
 }
 
 // Is reports whether target is [ErrCorrupt].

@@ -137,7 +137,7 @@ func TestFileDamage(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, errs := runCmd(t, "verify", path)
-	if code != 1 || !strings.Contains(errs, "corrupt record at byte offset 16") {
+	if code != 1 || !strings.Contains(errs, "corrupt at byte offset 16") {
 		t.Fatalf("verify of a damaged journal: exit %d, %q", code, errs)
 	}
 	code, out, errs := runCmd(t, "repair", path)
