@@ -129,8 +129,10 @@
 //     /tmp does): create the journal's directory with mode 0700 or 0755;
 //   - the journal file must be a regular file belonging to that user or to
 //     root, not writable by group or others (it is created 0600);
-//   - a symbolic link at the path must lead to an existing file (an empty
-//     one will do).
+//   - a symbolic link at the path must lead to an existing journal (a link
+//     leading nowhere would have the journal created wherever it points):
+//     open the journal once at the link's target to create it, then link.
+//     An empty file is refused as damaged ([ErrCorrupt]), wherever it is.
 //
 // The links in the path are the caller's choice and are resolved once, on
 // open; the directories checked are those the links lead to. The journal's
