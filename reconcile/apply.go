@@ -61,7 +61,8 @@ type OneShot struct {
 	Delete []string
 	Digest string
 	// For ActionShutdown: how long the guest gets before Proxmox gives up,
-	// in whole seconds, as Proxmox counts it; 0 means Proxmox's default.
+	// in whole seconds, as Proxmox counts it, at most [proxmox.MaxShutdownTimeout];
+	// 0 means Proxmox's default.
 	Timeout time.Duration
 }
 
@@ -149,6 +150,9 @@ func (s OneShot) Validate() error {
 	}
 	if s.Timeout < 0 {
 		return fmt.Errorf("%w: negative shutdown timeout %v", ErrInvalidOneShot, s.Timeout)
+	}
+	if s.Timeout > proxmox.MaxShutdownTimeout {
+		return fmt.Errorf("%w: shutdown timeout %v is longer than Proxmox takes (%v)", ErrInvalidOneShot, s.Timeout, proxmox.MaxShutdownTimeout)
 	}
 	if s.Timeout%time.Second != 0 {
 		return fmt.Errorf("%w: shutdown timeout %v is not a whole number of seconds", ErrInvalidOneShot, s.Timeout)

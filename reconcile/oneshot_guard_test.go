@@ -290,7 +290,11 @@ func TestOneShotValidation(t *testing.T) {
 		"empty change":           with(func(s *reconcile.OneShot) { s.Kind = reconcile.ActionSetConfig }),
 		"timeout on start":       with(func(s *reconcile.OneShot) { s.Timeout = time.Second }),
 		"negative timeout":       with(func(s *reconcile.OneShot) { s.Kind = reconcile.ActionShutdown; s.Timeout = -time.Second }),
-		"fractional timeout":     with(func(s *reconcile.OneShot) { s.Kind = reconcile.ActionShutdown; s.Timeout = 1500 * time.Millisecond }),
+		"timeout past Proxmox's": with(func(s *reconcile.OneShot) {
+			s.Kind = reconcile.ActionShutdown
+			s.Timeout = proxmox.MaxShutdownTimeout + time.Second
+		}),
+		"fractional timeout": with(func(s *reconcile.OneShot) { s.Kind = reconcile.ActionShutdown; s.Timeout = 1500 * time.Millisecond }),
 	} {
 		if err := s.Validate(); !errors.Is(err, reconcile.ErrInvalidOneShot) {
 			t.Errorf("%s: %v", name, err)
