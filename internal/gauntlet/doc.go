@@ -53,7 +53,21 @@
 // another host, hand the client HTTP clients that would turn verification
 // off, ask for a shutdown timeout Proxmox cannot take, and print the
 // client every way Go can: each is refused, and no credential leaves in
-// clear text or is printed.
+// clear text or is printed. Its lying answers that echo the request
+// (hostile_client_answers_test.go) put the Authorization header or the
+// secret into a UPID, a status field and a task's exit status, declare a
+// 100 MB task list, send a gzip bomb, and answer a lost request's task
+// search with a list that never ends: no piece of the secret may reach an
+// error, the journal or a log line, and each answer costs no more memory
+// and no more pages than the client's bounds. Its attacks from the file
+// system (hostile_journal_file_test.go, hostile_journal_bolt_test.go) open
+// each journal a second time by every other name (a symbolic link, a hard
+// link, a linked directory, a path with ".."), plant links at the names the
+// journals create, put a FIFO, a directory or a world-writable file at the
+// path, and hand the bbolt journal damaged, truncated, foreign and randomly
+// scribbled files: the second opener gets ErrLocked, nothing is written
+// through a link, an unsafe path gets ErrUnsafePath, and a damaged file
+// gets ErrCorrupt and is left as it was, without crashing the process.
 //
 // The load test (load_test.go) reconciles thousands of guests across
 // several nodes with a known task latency and a concurrency limit, and
