@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path"
 	"runtime"
 	"strconv"
 	"strings"
@@ -19,7 +18,6 @@ import (
 
 	"github.com/guestward/guestward/journal"
 	"github.com/guestward/guestward/proxmox"
-	"github.com/guestward/guestward/proxmox/proxmoxtest"
 	"github.com/guestward/guestward/reconcile"
 )
 
@@ -30,60 +28,6 @@ import (
 // task list that never ends. None may leak a secret into an error, the
 // journal or a log line; none may cost memory beyond the bound, or time
 // until the caller's context ends.
-
-// echoRule answers requests its method and path match with answer, after
-// letting the fake handle them when after is set.
-type echoRule struct {
-	method, path string
-	after        bool
-	answer       func(w http.ResponseWriter, r *http.Request)
-	hits         int
-}
-
-// echoer is the battery's impostor with rules that build their answers
-// from the request: it serves what its rules match and hands the rest to
-// the hostile impostor in front of the fake.
-type echoer struct {
-	*hostile
-	mu    sync.Mutex
-	rules []*echoRule
-}
-
-func (e *echoer) set(rules ...*echoRule) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.rules = rules
-}
-
-func (e *echoer) match(r *http.Request) *echoRule {
-	p := strings.TrimPrefix(r.URL.Path, proxmoxtest.APIPath)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, rule := range e.rules {
-		if rule.method != "" && rule.method != r.Method {
-			continue
-		}
-		if ok, _ := path.Match(rule.path, p); ok {
-			rule.hits++
-			return rule
-		}
-	}
-	return nil
-}
-
-func (e *echoer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rule := e.match(r)
-	if rule == nil {
-		e.hostile.ServeHTTP(w, r)
-		return
-	}
-	if rule.after {
-		e.srv.ServeHTTP(httptest.NewRecorder(), r)
-	} else {
-		_, _ = io.Copy(io.Discard, r.Body)
-	}
-	rule.answer(w, r)
-}
 
 func jsonAnswer(w http.ResponseWriter, body string) {
 	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
@@ -105,7 +49,7 @@ func gzipZeroMembers(n int) []byte {
 
 type echoCase struct {
 	name  string
-	rules func(secret string) []*echoRule
+	rules func(secret string) []*hostileRule
 	shot  *reconcile.OneShot // nil: a pass
 	// aborts: the pass must abort.
 	aborts bool
@@ -123,26 +67,26 @@ func echoCases() []echoCase {
 	huge := gzipZeroMembers(100)
 	return []echoCase{
 		{name: "start answers the Authorization header", shot: start,
-			rules: func(string) []*echoRule {
-				return []*echoRule{{method: "POST", path: g100 + "/status/start", after: true, answer: func(w http.ResponseWriter, r *http.Request) {
+			rules: func(string) []*hostileRule {
+				return []*hostileRule{{method: "POST", path: g100 + "/status/start", after: true, answer: func(w http.ResponseWriter, r *http.Request) {
 					jsonAnswer(w, `{"data":`+quote(r.Header.Get("Authorization"))+`}`)
 				}}}
 			}},
 		{name: "task fails quoting the Authorization header", shot: start, want: []string{"task"},
-			rules: func(secret string) []*echoRule {
-				return []*echoRule{{method: "GET", path: "/nodes/*/tasks/*/status", answer: func(w http.ResponseWriter, r *http.Request) {
+			rules: func(secret string) []*hostileRule {
+				return []*hostileRule{{method: "GET", path: "/nodes/*/tasks/*/status", answer: func(w http.ResponseWriter, r *http.Request) {
 					jsonAnswer(w, `{"data":{"status":"stopped","exitstatus":`+quote("bad header: Authorization: "+r.Header.Get("Authorization"))+`}}`)
 				}}}
 			}},
 		{name: "status quotes the secret as a number", want: []string{"reading status"},
-			rules: func(secret string) []*echoRule {
-				return []*echoRule{{method: "GET", path: g100 + "/status/current", answer: func(w http.ResponseWriter, r *http.Request) {
+			rules: func(secret string) []*hostileRule {
+				return []*hostileRule{{method: "GET", path: g100 + "/status/current", answer: func(w http.ResponseWriter, r *http.Request) {
 					jsonAnswer(w, `{"data":{"status":"running","uptime":`+quote(secret)+`}}`)
 				}}}
 			}},
 		{name: "list declares 100 MB", aborts: true, want: []string{"listing guests", "larger than"}, heap: 16 << 20,
-			rules: func(string) []*echoRule {
-				return []*echoRule{{method: "GET", path: "/cluster/resources", answer: func(w http.ResponseWriter, r *http.Request) {
+			rules: func(string) []*hostileRule {
+				return []*hostileRule{{method: "GET", path: "/cluster/resources", answer: func(w http.ResponseWriter, r *http.Request) {
 					w.Header().Set("Content-Type", "application/json;charset=UTF-8")
 					w.Header().Set("Content-Length", "100000000")
 					w.WriteHeader(200)
@@ -150,8 +94,8 @@ func echoCases() []echoCase {
 				}}}
 			}},
 		{name: "list is a 100 MiB gzip bomb", aborts: true, want: []string{"listing guests", "larger than"}, heap: 96 << 20,
-			rules: func(string) []*echoRule {
-				return []*echoRule{{method: "GET", path: "/cluster/resources", answer: func(w http.ResponseWriter, r *http.Request) {
+			rules: func(string) []*hostileRule {
+				return []*hostileRule{{method: "GET", path: "/cluster/resources", answer: func(w http.ResponseWriter, r *http.Request) {
 					w.Header().Set("Content-Type", "application/json;charset=UTF-8")
 					w.Header().Set("Content-Encoding", "gzip")
 					w.Header().Set("Content-Length", strconv.Itoa(len(huge)))
@@ -159,8 +103,8 @@ func echoCases() []echoCase {
 				}}}
 			}},
 		{name: "lost answer meets an endless task list", shot: start, want: []string{"task list"}, taskLists: 21,
-			rules: func(string) []*echoRule {
-				return []*echoRule{
+			rules: func(string) []*hostileRule {
+				return []*hostileRule{
 					{method: "POST", path: g100 + "/status/start", after: true, answer: func(w http.ResponseWriter, r *http.Request) {
 						jsonAnswer(w, `{"data":12345}`)
 					}},
@@ -194,7 +138,7 @@ func TestHostileClientAnswers(t *testing.T) {
 			fig.add("hostile_client_cases", 1)
 			srv := batteryCluster(t)
 			id, secret := srv.APIToken()
-			imp := &echoer{hostile: &hostile{srv: srv}}
+			imp := &hostile{srv: srv}
 			ts := httptest.NewUnstartedServer(imp)
 			ts.Config.ErrorLog = log.New(io.Discard, "", 0)
 			ts.StartTLS()

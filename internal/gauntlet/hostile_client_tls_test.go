@@ -198,10 +198,10 @@ func TestHostileHTTPClient(t *testing.T) {
 }
 
 // TestHostileShutdownTimeout: a one-shot shutdown whose timeout, a whole
-// number of seconds that passes the one-shot's validation, is too large
-// for Proxmox (near the largest Duration, where rounding used to overflow
-// into a negative number). It must fail with the client's refusal, and no
-// shutdown may reach Proxmox.
+// number of seconds, is too large for Proxmox (near the largest Duration,
+// where rounding used to overflow into a negative number). The one-shot's
+// validation refuses it before anything is journaled, the client refuses
+// it on its own too, and no shutdown may reach Proxmox.
 func TestHostileShutdownTimeout(t *testing.T) {
 	fig := newFigures(t)
 	srv := proxmoxtest.Start(t, proxmoxtest.WithNodes("pve1"))
@@ -218,14 +218,16 @@ func TestHostileShutdownTimeout(t *testing.T) {
 		proxmox.MaxShutdownTimeout + time.Second,
 	} {
 		fig.add("hostile_connection_cases", 1)
-		res, err := e.Apply(ctx, reconcile.OneShot{Key: fmt.Sprintf("halt-%d", i), Ref: ref, Kind: reconcile.ActionShutdown, Timeout: d})
-		if err != nil {
-			t.Fatalf("shutdown with timeout %s: %v", d, err)
+		key := fmt.Sprintf("halt-%d", i)
+		_, err := e.Apply(ctx, reconcile.OneShot{Key: key, Ref: ref, Kind: reconcile.ActionShutdown, Timeout: d})
+		if !errors.Is(err, reconcile.ErrInvalidOneShot) {
+			t.Errorf("shutdown with timeout %s: %v, want ErrInvalidOneShot", d, err)
 		}
-		// Refused by the client before anything was sent: a failure, as
-		// any refusal of Proxmox's is, with the client's class.
-		if res.State != journal.Failed || !errors.Is(res.Err, proxmox.ErrInvalidArgument) {
-			t.Errorf("shutdown with timeout %s: %+v, want it failed with the client's ErrInvalidArgument", d, res)
+		if _, ok, err := e.Lookup(ctx, key); ok || err != nil {
+			t.Errorf("shutdown with timeout %s: journaled (%v, %v); a refused one-shot spends no key", d, ok, err)
+		}
+		if _, err := client.Shutdown(ctx, ref, d); !errors.Is(err, proxmox.ErrInvalidArgument) {
+			t.Errorf("client shutdown with timeout %s: %v, want ErrInvalidArgument", d, err)
 		}
 	}
 	for _, r := range srv.Requests() {

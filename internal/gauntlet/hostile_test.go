@@ -38,7 +38,10 @@ type hostileRule struct {
 	// size, when set, streams a body of that many bytes: a JSON prefix
 	// and filler, never held in memory.
 	size int64
-	hits int
+	// answer, when set, writes the whole answer, built from the request;
+	// status, body and size are then unused.
+	answer func(w http.ResponseWriter, r *http.Request)
+	hits   int
 }
 
 func (h *hostile) set(rules ...*hostileRule) {
@@ -73,6 +76,10 @@ func (h *hostile) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.srv.ServeHTTP(httptest.NewRecorder(), r)
 	} else {
 		_, _ = io.Copy(io.Discard, r.Body)
+	}
+	if rule.answer != nil {
+		rule.answer(w, r)
+		return
 	}
 	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
 	w.WriteHeader(rule.status)
