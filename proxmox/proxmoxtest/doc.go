@@ -222,7 +222,10 @@
 // changed behind its back back into the service's state. A service in
 // state "error" refuses new requests: their task fails with ha-manager's
 // exit ("command 'ha-manager set vm:100 --state started' failed: exit code
-// 255"). Status answers carry "ha" ({"managed":1,"state":...}, with
+// 255"). [Server.SetHAState] is "ha-manager set --state" run by an
+// operator: "disabled" takes a service out of "error" to "stopped";
+// "stopped" or "disabled" makes the manager shut a started guest down
+// (forced after 60 seconds for a VM). Status answers carry "ha" ({"managed":1,"state":...}, with
 // "group" before 9.1) and /cluster/resources "hastate".
 //
 // # Inspection

@@ -41,14 +41,18 @@ import (
 // notice a guest that changed behind its back ([Server.SetRunning]). It
 // does not fence nodes, migrate, or retry and relocate a failed start: a
 // failed start or stop leaves the service in state "error", where the HA
-// stack refuses new requests until an operator intervenes.
+// stack refuses new requests until an operator sets the resource
+// "disabled" ([Server.SetHAState]), which moves it to "stopped". The
+// resource states "started", "stopped" and "disabled" are emulated;
+// "ignored" (the HA stack lets requests go straight to the guest and
+// status reports it unmanaged) is not.
 
 // haResource is a guest's entry in the HA resources, with the manager's
 // view of it. Guarded by Server.mu.
 type haResource struct {
 	// want is the state the resource configuration requests ("ha-manager
-	// set --state"): "started" or "stopped". The CRM sets it to
-	// "stopped" when it takes on a stop command.
+	// set --state"): "started", "stopped" or "disabled". The CRM sets it
+	// to "stopped" when it takes on a stop command.
 	want string
 	// state is the CRM's service state: "started", "stopped",
 	// "request_stop" or "error".
@@ -95,6 +99,42 @@ func (s *Server) SetHA(ref proxmox.Ref, managed bool) error {
 	case !managed:
 		g.ha = nil
 	}
+	return nil
+}
+
+// SetHAState is "ha-manager set <sid> --state <state>" for the guest, as
+// an operator runs it: it changes the state the HA resource configuration
+// requests to "started", "stopped" or "disabled" ("enabled" is taken for
+// "started", as PVE::HA::Config does), then the HA manager runs a round
+// unless held. As ha-manager does, it refuses a guest that is no HA
+// resource ("no such resource 'vm:100'") and, for every state but
+// "disabled", a service in state "error" (PVE::API2::HA::Resources
+// check_service_state); setting "disabled" is how a service leaves
+// "error" (PVE::HA::Manager next_state_error), to "stopped". A service
+// configured "stopped" or "disabled" that is started is stopped by the
+// manager, shut down with the LRM's default timeout (next_state_started).
+// The state "ignored" is not emulated: it is refused.
+func (s *Server) SetHAState(ref proxmox.Ref, state string) error {
+	switch state {
+	case "enabled":
+		state = "started"
+	case "started", "stopped", "disabled":
+	default:
+		return fmt.Errorf("proxmoxtest: HA state %q is not emulated", state)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.lookupLocked(ref)
+	switch {
+	case g == nil:
+		return fmt.Errorf("%w: %s", ErrNoGuest, ref)
+	case g.ha == nil:
+		return fmt.Errorf("no such resource '%s'", haSID(ref))
+	case g.ha.state == "error" && state != "disabled":
+		return fmt.Errorf("service '%s' in error state, must be disabled and fixed first", haSID(ref))
+	}
+	g.ha.want = state
+	s.haRoundLocked(g)
 	return nil
 }
 
@@ -204,9 +244,23 @@ func (s *Server) haRoundLocked(g *guest) {
 			ha.state = "started"
 		}
 	case "started":
-		if ha.stop != nil {
-			stopTimeout, ha.stop = *ha.stop, nil
+		// next_state_started: a configuration asking for "stopped" or
+		// "disabled" stops the service before any command is read; a
+		// stop command does so only for a service configured started.
+		switch {
+		case ha.want != "started":
+			ha.state = "request_stop"
+		case ha.stop != nil:
+			stopTimeout = *ha.stop
 			ha.want, ha.state = "stopped", "request_stop"
+		}
+		ha.stop = nil
+	case "error":
+		// next_state_error: only "disabled" leaves the error state, to
+		// "stopped" (where a disabled service stays); change_service_state
+		// drops any command queued meanwhile.
+		if ha.want == "disabled" {
+			ha.state, ha.stop = "stopped", nil
 		}
 	}
 	// The LRM: act only if the guest is not in the state asked for.
