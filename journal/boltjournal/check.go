@@ -51,6 +51,7 @@ const (
 
 	branchPageFlag   = 0x01
 	leafPageFlag     = 0x02
+	metaPageFlag     = 0x04
 	freelistPageFlag = 0x10
 	bucketLeafFlag   = 0x01
 
@@ -142,6 +143,7 @@ func readMeta(r io.ReaderAt, size int64) (boltMeta, *damage) {
 		return boltMeta{}, damagef(-1, "the file is empty; the journal never leaves an empty database (it builds one under another name and renames it into place), so its contents were lost")
 	}
 	buf := make([]byte, pageHeaderSize+metaSize)
+	var badHeader []*damage
 	read := func(off int64) (boltMeta, *damage) {
 		if off+int64(len(buf)) > size {
 			return boltMeta{}, &damage{off: off, msg: fmt.Sprintf("file of %d bytes is too small for a bbolt database", size), cause: berrors.ErrInvalid}
@@ -149,7 +151,20 @@ func readMeta(r io.ReaderAt, size int64) (boltMeta, *damage) {
 		if _, err := r.ReadAt(buf, off); err != nil {
 			return boltMeta{}, &damage{off: off, msg: fmt.Sprintf("read meta page: %v", err), cause: err, io: true}
 		}
-		return parseMeta(buf, off)
+		m, d := parseMeta(buf, off)
+		if d == nil {
+			// A meta page whose checksum holds was written whole, so a
+			// wrong page header is not a torn write but damage, which
+			// bbolt's own check would trip over later.
+			want := uint64(0)
+			if off > 0 {
+				want = 1
+			}
+			if id, flags := ne.Uint64(buf), ne.Uint16(buf[8:]); id != want || flags != metaPageFlag {
+				badHeader = append(badHeader, damagef(off, "meta page %d has a page header for page %d with flags %#x", want, id, flags))
+			}
+		}
+		return m, d
 	}
 	m0, err0 := read(0)
 	var psize int64
@@ -189,6 +204,9 @@ func readMeta(r io.ReaderAt, size int64) (boltMeta, *damage) {
 		m = m1
 	default:
 		return boltMeta{}, err0
+	}
+	if len(badHeader) > 0 {
+		return boltMeta{}, badHeader[0]
 	}
 	switch {
 	case m.hwm < 4 || m.hwm > uint64(size/psize):
