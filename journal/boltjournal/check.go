@@ -152,17 +152,15 @@ func readMeta(r io.ReaderAt, size int64) (boltMeta, *damage) {
 			return boltMeta{}, &damage{off: off, msg: fmt.Sprintf("read meta page: %v", err), cause: err, io: true}
 		}
 		m, d := parseMeta(buf, off)
-		if d == nil {
-			// A meta page whose checksum holds was written whole, so a
-			// wrong page header is not a torn write but damage, which
-			// bbolt's own check would trip over later.
-			want := uint64(0)
-			if off > 0 {
-				want = 1
-			}
-			if id, flags := ne.Uint64(buf), ne.Uint16(buf[8:]); id != want || flags != metaPageFlag {
-				badHeader = append(badHeader, damagef(off, "meta page %d has a page header for page %d with flags %#x", want, id, flags))
-			}
+		// bbolt writes a meta page whole, header first, so a wrong
+		// page header is damage even on a torn meta page; bbolt's own
+		// check asserts on it later.
+		want := uint64(0)
+		if off > 0 {
+			want = 1
+		}
+		if id, flags := ne.Uint64(buf), ne.Uint16(buf[8:]); (off == 0 || d == nil) && (id != want || flags != metaPageFlag) {
+			badHeader = append(badHeader, damagef(off, "meta page %d has a page header for page %d with flags %#x", want, id, flags))
 		}
 		return m, d
 	}
