@@ -259,7 +259,8 @@
 // ([Server.SetRunning]) stays stopped until the next round; it does not
 // fence, migrate, or retry and relocate a failed start or stop (the
 // service goes to "error" at once), and it shows no "request_start"
-// state. The option schema covers the common QEMU and LXC options; an
+// state; the "ignored" state, in which requests go straight to the guest,
+// is not emulated ([Server.SetHAState] refuses it). The option schema covers the common QEMU and LXC options; an
 // option it does not know is refused as unknown.
 //
 // Nor are these emulated, although Proxmox has them: a task worker that
