@@ -113,6 +113,7 @@ type compactRequest struct {
 var (
 	_ Journal   = (*FileJournal)(nil)
 	_ KeyLookup = (*FileJournal)(nil)
+	_ OpLister  = (*FileJournal)(nil)
 )
 
 // OpenFile opens the journal stored in the file at path, creating it (with

@@ -63,6 +63,18 @@ type KeyLookup interface {
 	LatestByKey(ctx context.Context, idempKey string) (e Entry, ok bool, err error)
 }
 
+// OpLister is implemented by journals that can list every operation they
+// hold. The reconcile engine needs it to tell which Proxmox tasks already
+// belong to a journaled operation, so that a task of a finished operation is
+// never taken for the task of a request whose answer was lost; it refuses a
+// journal without it. All journals in this module implement it.
+type OpLister interface {
+	// Ops returns the latest state (as [Journal.Latest]) of every
+	// operation the journal holds, terminal or not, in the order the
+	// operations started.
+	Ops(ctx context.Context) ([]Entry, error)
+}
+
 // ErrClosed is returned by the methods of a journal that was closed.
 var ErrClosed = errors.New("journal: closed")
 

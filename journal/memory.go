@@ -31,6 +31,7 @@ type memStore struct {
 var (
 	_ Journal   = (*MemoryJournal)(nil)
 	_ KeyLookup = (*MemoryJournal)(nil)
+	_ OpLister  = (*MemoryJournal)(nil)
 )
 
 // NewMemory returns an empty in-memory journal.

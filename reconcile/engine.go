@@ -120,7 +120,9 @@ type Config struct {
 	Proxmox Proxmox
 	// Journal records every operation before and after each side effect.
 	// The engine does not close it: its owner does, after Run returns.
-	// A dry-run engine needs none.
+	// It must implement [journal.OpLister], as every journal of this
+	// module does: the engine tells by it which Proxmox tasks already
+	// belong to an operation. A dry-run engine needs none.
 	Journal journal.Journal
 	// Provider supplies the desired state; nil means EmptyProvider, with
 	// which the engine performs no mutation.
@@ -261,6 +263,12 @@ func NewEngine(cfg Config) (*Engine, error) {
 	}
 	if cfg.Journal == nil && !cfg.DryRun {
 		return nil, fmt.Errorf("%w: Journal is nil (only a dry run needs none)", ErrConfig)
+	}
+	if _, ok := cfg.Journal.(journal.OpLister); cfg.Journal != nil && !ok {
+		// Without the list, recovery could take the task of a finished
+		// operation for that of a request whose answer was lost, and
+		// record as done a change that never ran.
+		return nil, fmt.Errorf("%w: Journal %T cannot list its operations (journal.OpLister)", ErrConfig, cfg.Journal)
 	}
 	if cfg.Provider == nil {
 		cfg.Provider = EmptyProvider{}

@@ -337,3 +337,14 @@ func TestDrainBetweenApplysChecksAndItsStart(t *testing.T) {
 		t.Fatal("sent after Drain")
 	}
 }
+
+// A journal that cannot list its operations would let recovery take a
+// finished operation's task for a lost request's; NewEngine refuses it.
+func TestEngineRefusesJournalWithoutOpLister(t *testing.T) {
+	f := newFixture(t, nil)
+	type bare struct{ journal.Journal } // hides every method but the interface's
+	_, err := reconcile.NewEngine(reconcile.Config{Proxmox: f.client, Journal: bare{f.j}})
+	if !errors.Is(err, reconcile.ErrConfig) || !strings.Contains(err.Error(), "OpLister") {
+		t.Fatalf("NewEngine with a journal without Ops = %v, want ErrConfig naming journal.OpLister", err)
+	}
+}

@@ -757,26 +757,10 @@ func (e *Engine) resizeInEffect(ctx context.Context, o *op) (outcomeSearch, erro
 	return outcomeSearch{applied: ok && v.Size >= o.size}, nil
 }
 
-// opLister is implemented by journals that can list every operation they
-// hold; all journals in this module do.
-type opLister interface {
-	Ops(ctx context.Context) ([]journal.Entry, error)
-}
-
 // claimedTasks returns the tasks that journaled operations own: every UPID
-// the journal records. A journal that cannot list its operations yields
-// only the tasks of operations in flight, which leaves the tasks of
-// finished operations open to being taken for a lost request's.
+// the journal records. NewEngine made sure the journal can list them.
 func (e *Engine) claimedTasks(ctx context.Context) (map[proxmox.UPID]bool, error) {
-	var (
-		ops []journal.Entry
-		err error
-	)
-	if l, ok := e.cfg.Journal.(opLister); ok {
-		ops, err = l.Ops(ctx)
-	} else {
-		ops, err = e.cfg.Journal.InFlight(ctx)
-	}
+	ops, err := e.cfg.Journal.(journal.OpLister).Ops(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("reading the journal's tasks: %w", err)
 	}

@@ -102,6 +102,7 @@ type Journal struct {
 var (
 	_ journal.Journal   = (*Journal)(nil)
 	_ journal.KeyLookup = (*Journal)(nil)
+	_ journal.OpLister  = (*Journal)(nil)
 )
 
 // Open opens the journal database at path, creating it when it does not

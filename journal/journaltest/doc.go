@@ -17,6 +17,8 @@
 //   - the lifecycle (started, task_running, succeeded or failed), the merged
 //     view Latest returns, and that the latest record wins;
 //   - InFlight: exactly the operations not yet terminal, in start order;
+//   - [journal.OpLister], which the reconcile engine requires: every
+//     operation's latest state, in start order;
 //   - AlreadyApplied (and [journal.KeyLookup] when implemented);
 //   - rejection of bad input with the documented sentinel errors, leaving
 //     the journal unchanged, also after reopening;

@@ -25,6 +25,7 @@ func Run(t *testing.T, open func(t *testing.T, dir string) journal.Journal) {
 	t.Run("LatestUnknown", s.latestUnknown)
 	t.Run("MergedView", s.mergedView)
 	t.Run("InFlight", s.inFlight)
+	t.Run("Ops", s.ops)
 	t.Run("AlreadyApplied", s.alreadyApplied)
 	t.Run("KeyConflict", s.keyConflict)
 	t.Run("RejectsBadInput", s.rejects)
@@ -244,6 +245,49 @@ func (s suite) inFlight(t *testing.T) {
 	}
 	if d := cmp.Diff(want, got, entryOpts); d != "" {
 		t.Errorf("InFlight: want the ops not terminal, in start order (-want +got):\n%s", d)
+	}
+}
+
+// ops checks journal.OpLister, which the reconcile engine requires: every
+// operation, terminal or not, in start order, as Latest shows it, also after
+// reopening and never after Close.
+func (s suite) ops(t *testing.T) {
+	j, dir := s.fresh(t)
+	if _, ok := j.(journal.OpLister); !ok {
+		t.Fatalf("%T does not implement journal.OpLister; the reconcile engine refuses such a journal", j)
+	}
+	list := func(j journal.Journal) []journal.Entry {
+		t.Helper()
+		got, err := j.(journal.OpLister).Ops(t.Context())
+		if err != nil {
+			t.Fatalf("Ops: %v", err)
+		}
+		return got
+	}
+	if got := list(j); len(got) != 0 {
+		t.Fatalf("Ops on an empty journal = %+v, want none", got)
+	}
+	appendOK(t, j, started("c", 3, "start"))
+	appendOK(t, j, started("a", 1, "start"))
+	appendOK(t, j, started("b", 2, "stop"))
+	appendOK(t, j, journal.Entry{OpID: "a", State: journal.TaskRunning, UPID: "UPID:a"})
+	appendOK(t, j, journal.Entry{OpID: "c", State: journal.Succeeded})
+	appendOK(t, j, journal.Entry{OpID: "b", State: journal.Failed, Error: "x"})
+	want := []journal.Entry{
+		{OpID: "c", VMID: 3, Kind: "start", State: journal.Succeeded},
+		{OpID: "a", VMID: 1, Kind: "start", State: journal.TaskRunning, UPID: "UPID:a"},
+		{OpID: "b", VMID: 2, Kind: "stop", State: journal.Failed, Error: "x"},
+	}
+	if d := cmp.Diff(want, list(j), entryOpts); d != "" {
+		t.Errorf("Ops: want every op's latest state, in start order (-want +got):\n%s", d)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	_, err := j.(journal.OpLister).Ops(t.Context())
+	wantErr(t, "Ops after Close", err, journal.ErrClosed)
+	if d := cmp.Diff(want, list(s.reopen1(t, dir)), entryOpts); d != "" {
+		t.Errorf("Ops after reopening (-want +got):\n%s", d)
 	}
 }
 
