@@ -64,6 +64,11 @@ type OneShot struct {
 	// in whole seconds, as Proxmox counts it, at most [proxmox.MaxShutdownTimeout];
 	// 0 means Proxmox's default.
 	Timeout time.Duration
+	// AllowIrreversible approves an action that cannot be undone (see
+	// [ErrIrreversible]); without it such an operation is refused before
+	// anything is journaled or sent. It is an approval, not part of the
+	// request: the same key with and without it names the same request.
+	AllowIrreversible bool
 }
 
 // MaxKeyLen is the longest idempotency key, in bytes. It leaves room,
@@ -254,6 +259,13 @@ var ErrInProgress = errors.New("reconcile: operation with this key in progress")
 // ErrNoKeyLookup is returned by Apply when the journal cannot find
 // operations by idempotency key (it does not implement journal.KeyLookup).
 var ErrNoKeyLookup = errors.New("reconcile: journal cannot look up idempotency keys")
+
+// ErrIrreversible is wrapped by Apply's error when the operation would do
+// something that cannot be undone and the OneShot does not approve it
+// (OneShot.AllowIrreversible), and is the reason a pass skips a guest whose
+// plan holds such an action the engine's Config does not allow. Nothing is
+// journaled or sent, and the key stays unused.
+var ErrIrreversible = errors.New("reconcile: irreversible action not approved")
 
 // ErrVetoed is wrapped by Apply's error when the policy refused the
 // operation, and matches [ActionReport].Err of an action a pass's policy
