@@ -23,7 +23,8 @@ import (
 
 const benchGuests = 8
 
-// benchConfig is a realistic QEMU config, about the size of API.md's V1.
+// benchConfig is a realistic QEMU config, about the size of the recorded
+// one in testdata/v01-qemu-config-pve7.json.
 func benchConfig(vmid int) map[string]string {
 	return map[string]string{
 		"name": fmt.Sprintf("bench-%d", vmid), "cores": "2", "sockets": "1", "memory": "2048", "cpu": "x86-64-v2-AES",

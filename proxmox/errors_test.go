@@ -17,7 +17,8 @@ var allClasses = []error{
 func className(e error) string { return strings.TrimPrefix(e.Error(), "proxmox: ") }
 
 // TestAPIErrorClasses checks every class against the texts and statuses
-// API.md records, and that no other class matches.
+// Proxmox answers with (each case names the Perl function that writes its
+// text), and that no other class matches.
 func TestAPIErrorClasses(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -26,35 +27,35 @@ func TestAPIErrorClasses(t *testing.T) {
 		reason string
 	}{
 		{"qemu config missing", APIError{StatusCode: 500, Method: "GET", Message: "Configuration file 'nodes/pve1/qemu-server/100.conf' does not exist"},
-			[]error{ErrNotFound}, "API.md §4.1"},
+			[]error{ErrNotFound}, "pve-guest-common AbstractConfig.pm load_config"},
 		{"lxc config missing", APIError{StatusCode: 500, Method: "GET", Message: "Configuration file 'nodes/pve1/lxc/200.conf' does not exist"},
-			[]error{ErrNotFound}, "API.md §4.1"},
+			[]error{ErrNotFound}, "pve-guest-common AbstractConfig.pm load_config"},
 		{"no such task", APIError{StatusCode: 400, Method: "GET", Message: "Parameter verification failed.", Errors: map[string]string{"upid": "no such task"}},
-			[]error{ErrNotFound, ErrInvalidParameter}, "API.md §6.2: unknown UPID is a 400 on upid"},
+			[]error{ErrNotFound, ErrInvalidParameter}, "pve-manager API2/Tasks.pm read_task_status: an unknown UPID is a 400 on upid"},
 		{"unparsable upid", APIError{StatusCode: 400, Method: "GET", Message: "Parameter verification failed.", Errors: map[string]string{"upid": "unable to parse worker upid"}},
 			[]error{ErrInvalidParameter}, "not a missing task, a bad one"},
 		{"unknown node", APIError{StatusCode: 500, Method: "GET", Message: "hostname lookup 'pve9' failed - failed to get address info for: pve9: Name or service not known"},
-			[]error{ErrNotFound}, "API.md §1.3"},
+			[]error{ErrNotFound}, "pve-common Network.pm get_ip_from_hostname, when the request is proxied to the node"},
 		{"storage does not exist is not a missing guest", APIError{StatusCode: 500, Method: "PUT", Message: "storage 'nfs1' does not exist"},
 			nil, "only the config file text means the guest is missing"},
-		{"vm locked", APIError{StatusCode: 500, Method: "POST", Message: "VM is locked (backup)"}, []error{ErrLocked}, "API.md §7"},
-		{"ct locked", APIError{StatusCode: 500, Method: "PUT", Message: "CT is locked (snapshot)"}, []error{ErrLocked}, "API.md §7"},
+		{"vm locked", APIError{StatusCode: 500, Method: "POST", Message: "VM is locked (backup)"}, []error{ErrLocked}, "pve-guest-common AbstractConfig.pm check_lock"},
+		{"ct locked", APIError{StatusCode: 500, Method: "PUT", Message: "CT is locked (snapshot)"}, []error{ErrLocked}, "pve-guest-common AbstractConfig.pm check_lock"},
 		{"digest qemu old", APIError{StatusCode: 500, Method: "POST", Message: "checksum missmatch (file change by other user?)"},
 			[]error{ErrDigestMismatch}, "qemu-server before 8.2.5"},
 		{"digest qemu new", APIError{StatusCode: 500, Method: "POST", Message: "checksum mismatch (file change by other user?)"},
 			[]error{ErrDigestMismatch}, "qemu-server 8.2.5+"},
 		{"digest lxc", APIError{StatusCode: 500, Method: "PUT", Message: "detected modified configuration - file changed by other user? Try again."},
 			[]error{ErrDigestMismatch}, "pve-common assert_if_modified"},
-		{"no ticket", APIError{StatusCode: 401, Method: "GET", Message: "No ticket"}, []error{ErrUnauthorized}, "V12"},
+		{"no ticket", APIError{StatusCode: 401, Method: "GET", Message: "No ticket"}, []error{ErrUnauthorized}, "pve-manager HTTPServer.pm auth_handler"},
 		{"auth failed 8.4", APIError{StatusCode: 401, Method: "GET", Message: "Authentication failed!"}, []error{ErrUnauthorized}, "PVE 8.4.x"},
-		{"permission", APIError{StatusCode: 403, Method: "POST", Message: "Permission check failed (/vms/100, VM.PowerMgmt)"}, []error{ErrForbidden}, "API.md §1.3"},
-		{"not implemented", APIError{StatusCode: 501, Method: "GET", Message: "Method 'GET /nodes/pve/foo' not implemented"}, []error{ErrNotImplemented}, "API.md §1.1"},
+		{"permission", APIError{StatusCode: 403, Method: "POST", Message: "Permission check failed (/vms/100, VM.PowerMgmt)"}, []error{ErrForbidden}, "pve-common Exception.pm: the text of a permission exception"},
+		{"not implemented", APIError{StatusCode: 501, Method: "GET", Message: "Method 'GET /nodes/pve/foo' not implemented"}, []error{ErrNotImplemented}, "pve-http-server APIServer/AnyEvent.pm: no handler for the method and path"},
 		{"param", APIError{StatusCode: 400, Method: "POST", Message: "Parameter verification failed.", Errors: map[string]string{"cores": "type check ('integer') failed - got 'x'"}},
-			[]error{ErrInvalidParameter}, "API.md §1.3"},
-		{"already running ct", APIError{StatusCode: 500, Method: "POST", Message: "CT 100 already running"}, []error{ErrAlreadyRunning}, "API.md §4.2"},
-		{"not running", APIError{StatusCode: 500, Method: "POST", Message: "VM 100 not running"}, []error{ErrNotRunning}, "API.md §4.2 reboot"},
+			[]error{ErrInvalidParameter}, "pve-common JSONSchema.pm validate: a parameter exception"},
+		{"already running ct", APIError{StatusCode: 500, Method: "POST", Message: "CT 100 already running"}, []error{ErrAlreadyRunning}, "pve-container API2/LXC/Status.pm vm_start"},
+		{"not running", APIError{StatusCode: 500, Method: "POST", Message: "VM 100 not running"}, []error{ErrNotRunning}, "qemu-server API2/Qemu.pm vm_reboot"},
 		{"lock timeout write", APIError{StatusCode: 500, Method: "POST", Message: "can't lock file '/var/lock/qemu-server/lock-203.conf' - got timeout"},
-			[]error{ErrTransient, ErrLocked}, "V10; lock not taken, nothing done; someone holds the guest's config lock"},
+			[]error{ErrTransient, ErrLocked}, "pve-common Tools.pm lock_file: lock not taken, nothing done; someone holds the guest's config lock"},
 		{"lxc lock timeout", APIError{StatusCode: 500, Method: "PUT", Message: "can't lock file '/run/lock/lxc/pve-config-200.lock' - got timeout"},
 			[]error{ErrTransient, ErrLocked}, "PVE::LXC::Config config_file_lock path"},
 		{"storage lock timeout", APIError{StatusCode: 500, Method: "POST", Message: "can't lock file '/var/lock/pve-manager/pve-storage-local-lvm' - got timeout"},
@@ -71,7 +72,7 @@ func TestAPIErrorClasses(t *testing.T) {
 			nil, "terminal, unclassified"},
 		{"missing disk", APIError{StatusCode: 500, Method: "PUT", Message: "disk 'scsi3' does not exist"},
 			nil, "a missing drive is not a missing guest"},
-		{"595 read", APIError{StatusCode: 595, Method: "GET", Message: "Network is unreachable"}, []error{ErrTransient}, "V12"},
+		{"595 read", APIError{StatusCode: 595, Method: "GET", Message: "Network is unreachable"}, []error{ErrTransient}, "recorded v12: a proxied node that cannot be reached"},
 		{"595 write", APIError{StatusCode: 595, Method: "POST", Message: "Connection refused"}, []error{ErrTransient}, "connection to the target node never established"},
 		{"596 write", APIError{StatusCode: 596, Method: "POST", Message: "tls"}, []error{ErrTransient}, "TLS to the target node failed"},
 		{"597 write", APIError{StatusCode: 597, Method: "POST", Message: "body"}, []error{ErrTransient, ErrOutcomeUnknown}, "request was sent"},

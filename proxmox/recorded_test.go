@@ -15,8 +15,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// The tests in this file serve the recorded Proxmox responses of API.md
-// section 11 (copied into testdata/) and check that the client decodes
+// The tests in this file serve recorded Proxmox responses (testdata/, whose
+// README cites where each was published) and check that the client decodes
 // them exactly.
 
 func readTestdata(t *testing.T, name string) string {

@@ -70,7 +70,7 @@ func TestParseUPIDVectors(t *testing.T) {
 		in   string
 		want UPIDInfo
 	}{
-		{"API.md V2 (matching integers in the status)", "UPID:dahu-2:00007323:001036A5:6419CAF8:qmstart:100:root@pam:",
+		{"recorded v02 (matching integers in the status)", "UPID:dahu-2:00007323:001036A5:6419CAF8:qmstart:100:root@pam:",
 			UPIDInfo{Node: "dahu-2", PID: 29475, PStart: 1062565, StartTime: time.Unix(1679411960, 0).UTC(), Type: "qmstart", ID: "100", User: "root@pam"}},
 		{"token user", "UPID:helldorado:0006C7D9:0029F72D:68A60E01:vzrestore:104:cicd@pam!cicd_ansible:",
 			UPIDInfo{Node: "helldorado", PID: 0x6C7D9, PStart: 0x29F72D, StartTime: time.Unix(0x68A60E01, 0).UTC(), Type: "vzrestore", ID: "104", User: "cicd@pam!cicd_ansible"}},

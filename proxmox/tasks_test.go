@@ -291,7 +291,9 @@ func TestGuestsRejectsMalformedEntries(t *testing.T) {
 		}
 		checkErr(t, err)
 	}
-	// Just created: no RRD data, only id/vmid/node/type/status (API.md §3.3).
+	// Just created: no RRD data, only id/vmid/node/type/status, as
+	// pve-manager's API2/Cluster.pm resources lists a guest pvestatd has
+	// not reported on yet.
 	s := newSrv(t)
 	s.handle("GET /cluster/resources", func(w http.ResponseWriter, r *http.Request) {
 		replyRaw(w, `{"data":[{"id":"lxc/300","vmid":300,"node":"pve2","type":"lxc","status":"unknown","tags":"x;y","lock":"create"},

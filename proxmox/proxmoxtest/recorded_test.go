@@ -13,9 +13,14 @@ import (
 	"github.com/guestward/guestward/proxmox"
 )
 
+// recordedPath names a recorded Proxmox answer. The recordings live once, in
+// package proxmox's testdata, whose README cites the source of each; the
+// client's tests decode them, these compare the fake's answers with them.
+func recordedPath(name string) string { return filepath.Join("..", "testdata", name) }
+
 func loadRecorded(t *testing.T, name string) any {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "recorded", name))
+	b, err := os.ReadFile(recordedPath(name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +83,7 @@ func sameShape(t *testing.T, what string, got, want map[string]any, ignore ...st
 }
 
 func TestRecordedV1QEMUConfig(t *testing.T) {
-	rec := loadRecorded(t, "v1-qemu-config-pve7.json").(map[string]any)
+	rec := loadRecorded(t, "v01-qemu-config-pve7.json").(map[string]any)
 	conf := map[string]string{}
 	for k, v := range rec {
 		if k == "digest" {
@@ -119,7 +124,7 @@ func TestRecordedV1QEMUConfig(t *testing.T) {
 }
 
 func TestRecordedV7LXCConfig(t *testing.T) {
-	rec := loadRecorded(t, "v7-lxc-config.json").(map[string]any)
+	rec := loadRecorded(t, "v07-lxc-config-raw-keys.json").(map[string]any)
 	conf := map[string]string{}
 	for k, v := range rec {
 		switch x := v.(type) {
@@ -145,13 +150,13 @@ func TestRecordedV2TaskStatusAndV9List(t *testing.T) {
 	rp := do(t, s, "POST", guestPath(r)+"/status/start", nil, cookie(ticket), withHeader("CSRFPreventionToken", csrf))
 	tk := finish(t, s, rp)
 	got := do(t, s, "GET", "/nodes/pve/tasks/"+string(tk.UPID)+"/status", nil, cookie(ticket)).dataMap(t)
-	rec := loadRecorded(t, "v2-task-status.json").(map[string]any)
+	rec := loadRecorded(t, "v02-task-status-warnings.json").(map[string]any)
 	sameShape(t, "V2", got, rec)
 	if got["exitstatus"] != rec["exitstatus"] || got["status"] != "stopped" || got["type"] != "qmstart" || got["user"] != "root@pam" {
 		t.Errorf("V2 values: %v", got)
 	}
 	list := do(t, s, "GET", "/nodes/pve/tasks", nil, cookie(ticket)).dataList(t)
-	recList := loadRecorded(t, "v9-task-list.json").([]any)
+	recList := loadRecorded(t, "v09-task-list-entries.json").([]any)
 	sameShape(t, "V9", list[0], recList[0].(map[string]any))
 }
 
@@ -162,7 +167,7 @@ func TestRecordedV3UnknownParameterOnPVE7(t *testing.T) {
 	ct.VMID = 102
 	r := mustAdd(t, s, ct)
 	rp := do(t, s, "POST", guestPath(r)+"/status/stop", form("overrule-shutdown", "1"))
-	raw, err := os.ReadFile(filepath.Join("testdata", "recorded", "v3-400-overrule-shutdown.http"))
+	raw, err := os.ReadFile(recordedPath("v03-400-parameter-error.http"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +194,7 @@ func TestRecordedV3UnknownParameterOnPVE7(t *testing.T) {
 }
 
 func TestRecordedV4LXCList(t *testing.T) {
-	rec := loadRecorded(t, "v4-lxc-list-pve7.json").([]any)
+	rec := loadRecorded(t, "v04-lxc-list-string-vmid.json").([]any)
 	for _, tc := range []struct {
 		version string
 		vmidStr bool
@@ -222,8 +227,8 @@ func copyMap(m map[string]any) map[string]any {
 }
 
 func TestRecordedV5V6ClusterResources(t *testing.T) {
-	rec := loadRecorded(t, "v5-cluster-resources.json").([]any)
-	recCT := loadRecorded(t, "v6-cluster-resources-lxc.json").(map[string]any)
+	rec := loadRecorded(t, "v05-cluster-resources.json").([]any)
+	recCT := loadRecorded(t, "v06-cluster-resources-lxc-entry.json").(map[string]any)
 	s := Start(t, WithNodes("node1", "node2"))
 	mustAdd(t, s, GuestSpec{Node: "node2", Type: proxmox.QEMU, VMID: 100, Running: true, Config: map[string]string{"name": "server1"}})
 	mustAdd(t, s, GuestSpec{Node: "node1", Type: proxmox.QEMU, VMID: 101, Template: true, Config: map[string]string{"name": "leap154"}})
@@ -252,7 +257,7 @@ func TestRecordedV5V6ClusterResources(t *testing.T) {
 }
 
 func TestRecordedV8QEMUStatus(t *testing.T) {
-	rec := loadRecorded(t, "v8-qemu-status-current.json").(map[string]any)
+	rec := loadRecorded(t, "v08-qemu-status-current.json").(map[string]any)
 	s := Start(t)
 	r := mustAdd(t, s, GuestSpec{Type: proxmox.QEMU, VMID: 101, Running: true, Config: map[string]string{
 		"name": "matt", "agent": "1", "memory": "2000", "cores": "8"}})
@@ -287,7 +292,7 @@ func TestRecordedV11Ticket(t *testing.T) {
 // V10 cannot arise by itself (the fake takes no file locks); a fault
 // reproduces it, and the answer must match the recording byte for byte.
 func TestRecordedV10LockTimeout(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join("testdata", "recorded", "v10-500-lock-timeout.http"))
+	raw, err := os.ReadFile(recordedPath("v10-500-lock-timeout.http"))
 	if err != nil {
 		t.Fatal(err)
 	}
