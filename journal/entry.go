@@ -186,11 +186,11 @@ func (e *Entry) validateFields(opID, params bool) error {
 func checkOpID[S string | []byte](id S) error {
 	switch {
 	case len(id) == 0:
-		return fmt.Errorf("journal: %w: empty op ID", ErrInvalidEntry)
+		return fmt.Errorf("%w: empty op ID", ErrInvalidEntry)
 	case len(id) > MaxIDLen:
-		return fmt.Errorf("journal: %w: op ID of %d bytes, longer than %d", ErrInvalidEntry, len(id), MaxIDLen)
+		return fmt.Errorf("%w: op ID of %d bytes, longer than %d", ErrInvalidEntry, len(id), MaxIDLen)
 	case !utf8.Valid([]byte(id)):
-		return fmt.Errorf("journal: %w: op ID %q is not valid UTF-8", ErrInvalidEntry, id)
+		return fmt.Errorf("%w: op ID %q is not valid UTF-8", ErrInvalidEntry, id)
 	}
 	return nil
 }
@@ -206,7 +206,7 @@ func (e *Entry) checkParam(k, v string) error {
 }
 
 func (e *Entry) invalid(format string, args ...any) error {
-	return fmt.Errorf("journal: op %q: %w: %s", e.OpID, ErrInvalidEntry, fmt.Sprintf(format, args...))
+	return fmt.Errorf("%w: op %q: %s", ErrInvalidEntry, e.OpID, fmt.Sprintf(format, args...))
 }
 
 var (
@@ -273,17 +273,17 @@ func checkNext(prev, e *Entry, hasParams bool, sameParams func() bool) error {
 	}
 	switch {
 	case prev.State.Terminal():
-		return fmt.Errorf("journal: op %q: %w: it already %s; cannot record %q", e.OpID, ErrTerminal, prev.State, e.State)
+		return fmt.Errorf("%w: op %q: it already %s; cannot record %q", ErrTerminal, e.OpID, prev.State, e.State)
 	case e.State == Started:
-		return fmt.Errorf("journal: op %q: %w: already started (now %s)", e.OpID, ErrInvalidTransition, prev.State)
+		return fmt.Errorf("%w: op %q: already started (now %s)", ErrInvalidTransition, e.OpID, prev.State)
 	case e.VMID != 0 && e.VMID != prev.VMID:
-		return fmt.Errorf("journal: op %q: %w: VMID %d differs from the op's VMID %d", e.OpID, ErrInvalidTransition, e.VMID, prev.VMID)
+		return fmt.Errorf("%w: op %q: VMID %d differs from the op's VMID %d", ErrInvalidTransition, e.OpID, e.VMID, prev.VMID)
 	case e.Kind != "" && e.Kind != prev.Kind:
-		return fmt.Errorf("journal: op %q: %w: kind %q differs from the op's kind %q", e.OpID, ErrInvalidTransition, e.Kind, prev.Kind)
+		return fmt.Errorf("%w: op %q: kind %q differs from the op's kind %q", ErrInvalidTransition, e.OpID, e.Kind, prev.Kind)
 	case e.IdempKey != "" && e.IdempKey != prev.IdempKey:
-		return fmt.Errorf("journal: op %q: %w: idempotency key %q differs from the op's key %q", e.OpID, ErrInvalidTransition, e.IdempKey, prev.IdempKey)
+		return fmt.Errorf("%w: op %q: idempotency key %q differs from the op's key %q", ErrInvalidTransition, e.OpID, e.IdempKey, prev.IdempKey)
 	case hasParams && !sameParams():
-		return fmt.Errorf("journal: op %q: %w: params differ from the op's params", e.OpID, ErrInvalidTransition)
+		return fmt.Errorf("%w: op %q: params differ from the op's params", ErrInvalidTransition, e.OpID)
 	}
 	return nil
 }
@@ -309,14 +309,14 @@ func carry(prev *Entry, e Entry) Entry {
 var (
 	// ErrInvalidEntry: the entry is malformed on its own (see
 	// [Entry.Validate]).
-	ErrInvalidEntry = errors.New("invalid entry")
+	ErrInvalidEntry = errors.New("journal: invalid entry")
 	// ErrInvalidTransition: the entry cannot follow the operation's latest
 	// record (see [Merge]).
-	ErrInvalidTransition = errors.New("invalid transition")
+	ErrInvalidTransition = errors.New("journal: invalid transition")
 	// ErrTerminal: the operation already Succeeded or Failed; nothing may
 	// follow.
-	ErrTerminal = errors.New("operation already terminal")
+	ErrTerminal = errors.New("journal: operation already terminal")
 	// ErrKeyConflict: the entry's idempotency key belongs to another
 	// operation.
-	ErrKeyConflict = errors.New("idempotency key held by another operation")
+	ErrKeyConflict = errors.New("journal: idempotency key held by another operation")
 )

@@ -191,7 +191,7 @@ func (x *index) checkKey(opID, key string) error {
 }
 
 func keyConflict(opID, key, owner string) error {
-	return fmt.Errorf("journal: op %q: %w: key %q belongs to op %q", opID, ErrKeyConflict, key, owner)
+	return fmt.Errorf("%w: op %q: key %q belongs to op %q", ErrKeyConflict, opID, key, owner)
 }
 
 func (x *index) latest(opID string) (Entry, bool) {

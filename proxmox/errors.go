@@ -41,7 +41,8 @@ var (
 	// API handler or the task takes the lock. Wait for the lock to clear;
 	// do not skip it. A lock timeout proves the request did nothing, and
 	// also matches [ErrTransient]: the same call may succeed once the
-	// holder is done.
+	// holder is done. (A journal already open elsewhere is
+	// journal.ErrLocked, a different error.)
 	ErrLocked = errors.New("proxmox: guest is locked")
 
 	// ErrDigestMismatch: the digest sent with [Client.SetConfig] no longer
@@ -424,7 +425,7 @@ func isContextErr(err error) bool {
 // [WithFingerprint]: the server was replaced, its certificate renewed, or
 // the connection intercepted. No request is sent over such a connection,
 // and retrying cannot help.
-var ErrFingerprintMismatch = errors.New("server certificate does not match any pinned SHA-256 fingerprint")
+var ErrFingerprintMismatch = errors.New("proxmox: server certificate does not match any pinned SHA-256 fingerprint")
 
 // isTLSVerifyErr reports a certificate the client refused or a peer that
 // does not speak TLS: repeating the request cannot help.

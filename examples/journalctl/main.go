@@ -268,7 +268,7 @@ func verify(ctx context.Context, b backend, path string, _ options, w io.Writer)
 
 func repair(ctx context.Context, b backend, path string, _ options, w io.Writer) error {
 	if b == boltBackend {
-		rep, err := boltjournal.Repair(ctx, path)
+		rep, err := boltjournal.RepairFile(ctx, path)
 		if err != nil {
 			return err
 		}

@@ -239,7 +239,7 @@ func TestHostileJournalBolt(t *testing.T) {
 				}
 				t.Errorf("a second Open through %s = %v, want ErrLocked", p, err)
 			}
-			if _, err := boltjournal.Repair(context.Background(), p); !errors.Is(err, journal.ErrLocked) {
+			if _, err := boltjournal.RepairFile(context.Background(), p); !errors.Is(err, journal.ErrLocked) {
 				t.Errorf("Repair through %s = %v, want ErrLocked", p, err)
 			}
 		}

@@ -116,7 +116,7 @@ var (
 // Open reads and checks the whole file itself before bbolt maps it (see
 // the package doc, Damage). A file that is damaged or is not a guestward
 // journal database fails with an error matching [journal.ErrCorrupt] that
-// says what is wrong, and is left exactly as it was; see [Repair]. So does
+// says what is wrong, and is left exactly as it was; see [RepairFile]. So does
 // an empty file: Open never leaves one at path, so an empty file is a
 // journal that lost its contents, and starting a new one there would
 // forget which idempotency keys were applied (remove it to start afresh).
@@ -494,7 +494,7 @@ func (j *Journal) commit(db *bolt.DB, e journal.Entry, fresh []byte, lone bool) 
 }
 
 func keyConflict(e *journal.Entry, owner string) error {
-	return fmt.Errorf("journal: op %q: %w: key %q belongs to op %q", e.OpID, journal.ErrKeyConflict, e.IdempKey, owner)
+	return fmt.Errorf("%w: op %q: key %q belongs to op %q", journal.ErrKeyConflict, e.OpID, e.IdempKey, owner)
 }
 
 // appendTx is one append's transaction function and what it leaves behind.

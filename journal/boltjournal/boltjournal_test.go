@@ -242,7 +242,7 @@ func TestVerifyAndRepair(t *testing.T) {
 		t.Fatal(err)
 	}
 	j.Close()
-	if rep, err := Repair(ctx, path); err != nil || rep.Repaired {
+	if rep, err := RepairFile(ctx, path); err != nil || rep.Repaired {
 		t.Fatalf("Repair of a sound journal = %+v, %v; want nothing done", rep, err)
 	}
 
@@ -277,7 +277,7 @@ func TestVerifyAndRepair(t *testing.T) {
 	if _, err := Open(path); !errors.Is(err, journal.ErrCorrupt) {
 		t.Fatalf("Open of a damaged journal = %v, want ErrCorrupt", err)
 	}
-	rep, err := Repair(ctx, path, WithClock(func() time.Time { return time.Unix(1, 0) }))
+	rep, err := RepairFile(ctx, path, WithClock(func() time.Time { return time.Unix(1, 0) }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,7 +339,7 @@ func TestOpenCreatesPrivateFileAndLocks(t *testing.T) {
 	if _, err := Open(path); !errors.Is(err, journal.ErrLocked) {
 		t.Fatalf("second Open = %v, want ErrLocked", err)
 	}
-	if _, err := Repair(context.Background(), path); !errors.Is(err, journal.ErrLocked) {
+	if _, err := RepairFile(context.Background(), path); !errors.Is(err, journal.ErrLocked) {
 		t.Fatalf("Repair of an open journal = %v, want ErrLocked", err)
 	}
 }

@@ -404,7 +404,7 @@ func TestOpenRefusesNonFiles(t *testing.T) {
 			if _, err := ScanFile(context.Background(), path, nil); !errors.Is(err, journal.ErrUnsafePath) {
 				t.Errorf("ScanFile = %v, want ErrUnsafePath", err)
 			}
-			if _, err := Repair(context.Background(), path); !errors.Is(err, journal.ErrUnsafePath) {
+			if _, err := RepairFile(context.Background(), path); !errors.Is(err, journal.ErrUnsafePath) {
 				t.Errorf("Repair = %v, want ErrUnsafePath", err)
 			}
 			if !before.same(snap(t, path)) {

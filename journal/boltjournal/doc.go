@@ -36,7 +36,7 @@
 //
 // bbolt trusts the pages it maps: a damaged page can make it panic, or read
 // past the end of the file and kill the process with a memory fault, which
-// no recover catches. So [Open], [ScanFile] and [Repair] read the file
+// no recover catches. So [Open], [ScanFile] and [RepairFile] read the file
 // themselves first, with plain reads, and check what bbolt would rely on:
 // the meta page bbolt would use (magic number, format version, checksum,
 // page size); that the file holds every page in use; that every page is
@@ -54,7 +54,7 @@
 // One damaged meta page is not damage: bbolt writes its two meta pages in
 // turn, and a crash while it writes one leaves the other, which it uses.
 //
-// [Journal.Verify] checks a database in use without changing it; [Repair]
+// [Journal.Verify] checks a database in use without changing it; [RepairFile]
 // keeps a copy of a damaged database and rebuilds it from every op it can
 // still read, listing what it could not carry over.
 //

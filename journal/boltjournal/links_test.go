@@ -80,7 +80,7 @@ func TestOneOwnerWhateverTheName(t *testing.T) {
 			if _, err := ScanFile(ctx, p2, nil); !errors.Is(err, journal.ErrLocked) {
 				t.Errorf("opened by %s, ScanFile by %s = %v, want ErrLocked", first, second, err)
 			}
-			if _, err := Repair(ctx, p2); !errors.Is(err, journal.ErrLocked) {
+			if _, err := RepairFile(ctx, p2); !errors.Is(err, journal.ErrLocked) {
 				t.Errorf("opened by %s, Repair by %s = %v, want ErrLocked", first, second, err)
 			}
 		}
@@ -224,7 +224,7 @@ func TestHardLinkedDatabaseRefused(t *testing.T) {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Repair(ctx, other); !errors.Is(err, journal.ErrUnsafePath) {
+	if _, err := RepairFile(ctx, other); !errors.Is(err, journal.ErrUnsafePath) {
 		t.Fatalf("Repair = %v, want ErrUnsafePath", err)
 	}
 	if now, _ := os.ReadFile(other); !bytes.Equal(now, b) {

@@ -252,7 +252,7 @@ func verifyTx(ctx context.Context, tx *bolt.Tx) (map[string]storedOp, error) {
 	return ops, err
 }
 
-// RepairReport describes what [Repair] did. It is a plain value.
+// RepairReport describes what [RepairFile] did. It is a plain value.
 type RepairReport struct {
 	Path string
 	// Repaired is false when Verify found nothing wrong and the database
@@ -269,7 +269,7 @@ type RepairReport struct {
 	Lost []string
 }
 
-// Repair rebuilds a damaged journal database. It checks the database at
+// RepairFile rebuilds a damaged journal database. It checks the database at
 // path as Open does and as [Journal.Verify] does; if that finds damage, it
 // copies the file, as it is, to path + ".damaged-" + a UTC timestamp, then
 // writes a new database from every operation it can still read and decode,
@@ -278,14 +278,14 @@ type RepairReport struct {
 //
 // A file Repair finds nothing to rebuild from (no valid meta page, no ops
 // bucket: an empty file, or one that is not a journal) is left alone, and
-// Repair fails with an error matching [journal.ErrCorrupt]; move it away to
+// RepairFile fails with an error matching [journal.ErrCorrupt]; move it away to
 // start a new journal.
 //
-// Repair takes the journal's lock and fails with [journal.ErrLocked] while
+// RepairFile takes the journal's lock and fails with [journal.ErrLocked] while
 // the journal is open, and with [journal.ErrUnsafePath] where Open would:
 // see the package doc, Files and permissions. Of the options, only WithLogger and WithClock (for the
 // backup's name) have an effect.
-func Repair(ctx context.Context, path string, opts ...Option) (RepairReport, error) {
+func RepairFile(ctx context.Context, path string, opts ...Option) (RepairReport, error) {
 	cfg := defaultConfig()
 	for _, o := range opts {
 		if o != nil {

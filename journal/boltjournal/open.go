@@ -98,7 +98,7 @@ func openDBFile(path string, mode openMode) (*os.File, os.FileInfo, error) {
 
 // onlyName checks that the open database file fi has one name, path: the
 // journal replaces the file by renaming a new one over path (Compact,
-// Repair), which would leave any other name holding the old file, a stale
+// RepairFile), which would leave any other name holding the old file, a stale
 // journal someone could open and trust.
 func onlyName(path string, fi os.FileInfo) error {
 	if n, ok := fsx.Links(fi); ok && n != 1 {
