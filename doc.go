@@ -73,6 +73,7 @@
 //	examples/agent     a node-agent daemon on the public API; -demo runs against the fake cluster
 //	examples/plan      a dry run: the plan for a desired-state file, as text or JSON
 //	examples/oneshot   one operation, at most once per idempotency key
+//	examples/gwjournal inspect, verify, repair and compact a journal of either backend
 //
 // queue, journal, normalize and proxmox do not import each other; reconcile
 // composes them, and declares the small interface it needs from Proxmox

@@ -224,3 +224,86 @@ func TestOpenJournalIsRefused(t *testing.T) {
 		t.Fatalf("compact of a journal in use: exit %d, %q", code, errs)
 	}
 }
+
+// -output json prints one JSON object per command, with strict member
+// names a tool can rely on.
+func TestJSONOutput(t *testing.T) {
+	for name, mk := range map[string]func(*testing.T) string{"file": fileJournal, "bolt": boltJournal} {
+		t.Run(name, func(t *testing.T) {
+			path := mk(t)
+			decode := func(args ...string) map[string]any {
+				t.Helper()
+				code, out, errs := runCmd(t, append([]string{"-output", "json"}, args...)...)
+				if code != 0 {
+					t.Fatalf("%v: exit %d, %s", args, code, errs)
+				}
+				var v map[string]any
+				dec := json.NewDecoder(strings.NewReader(out))
+				if err := dec.Decode(&v); err != nil || dec.More() {
+					t.Fatalf("%v: not one JSON object (%v):\n%s", args, err, out)
+				}
+				if v["schema"] != float64(1) {
+					t.Errorf("%v: schema = %v, want 1", args, v["schema"])
+				}
+				return v
+			}
+			v := decode("-all", "inspect", path)
+			if v["backend"] != name || v["ops"] != float64(3) || v["in_flight"] != float64(1) || v["applied_keys"] != float64(1) {
+				t.Errorf("inspect: %v", v)
+			}
+			list, _ := v["list"].([]any)
+			if len(list) != 3 {
+				t.Fatalf("inspect -all listed %d ops, want 3: %v", len(list), v["list"])
+			}
+			var busy map[string]any
+			for _, e := range list {
+				if m := e.(map[string]any); m["op_id"] == "busy" {
+					busy = m
+				}
+			}
+			if busy == nil || busy["state"] != "task_running" || busy["upid"] != "UPID:pve1:1:2:3:qmconfig:103:root@pam:" || busy["vmid"] != float64(103) {
+				t.Errorf("inspect: op busy = %v", busy)
+			}
+			if v = decode("inspect", path); len(v["list"].([]any)) != 1 {
+				t.Errorf("inspect without -all: %v", v["list"])
+			}
+			if v = decode("verify", path); v["ok"] != true || v["ops"] != float64(3) {
+				t.Errorf("verify: %v", v)
+			}
+			if v = decode("repair", path); v["repaired"] != false {
+				t.Errorf("repair of a sound journal: %v", v)
+			}
+			if v = decode("compact", path); v["size_bytes_after"] == nil {
+				t.Errorf("compact: %v", v)
+			}
+			if code, _, errs := runCmd(t, "-output", "yaml", "inspect", path); code != 2 || !strings.Contains(errs, "unknown output") {
+				t.Errorf("-output yaml: exit %d, %q", code, errs)
+			}
+		})
+	}
+}
+
+// A file journal can be inspected while a program has it open and appends to
+// it: the tool reads what was acknowledged, without the journal's lock.
+func TestInspectLiveFileJournal(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ops.journal")
+	j, err := journal.OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	ctx := context.Background()
+	if err := j.Append(ctx, journal.Entry{OpID: "live", VMID: 100, Kind: "start", State: journal.Started, At: at}); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCmd(t, "inspect", path)
+	if code != 0 || !strings.Contains(out, "live  started  vmid=100 kind=start") {
+		t.Fatalf("inspect of a journal in use: exit %d, %q %q", code, out, errs)
+	}
+	if err := j.Append(ctx, journal.Entry{OpID: "live", State: journal.Succeeded, At: at}); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs = runCmd(t, "verify", path); code != 0 || !strings.Contains(out, "1 ops (0 in flight)") {
+		t.Fatalf("verify of a journal in use: exit %d, %q %q", code, out, errs)
+	}
+}
