@@ -253,6 +253,10 @@ type Engine struct {
 	draining bool          // set by Drain: no operation starts any more
 	active   int           // operations started and not yet ended
 	idle     chan struct{} // made by Drain; closed once draining and active is zero
+	shutdown chan struct{} // closed by Shutdown once drained: Run returns
+	shutOnce sync.Once
+	runs     int           // Run calls in progress
+	runsDone chan struct{} // made by Shutdown; closed once shut down and runs is zero
 }
 
 // NewEngine checks cfg, fills in defaults, and returns an engine. It does
@@ -348,6 +352,8 @@ func NewEngine(cfg Config) (*Engine, error) {
 		pass:    make(chan struct{}, 1),
 		trigger: make(chan struct{}, 1),
 		applies: make(map[string]*applyCall),
+
+		shutdown: make(chan struct{}),
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -439,6 +445,68 @@ func (e *Engine) Drain(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// Shutdown stops the engine gracefully, in one call: it drains (nothing new
+// is sent to Proxmox, and the operations already sent finish; see
+// [Engine.Drain]), then ends Run, which returns nil, and waits until every
+// Run call has returned. It is what a program calls when asked to stop, with
+// a context that bounds how long it may wait:
+//
+//	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+//	defer cancel()
+//	err := engine.Shutdown(ctx)
+//
+// If ctx ends first, Shutdown returns ctx.Err(): the operations still
+// running go on, and so does Run, until Shutdown is called again or Run's
+// own context ends (which may interrupt them; Recover resolves what it
+// interrupts). Afterwards ReconcileOnce and Apply return [ErrDraining], and
+// Run returns nil at once. The journal stays open: its owner closes it after
+// Shutdown returns. Shutdown is safe to call more than once, and
+// concurrently.
+func (e *Engine) Shutdown(ctx context.Context) error {
+	if err := e.Drain(ctx); err != nil {
+		return err
+	}
+	e.opsMu.Lock()
+	e.shutOnce.Do(func() {
+		close(e.shutdown)
+		e.runsDone = make(chan struct{})
+		if e.runs == 0 {
+			close(e.runsDone)
+		}
+	})
+	done := e.runsDone
+	e.opsMu.Unlock()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// beginRun counts a Run call, or reports false if the engine was shut down.
+func (e *Engine) beginRun() bool {
+	e.opsMu.Lock()
+	defer e.opsMu.Unlock()
+	select {
+	case <-e.shutdown:
+		return false
+	default:
+	}
+	e.runs++
+	return true
+}
+
+// endRun counts a Run call as returned, and wakes Shutdown after the last.
+func (e *Engine) endRun() {
+	e.opsMu.Lock()
+	defer e.opsMu.Unlock()
+	e.runs--
+	if e.runsDone != nil && e.runs == 0 {
+		close(e.runsDone)
 	}
 }
 

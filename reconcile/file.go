@@ -285,7 +285,11 @@ const (
 // other letter case, members repeated exactly or but for case, and a null
 // document, list of guests or guest. It leaves every other error to the
 // decoder, whose messages are better: it stops quietly at malformed JSON.
-func strictJSON(data []byte) error {
+func strictJSON(data []byte) error { return strictJSONAt(data, placeTop) }
+
+// strictJSONAt is strictJSON for a document whose root is root: placeTop
+// for a desired state, placeGuest for one guest (Desired's JSON form).
+func strictJSONAt(data []byte, root jsonPlace) error {
 	if !utf8.Valid(data) {
 		off := 0
 		for off < len(data) {
@@ -326,6 +330,9 @@ func strictJSON(data []byte) error {
 	// in names the innermost object, for messages.
 	in := func() string {
 		if len(stack) == 1 {
+			if root == placeGuest {
+				return "the guest"
+			}
 			return "the top-level object"
 		}
 		return path(len(stack) - 1)
@@ -386,7 +393,7 @@ func strictJSON(data []byte) error {
 			f := &frame{place: placeOther}
 			switch {
 			case len(stack) == 0 && tok == json.Delim('{'):
-				f.place = placeTop
+				f.place = root
 			case len(stack) > 0:
 				parent := stack[len(stack)-1]
 				switch {
@@ -407,6 +414,8 @@ func strictJSON(data []byte) error {
 			if tok == nil {
 				at := end - int64(len("null"))
 				switch {
+				case len(stack) == 0 && root == placeGuest:
+					return fmt.Errorf("malformed desired state: the guest is null at byte %d; a guest is an object", at)
 				case len(stack) == 0:
 					return fmt.Errorf(`malformed desired state: the document is null at byte %d; a state that manages no guest is {"guests": []}`, at)
 				case stack[len(stack)-1].place == placeTop && stack[len(stack)-1].key == "guests":
@@ -461,8 +470,12 @@ func foldName(s string) string {
 }
 
 func (g desiredGuest) desired(i int) (Desired, []string) {
+	return g.desiredAt(fmt.Sprintf("guests[%d]", i))
+}
+
+// desiredAt turns the guest into a Desired, naming it where in problems.
+func (g desiredGuest) desiredAt(where string) (Desired, []string) {
 	var problems []string
-	where := fmt.Sprintf("guests[%d]", i)
 	vmid, err := strconv.Atoi(string(bytes.TrimSpace(g.VMID)))
 	switch {
 	case len(g.VMID) == 0:

@@ -18,6 +18,7 @@ func TestDocumentMembersMatchStructTags(t *testing.T) {
 	}{
 		{reflect.TypeFor[desiredFile](), topMembers},
 		{reflect.TypeFor[desiredGuest](), guestMembers},
+		{reflect.TypeFor[desiredWire](), guestMembers},
 	} {
 		var tags []string
 		for i := range c.typ.NumField() {

@@ -353,8 +353,13 @@ func (e *Engine) Trigger() {
 // ended context; operations left in flight are resolved by the next
 // Recover), closes the queue if the engine made it, and returns ctx.Err().
 // The journal stays open: its owner closes it after Run returns. After
-// Drain, Run starts no more passes and waits for ctx to end.
+// Drain, Run starts no more passes and waits for ctx to end, or for
+// Shutdown, after which it returns nil (at once if called after Shutdown).
 func (e *Engine) Run(ctx context.Context) error {
+	if !e.beginRun() {
+		return nil
+	}
+	defer e.endRun()
 	if _, err := e.ensureRecovered(ctx, true); err != nil && ctx.Err() == nil {
 		e.log.ErrorContext(ctx, "recovery failed; retrying before the first pass", "err", err)
 	}
@@ -364,6 +369,8 @@ func (e *Engine) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return e.stop(ctx)
+		case <-e.shutdown:
+			return e.stop(context.WithoutCancel(ctx))
 		case <-timer.C:
 		case <-e.trigger:
 			if !timer.Stop() {
@@ -376,8 +383,12 @@ func (e *Engine) Run(ctx context.Context) error {
 		rep, err := e.ReconcileOnce(ctx)
 		if errors.Is(err, ErrDraining) {
 			// Drain was called: no more passes. Wait to be stopped.
-			<-ctx.Done()
-			return e.stop(ctx)
+			select {
+			case <-ctx.Done():
+				return e.stop(ctx)
+			case <-e.shutdown:
+				return e.stop(context.WithoutCancel(ctx))
+			}
 		}
 		if err != nil && ctx.Err() == nil {
 			e.log.ErrorContext(ctx, "reconcile pass did not act", "err", err)
