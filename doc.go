@@ -50,8 +50,8 @@
 //     resolve yet.)
 //  6. Engine.Run until the context ends, or Engine.ReconcileOnce for one
 //     pass; Engine.Apply for one-shot operations, at any time, concurrently.
-//  7. To stop gracefully, Engine.Drain (nothing new is sent; operations
-//     already sent finish), then end Run's context and close the journal.
+//  7. To stop gracefully, Engine.Shutdown (nothing new is sent; operations
+//     already sent finish; Run returns), then close the journal.
 //
 // What guestward will not do: create, destroy, migrate or restart guests;
 // stack changes on a guest whose changes wait for a restart; act on a locked
