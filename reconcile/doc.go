@@ -91,6 +91,15 @@
 // pending, never acts on a locked guest, and never changes an option the
 // desired state does not name.
 //
+// # Several clusters in one process
+//
+// An engine drives one Proxmox VE cluster. A process that drives several
+// makes one engine per cluster, each with its own client, journal (or its
+// own journal file), provider and queue, sharing nothing: a vmid names a
+// guest only within its cluster, so a shared queue or journal would make
+// guest 100 of one cluster wait for, or be confused with, guest 100 of
+// another. The engines run side by side, each with its own Run or passes.
+//
 // # HA-managed guests
 //
 // For a guest managed by Proxmox's HA stack, a start, stop or shutdown

@@ -128,8 +128,11 @@ type Config struct {
 	// which the engine performs no mutation.
 	Provider DesiredProvider
 	// Queue serializes every mutation per guest (keyed by vmid). Share one
-	// queue among everything that changes guests. Nil means the engine
-	// makes its own, with at most Concurrency jobs at once.
+	// queue among everything that changes guests of this cluster, and
+	// never between clusters: a vmid is unique only within one cluster,
+	// so guest 100 of one cluster would wait for guest 100 of another.
+	// Nil means the engine makes its own, with at most Concurrency jobs at
+	// once.
 	Queue *queue.Queue[int]
 	// Concurrency bounds the guests observed at once, and the actions run
 	// at once when the engine makes its own queue. Default 8.
