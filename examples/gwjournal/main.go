@@ -24,6 +24,8 @@
 // program stops. repair and compact take the journal's lock, so they fail
 // while a program has it open, whatever the backend.
 //
+// -version prints the program's version and exits.
+//
 // Exit status: 0 success, 1 damage found (or an operation failed), 2 usage.
 package main
 
@@ -39,6 +41,7 @@ import (
 	"os/signal"
 	"time"
 
+	"github.com/guestward/guestward/examples/internal/cli"
 	"github.com/guestward/guestward/journal"
 	"github.com/guestward/guestward/journal/boltjournal"
 )
@@ -77,8 +80,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: gwjournal [flags] inspect|dump|verify|repair|compact <journal>")
 		fs.PrintDefaults()
 	}
+	version := fs.Bool("version", false, "print the program's version and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *version {
+		fmt.Fprintln(stdout, cli.Version("gwjournal"))
+		return 0
 	}
 	if fs.NArg() != 2 {
 		fs.Usage()

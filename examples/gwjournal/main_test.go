@@ -307,3 +307,9 @@ func TestInspectLiveFileJournal(t *testing.T) {
 		t.Fatalf("verify of a journal in use: exit %d, %q %q", code, out, errs)
 	}
 }
+
+func TestVersion(t *testing.T) {
+	if code, out, _ := runCmd(t, "-version"); code != 0 || !strings.HasPrefix(out, "gwjournal guestward ") {
+		t.Errorf("-version: exit %d, %q", code, out)
+	}
+}

@@ -20,7 +20,13 @@
 // {"summary": {...}, "guests": [...]}.
 //
 // Exit codes: 0 the plan was printed (whatever it says), 1 the cluster
-// could not be read, 2 a setting is wrong.
+// could not be read, 2 a setting is wrong. With -detailed-exitcode, as
+// terraform plan has it, a script can tell from the code alone whether
+// anything differs: 0 every declared guest is in sync, 2 some guest is not
+// (actions are planned, or it is skipped for a reason the plan gives), 1
+// anything went wrong, a wrong setting included.
+//
+// -version prints the program's version and exits.
 package main
 
 import (
@@ -48,7 +54,27 @@ func main() {
 	os.Exit(code)
 }
 
+// exitDiffers is the exit code of -detailed-exitcode when some guest is not
+// in sync.
+const exitDiffers = 2
+
 func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr io.Writer) int {
+	var details bool
+	code, differs := runPlan(ctx, args, env, stdout, stderr, &details)
+	switch {
+	case !details:
+		return code
+	case code != cli.ExitOK:
+		return cli.ExitFailure
+	case differs:
+		return exitDiffers
+	}
+	return cli.ExitOK
+}
+
+// runPlan does run's work. It sets *details from -detailed-exitcode, and
+// reports whether the plan found a guest out of sync.
+func runPlan(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr io.Writer, details *bool) (int, bool) {
 	var (
 		conn    cli.Conn
 		desired string
@@ -70,11 +96,17 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 	logs.Register(fs)
 	fs.BoolVar(&demoOn, "demo", false, "plan against the in-process demonstration fleet")
 	fs.StringVar(&demoPVE, "demo-pve", "", "with -demo: the Proxmox VE `version` the fake cluster emulates (default 8.4.1)")
+	fs.BoolVar(details, "detailed-exitcode", false, "exit 0 when every guest is in sync, 2 when some guest is not, 1 on any error")
+	version := cli.RegisterVersion(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return cli.ExitOK
+			return cli.ExitOK, false
 		}
-		return fail(stderr, err)
+		return failPlan(stderr, err)
+	}
+	if *version {
+		fmt.Fprintln(stdout, cli.Version("plan"))
+		return cli.ExitOK, false
 	}
 	binds := append(cli.ConnBindings(), cli.LogBindings()...)
 	binds = append(binds, cli.Binding{Flag: "desired", Env: "GUESTWARD_DESIRED"}, cli.Binding{Flag: "output", Env: "GUESTWARD_OUTPUT"})
@@ -83,7 +115,7 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 		binds = cli.LogBindings()
 	}
 	if err := cli.ApplyEnv(fs, env, binds); err != nil {
-		return fail(stderr, err)
+		return failPlan(stderr, err)
 	}
 	logger := logs.Logger(stderr)
 
@@ -96,32 +128,32 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 	if demoOn {
 		for _, name := range []string{"url", "token-id", "token-secret-file", "ca-file", "fingerprint"} {
 			if cli.Given(fs, name) {
-				return fail(stderr, cli.Usagef("-demo brings its own cluster: drop -%s", name))
+				return failPlan(stderr, cli.Usagef("-demo brings its own cluster: drop -%s", name))
 			}
 		}
 		fleet, err := demo.Start(demo.Options{Version: demoPVE})
 		if err != nil {
-			return fail(stderr, cli.Usagef("%v", err))
+			return failPlan(stderr, cli.Usagef("%v", err))
 		}
 		defer fleet.Close()
 		if client, err = fleet.Client(proxmox.WithLogger(logger)); err != nil {
-			return fail(stderr, err)
+			return failPlan(stderr, err)
 		}
 		where = fmt.Sprintf("the demo fleet (a fake Proxmox VE %s cluster in this process)", fleet.Version())
 		data = demo.DesiredJSON()
 	} else {
 		if cli.Given(fs, "demo-pve") {
-			return fail(stderr, cli.Usagef("-demo-pve only applies with -demo"))
+			return failPlan(stderr, cli.Usagef("-demo-pve only applies with -demo"))
 		}
 		if desired == "" {
-			return fail(stderr, cli.Usagef("no desired state: set -desired or GUESTWARD_DESIRED"))
+			return failPlan(stderr, cli.Usagef("no desired state: set -desired or GUESTWARD_DESIRED"))
 		}
 		if client, err = conn.Client(env, logger); err != nil {
-			return fail(stderr, err)
+			return failPlan(stderr, err)
 		}
 		v, err := cli.Probe(ctx, client, conn.URL)
 		if err != nil {
-			return fail(stderr, err)
+			return failPlan(stderr, err)
 		}
 		where = fmt.Sprintf("Proxmox VE %s at %s", v.Version, conn.URL)
 	}
@@ -129,17 +161,17 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 	source := "the demo's desired state"
 	if desired != "" {
 		if data, err = os.ReadFile(desired); err != nil {
-			return fail(stderr, cli.Usagef("desired state: %v", err))
+			return failPlan(stderr, cli.Usagef("desired state: %v", err))
 		}
 		source = desired
 	}
 	declared, err := reconcile.ParseDesiredJSON(data)
 	if err != nil {
-		return fail(stderr, cli.Usagef("desired state %s: %v", source, err))
+		return failPlan(stderr, cli.Usagef("desired state %s: %v", source, err))
 	}
 	provider, err := reconcile.NewStaticProvider(declared)
 	if err != nil {
-		return fail(stderr, cli.Usagef("desired state %s: %v", source, err))
+		return failPlan(stderr, cli.Usagef("desired state %s: %v", source, err))
 	}
 
 	// A dry-run engine observes the declared guests exactly as a real pass
@@ -148,30 +180,32 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 	// given stays empty.
 	engine, err := reconcile.NewEngine(reconcile.Config{Proxmox: client, Provider: provider, DryRun: true, Logger: logger})
 	if err != nil {
-		return fail(stderr, err)
+		return failPlan(stderr, err)
 	}
 	rep, err := engine.ReconcileOnce(ctx)
 	if err != nil {
-		return fail(stderr, fmt.Errorf("reading the cluster: %w", err))
+		return failPlan(stderr, fmt.Errorf("reading the cluster: %w", err))
 	}
 	if format.Value == output.JSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetEscapeHTML(false)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rep.Plan); err != nil {
-			return fail(stderr, err)
+			return failPlan(stderr, err)
 		}
-		return cli.ExitOK
+		return cli.ExitOK, !rep.Converged()
 	}
 	if _, err := fmt.Fprintf(stdout, "Plan for the %s declared in %s, against %s.\nNothing has been changed.\n\n",
 		output.Count(len(declared), "guest"), source, where); err != nil {
-		return fail(stderr, err)
+		return failPlan(stderr, err)
 	}
 	if err := rep.Plan.WriteText(stdout); err != nil {
-		return fail(stderr, err)
+		return failPlan(stderr, err)
 	}
-	return cli.ExitOK
+	return cli.ExitOK, !rep.Converged()
 }
+
+func failPlan(stderr io.Writer, err error) (int, bool) { return fail(stderr, err), false }
 
 func fail(stderr io.Writer, err error) int {
 	fmt.Fprintf(stderr, "plan: %v\n", err)

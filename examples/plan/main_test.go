@@ -136,3 +136,47 @@ func TestBadSettings(t *testing.T) {
 		})
 	}
 }
+
+// -detailed-exitcode tells a script from the code alone whether anything
+// differs, and folds every error into 1.
+func TestDetailedExitCode(t *testing.T) {
+	srv := proxmoxtest.Start(t, proxmoxtest.WithNodes("pve1"))
+	if err := srv.AddGuest(proxmoxtest.GuestSpec{Node: "pve1", Type: proxmox.QEMU, VMID: 100,
+		Config: map[string]string{"memory": "1024"}}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write := func(name, doc string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	inSync := write("in-sync.json", `{"guests": [{"node": "pve1", "type": "qemu", "vmid": 100, "config": {"memory": 1024}}]}`)
+	drift := write("drift.json", `{"guests": [{"node": "pve1", "type": "qemu", "vmid": 100, "config": {"memory": 2048}}]}`)
+	skipped := write("skipped.json", `{"guests": [{"node": "pve1", "type": "qemu", "vmid": 999}]}`)
+	id, secret := srv.APIToken()
+	env := map[string]string{"GUESTWARD_URL": srv.URL, "GUESTWARD_TOKEN_ID": id, "GUESTWARD_TOKEN_SECRET": secret,
+		"GUESTWARD_FINGERPRINT": srv.Fingerprint()}
+	for _, c := range []struct {
+		name         string
+		args         []string
+		plain, coded int
+	}{
+		{"in sync", []string{"-desired", inSync}, cli.ExitOK, cli.ExitOK},
+		{"changes planned", []string{"-desired", drift}, cli.ExitOK, exitDiffers},
+		{"a guest skipped", []string{"-desired", skipped}, cli.ExitOK, exitDiffers},
+		{"a wrong setting", []string{"-desired", filepath.Join(dir, "missing.json")}, cli.ExitUsage, cli.ExitFailure},
+	} {
+		if code, _, errOut := planRun(env, c.args...); code != c.plain {
+			t.Errorf("%s: exit %d, want %d\n%s", c.name, code, c.plain, errOut)
+		}
+		if code, _, errOut := planRun(env, append([]string{"-detailed-exitcode"}, c.args...)...); code != c.coded {
+			t.Errorf("%s with -detailed-exitcode: exit %d, want %d\n%s", c.name, code, c.coded, errOut)
+		}
+	}
+	if code, out, _ := planRun(nil, "-version"); code != cli.ExitOK || !strings.HasPrefix(out, "plan guestward ") {
+		t.Errorf("-version: exit %d, %q", code, out)
+	}
+}
