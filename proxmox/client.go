@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -22,6 +21,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/guestward/guestward/internal/backoff"
 )
 
 // Client talks to one Proxmox VE API endpoint (any node of a cluster; the
@@ -146,7 +147,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 		RetryWaitMax:   s.retryMax,
 		RetryMax:       s.retries,
 		CheckRetry:     checkRetry,
-		Backoff:        backoff,
+		Backoff:        retryWait,
 		ErrorHandler:   retryablehttp.PassthroughErrorHandler,
 		RequestLogHook: c.beforeAttempt,
 	}
@@ -533,9 +534,9 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 	return false, nil
 }
 
-// backoff is exponential from min, capped at max, with jitter in [d/2, d];
+// retryWait is exponential from min, capped at max, with jitter in [d/2, d];
 // a Retry-After of a number of seconds is honoured up to max.
-func backoff(minWait, maxWait time.Duration, attempt int, resp *http.Response) time.Duration {
+func retryWait(minWait, maxWait time.Duration, attempt int, resp *http.Response) time.Duration {
 	if resp != nil {
 		if s := resp.Header.Get("Retry-After"); s != "" {
 			if n, err := strconv.Atoi(s); err == nil && n >= 0 {
@@ -543,27 +544,7 @@ func backoff(minWait, maxWait time.Duration, attempt int, resp *http.Response) t
 			}
 		}
 	}
-	d := maxWait
-	if attempt < 30 {
-		d = min(minWait<<attempt, maxWait)
-	}
-	if d <= 0 {
-		return 0
-	}
-	half := d / 2
-	return half + rand.N(d-half+1)
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return backoff.Delay(attempt+1, minWait, maxWait) // attempt counts from 0
 }
 
 // TaskUser returns the user id Proxmox writes into the UPIDs of the tasks

@@ -922,7 +922,7 @@ func TestLogging(t *testing.T) {
 
 func TestBackoff(t *testing.T) {
 	for attempt := range 40 {
-		d := backoff(10*time.Millisecond, time.Second, attempt, nil)
+		d := retryWait(10*time.Millisecond, time.Second, attempt, nil)
 		ideal := min(10*time.Millisecond<<min(attempt, 30), time.Second)
 		if attempt >= 30 {
 			ideal = time.Second
@@ -932,13 +932,13 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 	resp := &http.Response{Header: http.Header{"Retry-After": {"3"}}}
-	if d := backoff(time.Millisecond, 10*time.Second, 0, resp); d != 3*time.Second {
+	if d := retryWait(time.Millisecond, 10*time.Second, 0, resp); d != 3*time.Second {
 		t.Errorf("Retry-After: %s", d)
 	}
-	if d := backoff(time.Millisecond, time.Second, 0, resp); d != time.Second {
+	if d := retryWait(time.Millisecond, time.Second, 0, resp); d != time.Second {
 		t.Errorf("Retry-After is capped: %s", d)
 	}
-	if d := backoff(0, 0, 3, nil); d != 0 {
+	if d := retryWait(0, 0, 3, nil); d != 0 {
 		t.Errorf("zero bounds: %s", d)
 	}
 }

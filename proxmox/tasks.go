@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/guestward/guestward/internal/backoff"
 )
 
 // TaskStatus is the state of one task, from GET
@@ -155,7 +157,7 @@ func (c *Client) WaitTask(ctx context.Context, upid UPID) (TaskStatus, error) {
 		default:
 			return last, fmt.Errorf("proxmox: wait for task %s: %w", upid, err)
 		}
-		if err := sleep(ctx, interval); err != nil {
+		if err := backoff.Sleep(ctx, interval); err != nil {
 			return last, fmt.Errorf("proxmox: wait for task %s: %w", upid, err)
 		}
 		interval = min(interval*2, c.pollMax)

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/guestward/guestward/internal/backoff"
 	"github.com/guestward/guestward/journal"
 	"github.com/guestward/guestward/proxmox"
 )
@@ -318,7 +318,7 @@ func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 			return e.conclude(ctx, o, &rep, fmt.Errorf("gave up after %d attempts: %w", rep.Attempts, err), true)
 		}
 		e.log.InfoContext(ctx, "task did nothing; trying again", "op", o.id, "guest", o.ref.String(), "upid", string(upid), "err", err)
-		if werr := sleepCtx(ctx, backoff(rep.Attempts, e.cfg.RetryMin, e.cfg.RetryMax)); werr != nil {
+		if werr := backoff.Sleep(ctx, backoff.Delay(rep.Attempts, e.cfg.RetryMin, e.cfg.RetryMax)); werr != nil {
 			return e.conclude(ctx, o, &rep, fmt.Errorf("%w (after attempt %d: %w)", werr, rep.Attempts, err), true)
 		}
 		at = e.cfg.Now()
@@ -417,7 +417,7 @@ func (e *Engine) waitHAState(ctx context.Context, o *op, task proxmox.UPIDInfo, 
 		if !wait {
 			return true, fmt.Errorf("the HA manager has not brought %s to %s yet", o.ref, target)
 		}
-		if err := sleepCtx(ctx, min(e.cfg.RetryMin, deadline.Sub(e.cfg.Now()))); err != nil {
+		if err := backoff.Sleep(ctx, min(e.cfg.RetryMin, deadline.Sub(e.cfg.Now()))); err != nil {
 			return true, fmt.Errorf("gave up waiting for the HA manager to bring %s to %s: %w", o.ref, target, err)
 		}
 	}
@@ -484,7 +484,7 @@ func (e *Engine) send(ctx context.Context, o *op, at time.Time, rep *ActionRepor
 		if attempt >= e.cfg.Retries {
 			return "", fmt.Errorf("gave up after %d attempts: %w", attempt, err)
 		}
-		if werr := sleepCtx(ctx, backoff(attempt, e.cfg.RetryMin, e.cfg.RetryMax)); werr != nil {
+		if werr := backoff.Sleep(ctx, backoff.Delay(attempt, e.cfg.RetryMin, e.cfg.RetryMax)); werr != nil {
 			return "", fmt.Errorf("%w: %w (%w)", errNotSent, werr, err)
 		}
 	}
@@ -693,7 +693,7 @@ var errConfigMoved = errors.New("the answer was lost, and the configuration has 
 // reached Proxmox would be recorded as done.
 func (e *Engine) findOutcome(ctx context.Context, o *op, at time.Time, claimed map[proxmox.UPID]bool) (outcomeSearch, error) {
 	if wait := at.Add(e.cfg.SettleDelay).Sub(e.cfg.Now()); wait > 0 {
-		if err := sleepCtx(ctx, wait); err != nil {
+		if err := backoff.Sleep(ctx, wait); err != nil {
 			return outcomeSearch{}, err
 		}
 	}
@@ -852,26 +852,4 @@ func (e *Engine) changeInEffect(ctx context.Context, o *op) (outcomeSearch, erro
 		before = o.observed
 	}
 	return outcomeSearch{applied: applied, undecidable: !applied && before != "" && cfg.Digest != before}, nil
-}
-
-// backoff returns the wait before attempt+1: exponential from min, capped
-// at max, with jitter in its upper half.
-func backoff(attempt int, min, max time.Duration) time.Duration {
-	d := min << (attempt - 1)
-	if d > max || d <= 0 {
-		d = max
-	}
-	return d/2 + rand.N(d/2+1)
-}
-
-// sleepCtx waits for d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/guestward/guestward/internal/backoff"
 	"github.com/guestward/guestward/journal"
 	"github.com/guestward/guestward/proxmox"
 )
@@ -321,7 +322,7 @@ func (e *Engine) laterTask(ctx context.Context, o *op, prev proxmox.UPID, at tim
 		return nil, err
 	}
 	if wait := at.Add(e.cfg.SettleDelay).Sub(e.cfg.Now()); wait > 0 {
-		if err := sleepCtx(ctx, wait); err != nil {
+		if err := backoff.Sleep(ctx, wait); err != nil {
 			return nil, err
 		}
 	}
