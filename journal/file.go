@@ -162,7 +162,7 @@ func OpenFile(path string, opts ...FileOption) (*FileJournal, error) {
 		path:        real,
 		dir:         filepath.Dir(real),
 		cfg:         cfg,
-		log:         loggerOrDiscard(cfg.logger),
+		log:         cfg.logger,
 		lock:        lock,
 		pendingOps:  make(map[string]pending),
 		pendingKeys: make(map[string]string),
@@ -290,13 +290,6 @@ func onlyName(fsys fsx.FS, path string, fi os.FileInfo) error {
 		return errReplaced
 	}
 	return nil
-}
-
-func loggerOrDiscard(l *slog.Logger) *slog.Logger {
-	if l == nil {
-		return slog.New(slog.DiscardHandler)
-	}
-	return l
 }
 
 func (j *FileJournal) load() error {

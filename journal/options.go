@@ -36,6 +36,7 @@ const DefaultCompactThreshold = 32 << 20
 
 func defaultFileConfig() fileConfig {
 	return fileConfig{
+		logger:    slog.New(slog.DiscardHandler),
 		now:       time.Now,
 		retention: retention{ops: DefaultRetention, keys: -1},
 		threshold: DefaultCompactThreshold,
@@ -58,7 +59,11 @@ func WithNoSync() FileOption {
 // a torn tail dropped on open, a compaction, a write failure. nil (the
 // default) discards them.
 func WithLogger(l *slog.Logger) FileOption {
-	return fileOptionFunc(func(c *fileConfig) { c.logger = l })
+	return fileOptionFunc(func(c *fileConfig) {
+		if l != nil {
+			c.logger = l
+		}
+	})
 }
 
 // WithClock sets the clock that stamps entries whose At is zero and that

@@ -183,7 +183,7 @@ func RepairFile(ctx context.Context, path string, opts ...FileOption) (RepairRep
 	}
 	rep.Repaired = true
 	rep.DroppedBytes = size - rep.Offset
-	loggerOrDiscard(cfg.logger).Warn("journal: repaired", "path", path, "offset", rep.Offset,
+	cfg.logger.Warn("journal: repaired", "path", path, "offset", rep.Offset,
 		"dropped_bytes", rep.DroppedBytes, "backup", rep.Backup, "reason", rep.Reason)
 	return rep, nil
 }

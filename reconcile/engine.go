@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -359,7 +358,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		shutdown: make(chan struct{}),
 	}
 	if e.log == nil {
-		e.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		e.log = slog.New(slog.DiscardHandler)
 	}
 	if e.q == nil {
 		e.q = queue.New[int](queue.WithMaxConcurrent(cfg.Concurrency))

@@ -150,7 +150,7 @@ func Open(path string, opts ...Option) (*Journal, error) {
 	if err != nil {
 		return nil, err
 	}
-	j := &Journal{path: path, dir: filepath.Dir(path), cfg: cfg, log: loggerOrDiscard(cfg.logger), lock: lock}
+	j := &Journal{path: path, dir: filepath.Dir(path), cfg: cfg, log: cfg.logger, lock: lock}
 	j.memCond = sync.NewCond(&j.memMu)
 	if err := j.load(); err != nil {
 		lock.Close()
@@ -193,13 +193,6 @@ func takeLock(path string) (io.Closer, error) {
 		return nil, ownerError("open", path, err)
 	}
 	return lock, nil
-}
-
-func loggerOrDiscard(l *slog.Logger) *slog.Logger {
-	if l == nil {
-		return slog.New(slog.DiscardHandler)
-	}
-	return l
 }
 
 func (j *Journal) load() error {

@@ -342,7 +342,7 @@ func RepairFile(ctx context.Context, path string, opts ...Option) (RepairReport,
 		return rep, fmt.Errorf("boltjournal: repair %s: %w", path, err)
 	}
 	rep.Repaired = true
-	loggerOrDiscard(cfg.logger).Warn("boltjournal: repaired", "path", path, "backup", rep.Backup,
+	cfg.logger.Warn("boltjournal: repaired", "path", path, "backup", rep.Backup,
 		"kept", rep.Kept, "lost", len(rep.Lost), "reason", rep.Reason)
 	return rep, nil
 }

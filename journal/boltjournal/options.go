@@ -37,6 +37,7 @@ const (
 
 func defaultConfig() config {
 	return config{
+		logger:        slog.New(slog.DiscardHandler),
 		now:           time.Now,
 		retention:     journal.DefaultRetention,
 		keyRetention:  -1,
@@ -58,7 +59,11 @@ func WithNoSync() Option {
 // WithLogger sets the logger for the rare events worth telling an operator
 // (a compaction, a repair). nil (the default) discards them.
 func WithLogger(l *slog.Logger) Option {
-	return optionFunc(func(c *config) { c.logger = l })
+	return optionFunc(func(c *config) {
+		if l != nil {
+			c.logger = l
+		}
+	})
 }
 
 // WithClock sets the clock that stamps entries whose At is zero and that
