@@ -2,90 +2,22 @@ package proxmox
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/guestward/guestward/internal/testca"
 )
-
-// testCA is a certificate authority for tests that need certificates for
-// chosen names.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t testing.TB) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "guestward test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
-
-// leaf issues a server certificate for the given DNS names and IP
-// addresses.
-func (ca *testCA) leaf(t testing.TB, dnsNames []string, ips ...net.IP) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "pve"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		DNSNames:     dnsNames,
-		IPAddresses:  ips,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
-}
 
 func fingerprint(c tls.Certificate) string {
 	sum := sha256.Sum256(c.Certificate[0])
@@ -122,7 +54,7 @@ func versionServer(t *testing.T, addr string, cert tls.Certificate) (*httptest.S
 // certificate for another host was accepted at https://127.0.0.1 and
 // https://[::1].
 func TestPinAndPoolCheckTheURLHost(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testca.New(t)
 	v4, v6 := net.ParseIP("127.0.0.1"), net.ParseIP("::1")
 	tests := []struct {
 		name string
@@ -131,21 +63,21 @@ func TestPinAndPoolCheckTheURLHost(t *testing.T) {
 		opts func(cert tls.Certificate) []Option
 		ok   bool
 	}{
-		{"IPv4 URL, certificate for another host", "127.0.0.1:0", ca.leaf(t, []string{"other.example"}), pinAndPool(ca), false},
-		{"IPv4 URL, certificate for another IP", "127.0.0.1:0", ca.leaf(t, nil, net.ParseIP("10.0.0.1")), pinAndPool(ca), false},
-		{"IPv4 URL, certificate for the IPv6 loopback", "127.0.0.1:0", ca.leaf(t, nil, v6), pinAndPool(ca), false},
-		{"IPv4 URL, certificate for its IP", "127.0.0.1:0", ca.leaf(t, []string{"other.example"}, v4), pinAndPool(ca), true},
-		{"IPv6 URL, certificate for another host", "[::1]:0", ca.leaf(t, []string{"other.example"}), pinAndPool(ca), false},
-		{"IPv6 URL, certificate for the IPv4 loopback", "[::1]:0", ca.leaf(t, nil, v4), pinAndPool(ca), false},
-		{"IPv6 URL, certificate for its IP", "[::1]:0", ca.leaf(t, nil, v6), pinAndPool(ca), true},
+		{"IPv4 URL, certificate for another host", "127.0.0.1:0", ca.Issue(t, []string{"other.example"}), pinAndPool(ca), false},
+		{"IPv4 URL, certificate for another IP", "127.0.0.1:0", ca.Issue(t, nil, net.ParseIP("10.0.0.1")), pinAndPool(ca), false},
+		{"IPv4 URL, certificate for the IPv6 loopback", "127.0.0.1:0", ca.Issue(t, nil, v6), pinAndPool(ca), false},
+		{"IPv4 URL, certificate for its IP", "127.0.0.1:0", ca.Issue(t, []string{"other.example"}, v4), pinAndPool(ca), true},
+		{"IPv6 URL, certificate for another host", "[::1]:0", ca.Issue(t, []string{"other.example"}), pinAndPool(ca), false},
+		{"IPv6 URL, certificate for the IPv4 loopback", "[::1]:0", ca.Issue(t, nil, v4), pinAndPool(ca), false},
+		{"IPv6 URL, certificate for its IP", "[::1]:0", ca.Issue(t, nil, v6), pinAndPool(ca), true},
 		// Controls: a pin alone accepts exactly its certificate whatever
 		// it names; a pool alone checks the host as Go always does.
-		{"pin alone, certificate for another host", "127.0.0.1:0", ca.leaf(t, []string{"other.example"}),
+		{"pin alone, certificate for another host", "127.0.0.1:0", ca.Issue(t, []string{"other.example"}),
 			func(c tls.Certificate) []Option { return []Option{WithFingerprint(fingerprint(c))} }, true},
-		{"pool alone, certificate for another host", "127.0.0.1:0", ca.leaf(t, []string{"other.example"}),
-			func(tls.Certificate) []Option { return []Option{WithCAPool(ca.pool)} }, false},
-		{"pool alone, certificate for its IP", "[::1]:0", ca.leaf(t, nil, v6),
-			func(tls.Certificate) []Option { return []Option{WithCAPool(ca.pool)} }, true},
+		{"pool alone, certificate for another host", "127.0.0.1:0", ca.Issue(t, []string{"other.example"}),
+			func(tls.Certificate) []Option { return []Option{WithCAPool(ca.Pool)} }, false},
+		{"pool alone, certificate for its IP", "[::1]:0", ca.Issue(t, nil, v6),
+			func(tls.Certificate) []Option { return []Option{WithCAPool(ca.Pool)} }, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -182,9 +114,9 @@ func TestPinAndPoolCheckTheURLHost(t *testing.T) {
 	}
 }
 
-func pinAndPool(ca *testCA) func(tls.Certificate) []Option {
+func pinAndPool(ca *testca.CA) func(tls.Certificate) []Option {
 	return func(c tls.Certificate) []Option {
-		return []Option{WithCAPool(ca.pool), WithFingerprint(fingerprint(c))}
+		return []Option{WithCAPool(ca.Pool), WithFingerprint(fingerprint(c))}
 	}
 }
 
@@ -192,8 +124,8 @@ func pinAndPool(ca *testCA) func(tls.Certificate) []Option {
 // cannot dial without a resolver: the verification newTransport installs
 // is given the URL's host and a handshake's state.
 func TestPinAndPoolCheckDNSNames(t *testing.T) {
-	ca := newTestCA(t)
-	cert := ca.leaf(t, []string{"pve1.example.com", "*.pve.example.com"}, net.ParseIP("192.0.2.7"), net.ParseIP("2001:db8::7"))
+	ca := testca.New(t)
+	cert := ca.Issue(t, []string{"pve1.example.com", "*.pve.example.com"}, net.ParseIP("192.0.2.7"), net.ParseIP("2001:db8::7"))
 	sum := sha256.Sum256(cert.Certificate[0])
 	for host, ok := range map[string]bool{
 		"pve1.example.com":      true,
@@ -207,7 +139,7 @@ func TestPinAndPoolCheckDNSNames(t *testing.T) {
 		"2001:db8::8":           false,
 		"":                      false,
 	} {
-		tc := newTransport(host, ca.pool, [][sha256.Size]byte{sum}).TLSClientConfig
+		tc := newTransport(host, ca.Pool, [][sha256.Size]byte{sum}).TLSClientConfig
 		// The server name a handshake reports is deliberately a name the
 		// certificate holds: only the URL's host may decide.
 		err := tc.VerifyConnection(tls.ConnectionState{ServerName: "pve1.example.com", PeerCertificates: []*x509.Certificate{cert.Leaf}})

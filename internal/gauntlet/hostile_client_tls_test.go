@@ -1,13 +1,9 @@
 package gauntlet
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -15,7 +11,6 @@ import (
 	"io"
 	"log"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -24,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/guestward/guestward/internal/testca"
 	"github.com/guestward/guestward/journal"
 	"github.com/guestward/guestward/proxmox"
 	"github.com/guestward/guestward/proxmox/proxmoxtest"
@@ -107,7 +103,7 @@ func TestHostileRedirect(t *testing.T) {
 // certificate for the address works, so the refusal is the host check.
 func TestHostileCertificateAtIP(t *testing.T) {
 	fig := newFigures(t)
-	ca := newBatteryCA(t)
+	ca := testca.New(t)
 	for _, tt := range []struct {
 		name string
 		addr string
@@ -127,9 +123,9 @@ func TestHostileCertificateAtIP(t *testing.T) {
 				if err != nil {
 					t.Skipf("cannot listen on %s: %v", tt.addr, err)
 				}
-				cert := ca.issue(t, []string{"pve1.other.example"})
+				cert := ca.Issue(t, []string{"pve1.other.example"})
 				if honest {
-					cert = ca.issue(t, nil, tt.ip)
+					cert = ca.Issue(t, nil, tt.ip)
 				}
 				srv := batteryCluster(t)
 				imp := httptest.NewUnstartedServer(srv)
@@ -140,7 +136,7 @@ func TestHostileCertificateAtIP(t *testing.T) {
 				imp.StartTLS()
 				t.Cleanup(imp.Close)
 				sum := sha256.Sum256(cert.Certificate[0])
-				client, err := proxmox.New(imp.URL, proxmox.WithCAPool(ca.pool), proxmox.WithFingerprint(hex.EncodeToString(sum[:])),
+				client, err := proxmox.New(imp.URL, proxmox.WithCAPool(ca.Pool), proxmox.WithFingerprint(hex.EncodeToString(sum[:])),
 					proxmox.WithAPIToken(srv.APIToken()), proxmox.WithRetry(1, time.Millisecond, 2*time.Millisecond))
 				if err != nil {
 					t.Fatal(err)
@@ -284,54 +280,4 @@ func staticProvider(t *testing.T, file string) reconcile.DesiredProvider {
 		t.Fatal(err)
 	}
 	return prov
-}
-
-// batteryCA issues certificates for chosen names.
-type batteryCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newBatteryCA(t *testing.T) *batteryCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "gauntlet CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &batteryCA{cert: cert, key: key, pool: pool}
-}
-
-func (ca *batteryCA) issue(t *testing.T, dnsNames []string, ips ...net.IP) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "pve"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		DNSNames: dnsNames, IPAddresses: ips,
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
