@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/guestward/guestward/internal/failpoint"
+	"github.com/guestward/guestward/internal/fsx/fsxtest"
 )
 
 // ownerLayout is a journal and the other paths that reach it:
@@ -516,7 +517,7 @@ func TestOpenRefusesUnsafeDirectories(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if c.group && !foreignGroup(t, dir) {
+			if c.group && !fsxtest.ForeignGroup(t, dir) {
 				t.Skip("needs a group other than this user's own")
 			}
 			path := filepath.Join(dir, "ops.journal")
@@ -601,29 +602,4 @@ func chmod(t *testing.T, path string, mode os.FileMode) {
 	if err := os.Chmod(path, mode); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// foreignGroup gives name to a group that is not the caller's effective
-// group (a directory writable by the user's own private group is accepted),
-// and reports false when it cannot.
-func foreignGroup(t *testing.T, name string) bool {
-	t.Helper()
-	gid := -1
-	if os.Geteuid() == 0 {
-		gid = 65534
-	} else if groups, err := os.Getgroups(); err == nil {
-		for _, g := range groups {
-			if g != os.Getegid() {
-				gid = g
-				break
-			}
-		}
-	}
-	if gid < 0 {
-		return false
-	}
-	if err := os.Chown(name, -1, gid); err != nil {
-		t.Fatal(err)
-	}
-	return true
 }

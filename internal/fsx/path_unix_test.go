@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/guestward/guestward/internal/fsx"
+	"github.com/guestward/guestward/internal/fsx/fsxtest"
 )
 
 func TestResolve(t *testing.T) {
@@ -66,7 +67,7 @@ func TestResolve(t *testing.T) {
 			t.Errorf("Resolve below a directory writable by the user's private group = %v", err)
 		}
 	}
-	if foreignGroup(t, base) {
+	if fsxtest.ForeignGroup(t, base) {
 		if _, err := fs.Resolve(filepath.Join(real, "f")); !errors.Is(err, fsx.ErrUnsafe) {
 			t.Errorf("Resolve below a directory writable by another group = %v, want ErrUnsafe", err)
 		}
@@ -214,28 +215,4 @@ func symlink(t *testing.T, target, name string) {
 	if err := os.Symlink(target, name); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// foreignGroup gives name to a group that is not the caller's effective
-// group, and reports false when it cannot.
-func foreignGroup(t *testing.T, name string) bool {
-	t.Helper()
-	gid := -1
-	if os.Geteuid() == 0 {
-		gid = 65534
-	} else if groups, err := os.Getgroups(); err == nil {
-		for _, g := range groups {
-			if g != os.Getegid() {
-				gid = g
-				break
-			}
-		}
-	}
-	if gid < 0 {
-		return false
-	}
-	if err := os.Chown(name, -1, gid); err != nil {
-		t.Fatal(err)
-	}
-	return true
 }
