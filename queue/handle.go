@@ -8,14 +8,14 @@ import (
 // Handle is a submitted job. Its result can be awaited with [Handle.Wait] or
 // [Handle.Done]. A Handle is safe for concurrent use.
 type Handle[K comparable] struct {
-	q *Queue[K]
+	s *shard[K] // the shard of its key
 
-	// Guarded by q.mu. Kept to 64 bytes: it is Submit's one allocation.
-	seq     uint32 // position in its lane while waiting (wraps; see lane.at)
+	// Guarded by s.mu. Kept to 80 bytes: it is Submit's one allocation.
 	state   uint8
-	tagged  bool     // listed in its lane's tagged list
-	watched bool     // Done registered a context watcher (see Queue.watches)
-	lane    *lane[K] // while waiting
+	tagged  bool       // listed in its lane's tagged list
+	watched bool       // Done registered a context watcher (see shard.watches)
+	lane    *lane[K]   // while waiting
+	next    *Handle[K] // next in its lane's list while linked (see lane)
 	fn      func(context.Context) error
 	// ctxOrErr holds the job's context until it finishes, then its error
 	// (written before done is closed). One field for both saves the 16
@@ -47,9 +47,9 @@ const (
 // Done returns a channel that is closed when the job's result is known: it
 // ran, its context ended before it started, or Close dropped it.
 func (h *Handle[K]) Done() <-chan struct{} {
-	q := h.q
-	q.mu.Lock()
-	defer q.mu.Unlock()
+	s := h.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if h.done == nil {
 		h.done = make(chan struct{})
 		if h.state == finished {
@@ -59,7 +59,7 @@ func (h *Handle[K]) Done() <-chan struct{} {
 	if h.state == waiting && !h.watched {
 		// Somebody may wait on the channel alone: make the job leave the
 		// line as soon as its context ends, as Wait would.
-		q.watch(h)
+		s.watch(h)
 	}
 	return h.done
 }
@@ -69,12 +69,12 @@ func (h *Handle[K]) Done() <-chan struct{} {
 // only bounds the wait. To cancel a job, cancel the context it was submitted
 // with.
 func (h *Handle[K]) Wait(ctx context.Context) error {
-	q := h.q
+	s := h.s
 	for {
-		q.mu.Lock()
+		s.mu.Lock()
 		if h.state == finished {
 			err := h.err()
-			q.mu.Unlock()
+			s.mu.Unlock()
 			return err
 		}
 		if h.done == nil {
@@ -82,7 +82,7 @@ func (h *Handle[K]) Wait(ctx context.Context) error {
 		}
 		done, jobCtx := h.done, h.ctx()
 		waiting := h.state == waiting
-		q.mu.Unlock()
+		s.mu.Unlock()
 		var jobDone <-chan struct{}
 		if waiting {
 			// While the job waits, its context ending resolves it: watch
@@ -95,37 +95,37 @@ func (h *Handle[K]) Wait(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-jobDone:
-			q.cancel(h, jobCtx) // resolves h, or finds it started or retargeted
+			s.q.cancel(h, jobCtx) // resolves h, or finds it started or retargeted
 		}
 	}
 }
 
 // watch makes the waiting job h leave the line as soon as its context
 // ends. If it has ended already, AfterFunc runs the watcher on its own
-// goroutine, which waits for q.mu: no deadlock. Called with q.mu held.
-func (q *Queue[K]) watch(h *Handle[K]) {
+// goroutine, which waits for s.mu: no deadlock. Called with s.mu held.
+func (s *shard[K]) watch(h *Handle[K]) {
 	ctx := h.ctx()
 	if ctx.Done() == nil {
 		return // it cannot end
 	}
-	if q.watches == nil {
-		q.watches = make(map[*Handle[K]]func() bool)
+	if s.watches == nil {
+		s.watches = make(map[*Handle[K]]func() bool)
 	}
-	q.watches[h] = context.AfterFunc(ctx, func() { q.cancel(h, ctx) })
+	s.watches[h] = context.AfterFunc(ctx, func() { s.q.cancel(h, ctx) })
 	h.watched = true
 }
 
-// unwatch removes h's watcher, if it has one. Called with q.mu held.
-func (q *Queue[K]) unwatch(h *Handle[K]) {
+// unwatch removes h's watcher, if it has one. Called with s.mu held.
+func (s *shard[K]) unwatch(h *Handle[K]) {
 	if !h.watched {
 		return
 	}
-	if stop := q.watches[h]; stop != nil {
+	if stop := s.watches[h]; stop != nil {
 		stop()
 	}
-	delete(q.watches, h)
-	if len(q.watches) == 0 {
-		q.watches = nil // a map never shrinks; this one is rarely used
+	delete(s.watches, h)
+	if len(s.watches) == 0 {
+		s.watches = nil // a map never shrinks; this one is rarely used
 	}
 	h.watched = false
 }
@@ -142,18 +142,19 @@ const (
 // cancel takes the job h out of line if it is still waiting for ctx, and
 // resolves it with ctx.Err().
 func (q *Queue[K]) cancel(h *Handle[K], ctx context.Context) cancelResult {
-	q.mu.Lock()
+	s := h.s
+	s.mu.Lock()
 	if h.state != waiting {
-		q.mu.Unlock()
+		s.mu.Unlock()
 		return tooLate
 	}
 	if h.ctx() != ctx {
-		q.mu.Unlock()
+		s.mu.Unlock()
 		return replaced
 	}
-	ev := q.remove(h, ctx.Err(), Canceled)
-	q.checkDrained()
-	q.mu.Unlock()
+	ev := s.remove(h, ctx.Err(), Canceled)
+	s.mu.Unlock()
+	q.noteDequeued()
 	q.emit(ev)
 	return canceledNow
 }

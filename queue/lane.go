@@ -1,23 +1,29 @@
 package queue
 
-// lane holds the waiting jobs of one active key, in submit order, in a ring
-// of handles. A key is active while it has a waiting or running job; an
-// inactive key has no lane.
+// lane holds the waiting jobs of one active key, in submit order, in a list
+// linked through the handles themselves, so that queuing a job allocates
+// nothing beyond its handle. A key is active while it has a waiting or
+// running job; an inactive key has no lane.
 //
-// A job that leaves the line early (canceled, dropped) leaves a nil hole in
-// the ring until the lane reaches it or is dropped, so removal is O(1).
+// A job that leaves the line early (canceled, dropped) is finished in place
+// and stays linked, a hole, until the lane reaches it or is dropped, so
+// removal is O(1). A handle is unlinked (its next cleared) when it leaves
+// the list, so a finished handle a caller keeps never holds other jobs.
 type lane[K comparable] struct {
 	key  K
-	ring []*Handle[K] // size is 0 or a power of two
-	head int          // index of the oldest slot
-	used int          // slots in use, holes included
-	seq  uint32       // sequence number of ring[head]
-	n    int          // waiting jobs, holes excluded
+	s    *shard[K]  // the shard that owns key
+	head *Handle[K] // oldest linked job, hole or waiting
+	tail *Handle[K]
+	n    int // waiting jobs, holes excluded
 
-	busy      bool     // one of its jobs holds a slot
+	// Guarded by s.mu. A scheduled lane is in the ready list or holds a
+	// slot; every lane with a waiting job is scheduled.
+	scheduled bool
+	freeNext  *lane[K] // free list link
+
+	// Guarded by q.mu.
 	ready     bool     // in the ready list, waiting for a free slot
 	nextReady *lane[K] // ready list link
-	freeNext  *lane[K] // free list link
 
 	// Waiting jobs that carry a coalescing tag. A tagged job always merges
 	// into a waiting one with the same tag, so there is at most one per
@@ -73,38 +79,26 @@ func (q *Queue[K]) removeReady(l *lane[K]) {
 	l.ready = false
 }
 
-// push appends h, giving it its sequence number.
+// push appends h.
 func (l *lane[K]) push(h *Handle[K]) {
-	if l.used == len(l.ring) {
-		l.grow()
+	if l.tail == nil {
+		l.head = h
+	} else {
+		l.tail.next = h
 	}
-	l.ring[(l.head+l.used)&(len(l.ring)-1)] = h
-	h.seq = l.seq + uint32(l.used)
-	l.used++
+	l.tail = h
 	l.n++
 }
 
-// grow doubles the ring, keeping its size a power of two so that positions
-// wrap with a mask.
-func (l *lane[K]) grow() {
-	ring := make([]*Handle[K], max(2*len(l.ring), 4))
-	for i := range l.used {
-		ring[i] = l.ring[(l.head+i)&(len(l.ring)-1)]
-	}
-	l.ring, l.head = ring, 0
-}
-
-// pop takes the oldest waiting job, dropping the holes before it, or
+// pop takes the oldest waiting job, unlinking the holes before it, or
 // returns nil when no job waits.
 func (l *lane[K]) pop() *Handle[K] {
-	for l.used > 0 {
-		slot := &l.ring[l.head]
-		h := *slot
-		*slot = nil
-		l.head = (l.head + 1) & (len(l.ring) - 1)
-		l.used--
-		l.seq++
-		if h != nil {
+	for h := l.head; h != nil; h = l.head {
+		l.head, h.next = h.next, nil
+		if l.head == nil {
+			l.tail = nil
+		}
+		if h.state == waiting {
 			l.n--
 			return h
 		}
@@ -112,11 +106,13 @@ func (l *lane[K]) pop() *Handle[K] {
 	return nil
 }
 
-// at returns the slot of sequence number seq, which must be in the ring.
-// Sequence numbers wrap; the difference seq-l.seq is exact as long as
-// fewer than 2^32 jobs wait in one lane.
-func (l *lane[K]) at(seq uint32) **Handle[K] {
-	return &l.ring[(l.head+int(seq-l.seq))&(len(l.ring)-1)]
+// unlinkAll empties the list, unlinking any holes left in it. Called when
+// the lane is dropped, so only holes remain.
+func (l *lane[K]) unlinkAll() {
+	for h := l.head; h != nil; {
+		h, h.next = h.next, nil
+	}
+	l.head, l.tail = nil, nil
 }
 
 // findTagged returns the waiting job with tag, or nil.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -13,32 +15,43 @@ import (
 // parallel, up to the limit set with [WithMaxConcurrent], and fairly.
 //
 // A Queue must be created with [New]. It is safe for concurrent use.
+//
+// Its state is split between shards and a scheduler. Each key belongs to one
+// shard (by hash), whose lock guards the key's lane and jobs; the scheduler's
+// lock, q.mu, guards the slots and the ready list. Locks are taken in that
+// order: a shard's, then q.mu, never the other way round. A submission for a
+// key whose lane already waits or runs takes only its shard's lock.
 type Queue[K comparable] struct {
-	opts  options
-	epoch time.Time // origin of Handle.enq
+	opts   options
+	epoch  time.Time // origin of Handle.enq
+	seed   maphash.Seed
+	shards []shard[K] // len is shardCount
+
+	closed atomic.Bool
+	queued atomic.Int64 // jobs waiting, in every shard
 
 	mu      sync.Mutex
-	lanes   map[K]*lane[K]
-	highLen int      // largest len(lanes) since the map was last rebuilt
 	readyH  *lane[K] // lanes with waiting jobs and no slot, oldest first
 	readyT  *lane[K]
-	free    *lane[K] // recycled lanes
-	nfree   int
-	running int // slots in use: lanes that are busy
-	queued  int // jobs waiting
-	closed  bool
+	running int           // slots in use: lanes that are busy
 	drained chan struct{} // closed when closed && queued == 0 && running == 0
 
-	// Context watchers registered by Handle.Done, by handle.
-	watches map[*Handle[K]]func() bool
-
-	// Tests only: called under q.mu once Do's job is in line or started.
-	afterDoEnqueue func()
+	// Tests only: called under the key's shard lock once Do's job is in
+	// line or started.
+	afterDoEnqueue atomic.Pointer[func()]
 }
+
+// shardCount is the number of shards, a power of two: enough that
+// submitters and workers on different keys seldom meet on one lock.
+const shardCount = 32
 
 // New returns an empty, open queue.
 func New[K comparable](opts ...Option) *Queue[K] {
-	q := &Queue[K]{lanes: make(map[K]*lane[K])}
+	q := &Queue[K]{seed: maphash.MakeSeed(), shards: make([]shard[K], shardCount)}
+	for i := range q.shards {
+		q.shards[i].q = q
+		q.shards[i].lanes = make(map[K]*lane[K])
+	}
 	for _, o := range opts {
 		if o != nil {
 			o.apply(&q.opts)
@@ -48,6 +61,11 @@ func New[K comparable](opts ...Option) *Queue[K] {
 		q.epoch = time.Now()
 	}
 	return q
+}
+
+// shard returns the shard that owns key.
+func (q *Queue[K]) shard(key K) *shard[K] {
+	return &q.shards[maphash.Comparable(q.seed, key)&(shardCount-1)]
 }
 
 // errNilFunc is returned for a nil job function.
@@ -73,29 +91,27 @@ func (q *Queue[K]) Do(ctx context.Context, key K, fn func(context.Context) error
 	}
 	jo := mergeJobOptions(opts)
 
-	q.mu.Lock()
-	if q.closed {
-		q.mu.Unlock()
+	s := q.shard(key)
+	s.mu.Lock()
+	if q.closed.Load() {
+		s.mu.Unlock()
 		return ErrClosed
 	}
-	if l := q.lanes[key]; l == nil && q.hasSlot() {
+	if s.lanes[key] == nil && q.takeSlot() {
 		// Nothing waits for this key and a slot is free: the job is first
 		// in line and may start now, right here.
-		l = q.newLane(key)
-		l.busy = true
-		q.running++
-		if q.afterDoEnqueue != nil {
-			q.afterDoEnqueue()
-		}
-		q.mu.Unlock()
+		l := s.newLane(key)
+		l.scheduled = true
+		q.afterDo()
+		s.mu.Unlock()
 		return q.runInline(l, ctx, fn)
 	}
-	h := &Handle[K]{q: q, fn: fn, ctxOrErr: ctx, done: make(chan struct{})}
-	h, start, ev, err := q.enqueue(h, key, jo)
-	if err == nil && q.afterDoEnqueue != nil {
-		q.afterDoEnqueue()
+	h := &Handle[K]{s: s, fn: fn, ctxOrErr: ctx, done: make(chan struct{})}
+	h, start, ev, err := s.enqueue(h, key, jo)
+	if err == nil {
+		q.afterDo()
 	}
-	q.mu.Unlock()
+	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -116,6 +132,24 @@ func (q *Queue[K]) Do(ctx context.Context, key K, fn func(context.Context) error
 	return h.err()
 }
 
+// afterDo calls the test hook, if any.
+func (q *Queue[K]) afterDo() {
+	if fn := q.afterDoEnqueue.Load(); fn != nil {
+		(*fn)()
+	}
+}
+
+// takeSlot takes a free slot, if there is one, for a lane about to run.
+func (q *Queue[K]) takeSlot() bool {
+	q.mu.Lock()
+	ok := q.hasSlot()
+	if ok {
+		q.running++
+	}
+	q.mu.Unlock()
+	return ok
+}
+
 // runInline runs a job that took lane l's slot on the submitter's
 // goroutine, then passes the slot on.
 func (q *Queue[K]) runInline(l *lane[K], ctx context.Context, fn func(context.Context) error) error {
@@ -129,14 +163,11 @@ func (q *Queue[K]) runInline(l *lane[K], ctx context.Context, fn func(context.Co
 		ev = Event{Key: l.key, Outcome: Ran, Ran: time.Since(start), Err: err}
 	}
 
-	q.mu.Lock()
-	key := l.key
-	next := q.release(l)
+	l.s.mu.Lock()
 	if q.opts.observer != nil {
-		ev.KeyDepth, ev.Depth = q.depths(key)
+		ev.KeyDepth, ev.Depth = l.n, int(q.queued.Load())
 	}
-	q.mu.Unlock()
-	if next != nil {
+	if next := q.release(l); next != nil {
 		go q.work(next)
 	}
 	if q.opts.observer != nil {
@@ -163,14 +194,15 @@ func (q *Queue[K]) Submit(ctx context.Context, key K, fn func(context.Context) e
 		return nil, err
 	}
 	jo := mergeJobOptions(opts)
-	h := &Handle[K]{q: q, fn: fn, ctxOrErr: ctx} // outside the lock: keep it short
-	q.mu.Lock()
-	if q.closed {
-		q.mu.Unlock()
+	s := q.shard(key)
+	h := &Handle[K]{s: s, fn: fn, ctxOrErr: ctx} // outside the lock: keep it short
+	s.mu.Lock()
+	if q.closed.Load() {
+		s.mu.Unlock()
 		return nil, ErrClosed
 	}
-	h, start, ev, err := q.enqueue(h, key, jo)
-	q.mu.Unlock()
+	h, start, ev, err := s.enqueue(h, key, jo)
+	s.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
@@ -191,14 +223,15 @@ func (q *Queue[K]) started(start *lane[K], ev *Event) {
 // a job with that tag waits, merges h into that job and returns the job's
 // handle instead of h. It returns the job's handle, the lane whose worker
 // the caller must start, if any, and the observer's event for a coalesced
-// job. Called with q.mu held.
+// job. Called with s.mu held.
 //
 // Nothing watches a job's context while it waits: the worker checks it
 // before running the job (a job whose context has ended never runs), Do and
 // Handle.Wait watch it while they wait, and Handle.Done registers a watcher
 // when it is called. Jobs nobody waits for cost no watcher.
-func (q *Queue[K]) enqueue(h *Handle[K], key K, jo JobOption) (_ *Handle[K], start *lane[K], ev *Event, err error) {
-	l := q.lanes[key]
+func (s *shard[K]) enqueue(h *Handle[K], key K, jo JobOption) (_ *Handle[K], start *lane[K], ev *Event, err error) {
+	q := s.q
+	l := s.lanes[key]
 	if l != nil && jo.tag != "" {
 		if old := l.findTagged(jo.tag); old != nil {
 			old.fn, old.ctxOrErr = h.fn, h.ctxOrErr
@@ -208,12 +241,12 @@ func (q *Queue[K]) enqueue(h *Handle[K], key K, jo JobOption) (_ *Handle[K], sta
 			if old.watched || old.done != nil {
 				// Its waiters watch the context the job had when they
 				// started waiting: watch the new one for them.
-				q.unwatch(old)
-				q.watch(old)
+				s.unwatch(old)
+				s.watch(old)
 			}
 			if q.opts.observer != nil {
 				ev = &Event{Key: key, Outcome: Coalesced, Waited: q.since(old.enq)}
-				ev.KeyDepth, ev.Depth = q.depths(key)
+				ev.KeyDepth, ev.Depth = l.n, int(q.queued.Load())
 			}
 			return old, nil, ev, nil
 		}
@@ -222,7 +255,7 @@ func (q *Queue[K]) enqueue(h *Handle[K], key K, jo JobOption) (_ *Handle[K], sta
 		return nil, nil, nil, fmt.Errorf("%w: key %v has %d waiting (limit %d)", ErrFull, key, l.n, q.opts.maxPerKey)
 	}
 	if l == nil {
-		l = q.newLane(key)
+		l = s.newLane(key)
 	}
 	if q.opts.observer != nil {
 		h.enq = time.Since(q.epoch)
@@ -233,15 +266,17 @@ func (q *Queue[K]) enqueue(h *Handle[K], key K, jo JobOption) (_ *Handle[K], sta
 		h.tagged = true
 		l.tagged = append(l.tagged, taggedJob[K]{tag: jo.tag, h: h})
 	}
-	q.queued++
-	if !l.busy && !l.ready {
+	q.queued.Add(1)
+	if !l.scheduled {
+		l.scheduled = true
+		q.mu.Lock()
 		if q.hasSlot() {
-			l.busy = true
 			q.running++
 			start = l
 		} else {
 			q.pushReady(l)
 		}
+		q.mu.Unlock()
 	}
 	return h, start, nil, nil
 }
@@ -263,42 +298,54 @@ func mergeJobOptions(opts []JobOption) JobOption {
 }
 
 // remove resolves a waiting job that will never run, leaving a hole in its
-// place, and forgets the lane if that leaves it idle. Called with q.mu held.
-func (q *Queue[K]) remove(h *Handle[K], err error, outcome Outcome) *Event {
+// place, and forgets the lane if that leaves it idle. Called with s.mu held.
+func (s *shard[K]) remove(h *Handle[K], err error, outcome Outcome) *Event {
+	q := s.q
 	l := h.lane
 	h.lane = nil
 	if h.tagged {
 		l.untag(h)
 	}
-	*l.at(h.seq) = nil
-	l.n--
-	q.queued--
+	l.n-- // h stays linked, a hole: finish marks it
+	q.queued.Add(-1)
 	key := l.key
-	if l.n == 0 && !l.busy {
-		if l.ready {
+	if l.n == 0 {
+		// A lane with no job left waits for no slot. If it holds one, its
+		// worker finds it empty and drops it.
+		q.mu.Lock()
+		idle := l.ready
+		if idle {
 			q.removeReady(l)
 		}
-		q.dropLane(l)
+		q.mu.Unlock()
+		if idle {
+			l.scheduled = false
+			s.dropLane(l)
+		}
 	}
-	return q.finish(key, h, err, outcome, 0)
+	return s.finish(key, h, err, outcome, 0)
 }
 
 // finish records a job's result and releases its waiters. It returns the
-// observer's event, if there is an observer. Called with q.mu held.
-func (q *Queue[K]) finish(key K, h *Handle[K], err error, outcome Outcome, ran time.Duration) *Event {
-	q.unwatch(h)
+// observer's event, if there is an observer. Called with s.mu held.
+func (s *shard[K]) finish(key K, h *Handle[K], err error, outcome Outcome, ran time.Duration) *Event {
+	s.unwatch(h)
 	h.state = finished
 	h.ctxOrErr = err // lets the context go while the handle lives on
 	h.fn = nil
 	if h.done != nil {
 		close(h.done)
 	}
+	q := s.q
 	if q.opts.observer == nil {
 		return nil
 	}
 	ev := &Event{Key: key, Outcome: outcome, Ran: ran, Err: err}
 	ev.Waited = q.since(h.enq) - ran
-	ev.KeyDepth, ev.Depth = q.depths(key)
+	if l := s.lanes[key]; l != nil {
+		ev.KeyDepth = l.n
+	}
+	ev.Depth = int(q.queued.Load())
 	return ev
 }
 
@@ -307,16 +354,7 @@ func (q *Queue[K]) since(enq time.Duration) time.Duration {
 	return time.Since(q.epoch) - enq
 }
 
-// depths returns the jobs waiting for key and in the whole queue. Called with
-// q.mu held.
-func (q *Queue[K]) depths(key K) (keyDepth, depth int) {
-	if l := q.lanes[key]; l != nil {
-		keyDepth = l.n
-	}
-	return keyDepth, q.queued
-}
-
-// emit hands an event to the observer. Called without q.mu.
+// emit hands an event to the observer. Called without locks.
 func (q *Queue[K]) emit(ev *Event) {
 	if ev != nil {
 		q.opts.observer(*ev)
@@ -334,8 +372,16 @@ func (q *Queue[K]) emit(ev *Event) {
 // their submitters' contexts); Close returns ctx.Err() without waiting for
 // them. Calling Close again waits for those running jobs.
 func (q *Queue[K]) Close(ctx context.Context) error {
+	q.closed.Store(true)
+	// A submission checks closed under its shard's lock: once every shard
+	// has been locked after the store, no submission is under way, and
+	// queued counts every job Close must wait for.
+	for i := range q.shards {
+		q.shards[i].mu.Lock()
+		//lint:ignore SA2001 the empty critical section is the barrier
+		q.shards[i].mu.Unlock()
+	}
 	q.mu.Lock()
-	q.closed = true
 	if q.drained == nil {
 		q.drained = make(chan struct{})
 		q.checkDrained()
@@ -350,24 +396,11 @@ func (q *Queue[K]) Close(ctx context.Context) error {
 	}
 
 	// Give up on everything that has not started.
-	q.mu.Lock()
-	var lanes []*lane[K]
-	for _, l := range q.lanes {
-		if l.n > 0 {
-			lanes = append(lanes, l)
-		}
-	}
 	var events []*Event
-	for _, l := range lanes {
-		// remove drops and recycles l with its last job; l.n says when.
-		for seq := l.seq; l.n > 0; seq++ {
-			if h := *l.at(seq); h != nil {
-				if ev := q.remove(h, ErrClosed, Dropped); ev != nil {
-					events = append(events, ev)
-				}
-			}
-		}
+	for i := range q.shards {
+		events = q.shards[i].dropAll(events)
 	}
+	q.mu.Lock()
 	q.checkDrained()
 	q.mu.Unlock()
 	for _, ev := range events {
@@ -381,10 +414,37 @@ func (q *Queue[K]) Close(ctx context.Context) error {
 	}
 }
 
+// dropAll resolves every waiting job of the shard with ErrClosed, appending
+// the observer's events to events.
+func (s *shard[K]) dropAll(events []*Event) []*Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var lanes []*lane[K]
+	for _, l := range s.lanes {
+		if l.n > 0 {
+			lanes = append(lanes, l)
+		}
+	}
+	for _, l := range lanes {
+		// remove drops and recycles l with its last job, unlinking the
+		// list, unless a worker holds it; l.n says when it is empty.
+		for h := l.head; h != nil && l.n > 0; {
+			next := h.next
+			if h.state == waiting {
+				if ev := s.remove(h, ErrClosed, Dropped); ev != nil {
+					events = append(events, ev)
+				}
+			}
+			h = next
+		}
+	}
+	return events
+}
+
 // checkDrained closes q.drained when the closed queue has no work left.
 // Called with q.mu held.
 func (q *Queue[K]) checkDrained() {
-	if q.drained != nil && q.queued == 0 && q.running == 0 {
+	if q.drained != nil && q.queued.Load() == 0 && q.running == 0 {
 		select {
 		case <-q.drained:
 		default:
@@ -401,9 +461,18 @@ type Stats struct {
 	Closed  bool // Close has been called
 }
 
-// Stats returns a snapshot of the queue's load.
+// Stats returns a snapshot of the queue's load. Its fields are read one
+// after the other, not at one instant.
 func (q *Queue[K]) Stats() Stats {
+	var keys int
+	for i := range q.shards {
+		s := &q.shards[i]
+		s.mu.Lock()
+		keys += len(s.lanes)
+		s.mu.Unlock()
+	}
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	return Stats{Keys: len(q.lanes), Waiting: q.queued, Running: q.running, Closed: q.closed}
+	running := q.running
+	q.mu.Unlock()
+	return Stats{Keys: keys, Waiting: int(q.queued.Load()), Running: running, Closed: q.closed.Load()}
 }

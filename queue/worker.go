@@ -10,63 +10,82 @@ import (
 // until no lane is ready. A worker holds one slot for its whole life, so the
 // number of running lanes never exceeds the global limit.
 func (q *Queue[K]) work(l *lane[K]) {
-	q.mu.Lock()
-	for {
-		if h := l.pop(); h != nil {
-			q.queued--
-			if h.tagged {
-				l.untag(h)
-			}
-			h.state = running // from here on, cancel leaves h to us
-			h.lane = nil
-			q.unwatch(h)
-			ctx, fn := h.ctx(), h.fn
-			q.mu.Unlock()
+	for l != nil {
+		s := l.s
+		s.mu.Lock()
+		h := l.pop()
+		if h == nil {
+			// Its jobs left the line while it waited for its turn.
+			l = q.release(l)
+			continue
+		}
+		q.queued.Add(-1)
+		if h.tagged {
+			l.untag(h)
+		}
+		h.state = running // from here on, cancel leaves h to us
+		h.lane = nil
+		s.unwatch(h)
+		ctx, fn := h.ctx(), h.fn
+		s.mu.Unlock()
 
-			outcome, err := q.run(ctx, fn)
+		outcome, err := q.run(ctx, fn)
 
-			q.mu.Lock()
-			if ev := q.finish(l.key, h, err, outcome.Outcome, outcome.ran); ev != nil {
-				q.mu.Unlock()
-				q.emit(ev)
-				q.mu.Lock()
-			}
-			if outcome.Outcome == Canceled && l.n > 0 {
-				// Skipping a job that never ran costs the lane no turn,
-				// exactly as if it had left the line when its context
-				// ended.
-				continue
-			}
+		s.mu.Lock()
+		ev := s.finish(l.key, h, err, outcome.Outcome, outcome.ran)
+		if outcome.Outcome == Canceled && l.n > 0 {
+			// Skipping a job that never ran costs the lane no turn,
+			// exactly as if it had left the line when its context ended.
+			s.mu.Unlock()
+		} else {
+			l = q.release(l)
 		}
-		if l.n > 0 && q.readyH == nil {
-			continue // nobody else is waiting for a slot: go on with l
-		}
-		if l = q.release(l); l == nil {
-			q.mu.Unlock()
-			return
-		}
+		q.emit(ev)
 	}
 }
 
 // release frees lane l's slot after one job and passes the slot on: to the
 // oldest ready lane (l itself goes to the back of the line if it has more
 // work), or back to l when nobody else waits. It returns the lane that now
-// holds the slot, or nil when the slot is free. Called with q.mu held.
+// holds the slot, or nil when the slot is free. Called with l.s.mu held,
+// which it releases.
 func (q *Queue[K]) release(l *lane[K]) *lane[K] {
-	l.busy = false
-	if l.n > 0 {
-		q.pushReady(l)
-	} else {
-		q.dropLane(l)
+	s := l.s
+	more := l.n > 0
+	if !more {
+		l.scheduled = false
+		s.dropLane(l)
 	}
-	if q.readyH == nil {
+	q.mu.Lock()
+	s.mu.Unlock()
+	// l stays scheduled while it has work, so no submitter touches its
+	// place in the ready list; if its jobs leave the line meanwhile, the
+	// worker that takes it finds it empty.
+	var next *lane[K]
+	switch {
+	case more && q.readyH == nil:
+		next = l // nobody else is waiting for a slot: go on with l
+	case more:
+		q.pushReady(l)
+		next = q.popReady()
+	case q.readyH != nil:
+		next = q.popReady()
+	default:
 		q.running--
 		q.checkDrained()
-		return nil
 	}
-	next := q.popReady()
-	next.busy = true
+	q.mu.Unlock()
 	return next
+}
+
+// noteDequeued closes q.drained if a job leaving the line, not through a
+// worker, was the last work of a closed queue. Called without locks.
+func (q *Queue[K]) noteDequeued() {
+	if q.closed.Load() {
+		q.mu.Lock()
+		q.checkDrained()
+		q.mu.Unlock()
+	}
 }
 
 // runOutcome is what run reports besides the job's error.
