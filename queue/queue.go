@@ -27,14 +27,16 @@ type Queue[K comparable] struct {
 	seed   maphash.Seed
 	shards []shard[K] // len is shardCount
 
-	closed atomic.Bool
-	queued atomic.Int64 // jobs waiting, in every shard
+	closed    atomic.Bool
+	queued    atomic.Int64 // jobs waiting, in every shard
+	oversized atomic.Int32 // shards whose peak calls for a sweep (see retention.go)
 
-	mu      sync.Mutex
-	readyH  *lane[K] // lanes with waiting jobs and no slot, oldest first
-	readyT  *lane[K]
-	running int           // slots in use: lanes that are busy
-	drained chan struct{} // closed when closed && queued == 0 && running == 0
+	mu        sync.Mutex
+	readyH    *lane[K] // lanes with waiting jobs and no slot, oldest first
+	readyT    *lane[K]
+	running   int           // slots in use: lanes that are busy, and a lingering worker
+	lingering int           // workers holding a slot with no lane (see linger): 0 or 1
+	drained   chan struct{} // closed when closed && queued == 0 && running == 0
 
 	// Tests only: called under the key's shard lock once Do's job is in
 	// line or started.
@@ -167,7 +169,7 @@ func (q *Queue[K]) runInline(l *lane[K], ctx context.Context, fn func(context.Co
 	if q.opts.observer != nil {
 		ev.KeyDepth, ev.Depth = l.n, int(q.queued.Load())
 	}
-	if next := q.release(l); next != nil {
+	if next := q.release(l, false); next != nil {
 		go q.work(next)
 	}
 	if q.opts.observer != nil {
@@ -270,11 +272,11 @@ func (s *shard[K]) enqueue(h *Handle[K], key K, jo JobOption) (_ *Handle[K], sta
 	if !l.scheduled {
 		l.scheduled = true
 		q.mu.Lock()
-		if q.hasSlot() {
+		if q.lingering == 0 && q.hasSlot() {
 			q.running++
 			start = l
 		} else {
-			q.pushReady(l)
+			q.pushReady(l) // a lingering worker takes it, or the next free slot
 		}
 		q.mu.Unlock()
 	}
@@ -472,7 +474,7 @@ func (q *Queue[K]) Stats() Stats {
 		s.mu.Unlock()
 	}
 	q.mu.Lock()
-	running := q.running
+	running := q.running - q.lingering
 	q.mu.Unlock()
 	return Stats{Keys: keys, Waiting: int(q.queued.Load()), Running: running, Closed: q.closed.Load()}
 }

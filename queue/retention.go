@@ -23,16 +23,20 @@ type shard[K comparable] struct {
 // Memory retention. Recycled lanes save an allocation each time a key turns
 // active, and a map that keeps its size saves regrowing it. While the queue
 // is busy each shard keeps as many free lanes as its peak of active keys.
-// When a shard empties after a peak above its share of retainIdle keys, it
-// rebuilds its map and trims its free list to its share of maxFreeLanes,
-// returning to the size of a new queue; smaller peaks are kept, so a queue
-// that often runs dry between bursts of a few hundred keys does not
-// reallocate them each time. An idle queue thus holds at most retainIdle
-// lanes' worth of memory, whatever it has seen.
+// When the whole queue runs dry (no job waits or runs), every shard whose
+// peak was above its share of retainIdle keys rebuilds its map and trims its
+// free list to its share of maxFreeLanes, returning to the size of a new
+// queue; smaller peaks are kept, so a queue that often runs dry between
+// bursts of a few hundred keys does not reallocate them each time. An idle
+// queue thus holds at most retainIdle lanes' worth of memory, whatever it
+// has seen. The decision is the queue's, not each shard's: a shard runs dry
+// far more often than the queue, and trimming it each time would reallocate
+// its lanes on every swing of the load.
 //
-// Go maps never give back the memory of deleted entries, so a map that
-// stays busy after a large burst is also rebuilt once few keys remain; the
-// ratio keeps a queue whose load swings from rebuilding over and over.
+// Go maps never give back the memory of deleted entries, so a shard whose
+// map stays busy after a burst of more than retainIdle keys of its own is
+// also rebuilt once few keys remain; the ratio keeps a shard whose load
+// swings from rebuilding over and over.
 const (
 	maxFreeLanes = 64
 	retainIdle   = 1024 // peak of active keys an idle queue keeps memory for
@@ -57,6 +61,9 @@ func (s *shard[K]) newLane(key K) *lane[K] {
 	s.lanes[key] = l
 	if n := len(s.lanes); n > s.highLen {
 		s.highLen = n
+		if n == shardRetain+1 {
+			s.q.oversized.Add(1) // the next sweep trims this shard
+		}
 	}
 	return l
 }
@@ -66,7 +73,6 @@ func (s *shard[K]) newLane(key K) *lane[K] {
 func (s *shard[K]) dropLane(l *lane[K]) {
 	l.unlinkAll()
 	delete(s.lanes, l.key)
-	n := len(s.lanes)
 	if s.nfree < max(shardFree, s.highLen) {
 		*l = lane[K]{tagged: l.tagged[:0], freeNext: s.free}
 		s.free = l
@@ -74,27 +80,43 @@ func (s *shard[K]) dropLane(l *lane[K]) {
 	} else {
 		*l = lane[K]{}
 	}
-	switch {
-	case n == 0 && s.highLen > shardRetain:
-		s.lanes = make(map[K]*lane[K])
-		s.highLen = 0
-		s.trimFree()
-	case n > 0 && s.highLen > shardRetain && n <= s.highLen/shrinkRatio:
-		m := make(map[K]*lane[K], n)
-		for k, v := range s.lanes {
-			m[k] = v
-		}
-		s.lanes = m
-		s.highLen = n
-		s.trimFree()
+	if n := len(s.lanes); n > 0 && s.highLen > retainIdle && n <= s.highLen/shrinkRatio {
+		s.rebuild()
 	}
 }
 
-// trimFree shortens the free list to what the current peak justifies.
-// Called with s.mu held.
-func (s *shard[K]) trimFree() {
-	for limit := max(shardFree, s.highLen); s.nfree > limit; s.nfree-- {
+// rebuild replaces the shard's map by one sized for the keys it holds, and
+// trims its free list to match. Called with s.mu held.
+func (s *shard[K]) rebuild() {
+	n := len(s.lanes)
+	m := make(map[K]*lane[K], n)
+	for k, v := range s.lanes {
+		m[k] = v
+	}
+	s.lanes = m
+	if s.highLen > shardRetain && n <= shardRetain {
+		s.q.oversized.Add(-1)
+	}
+	s.highLen = n
+	for limit := max(shardFree, n); s.nfree > limit; s.nfree-- {
 		l := s.free
 		s.free, l.freeNext = l.freeNext, nil
+	}
+}
+
+// sweep rebuilds every idle shard whose peak was above its share of
+// retainIdle. Called without locks when the queue has run dry; work that
+// arrives meanwhile only makes it skip a shard.
+func (q *Queue[K]) sweep() {
+	for i := range q.shards {
+		if q.oversized.Load() == 0 {
+			return
+		}
+		s := &q.shards[i]
+		s.mu.Lock()
+		if len(s.lanes) == 0 && s.highLen > shardRetain {
+			s.rebuild()
+		}
+		s.mu.Unlock()
 	}
 }

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"runtime"
 	"runtime/debug"
 	"time"
 )
@@ -16,7 +17,7 @@ func (q *Queue[K]) work(l *lane[K]) {
 		h := l.pop()
 		if h == nil {
 			// Its jobs left the line while it waited for its turn.
-			l = q.release(l)
+			l = q.release(l, true)
 			continue
 		}
 		q.queued.Add(-1)
@@ -38,7 +39,7 @@ func (q *Queue[K]) work(l *lane[K]) {
 			// exactly as if it had left the line when its context ended.
 			s.mu.Unlock()
 		} else {
-			l = q.release(l)
+			l = q.release(l, true)
 		}
 		q.emit(ev)
 	}
@@ -48,8 +49,9 @@ func (q *Queue[K]) work(l *lane[K]) {
 // oldest ready lane (l itself goes to the back of the line if it has more
 // work), or back to l when nobody else waits. It returns the lane that now
 // holds the slot, or nil when the slot is free. Called with l.s.mu held,
-// which it releases.
-func (q *Queue[K]) release(l *lane[K]) *lane[K] {
+// which it releases. A worker (linger) that finds nothing to do lingers
+// briefly before it gives up its slot; see linger.
+func (q *Queue[K]) release(l *lane[K], linger bool) *lane[K] {
 	s := l.s
 	more := l.n > 0
 	if !more {
@@ -70,12 +72,58 @@ func (q *Queue[K]) release(l *lane[K]) *lane[K] {
 		next = q.popReady()
 	case q.readyH != nil:
 		next = q.popReady()
+	case linger && q.lingering == 0:
+		q.lingering++
+		q.mu.Unlock()
+		return q.linger()
 	default:
-		q.running--
-		q.checkDrained()
+		return q.freeSlot() // unlocks q.mu
 	}
 	q.mu.Unlock()
 	return next
+}
+
+// lingerTurns is how many times a worker with nothing to do yields the
+// processor, looking for work after each turn, before it exits.
+const lingerTurns = 4
+
+// linger keeps an idle worker, and its slot, for a few scheduler turns, so
+// that a submitter producing one job at a time hands its jobs to a worker
+// already running rather than starting a goroutine for each, and so that a
+// queue running dry between two submissions does not count as idle (see
+// sweep). At most one worker lingers; a submission that finds it passes it
+// the new lane through the ready list instead of starting a worker. It
+// returns the lane the worker takes, or nil once its slot is free. Called
+// without locks, with q.lingering counting this worker.
+func (q *Queue[K]) linger() *lane[K] {
+	for turn := 0; ; turn++ {
+		runtime.Gosched()
+		q.mu.Lock()
+		if q.readyH != nil {
+			q.lingering--
+			next := q.popReady()
+			q.mu.Unlock()
+			return next
+		}
+		if turn == lingerTurns-1 {
+			q.lingering--
+			return q.freeSlot() // unlocks q.mu
+		}
+		q.mu.Unlock()
+	}
+}
+
+// freeSlot gives up a slot when no lane is ready, and sweeps the shards if
+// the queue has run dry. Called with q.mu held, which it releases.
+func (q *Queue[K]) freeSlot() *lane[K] {
+	q.running--
+	q.checkDrained()
+	dry := q.running == 0 && q.queued.Load() == 0
+	q.mu.Unlock()
+	if dry && q.oversized.Load() > 0 {
+		q.sweep()
+	}
+	return nil
 }
 
 // noteDequeued closes q.drained if a job leaving the line, not through a
