@@ -21,6 +21,11 @@ type lane[K comparable] struct {
 	scheduled bool
 	freeNext  *lane[K] // free list link
 
+	// work starts a worker on this lane: go l.work(). Made once per lane
+	// and kept when it is recycled, so that starting a worker allocates
+	// nothing, as go q.work(l) would.
+	work func()
+
 	// Guarded by q.mu.
 	ready     bool     // in the ready list, waiting for a free slot
 	nextReady *lane[K] // ready list link

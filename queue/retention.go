@@ -55,6 +55,7 @@ func (s *shard[K]) newLane(key K) *lane[K] {
 		s.nfree--
 	} else {
 		l = new(lane[K])
+		l.work = func() { l.s.q.work(l) }
 	}
 	l.key = key
 	l.s = s
@@ -74,7 +75,7 @@ func (s *shard[K]) dropLane(l *lane[K]) {
 	l.unlinkAll()
 	delete(s.lanes, l.key)
 	if s.nfree < max(shardFree, s.highLen) {
-		*l = lane[K]{tagged: l.tagged[:0], freeNext: s.free}
+		*l = lane[K]{tagged: l.tagged[:0], work: l.work, freeNext: s.free}
 		s.free = l
 		s.nfree++
 	} else {

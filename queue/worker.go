@@ -85,7 +85,7 @@ func (q *Queue[K]) release(l *lane[K], linger bool) *lane[K] {
 
 // lingerTurns is how many times a worker with nothing to do yields the
 // processor, looking for work after each turn, before it exits.
-const lingerTurns = 4
+const lingerTurns = 32
 
 // linger keeps an idle worker, and its slot, for a few scheduler turns, so
 // that a submitter producing one job at a time hands its jobs to a worker
@@ -113,16 +113,19 @@ func (q *Queue[K]) linger() *lane[K] {
 	}
 }
 
-// freeSlot gives up a slot when no lane is ready, and sweeps the shards if
-// the queue has run dry. Called with q.mu held, which it releases.
+// freeSlot gives up a slot when no lane is ready. If that leaves the queue
+// dry, it sweeps the shards before a closed queue counts as drained, so
+// that Close returns on a queue that holds no more than a new one. Called
+// with q.mu held, which it releases.
 func (q *Queue[K]) freeSlot() *lane[K] {
 	q.running--
-	q.checkDrained()
-	dry := q.running == 0 && q.queued.Load() == 0
-	q.mu.Unlock()
-	if dry && q.oversized.Load() > 0 {
+	if q.running == 0 && q.queued.Load() == 0 && q.oversized.Load() > 0 {
+		q.mu.Unlock()
 		q.sweep()
+		q.mu.Lock()
 	}
+	q.checkDrained()
+	q.mu.Unlock()
 	return nil
 }
 
