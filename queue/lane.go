@@ -42,6 +42,7 @@ type taggedJob[K comparable] struct {
 }
 
 func (q *Queue[K]) pushReady(l *lane[K]) {
+	q.nready.Add(1)
 	l.ready = true
 	if q.readyT == nil {
 		q.readyH = l
@@ -59,10 +60,12 @@ func (q *Queue[K]) popReady() *lane[K] {
 	}
 	l.nextReady = nil
 	l.ready = false
+	q.nready.Add(-1)
 	return l
 }
 
-// removeReady takes l out of the ready list, wherever it is. It walks the
+// removeReady takes l, which must be ready, out of the ready list, wherever
+// it is. It walks the
 // list, but only runs when a waiting lane loses its last job early.
 func (q *Queue[K]) removeReady(l *lane[K]) {
 	var prev *lane[K]
@@ -82,6 +85,7 @@ func (q *Queue[K]) removeReady(l *lane[K]) {
 	}
 	l.nextReady = nil
 	l.ready = false
+	q.nready.Add(-1)
 }
 
 // push appends h.

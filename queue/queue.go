@@ -34,6 +34,7 @@ type Queue[K comparable] struct {
 	mu        sync.Mutex
 	readyH    *lane[K] // lanes with waiting jobs and no slot, oldest first
 	readyT    *lane[K]
+	nready    atomic.Int32  // lanes in the ready list; written under q.mu
 	running   int           // slots in use: lanes that are busy, and a lingering worker
 	lingering int           // workers holding a slot with no lane (see linger): 0 or 1
 	drained   chan struct{} // closed when closed && queued == 0 && running == 0
@@ -41,6 +42,9 @@ type Queue[K comparable] struct {
 	// Tests only: called under the key's shard lock once Do's job is in
 	// line or started.
 	afterDoEnqueue atomic.Pointer[func()]
+	// Tests only: set before any work, called without locks at each turn
+	// of a lingering worker.
+	lingerHook func()
 }
 
 // shardCount is the number of shards, a power of two: enough that
@@ -272,11 +276,14 @@ func (s *shard[K]) enqueue(h *Handle[K], key K, jo JobOption) (_ *Handle[K], sta
 	if !l.scheduled {
 		l.scheduled = true
 		q.mu.Lock()
-		if q.lingering == 0 && q.hasSlot() {
+		if q.lingering <= int(q.nready.Load()) && q.hasSlot() {
 			q.running++
 			start = l
 		} else {
-			q.pushReady(l) // a lingering worker takes it, or the next free slot
+			// The lingering worker takes it if nothing else waits for
+			// it; else the next slot that frees does. A lane never waits
+			// for a busy worker while a slot is free.
+			q.pushReady(l)
 		}
 		q.mu.Unlock()
 	}

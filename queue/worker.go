@@ -91,13 +91,22 @@ const lingerTurns = 32
 // that a submitter producing one job at a time hands its jobs to a worker
 // already running rather than starting a goroutine for each, and so that a
 // queue running dry between two submissions does not count as idle (see
-// sweep). At most one worker lingers; a submission that finds it passes it
-// the new lane through the ready list instead of starting a worker. It
+// sweep). At most one worker lingers: more take processor time from the
+// submitters they wait for. A submission that finds it with nothing to take
+// passes it the new lane through the ready list instead of starting a
+// worker. It
 // returns the lane the worker takes, or nil once its slot is free. Called
 // without locks, with q.lingering counting this worker.
 func (q *Queue[K]) linger() *lane[K] {
 	for turn := 0; ; turn++ {
+		if q.lingerHook != nil {
+			q.lingerHook()
+		}
 		runtime.Gosched()
+		last := turn == lingerTurns-1
+		if !last && q.nready.Load() == 0 {
+			continue // look without contending for q.mu
+		}
 		q.mu.Lock()
 		if q.readyH != nil {
 			q.lingering--
@@ -105,7 +114,7 @@ func (q *Queue[K]) linger() *lane[K] {
 			q.mu.Unlock()
 			return next
 		}
-		if turn == lingerTurns-1 {
+		if last {
 			q.lingering--
 			return q.freeSlot() // unlocks q.mu
 		}
