@@ -64,9 +64,7 @@ func TestIdleKeysHoldNothing(t *testing.T) {
 			// A map that kept 100,000 entries' worth of groups would hold
 			// megabytes; allow a little for the runtime's own noise.
 			const slack = 512 << 10
-			grown := heapInUse() - heap
-			t.Logf("heap grew by %d", grown)
-			if grown > slack {
+			if grown := heapInUse() - heap; grown > slack {
 				t.Fatalf("heap grew by %d bytes after the keys went idle", grown)
 			}
 			runtime.KeepAlive(q)

@@ -201,3 +201,70 @@ func TestRecycledLanesKeepJobsApart(t *testing.T) {
 		}
 	}
 }
+
+// The last worker of a queue that runs dry with shards to trim sleeps a
+// moment before it exits. A submission must wake it, and so must Close;
+// neither may wait for its timer, made endless here.
+func TestSleepingLastWorkerIsWokenBySubmitAndClose(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		wake func(t *testing.T, q *Queue[int])
+	}{
+		{"Submit", func(t *testing.T, q *Queue[int]) {
+			done := make(chan struct{})
+			if _, err := q.Submit(context.Background(), 1, func(context.Context) error { close(done); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, done, "a job submitted while the last worker sleeps to run")
+		}},
+		{"Close", func(*testing.T, *Queue[int]) {}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := New[int](WithMaxConcurrent(1))
+			q.lingerSleep = time.Hour
+			asleep := make(chan struct{}, 1)
+			q.sleepHook = func() {
+				select {
+				case asleep <- struct{}{}:
+				default:
+				}
+			}
+
+			// Enough keys waiting at once that some shard's map grows
+			// past its share, so that running dry calls for a sweep.
+			gate := make(chan struct{})
+			hold := func(context.Context) error { <-gate; return nil }
+			var hs []*Handle[int]
+			for key := range 100 * shardCount {
+				h, err := q.Submit(context.Background(), key, hold)
+				if err != nil {
+					t.Fatal(err)
+				}
+				hs = append(hs, h)
+			}
+			close(gate)
+			for _, h := range hs {
+				if err := h.Wait(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitFor(t, asleep, "the last worker to sleep")
+			tc.wake(t, q)
+
+			ctx, cancel := context.WithTimeout(context.Background(), settleIn)
+			defer cancel()
+			if err := q.Close(ctx); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			for i := range q.shards {
+				s := &q.shards[i]
+				s.mu.Lock()
+				n, peak := len(s.lanes), s.highLen
+				s.mu.Unlock()
+				if n != 0 || peak > shardRetain {
+					t.Fatalf("shard %d after Close: %d lanes, peak %d", i, n, peak)
+				}
+			}
+		})
+	}
+}

@@ -37,14 +37,17 @@ type Queue[K comparable] struct {
 	nready    atomic.Int32  // lanes in the ready list; written under q.mu
 	running   int           // slots in use: lanes that are busy, and a lingering worker
 	lingering int           // workers holding a slot with no lane (see linger): 0 or 1
+	wake      chan struct{} // wakes a lingering worker that sleeps; buffered
 	drained   chan struct{} // closed when closed && queued == 0 && running == 0
 
 	// Tests only: called under the key's shard lock once Do's job is in
 	// line or started.
 	afterDoEnqueue atomic.Pointer[func()]
+	lingerSleep    time.Duration // lingerSleep, but for tests
+
 	// Tests only: set before any work, called without locks at each turn
-	// of a lingering worker.
-	lingerHook func()
+	// of a lingering worker, and before the last worker sleeps.
+	lingerHook, sleepHook func()
 }
 
 // shardCount is the number of shards, a power of two: enough that
@@ -53,7 +56,13 @@ const shardCount = 32
 
 // New returns an empty, open queue.
 func New[K comparable](opts ...Option) *Queue[K] {
-	q := &Queue[K]{seed: maphash.MakeSeed(), shards: make([]shard[K], shardCount)}
+	q := &Queue[K]{
+		seed:   maphash.MakeSeed(),
+		shards: make([]shard[K], shardCount),
+		wake:   make(chan struct{}, 1),
+
+		lingerSleep: lingerSleep,
+	}
 	for i := range q.shards {
 		q.shards[i].q = q
 		q.shards[i].lanes = make(map[K]*lane[K])
@@ -284,6 +293,12 @@ func (s *shard[K]) enqueue(h *Handle[K], key K, jo JobOption) (_ *Handle[K], sta
 			// it; else the next slot that frees does. A lane never waits
 			// for a busy worker while a slot is free.
 			q.pushReady(l)
+			if q.lingering > 0 {
+				select {
+				case q.wake <- struct{}{}: // in case it sleeps
+				default:
+				}
+			}
 		}
 		q.mu.Unlock()
 	}
@@ -382,6 +397,10 @@ func (q *Queue[K]) emit(ev *Event) {
 // them. Calling Close again waits for those running jobs.
 func (q *Queue[K]) Close(ctx context.Context) error {
 	q.closed.Store(true)
+	select {
+	case q.wake <- struct{}{}: // a worker asleep in freeSlot exits now
+	default:
+	}
 	// A submission checks closed under its shard's lock: once every shard
 	// has been locked after the store, no submission is under way, and
 	// queued counts every job Close must wait for.

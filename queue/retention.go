@@ -33,6 +33,11 @@ type shard[K comparable] struct {
 // far more often than the queue, and trimming it each time would reallocate
 // its lanes on every swing of the load.
 //
+// A queue fed by one submitter runs dry whenever that submitter is
+// descheduled; so that it does not trim and reallocate its lanes each time,
+// its last worker waits a moment before it lets the queue run dry with
+// shards to trim (see freeSlot).
+//
 // Go maps never give back the memory of deleted entries, so a shard whose
 // map stays busy after a burst of more than retainIdle keys of its own is
 // also rebuilt once few keys remain; the ratio keeps a shard whose load

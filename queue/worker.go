@@ -77,34 +77,35 @@ func (q *Queue[K]) release(l *lane[K], linger bool) *lane[K] {
 		q.mu.Unlock()
 		return q.linger()
 	default:
-		return q.freeSlot() // unlocks q.mu
+		return q.freeSlot(linger) // unlocks q.mu
 	}
 	q.mu.Unlock()
 	return next
 }
 
 // lingerTurns is how many times a worker with nothing to do yields the
-// processor, looking for work after each turn, before it exits.
+// processor, looking for work after each turn, before it gives up.
 const lingerTurns = 32
+
+// lingerSleep is how long the last worker of a queue that would run dry
+// with shards to trim waits, asleep, for work before it exits.
+const lingerSleep = time.Millisecond
 
 // linger keeps an idle worker, and its slot, for a few scheduler turns, so
 // that a submitter producing one job at a time hands its jobs to a worker
-// already running rather than starting a goroutine for each, and so that a
-// queue running dry between two submissions does not count as idle (see
-// sweep). At most one worker lingers: more take processor time from the
-// submitters they wait for. A submission that finds it with nothing to take
-// passes it the new lane through the ready list instead of starting a
-// worker. It
-// returns the lane the worker takes, or nil once its slot is free. Called
-// without locks, with q.lingering counting this worker.
+// already running rather than starting a goroutine for each. At most one
+// worker lingers: more take processor time from the submitters they wait
+// for. A submission that finds it with nothing to take passes it the new
+// lane through the ready list, and wakes it, instead of starting a worker.
+// It returns the lane the worker takes, or nil once its slot is free.
+// Called without locks, with q.lingering counting this worker.
 func (q *Queue[K]) linger() *lane[K] {
-	for turn := 0; ; turn++ {
+	for range lingerTurns {
 		if q.lingerHook != nil {
 			q.lingerHook()
 		}
 		runtime.Gosched()
-		last := turn == lingerTurns-1
-		if !last && q.nready.Load() == 0 {
+		if q.nready.Load() == 0 {
 			continue // look without contending for q.mu
 		}
 		q.mu.Lock()
@@ -114,21 +115,59 @@ func (q *Queue[K]) linger() *lane[K] {
 			q.mu.Unlock()
 			return next
 		}
-		if last {
-			q.lingering--
-			return q.freeSlot() // unlocks q.mu
-		}
 		q.mu.Unlock()
 	}
+	q.mu.Lock()
+	q.lingering--
+	if q.readyH != nil {
+		next := q.popReady()
+		q.mu.Unlock()
+		return next
+	}
+	return q.freeSlot(true) // unlocks q.mu
 }
 
-// freeSlot gives up a slot when no lane is ready. If that leaves the queue
-// dry, it sweeps the shards before a closed queue counts as drained, so
-// that Close returns on a queue that holds no more than a new one. Called
-// with q.mu held, which it releases.
-func (q *Queue[K]) freeSlot() *lane[K] {
+// freeSlot gives up a slot when no lane is ready. It returns the lane the
+// worker takes instead, if it waited and work came, or nil once the slot is
+// free. Called with q.mu held, which it releases.
+//
+// If that leaves the queue dry, it sweeps the shards (see sweep) before a
+// closed queue counts as drained, so that Close returns on a queue that
+// holds no more than a new one. But first, if the sweep would trim shards
+// and the caller is a worker that may wait (mayWait), the worker keeps its
+// slot and sleeps up to lingerSleep, lingering, for new work: a queue fed
+// by one submitter runs dry whenever that submitter is descheduled, and
+// trimming the shards each time would reallocate their lanes as soon as it
+// resumes. The queue holds that goroutine for that moment only.
+func (q *Queue[K]) freeSlot(mayWait bool) *lane[K] {
 	q.running--
 	if q.running == 0 && q.queued.Load() == 0 && q.oversized.Load() > 0 {
+		if mayWait && q.lingering == 0 && !q.closed.Load() {
+			q.running++
+			q.lingering++
+			q.mu.Unlock()
+			select {
+			case <-q.wake: // drop a stale wake-up
+			default:
+			}
+			if q.sleepHook != nil {
+				q.sleepHook()
+			}
+			t := time.NewTimer(q.lingerSleep)
+			select {
+			case <-q.wake:
+			case <-t.C:
+			}
+			t.Stop()
+			q.mu.Lock()
+			q.lingering--
+			if q.readyH != nil {
+				next := q.popReady()
+				q.mu.Unlock()
+				return next
+			}
+			return q.freeSlot(false)
+		}
 		q.mu.Unlock()
 		q.sweep()
 		q.mu.Lock()
