@@ -32,13 +32,16 @@ func TestIdleKeysHoldNothing(t *testing.T) {
 			// lingers a moment after the last job, and must not be
 			// counted as part of the baseline.
 			goroutines := runtime.NumGoroutine()
-			tc.pass(t, New[int](tc.opts...), keys/5)
+			warm := New[int](tc.opts...)
+			tc.pass(t, warm, keys/5)
+			waitIdle(t, warm)
 			waitGoroutines(t, goroutines)
 			heap := heapInUse()
 
 			q := New[int](tc.opts...)
 			tc.pass(t, q, keys)
 
+			waitIdle(t, q)
 			waitGoroutines(t, goroutines)
 			q.mu.Lock()
 			ready := q.readyH
@@ -166,6 +169,26 @@ func heapInUse() int64 {
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapAlloc)
+}
+
+// waitIdle waits until no worker of q holds a slot. The last worker of a
+// queue that ran dry may wait a moment for more work before it frees its
+// slot and sweeps; the deadline only bounds a failure.
+func waitIdle(t *testing.T, q *Queue[int]) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		q.mu.Lock()
+		running := q.running
+		q.mu.Unlock()
+		if running == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d slots still held", running)
+		}
+		runtime.Gosched()
+	}
 }
 
 // waitGoroutines waits until no more than want goroutines exist. A worker

@@ -31,14 +31,20 @@ type Queue[K comparable] struct {
 	queued    atomic.Int64 // jobs waiting, in every shard
 	oversized atomic.Int32 // shards whose peak calls for a sweep (see retention.go)
 
-	mu        sync.Mutex
-	readyH    *lane[K] // lanes with waiting jobs and no slot, oldest first
-	readyT    *lane[K]
-	nready    atomic.Int32  // lanes in the ready list; written under q.mu
-	running   int           // slots in use: lanes that are busy, and a lingering worker
-	lingering int           // workers holding a slot with no lane (see linger): 0 or 1
-	wake      chan struct{} // wakes a lingering worker that sleeps; buffered
-	drained   chan struct{} // closed when closed && queued == 0 && running == 0
+	mu     sync.Mutex
+	readyH *lane[K] // lanes with waiting jobs and no slot, oldest first
+	readyT *lane[K]
+
+	// The lingering worker's mailbox (see linger): nil when no worker
+	// lingers, lingerMark when one does with nothing to do, or the lane a
+	// submitter handed it. Only a holder of q.mu sets it from nil, only a
+	// submitter from lingerMark to a lane, only the lingering worker back.
+	mailbox    atomic.Pointer[lane[K]]
+	lingerMark *lane[K]
+	nready     atomic.Int32  // lanes in the ready list; written under q.mu
+	running    int           // slots in use: lanes that are busy, and a lingering worker
+	wake       chan struct{} // wakes a lingering worker that sleeps; buffered
+	drained    chan struct{} // closed when closed && queued == 0 && running == 0
 
 	// Tests only: called under the key's shard lock once Do's job is in
 	// line or started.
@@ -60,6 +66,8 @@ func New[K comparable](opts ...Option) *Queue[K] {
 		seed:   maphash.MakeSeed(),
 		shards: make([]shard[K], shardCount),
 		wake:   make(chan struct{}, 1),
+
+		lingerMark: new(lane[K]),
 
 		lingerSleep: lingerSleep,
 	}
@@ -284,21 +292,21 @@ func (s *shard[K]) enqueue(h *Handle[K], key K, jo JobOption) (_ *Handle[K], sta
 	q.queued.Add(1)
 	if !l.scheduled {
 		l.scheduled = true
+		if q.nready.Load() == 0 && q.mailbox.CompareAndSwap(q.lingerMark, l) {
+			// A lingering worker, with its slot, takes it; nothing else
+			// waits for a slot, so it jumps nobody's turn.
+			select {
+			case q.wake <- struct{}{}: // in case it sleeps
+			default:
+			}
+			return h, nil, nil, nil
+		}
 		q.mu.Lock()
-		if q.lingering <= int(q.nready.Load()) && q.hasSlot() {
+		if q.hasSlot() {
 			q.running++
 			start = l
 		} else {
-			// The lingering worker takes it if nothing else waits for
-			// it; else the next slot that frees does. A lane never waits
-			// for a busy worker while a slot is free.
 			q.pushReady(l)
-			if q.lingering > 0 {
-				select {
-				case q.wake <- struct{}{}: // in case it sleeps
-				default:
-				}
-			}
 		}
 		q.mu.Unlock()
 	}
@@ -500,7 +508,10 @@ func (q *Queue[K]) Stats() Stats {
 		s.mu.Unlock()
 	}
 	q.mu.Lock()
-	running := q.running - q.lingering
+	running := q.running
+	if q.mailbox.Load() == q.lingerMark {
+		running-- // a lingering worker runs nothing
+	}
 	q.mu.Unlock()
 	return Stats{Keys: keys, Waiting: int(q.queued.Load()), Running: running, Closed: q.closed.Load()}
 }

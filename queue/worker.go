@@ -72,8 +72,7 @@ func (q *Queue[K]) release(l *lane[K], linger bool) *lane[K] {
 		next = q.popReady()
 	case q.readyH != nil:
 		next = q.popReady()
-	case linger && q.lingering == 0:
-		q.lingering++
+	case linger && q.mailbox.CompareAndSwap(nil, q.lingerMark):
 		q.mu.Unlock()
 		return q.linger()
 	default:
@@ -95,30 +94,41 @@ const lingerSleep = time.Millisecond
 // that a submitter producing one job at a time hands its jobs to a worker
 // already running rather than starting a goroutine for each. At most one
 // worker lingers: more take processor time from the submitters they wait
-// for. A submission that finds it with nothing to take passes it the new
-// lane through the ready list, and wakes it, instead of starting a worker.
-// It returns the lane the worker takes, or nil once its slot is free.
-// Called without locks, with q.lingering counting this worker.
+// for. A submission that finds it with nothing to do, and no lane ready,
+// hands it the new lane through q.mailbox, without taking q.mu, instead of
+// starting a worker. It returns the lane the worker takes, or nil once its
+// slot is free. Called without locks, with q.mailbox set to lingerMark.
 func (q *Queue[K]) linger() *lane[K] {
 	for range lingerTurns {
 		if q.lingerHook != nil {
 			q.lingerHook()
 		}
 		runtime.Gosched()
+		if l := q.mailbox.Load(); l != q.lingerMark {
+			q.mailbox.Store(nil) // nobody else changes a handed lane
+			return l
+		}
 		if q.nready.Load() == 0 {
 			continue // look without contending for q.mu
 		}
 		q.mu.Lock()
+		if l := q.stopLingering(); l != nil {
+			q.mu.Unlock()
+			return l
+		}
 		if q.readyH != nil {
-			q.lingering--
 			next := q.popReady()
 			q.mu.Unlock()
 			return next
 		}
+		q.mailbox.Store(q.lingerMark) // nothing was ready after all
 		q.mu.Unlock()
 	}
 	q.mu.Lock()
-	q.lingering--
+	if l := q.stopLingering(); l != nil {
+		q.mu.Unlock()
+		return l
+	}
 	if q.readyH != nil {
 		next := q.popReady()
 		q.mu.Unlock()
@@ -127,24 +137,35 @@ func (q *Queue[K]) linger() *lane[K] {
 	return q.freeSlot(true) // unlocks q.mu
 }
 
+// stopLingering ends the lingering of the calling worker and returns the
+// lane a submitter handed it meanwhile, if any. Called with q.mu held, so
+// that no other worker starts lingering before the caller decides.
+func (q *Queue[K]) stopLingering() *lane[K] {
+	if q.mailbox.CompareAndSwap(q.lingerMark, nil) {
+		return nil
+	}
+	l := q.mailbox.Load()
+	q.mailbox.Store(nil)
+	return l
+}
+
 // freeSlot gives up a slot when no lane is ready. It returns the lane the
-// worker takes instead, if it waited and work came, or nil once the slot is
+// worker takes instead, if work came meanwhile, or nil once the slot is
 // free. Called with q.mu held, which it releases.
 //
-// If that leaves the queue dry, it sweeps the shards (see sweep) before a
-// closed queue counts as drained, so that Close returns on a queue that
-// holds no more than a new one. But first, if the sweep would trim shards
-// and the caller is a worker that may wait (mayWait), the worker keeps its
-// slot and sleeps up to lingerSleep, lingering, for new work: a queue fed
-// by one submitter runs dry whenever that submitter is descheduled, and
-// trimming the shards each time would reallocate their lanes as soon as it
-// resumes. The queue holds that goroutine for that moment only.
+// If the slot is the last one held, so that freeing it leaves the queue
+// dry, the worker first sweeps the shards (see sweep), still holding it, so
+// that a closed queue counts as drained only once it holds no more than a
+// new one. But before
+// that, if the sweep would trim shards and the caller is a worker that may
+// wait (mayWait), it lingers, asleep, up to lingerSleep for new work: a
+// queue fed by one submitter runs dry whenever that submitter is
+// descheduled, and trimming the shards each time would reallocate their
+// lanes as soon as it resumes. The queue holds that goroutine for that
+// moment only.
 func (q *Queue[K]) freeSlot(mayWait bool) *lane[K] {
-	q.running--
-	if q.running == 0 && q.queued.Load() == 0 && q.oversized.Load() > 0 {
-		if mayWait && q.lingering == 0 && !q.closed.Load() {
-			q.running++
-			q.lingering++
+	if q.running == 1 && q.queued.Load() == 0 && q.oversized.Load() > 0 {
+		if mayWait && !q.closed.Load() && q.mailbox.CompareAndSwap(nil, q.lingerMark) {
 			q.mu.Unlock()
 			select {
 			case <-q.wake: // drop a stale wake-up
@@ -160,7 +181,10 @@ func (q *Queue[K]) freeSlot(mayWait bool) *lane[K] {
 			}
 			t.Stop()
 			q.mu.Lock()
-			q.lingering--
+			if l := q.stopLingering(); l != nil {
+				q.mu.Unlock()
+				return l
+			}
 			if q.readyH != nil {
 				next := q.popReady()
 				q.mu.Unlock()
@@ -171,7 +195,13 @@ func (q *Queue[K]) freeSlot(mayWait bool) *lane[K] {
 		q.mu.Unlock()
 		q.sweep()
 		q.mu.Lock()
+		if q.readyH != nil { // work came during the sweep
+			next := q.popReady()
+			q.mu.Unlock()
+			return next
+		}
 	}
+	q.running--
 	q.checkDrained()
 	q.mu.Unlock()
 	return nil
