@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -204,7 +205,8 @@ func TestRecycledLanesKeepJobsApart(t *testing.T) {
 
 // The last worker of a queue that runs dry with shards to trim sleeps a
 // moment before it exits. A submission must wake it, and so must Close;
-// neither may wait for its timer, made endless here.
+// neither may wait for its timer, made endless here. Nor may the observer:
+// the worker reports its last job before it sleeps.
 func TestSleepingLastWorkerIsWokenBySubmitAndClose(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -220,7 +222,14 @@ func TestSleepingLastWorkerIsWokenBySubmitAndClose(t *testing.T) {
 		{"Close", func(*testing.T, *Queue[int]) {}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			q := New[int](WithMaxConcurrent(1))
+			const keys = 100 * shardCount
+			var seen atomic.Int64
+			allSeen := make(chan struct{})
+			q := New[int](WithMaxConcurrent(1), WithObserver(func(ev Event) {
+				if seen.Add(1) == keys {
+					close(allSeen)
+				}
+			}))
 			q.lingerSleep = time.Hour
 			asleep := make(chan struct{}, 1)
 			q.sleepHook = func() {
@@ -235,7 +244,7 @@ func TestSleepingLastWorkerIsWokenBySubmitAndClose(t *testing.T) {
 			gate := make(chan struct{})
 			hold := func(context.Context) error { <-gate; return nil }
 			var hs []*Handle[int]
-			for key := range 100 * shardCount {
+			for key := range keys {
 				h, err := q.Submit(context.Background(), key, hold)
 				if err != nil {
 					t.Fatal(err)
@@ -249,6 +258,8 @@ func TestSleepingLastWorkerIsWokenBySubmitAndClose(t *testing.T) {
 				}
 			}
 			waitFor(t, asleep, "the last worker to sleep")
+			// The worker reports a job before it moves on or sleeps.
+			waitFor(t, allSeen, "the observer to see every job while the worker sleeps")
 			tc.wake(t, q)
 
 			ctx, cancel := context.WithTimeout(context.Background(), settleIn)

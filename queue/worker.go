@@ -33,15 +33,19 @@ func (q *Queue[K]) work(l *lane[K]) {
 		outcome, err := q.run(ctx, fn)
 
 		s.mu.Lock()
-		ev := s.finish(l.key, h, err, outcome.Outcome, outcome.ran)
+		if ev := s.finish(l.key, h, err, outcome.Outcome, outcome.ran); ev != nil {
+			// Report before the worker moves on, or lingers.
+			s.mu.Unlock()
+			q.emit(ev)
+			s.mu.Lock()
+		}
 		if outcome.Outcome == Canceled && l.n > 0 {
 			// Skipping a job that never ran costs the lane no turn,
 			// exactly as if it had left the line when its context ended.
 			s.mu.Unlock()
-		} else {
-			l = q.release(l, true)
+			continue
 		}
-		q.emit(ev)
+		l = q.release(l, true)
 	}
 }
 
