@@ -9,16 +9,18 @@
 // A [Queue] keeps one FIFO, a lane, per key that has work. [Queue.Do] appends
 // a job to its key's lane and waits for its result; [Queue.Submit] appends it
 // and returns a [Handle] at once. A lane with waiting jobs is run by a worker
-// goroutine, one job at a time. When the lane runs dry the worker exits and
-// the lane is forgotten: an idle key holds no goroutine and no memory, so a
-// queue that has seen a hundred thousand keys costs no more, once idle, than
-// a new one.
+// goroutine, one job at a time. When the lane runs dry it is forgotten, and
+// its worker moves to another lane that waits or, after a moment's wait for
+// more work, exits: an idle key holds no goroutine and no memory, so a queue
+// that has seen a hundred thousand keys costs no more, once idle, than a
+// new one.
 //
 // # Ordering
 //
 //   - Same key: never two jobs at once, and strictly in submit order. Submit
-//     order is the order in which Do or Submit calls took the queue's lock;
-//     calls that return in sequence on one goroutine are ordered as called.
+//     order is the order in which Do or Submit calls took the lock that
+//     guards the key; calls that return in sequence on one goroutine are
+//     ordered as called.
 //   - Different keys: run in parallel. With [WithMaxConcurrent] at most n
 //     jobs run at once; keys with waiting work then take turns, one job each
 //     in round-robin order, so a key with ten thousand queued jobs delays a
@@ -50,14 +52,41 @@
 //
 // # Cost
 //
-// One mutex guards the queue. Do on an idle key runs the job on the
-// caller's goroutine and allocates nothing; Do behind other work allocates
-// the job and its completion channel. Submit allocates one 80-byte handle,
-// whatever its context: nothing watches a waiting job's context on its own.
-// Whoever waits for the job watches it (Do, [Handle.Wait]), [Handle.Done]
-// registers a watcher when called, and a job nobody waits for is checked
-// when its turn comes, and skipped without running if its context has
-// ended. A key turning active reuses a recycled lane.
+// Keys are spread by hash over 32 shards, each with its own lock for its
+// keys' lanes and jobs; one more lock guards the slots and the line of keys
+// waiting for one. A submission for a key that already has work takes only
+// its shard's lock. Do on an idle key runs the job on the caller's
+// goroutine and allocates nothing; Do behind other work allocates the job
+// and its completion channel. Submit allocates one 80-byte handle, whatever
+// its context, and nothing else once the queue has lanes for as many keys
+// as have work at once: jobs are linked through their handles, lanes are
+// recycled, and a worker with nothing to do lingers a few scheduler turns,
+// so that a submitter producing jobs one by one hands them to it instead of
+// starting a goroutine for each. Nothing watches a waiting
+// job's context on its own: whoever waits for the job watches it (Do,
+// [Handle.Wait]), [Handle.Done] registers a watcher when called, and a job
+// nobody waits for is checked when its turn comes, and skipped without
+// running if its context has ended.
+//
+// Measured against client-go's workqueue (v0.37.2) with 8 workers doing
+// Get and Done on distinct items, which keeps no per-key order, while the
+// queue has 8 slots; trivial jobs, submitters adding as fast as they can,
+// the clock running from the first submission until every job has run;
+// medians of 9 interleaved runs on 2 cores shared with other work
+// (go1.26.8, linux/amd64). The ratios swing widely from run to run on such
+// a machine, so CPU time per job is given too:
+//
+//	keys   submitters  jobs/s: queue  workqueue  ratio  CPU ns/job: queue  workqueue  allocs/job
+//	100    1                   2.43M      1.91M  1.27x               419        498       1.000
+//	100    8                   1.59M      1.60M  0.99x               690        614       1.000
+//	100    64                  3.96M      0.63M  6.24x               247       2057       1.001
+//	10000  1                   1.46M      1.02M  1.42x               923       1399       1.082
+//	10000  8                   2.28M      1.36M  1.68x               401        714       1.027
+//	10000  64                  2.23M      1.62M  1.38x               399        625       1.041
+//
+// At 10,000 keys, lanes are still allocated now and then: the queue runs
+// dry when its submitter is descheduled for longer than its last worker
+// waits, and then trims the lanes it kept.
 //
 // The benchmarks in this package compare the queue with a minimal per-key
 // FIFO that offers none of these guarantees.
