@@ -34,6 +34,7 @@ type Proxmox interface {
 	Status(ctx context.Context, ref proxmox.Ref) (proxmox.GuestStatus, error)
 	Config(ctx context.Context, ref proxmox.Ref) (proxmox.Config, error)
 	Pending(ctx context.Context, ref proxmox.Ref) ([]proxmox.PendingItem, error)
+	PendingConfig(ctx context.Context, ref proxmox.Ref) (proxmox.PendingConfig, error)
 	SetConfig(ctx context.Context, ref proxmox.Ref, ch proxmox.ConfigChange) (proxmox.UPID, error)
 	Start(ctx context.Context, ref proxmox.Ref) (proxmox.UPID, error)
 	Stop(ctx context.Context, ref proxmox.Ref) (proxmox.UPID, error)
@@ -134,6 +135,17 @@ type Config struct {
 	// Concurrency bounds the guests observed at once, and the actions run
 	// at once when the engine makes its own queue. Default 8.
 	Concurrency int
+	// NodeConcurrency bounds the engine's requests in flight on each
+	// node, whatever sends them (observation, actions, task polling,
+	// recovery), and the guests of one node observed at once. Default
+	// [DefaultNodeConcurrency]: a Proxmox node runs a few API workers, and
+	// requests beyond them only queue there. A slow or unreachable node
+	// holds at most this many of the Concurrency slots, so keep it below
+	// Concurrency for the other nodes to go on.
+	NodeConcurrency int
+	// NodeRate, if positive, bounds the engine's requests to each node to
+	// this many per second, evenly spaced. Default none.
+	NodeRate float64
 	// Interval is the time between the starts of two passes of Run.
 	// Default 30s. Jitter, default a tenth of Interval, varies it at
 	// random by up to that much either way; a negative Jitter means none.
@@ -239,6 +251,7 @@ type Engine struct {
 
 	pass    chan struct{} // a token: held while a pass runs
 	trigger chan struct{}
+	named   triggered // what the triggers since the last pass asked for
 
 	recoverMu sync.Mutex
 	// mustRecover is set until a Recover succeeds, and again whenever an
@@ -273,12 +286,15 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if cfg.Provider == nil {
 		cfg.Provider = EmptyProvider{}
 	}
-	if cfg.Concurrency < 0 || cfg.Interval < 0 || cfg.Retries < 0 || cfg.RetryMin < 0 ||
+	if cfg.Concurrency < 0 || cfg.NodeConcurrency < 0 || cfg.NodeRate < 0 || cfg.NodeRate != cfg.NodeRate || cfg.Interval < 0 || cfg.Retries < 0 || cfg.RetryMin < 0 ||
 		cfg.RetryMax < 0 || cfg.ClockSkew < 0 || cfg.TaskTimeout < 0 {
 		return nil, fmt.Errorf("%w: negative durations and counts are not allowed (but for Jitter and SettleDelay, where they mean none)", ErrConfig)
 	}
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = 8
+	}
+	if cfg.NodeConcurrency == 0 {
+		cfg.NodeConcurrency = DefaultNodeConcurrency
 	}
 	if cfg.Interval == 0 {
 		cfg.Interval = 30 * time.Second
@@ -340,6 +356,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 			return nil, fmt.Errorf("%w: TaskUser %q: %w", ErrConfig, cfg.TaskUser, err)
 		}
 	}
+	cfg.Proxmox = limitedProxmox{px: cfg.Proxmox, lim: newNodeLimiter(cfg.NodeConcurrency, cfg.NodeRate)}
 	e := &Engine{
 		cfg:     cfg,
 		log:     cfg.Logger,
