@@ -54,11 +54,11 @@ var _ Proxmox = (*proxmox.Client)(nil)
 // vetoed with the error; [Engine.Apply] refuses the operation with an
 // error wrapping [ErrVetoed], and its key stays unused.
 //
-// g is the guest as observed: for a pass, at the start of the pass; for a
-// one-shot operation, just before it runs, in the guest's queue lane. Both
-// read the same things (the cluster's guest list, then the guest's status,
-// configuration and pending changes), so a policy sees the status, tags,
-// lock, configuration, digest and pending changes whichever path asks. A
+// g is the guest as observed: for a pass, its configuration at the start
+// of the pass and its exact status and lock re-read in its queue lane just
+// before acting; for a one-shot operation, all of it just before it runs,
+// in the guest's queue lane. Either way a policy sees the status, tags,
+// lock, configuration, digest and pending changes. A
 // Policy must be safe for concurrent use.
 type Policy func(ctx context.Context, a Action, g Observed) error
 
