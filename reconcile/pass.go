@@ -213,7 +213,9 @@ func (e *Engine) reconcile(ctx context.Context, targets []proxmox.Ref) (rep Repo
 		// report, leaving this guest unreported. Passes of one engine
 		// never overlap, so there is nothing to coalesce here anyway.
 		h, err := e.q.Submit(ctx, g.Ref.VMID, func(ctx context.Context) error {
-			if obs, ok := e.recheck(ctx, d, gr, obs); ok {
+			if e.isDraining() {
+				e.runGuest(ctx, gr, obs) // sends nothing: reports not started
+			} else if obs, ok := e.recheck(ctx, d, gr, obs); ok {
 				e.runGuest(ctx, gr, obs)
 			}
 			return nil
