@@ -302,6 +302,26 @@ func TestRunTriggerNamedGuests(t *testing.T) {
 	if r := next(); len(r.Guests) != 4 {
 		t.Fatalf("full pass after Trigger(): %d guests", len(r.Guests))
 	}
+
+	// Guests named while a pass runs are taken together by the next one.
+	arrived, release := make(chan struct{}), make(chan struct{})
+	f.srv.Inject(proxmoxtest.Fault{Guest: refs[0], Times: 1, Before: func() { close(arrived) }, Wait: release})
+	f.eng.Trigger(refs[0])
+	<-arrived
+	f.eng.Trigger(refs[1])
+	f.eng.Trigger(refs[3], refs[1])
+	close(release)
+	if r := next(); len(r.Guests) != 1 || r.Guests[0].Ref != refs[0] {
+		t.Fatalf("pass held up: %+v", r.Guests)
+	}
+	if r := next(); len(r.Guests) != 2 || r.Guests[0].Ref != refs[1] || r.Guests[1].Ref != refs[3] {
+		t.Fatalf("pass after triggers during a pass: %+v", r.Guests)
+	}
+	select {
+	case r := <-reports:
+		t.Fatalf("an extra pass ran: %+v", r.Guests)
+	default:
+	}
 	cancel()
 	<-done
 }
