@@ -368,7 +368,12 @@ func (c *Client) callTotal(ctx context.Context, r *request, out any) (int64, err
 				return -1, err
 			}
 		}
+		leave, err := enterGate(ctx, r.path)
+		if err != nil {
+			return -1, fmt.Errorf("proxmox: %s %s: waiting to send: %w", r.method, displayPath(r.path), err)
+		}
 		resp, err := c.exchange(ctx, r, body, cr)
+		leave()
 		if err != nil {
 			return -1, err
 		}

@@ -19,7 +19,8 @@
 //   - [Client.Config]: one guest's configuration, with pending changes
 //     applied, and the digest of its config file; [Client.CurrentConfig]
 //     without them; [Client.Pending]: which options have a change that
-//     waits for a restart.
+//     waits for a restart; [Client.PendingConfig]: all of these, with the
+//     lock, in one request.
 //
 // Writes either start a task or complete at once. Power actions
 // ([Client.Start], [Client.Stop], [Client.Shutdown], [Client.Reboot])

@@ -49,7 +49,7 @@ func BenchmarkPlan(b *testing.B) {
 }
 
 // BenchmarkReconcileOnce runs a full pass over 1,000 declared guests on the
-// fake server: list, 3 reads per guest, plan. The guests are in sync, so
+// fake server: the list, one read per guest (the pending endpoint), plan. The guests are in sync, so
 // the pass measures observation and planning, the part every pass pays.
 func BenchmarkReconcileOnce(b *testing.B) {
 	const n = 1000

@@ -11,10 +11,15 @@
 //     options that must be absent). [EmptyProvider] declares nothing, and an
 //     engine using it never mutates anything; [StaticProvider] holds a state
 //     in memory; [FileProvider] reads a JSON file and follows its changes.
-//  2. The engine lists the cluster's guests once, then reads the status,
-//     configuration and pending changes of the declared guests only, a
-//     bounded number at a time ([Config].Concurrency), through the small
-//     [Proxmox] interface that *proxmox.Client implements.
+//  2. The engine lists the cluster's guests once (node, type and power
+//     state), then reads each declared guest with one request (its
+//     configuration, digest, lock and pending changes, from Proxmox's
+//     pending endpoint), a bounded number at a time overall
+//     ([Config].Concurrency) and per node ([Config].NodeConcurrency,
+//     [Config].NodeRate), through the small [Proxmox] interface that
+//     *proxmox.Client implements. The list's power state can lag by
+//     seconds, so before acting on a guest the engine reads its exact state
+//     and plans it again: a stale list never causes a wrong action.
 //  3. [Plan], a pure function, compares the two under the normalize rules
 //     (so Proxmox's own rewriting of values is never mistaken for drift) and
 //     decides, per guest: in sync; act (a SetConfig carrying only the
@@ -52,7 +57,9 @@
 //     the guest again).
 //
 // [Engine.Run] repeats passes at an interval, with jitter, and at once on
-// [Engine.Trigger]; passes never overlap. [Engine.Drain] stops it
+// [Engine.Trigger]; passes never overlap. [Engine.ReconcileGuests] runs a
+// targeted pass over a few named guests, reading only them, and a Trigger
+// naming guests asks Run for one. [Engine.Drain] stops it
 // gracefully: nothing new is sent, and the operations already sent finish
 // before Run's context is ended.
 //

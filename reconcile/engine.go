@@ -33,6 +33,7 @@ type Proxmox interface {
 	Status(ctx context.Context, ref proxmox.Ref) (proxmox.GuestStatus, error)
 	Config(ctx context.Context, ref proxmox.Ref) (proxmox.Config, error)
 	Pending(ctx context.Context, ref proxmox.Ref) ([]proxmox.PendingItem, error)
+	PendingConfig(ctx context.Context, ref proxmox.Ref) (proxmox.PendingConfig, error)
 	SetConfig(ctx context.Context, ref proxmox.Ref, ch proxmox.ConfigChange) (proxmox.UPID, error)
 	Start(ctx context.Context, ref proxmox.Ref) (proxmox.UPID, error)
 	Stop(ctx context.Context, ref proxmox.Ref) (proxmox.UPID, error)
@@ -52,11 +53,11 @@ var _ Proxmox = (*proxmox.Client)(nil)
 // vetoed with the error; [Engine.Apply] refuses the operation with an
 // error wrapping [ErrVetoed], and its key stays unused.
 //
-// g is the guest as observed: for a pass, at the start of the pass; for a
-// one-shot operation, just before it runs, in the guest's queue lane. Both
-// read the same things (the cluster's guest list, then the guest's status,
-// configuration and pending changes), so a policy sees the status, tags,
-// lock, configuration, digest and pending changes whichever path asks. A
+// g is the guest as observed: for a pass, its configuration at the start
+// of the pass and its exact status and lock re-read in its queue lane just
+// before acting; for a one-shot operation, all of it just before it runs,
+// in the guest's queue lane. Either way a policy sees the status, tags,
+// lock, configuration, digest and pending changes. A
 // Policy must be safe for concurrent use.
 type Policy func(ctx context.Context, a Action, g Observed) error
 
@@ -136,6 +137,17 @@ type Config struct {
 	// Concurrency bounds the guests observed at once, and the actions run
 	// at once when the engine makes its own queue. Default 8.
 	Concurrency int
+	// NodeConcurrency bounds the engine's requests in flight on each
+	// node, whatever sends them (observation, actions, task polling,
+	// recovery), and the guests of one node observed at once. Default
+	// [DefaultNodeConcurrency]: a Proxmox node runs a few API workers, and
+	// requests beyond them only queue there. A slow or unreachable node
+	// holds at most this many of the Concurrency slots, so keep it below
+	// Concurrency for the other nodes to go on.
+	NodeConcurrency int
+	// NodeRate, if positive, bounds the engine's requests to each node to
+	// this many per second, evenly spaced. Default none.
+	NodeRate float64
 	// Interval is the time between the starts of two passes of Run.
 	// Default 30s. Jitter, default a tenth of Interval, varies it at
 	// random by up to that much either way; a negative Jitter means none.
@@ -241,6 +253,7 @@ type Engine struct {
 
 	pass    chan struct{} // a token: held while a pass runs
 	trigger chan struct{}
+	named   triggered // what the triggers since the last pass asked for
 
 	recoverMu sync.Mutex
 	// mustRecover is set until a Recover succeeds, and again whenever an
@@ -279,12 +292,15 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if cfg.Provider == nil {
 		cfg.Provider = EmptyProvider{}
 	}
-	if cfg.Concurrency < 0 || cfg.Interval < 0 || cfg.Retries < 0 || cfg.RetryMin < 0 ||
+	if cfg.Concurrency < 0 || cfg.NodeConcurrency < 0 || cfg.NodeRate < 0 || cfg.NodeRate != cfg.NodeRate || cfg.Interval < 0 || cfg.Retries < 0 || cfg.RetryMin < 0 ||
 		cfg.RetryMax < 0 || cfg.ClockSkew < 0 || cfg.TaskTimeout < 0 {
 		return nil, fmt.Errorf("%w: negative durations and counts are not allowed (but for Jitter and SettleDelay, where they mean none)", ErrConfig)
 	}
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = 8
+	}
+	if cfg.NodeConcurrency == 0 {
+		cfg.NodeConcurrency = DefaultNodeConcurrency
 	}
 	if cfg.Interval == 0 {
 		cfg.Interval = 30 * time.Second
@@ -346,6 +362,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 			return nil, fmt.Errorf("%w: TaskUser %q: %w", ErrConfig, cfg.TaskUser, err)
 		}
 	}
+	cfg.Proxmox = limitedProxmox{px: cfg.Proxmox, lim: newNodeLimiter(cfg.NodeConcurrency, cfg.NodeRate)}
 	e := &Engine{
 		cfg:     cfg,
 		log:     cfg.Logger,

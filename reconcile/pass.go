@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
-	"sync"
 	"time"
 
 	"github.com/guestward/guestward/proxmox"
@@ -107,7 +105,13 @@ var ErrPassAborted = errors.New("reconcile: pass aborted")
 // unresolved is left alone (skipped, [SkipUnresolved]) while the others
 // are acted on; the pass is aborted only when the journal cannot be read,
 // or holds an unresolved record that names no guest.
-func (e *Engine) ReconcileOnce(ctx context.Context) (rep Report, err error) {
+func (e *Engine) ReconcileOnce(ctx context.Context) (Report, error) {
+	return e.reconcile(ctx, nil)
+}
+
+// reconcile runs a pass over every declared guest (targets nil), or over
+// the declared guests among targets, matched by vmid.
+func (e *Engine) reconcile(ctx context.Context, targets []proxmox.Ref) (rep Report, err error) {
 	if e.isDraining() {
 		return Report{}, fmt.Errorf("%w: no pass starts", ErrDraining)
 	}
@@ -136,15 +140,26 @@ func (e *Engine) ReconcileOnce(ctx context.Context) (rep Report, err error) {
 	if err := ValidateDesiredWith(desired, e.cfg.Validation); err != nil {
 		return rep, fmt.Errorf("%w: %w", ErrPassAborted, err)
 	}
+	if targets != nil {
+		desired = targeted(desired, targets)
+	}
 	if len(desired) == 0 {
 		return rep, nil // nothing is managed: not even a read
 	}
-	guests, err := e.cfg.Proxmox.Guests(ctx)
-	if err != nil {
-		return rep, fmt.Errorf("%w: listing guests: %w", ErrPassAborted, err)
+	var (
+		observed []Observed
+		errs     map[int]error
+	)
+	if targets != nil {
+		observed, errs = e.observeRefs(ctx, desired)
+	} else {
+		guests, err := e.cfg.Proxmox.Guests(ctx)
+		if err != nil {
+			return rep, fmt.Errorf("%w: listing guests: %w", ErrPassAborted, err)
+		}
+		rep.Listed = len(guests)
+		observed, errs = e.observeListed(ctx, desired, guests)
 	}
-	rep.Listed = len(guests)
-	observed, errs := e.observe(ctx, desired, guests)
 	if err := ctx.Err(); err != nil {
 		return rep, err
 	}
@@ -157,6 +172,10 @@ func (e *Engine) ReconcileOnce(ctx context.Context) (rep Report, err error) {
 	byVMID := make(map[int]*Observed, len(observed))
 	for i := range observed {
 		byVMID[observed[i].Ref.VMID] = &observed[i]
+	}
+	declared := make(map[int]Desired, len(desired))
+	for _, d := range desired {
+		declared[d.Ref.VMID] = d
 	}
 
 	rep.Guests = make([]GuestReport, len(rep.Plan.Guests))
@@ -176,7 +195,7 @@ func (e *Engine) ReconcileOnce(ctx context.Context) (rep Report, err error) {
 			continue
 		case Skip:
 			gr.Outcome, gr.Reason, gr.Detail = GuestSkipped, g.Reason, g.Detail
-			if g.Reason == SkipUnobserved && errs[g.Ref.VMID] != nil {
+			if (g.Reason == SkipUnobserved || g.Reason == SkipMissing) && errs[g.Ref.VMID] != nil {
 				gr.Detail = errs[g.Ref.VMID].Error()
 			}
 			continue
@@ -188,11 +207,19 @@ func (e *Engine) ReconcileOnce(ctx context.Context) (rep Report, err error) {
 			}
 			continue
 		}
-		obs := *byVMID[g.Ref.VMID]
+		obs, d := *byVMID[g.Ref.VMID], declared[g.Ref.VMID]
+		// Not coalesced: the queue may be shared with another engine, and
+		// a job that replaced this one would fill in the other engine's
+		// report, leaving this guest unreported. Passes of one engine
+		// never overlap, so there is nothing to coalesce here anyway.
 		h, err := e.q.Submit(ctx, g.Ref.VMID, func(ctx context.Context) error {
-			e.runGuest(ctx, gr, obs)
+			if e.isDraining() {
+				e.runGuest(ctx, gr, obs) // sends nothing: reports not started
+			} else if obs, ok := e.recheck(ctx, d, gr, obs); ok {
+				e.runGuest(ctx, gr, obs)
+			}
 			return nil
-		}, queue.Coalesce("reconcile"))
+		})
 		if err != nil {
 			gr.Outcome, gr.Detail = GuestInterrupted, fmt.Sprintf("not queued: %v", err)
 			continue
@@ -247,87 +274,6 @@ func (e *Engine) runGuest(ctx context.Context, gr *GuestReport, obs Observed) {
 	}
 }
 
-// observe reads the status, configuration and pending changes of every
-// declared guest that exists with the declared type on the declared node,
-// with at most Concurrency guests at once. Guests it could not read have a
-// nil Config; their errors are returned by vmid.
-func (e *Engine) observe(ctx context.Context, desired []Desired, guests []proxmox.Guest) ([]Observed, map[int]error) {
-	observed := make([]Observed, len(guests))
-	for i, g := range guests {
-		observed[i] = Observed{Ref: g.Ref, Status: g.Status, Template: g.Template, Lock: g.Lock, Name: g.Name, Tags: g.Tags}
-	}
-	index := make(map[int]int, len(guests))
-	for i, g := range guests {
-		index[g.Ref.VMID] = i
-	}
-	var todo []int
-	for _, d := range desired {
-		if i, ok := index[d.Ref.VMID]; ok && observed[i].Ref == d.Ref {
-			todo = append(todo, i)
-		}
-	}
-	sort.Ints(todo)
-
-	var mu sync.Mutex
-	errs := make(map[int]error)
-	sem := make(chan struct{}, e.cfg.Concurrency)
-	var wg sync.WaitGroup
-	for _, i := range todo {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if err := e.observeOne(ctx, &observed[i]); err != nil {
-				mu.Lock()
-				errs[observed[i].Ref.VMID] = err
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	return observed, errs
-}
-
-// observeOne reads one guest's exact status, its configuration with pending
-// changes applied, and the list of pending changes.
-func (e *Engine) observeOne(ctx context.Context, o *Observed) error {
-	px := e.cfg.Proxmox
-	st, err := px.Status(ctx, o.Ref)
-	if err != nil {
-		return fmt.Errorf("reading status: %w", err)
-	}
-	cfg, err := px.Config(ctx, o.Ref)
-	if err != nil {
-		return fmt.Errorf("reading config: %w", err)
-	}
-	pending, err := px.Pending(ctx, o.Ref)
-	if err != nil {
-		return fmt.Errorf("reading pending changes: %w", err)
-	}
-	o.Status, o.Lock, o.Template = st.Status, st.Lock, st.Template
-	if st.Tags != nil {
-		o.Tags = st.Tags
-	}
-	o.Pending = o.Pending[:0]
-	for _, p := range pending {
-		if p.IsPending() {
-			o.Pending = append(o.Pending, p)
-		}
-	}
-	o.Config, o.Digest = cfg.Values, cfg.Digest
-	if o.Config == nil {
-		o.Config = map[string]string{}
-	}
-	return nil
-}
-
 func (e *Engine) logReport(ctx context.Context, rep Report) {
 	counts := rep.Count()
 	sent, ok := rep.Actions()
@@ -339,7 +285,14 @@ func (e *Engine) logReport(ctx context.Context, rep Report) {
 
 // Trigger asks Run for a pass as soon as possible, without waiting for the
 // interval. Triggers made while a pass is pending collapse into one.
-func (e *Engine) Trigger() {
+//
+// With refs, the pass is a targeted one ([Engine.ReconcileGuests]) over
+// just those guests, unless a trigger without refs, or the interval, asks
+// for a full pass first: a hub that changed one guest's desired state does
+// not cost a pass over the whole fleet. The guests named by triggers made
+// while a pass runs are reconciled by the next one; passes never overlap.
+func (e *Engine) Trigger(refs ...proxmox.Ref) {
+	e.named.add(refs)
 	select {
 	case e.trigger <- struct{}{}:
 	default:
@@ -366,6 +319,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
+		full := true
 		select {
 		case <-ctx.Done():
 			return e.stop(ctx)
@@ -373,14 +327,20 @@ func (e *Engine) Run(ctx context.Context) error {
 			return e.stop(context.WithoutCancel(ctx))
 		case <-timer.C:
 		case <-e.trigger:
+			full = false
 			if !timer.Stop() {
 				select {
 				case <-timer.C:
+					full = true // the interval ran out too
 				default:
 				}
 			}
 		}
-		rep, err := e.ReconcileOnce(ctx)
+		rep, ran, err := e.nextPass(ctx, full)
+		if !ran {
+			timer.Reset(e.nextDelay())
+			continue
+		}
 		if errors.Is(err, ErrDraining) {
 			// Drain was called: no more passes. Wait to be stopped.
 			select {

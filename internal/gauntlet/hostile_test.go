@@ -130,9 +130,13 @@ func hostileCases() []hostileCase {
 		// One guest's state.
 		{name: "status null", rules: []*hostileRule{{path: g100 + "/status/current", status: 200, body: `{"data":null}`}}, want: []string{"reading status"}},
 		{name: "status wrong types", rules: []*hostileRule{{path: g100 + "/status/current", status: 200, body: `{"data":{"status":{"a":1},"template":"perhaps"}}`}}, want: []string{"reading status"}},
-		{name: "config truncated", rules: []*hostileRule{{path: g100 + "/config", method: "GET", status: 200, body: `{"data":{"memory":"5`}}, want: []string{"reading config"}},
-		{name: "config digest not hex", rules: []*hostileRule{{path: g100 + "/config", method: "GET", status: 200, body: `{"data":{"memory":"512","digest":"not-a-digest; rm -rf /"}}`}}, want: []string{"digest", "not 40 hex digits"}},
-		{name: "pending garbage", rules: []*hostileRule{{path: g100 + "/pending", status: 200, body: `{"data":[{"key":["memory"]}]}`}}, want: []string{"reading pending"}},
+		// A pass reads configuration, digest and pending changes in one
+		// request to the pending endpoint.
+		{name: "pending truncated", rules: []*hostileRule{{path: g100 + "/pending", status: 200, body: `{"data":[{"key":"memory","value":"5`}}, want: []string{"reading config and pending changes"}},
+		{name: "pending digest not hex", rules: []*hostileRule{{path: g100 + "/pending", status: 200, body: `{"data":[{"key":"memory","value":"512"},{"key":"digest","value":"not-a-digest; rm -rf /"}]}`}}, want: []string{"digest", "40-digit hex"}},
+		{name: "pending without digest", rules: []*hostileRule{{path: g100 + "/pending", status: 200, body: `{"data":[{"key":"memory","value":"512"}]}`}}, want: []string{"no digest row"}},
+		{name: "pending key twice", rules: []*hostileRule{{path: g100 + "/pending", status: 200, body: `{"data":[{"key":"memory","value":"512"},{"key":"memory","value":"4096"},{"key":"digest","value":"aa9ce37c4df320889d4ab5382a2947efa4c1d815"}]}`}}, want: []string{"appears twice"}},
+		{name: "pending garbage", rules: []*hostileRule{{path: g100 + "/pending", status: 200, body: `{"data":[{"key":["memory"]}]}`}}, want: []string{"reading config and pending changes"}},
 
 		// Answers to writes, after the write happened.
 		{name: "start answers a bogus UPID", shot: start, rules: []*hostileRule{{path: g100 + "/status/start", after: true, status: 200, body: `{"data":"UPID:bogus"}`}}},

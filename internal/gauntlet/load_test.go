@@ -154,6 +154,11 @@ func TestLoad(t *testing.T) {
 	if sent, _ := rep2.Actions(); sent != 0 || rep2.Count()[reconcile.GuestInSync] != n {
 		t.Fatalf("second pass: %d actions, %v", sent, rep2.Count())
 	}
+	// It reads the list and each declared guest once (the pending
+	// endpoint carries configuration, digest, lock and pending changes).
+	if got, want := requests.Load(), int64(1+n); got != want {
+		t.Errorf("second pass sent %d requests, want %d: the list and one per guest", got, want)
+	}
 
 	// Bounded: the goroutines at the peak are a multiple of the
 	// concurrency, not of the fleet (the fake server's included: a
@@ -192,6 +197,9 @@ func TestLoad(t *testing.T) {
 	fig.set("requests_first_pass", int(passRequests))
 	fig.set("noop_pass_s", round3(elapsed2.Seconds()))
 	fig.set("requests_noop_pass", int(requests.Load()))
+	fig.set("requests_per_guest_noop", round3(float64(requests.Load())/float64(n)))
+	// Every guest is acted on in the first pass.
+	fig.set("requests_per_acted_guest", round3(float64(passRequests)/float64(n)))
 	fig.set("peak_goroutines_over_base", int(extraG))
 	fig.set("peak_heap_inuse_mib", round3(float64(peakHeap.Load())/(1<<20)))
 	fig.set("retained_bytes_per_guest", int(perGuest))

@@ -137,7 +137,7 @@ type digestWatch struct {
 	checked map[int]bool // the declared guests; one-shot changes may omit the digest
 
 	mu         sync.Mutex
-	read       map[int]map[string]bool // digests returned by Config, by vmid
+	read       map[int]map[string]bool // digests returned by Config and PendingConfig, by vmid
 	violations []string
 	accepted   int // configuration writes accepted
 	refused    int // configuration writes refused for a changed digest
@@ -154,6 +154,19 @@ func (w *digestWatch) Config(ctx context.Context, ref proxmox.Ref) (proxmox.Conf
 		w.mu.Unlock()
 	}
 	return c, err
+}
+
+func (w *digestWatch) PendingConfig(ctx context.Context, ref proxmox.Ref) (proxmox.PendingConfig, error) {
+	pc, err := w.Proxmox.PendingConfig(ctx, ref)
+	if err == nil {
+		w.mu.Lock()
+		if w.read[ref.VMID] == nil {
+			w.read[ref.VMID] = map[string]bool{}
+		}
+		w.read[ref.VMID][pc.Config.Digest] = true
+		w.mu.Unlock()
+	}
+	return pc, err
 }
 
 func (w *digestWatch) SetConfig(ctx context.Context, ref proxmox.Ref, ch proxmox.ConfigChange) (proxmox.UPID, error) {

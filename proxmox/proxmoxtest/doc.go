@@ -202,6 +202,15 @@
 // [Server.SetResourcesStale] freezes /cluster/resources as its RRD source
 // lags on a real cluster.
 //
+// # Load
+//
+// A Proxmox node runs a few API workers (three by default), each handling
+// one request at a time. [WithNodeWorkers] gives every node of the fake
+// that many, [WithLatency] and [WithNodeLatency] add the time a real node
+// spends on each request while it holds a worker, and [Server.NodeLoad]
+// counts each node's requests and the most it held in flight, so tests and
+// benchmarks see the cost of their requests where a cluster would feel it.
+//
 // # HA-managed guests
 //
 // A guest added with [GuestSpec].HA (or [Server.SetHA]) is an HA resource.

@@ -124,8 +124,13 @@ func (s *Server) configJSONLocked(g *guest, current bool) []byte {
 				vals[k] = v
 			}
 		}
+		// load_current_config (pve-guest-common AbstractConfig) drops a
+		// pending deletion's option only when its value is true to Perl:
+		// "onboot: 0" pending deletion still reads "0".
 		for k := range parsePendingDelete(g.pending["delete"]) {
-			delete(vals, k)
+			if v := vals[k]; v != "" && v != "0" {
+				delete(vals, k)
+			}
 		}
 	}
 	m := make(map[string]any, len(vals)+1)

@@ -99,6 +99,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.handlers.Done()
+	leave, ok := s.loadEnter(r)
+	if !ok {
+		dropConn(w)
+		return
+	}
+	defer leave()
 	rec := Request{Time: s.now(), Method: r.Method, Path: r.URL.Path}
 	c := &call{s: s, r: r, method: r.Method}
 	res, aerr, drop := s.serve(c, &rec)

@@ -60,6 +60,9 @@ type config struct {
 	seed           uint64
 	logger         *slog.Logger
 	logLimit       int
+	latency        time.Duration            // WithLatency
+	nodeLatency    map[string]time.Duration // WithNodeLatency
+	nodeWorkers    int                      // WithNodeWorkers; 0: no limit
 }
 
 func defaultConfig() *config {

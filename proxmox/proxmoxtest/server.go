@@ -100,6 +100,7 @@ type Server struct {
 	conns    map[net.Conn]bool
 	connsWG  sync.WaitGroup
 	connsOff bool
+	load     loadState // per-node request accounting and workers (load.go)
 }
 
 type node struct {
