@@ -22,7 +22,7 @@ import (
 // half of one. The function given to [MapProvider.Notify] learns which
 // guests each update changed, so that only those need a pass:
 //
-//	p.Notify(func(refs ...proxmox.Ref) { engine.Trigger() })
+//	p.Notify(func(refs ...proxmox.Ref) { engine.Trigger(refs...) })
 //
 // It is safe for concurrent use; its zero value is not usable.
 type MapProvider struct {
