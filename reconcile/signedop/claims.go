@@ -213,6 +213,14 @@ func fromWire(w wireClaims) Claims {
 			AllowIrreversible: w.Op.AllowIrreversible,
 		},
 	}
+	// An empty set or delete list is no change, as when left out: the
+	// claims come back the same from every spelling.
+	if len(c.Op.Set) == 0 {
+		c.Op.Set = nil
+	}
+	if len(c.Op.Delete) == 0 {
+		c.Op.Delete = nil
+	}
 	if w.Nbf != nil {
 		c.NotBefore = time.Unix(*w.Nbf, 0).UTC()
 	}

@@ -23,7 +23,7 @@ var web = proxmox.Ref{Node: "pve1", Type: proxmox.QEMU, VMID: 100}
 // agent is a fake cluster with one stopped VM, a file journal, an engine
 // and a handler, as an agent process holds them.
 type agent struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *proxmoxtest.Server
 	client *proxmox.Client
 	path   string
@@ -34,7 +34,7 @@ type agent struct {
 	priv   ed25519.PrivateKey
 }
 
-func newAgent(t *testing.T, opts ...func(*reconcile.Config)) *agent {
+func newAgent(t testing.TB, opts ...func(*reconcile.Config)) *agent {
 	t.Helper()
 	srv := proxmoxtest.Start(t, proxmoxtest.WithNodes("pve1"), proxmoxtest.WithSeed(1))
 	if err := srv.AddGuest(proxmoxtest.GuestSpec{Node: "pve1", Type: proxmox.QEMU, VMID: 100,
@@ -158,7 +158,7 @@ func (a *agent) guest() proxmoxtest.GuestState {
 	return g
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx

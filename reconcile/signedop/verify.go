@@ -341,8 +341,8 @@ func (v *Verifier) checkClaims(payload []byte, now time.Time) (Claims, error) {
 		// The decoder's message may quote a value; say only where.
 		return Claims{}, fmt.Errorf("%w: claims do not decode", ErrMalformed)
 	}
-	if w.Iss == "" {
-		return Claims{}, fmt.Errorf("%w: claims: empty issuer", ErrMalformed)
+	if err := checkName(w.Iss); err != nil {
+		return Claims{}, fmt.Errorf("%w: claims: issuer: %w", ErrMalformed, err)
 	}
 	for _, d := range []int64{w.Iat, w.Exp} {
 		if d < minDate || d > maxDate {

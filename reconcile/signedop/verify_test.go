@@ -141,6 +141,8 @@ func TestVerifyRefusals(t *testing.T) {
 		{"claims trailing", "data after the claims", withClaims(claimsJSON(nil) + ` {}`), signedop.ErrMalformed},
 		{"claims list", "claims are an object", withClaims(`[` + claimsJSON(nil) + `]`), signedop.ErrMalformed},
 		{"issuer empty", "the signer names itself", ok("k1", priv1, map[string]any{"iss": ""}), signedop.ErrMalformed},
+		{"issuer padded", "a name Sign would refuse (found by FuzzVerify)", ok("k1", priv1, map[string]any{"iss": " hub-1"}), signedop.ErrMalformed},
+		{"empty set", "no change, as when left out", ok("k1", priv1, map[string]any{"op": map[string]any{"node": "pve1", "type": "qemu", "vmid": 100, "kind": "set_config", "set": map[string]string{}, "delete": []string{"args"}}}), nil},
 
 		// The operation.
 		{"invalid kind", "a kind Apply does not know", ok("k1", priv1, map[string]any{"op": map[string]any{"node": "pve1", "type": "qemu", "vmid": 100, "kind": "destroy"}}), signedop.ErrInvalidOp},
