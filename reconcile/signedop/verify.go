@@ -156,7 +156,9 @@ type Verifier struct {
 // key over (trust the new one, sign with it, then drop the old one).
 // keys is copied. Every key id must be 1 to MaxNameLen bytes of UTF-8
 // without control characters or surrounding white space, and every key
-// ed25519.PublicKeySize bytes; errors wrap ErrInvalidKey.
+// ed25519.PublicKeySize bytes encoding a point of the curve that is not of
+// small order (under such a point, which has no private key, anyone can
+// forge signatures that crypto/ed25519 accepts); errors wrap ErrInvalidKey.
 func NewVerifier(audience string, keys map[string]ed25519.PublicKey, opts ...Option) (*Verifier, error) {
 	if err := checkName(audience); err != nil {
 		return nil, fmt.Errorf("signedop: audience: %w", err)
@@ -177,6 +179,9 @@ func NewVerifier(audience string, keys map[string]ed25519.PublicKey, opts ...Opt
 		}
 		if len(k) != ed25519.PublicKeySize {
 			return nil, fmt.Errorf("%w: key %q of %d bytes, want %d", ErrInvalidKey, kid, len(k), ed25519.PublicKeySize)
+		}
+		if err := checkPublicPoint(k); err != nil {
+			return nil, fmt.Errorf("%w: key %q: %w", ErrInvalidKey, kid, err)
 		}
 		v.keys[kid] = bytes.Clone(k)
 	}
