@@ -42,11 +42,11 @@ var statusTable = []struct {
 	{reconcile.ErrDraining, nil, http.StatusServiceUnavailable, "draining", "this agent is shutting down and starts no operation"},
 	{reconcile.ErrUnresolved, nil, http.StatusServiceUnavailable, "unresolved", "an earlier operation on this guest is not resolved yet"},
 	{reconcile.ErrDryRun, nil, http.StatusServiceUnavailable, "dry_run", "this agent runs in dry-run mode and sends no operation"},
+	{context.DeadlineExceeded, nil, http.StatusGatewayTimeout, "timeout", "the operation did not start in time"},
+	{context.Canceled, nil, http.StatusServiceUnavailable, "canceled", "the request was canceled before the operation started"},
 	{reconcile.ErrNotObserved, proxmox.ErrNotFound, http.StatusNotFound, "guest_not_found", "no such guest on the node and type the operation names"},
 	{reconcile.ErrNotObserved, nil, http.StatusBadGateway, "not_observed", "the guest could not be observed"},
 	{reconcile.ErrNoKeyLookup, nil, http.StatusInternalServerError, "no_key_lookup", "this agent's journal cannot look up operations by key"},
-	{context.DeadlineExceeded, nil, http.StatusGatewayTimeout, "timeout", "the operation did not start in time"},
-	{context.Canceled, nil, http.StatusServiceUnavailable, "canceled", "the request was canceled before the operation started"},
 }
 
 // StatusCode returns the HTTP status Handler answers err with: 200 for
@@ -59,11 +59,11 @@ var statusTable = []struct {
 //	403 ErrAudience, reconcile.ErrIrreversible, reconcile.ErrVetoed
 //	409 reconcile.ErrKeyConflict, reconcile.ErrInProgress
 //	422 ErrInvalidOp, reconcile.ErrInvalidOneShot
-//	503 reconcile.ErrDraining, reconcile.ErrUnresolved, reconcile.ErrDryRun,
-//	    context.Canceled
+//	503 reconcile.ErrDraining, reconcile.ErrUnresolved, reconcile.ErrDryRun
+//	504 context.DeadlineExceeded (the request's context ended first)
+//	503 context.Canceled
 //	404 reconcile.ErrNotObserved with proxmox.ErrNotFound
 //	502 reconcile.ErrNotObserved otherwise
-//	504 context.DeadlineExceeded
 //	500 anything else (reconcile.ErrNoKeyLookup, a journal that fails)
 //
 // An error that matches several is answered by the first in this list.

@@ -173,6 +173,11 @@ func TestHandlerStatuses(t *testing.T) {
 			}
 			return postReq(a.token(start))
 		}, http.StatusServiceUnavailable, "draining"},
+		{"request canceled", "Apply runs under the request's context", func(a *agent) *http.Request {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			return httptest.NewRequestWithContext(ctx, http.MethodPost, "/op", strings.NewReader(a.token(start)))
+		}, http.StatusServiceUnavailable, "canceled"},
 		{"vetoed", "the agent's policy refuses", func(a *agent) *http.Request {
 			a.restart(func(c *reconcile.Config) {
 				c.Policy = func(_ context.Context, _ reconcile.Action, _ reconcile.Observed) error { return errors.New("no") }
@@ -239,6 +244,7 @@ func TestStatusCode(t *testing.T) {
 		{fmt.Errorf("op: %w", reconcile.ErrDryRun), 503},
 		{fmt.Errorf("%w: %w", reconcile.ErrNotObserved, proxmox.ErrNotFound), 404},
 		{fmt.Errorf("%w: %w", reconcile.ErrNotObserved, proxmox.ErrTransient), 502},
+		{fmt.Errorf("%w: %w", reconcile.ErrNotObserved, context.Canceled), 503},
 		{reconcile.ErrNoKeyLookup, 500},
 		{fmt.Errorf("queue: %w", context.DeadlineExceeded), 504},
 		{fmt.Errorf("queue: %w", context.Canceled), 503},
