@@ -302,3 +302,39 @@ func TestHandlerNeverEchoes(t *testing.T) {
 		}
 	}
 }
+
+// An operation sent but interrupted before its outcome was journaled is
+// answered 202 with its result; the same token, once the agent has
+// resolved it (here after a restart), gets the outcome, and the operation
+// ran once.
+func TestHandlerInFlight(t *testing.T) {
+	var fired bool
+	a := newAgent(t, func(c *reconcile.Config) {
+		c.Checkpoint = func(point string) error {
+			if point == reconcile.CheckpointAfterTaskRecord && !fired {
+				fired = true
+				return errors.New("crash")
+			}
+			return nil
+		}
+	})
+	tok := a.token(start)
+	ans := a.post(tok)
+	if ans.status != http.StatusAccepted || ans.code != "in_flight" || ans.result["op_id"] == nil {
+		t.Fatalf("interrupted: %d %s", ans.status, ans.body)
+	}
+	a.restart()
+	again := a.post(tok)
+	if again.status != http.StatusOK || again.result["state"] != string(journal.Succeeded) || again.result["op_id"] != ans.result["op_id"] {
+		t.Fatalf("after the restart: %d %s (first %s)", again.status, again.body, ans.body)
+	}
+	starts := 0
+	for _, r := range a.srv.Requests() {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.Path, "/status/start") {
+			starts++
+		}
+	}
+	if starts != 1 {
+		t.Errorf("%d start requests", starts)
+	}
+}
