@@ -41,14 +41,15 @@
 // The payload is a JWT claims set:
 //
 //	{"iss":"hub-1","aud":"agent-7","iat":1767787200,"exp":1767787500,
-//	 "nbf":1767787200,"jti":"2026-12-05/restart-web",
+//	 "nbf":1767787200,"jti":"2026-12-05/web-memory",
 //	 "op":{"node":"pve1","type":"qemu","vmid":100,"kind":"set_config",
 //	       "set":{"memory":"4096"},"delete":["args"],"digest":"...",
-//	       "timeout":60,"allow_irreversible":false}}
+//	       "allow_irreversible":false}}
 //
-// nbf and the operation's parameters (set, delete, digest, timeout in whole
-// seconds, allow_irreversible) may be left out; everything else is
-// required. Header and claims are read strictly: a member repeated (also
+// nbf and the operation's parameters may be left out (set, delete and
+// digest for set_config; "timeout", in whole seconds, for shutdown;
+// allow_irreversible); everything else is required, and the operation
+// must pass reconcile.OneShot.Validate. Header and claims are read strictly: a member repeated (also
 // in other letter case, which encoding/json would otherwise match), an
 // unknown member, null, bytes that are not UTF-8, or data after the object
 // make the token malformed. Only JSON Web Signature's compact form is
@@ -60,5 +61,18 @@
 // Each refusal of Verify matches one sentinel (ErrMalformed, ErrSignature,
 // ErrAlgorithm, ...; see [Verifier.Verify] for the order of the checks),
 // so that a caller maps them to answers without reading text; [StatusCode]
-// is the mapping [Handler] uses. Messages never quote the token.
+// is the mapping [Handler] uses. Messages never quote the token; only the
+// message of an invalid operation quotes values of the signed operation (its
+// key, an option's name), as reconcile.OneShot.Validate words it. Handler's
+// answers quote nothing of the request.
+//
+// # What it does not do
+//
+// It does not hide a request from the network: the signature gives
+// integrity and authenticity, not confidentiality, so an operation carrying
+// a secret should travel over TLS. It never fetches a key, nor takes one from
+// a token: the trusted keys are the ones given to NewVerifier, and removing a
+// key from them is the only revocation. It does not decide what a hub may
+// ask for: the engine's Policy and validation apply to signed operations as
+// to any other.
 package signedop
