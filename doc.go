@@ -61,6 +61,7 @@
 //
 // Dependencies point downwards only:
 //
+//	reconcile/signedop one-shot operations a hub signs (EdDSA JWS), verified and run through the engine
 //	reconcile          desired state, planner, engine, crash recovery, run loop, one-shot operations
 //	├── queue          per-key serializer (generic; knows nothing of Proxmox)
 //	├── journal        durable operation journal: the contract, file and in-memory backends
@@ -74,6 +75,7 @@
 //	examples/plan      a dry run: the plan for a desired-state file, as text or JSON
 //	examples/oneshot   one operation, at most once per idempotency key
 //	examples/gwjournal inspect, verify, repair and compact a journal of either backend
+//	examples/hub       signs operations and sends them to an agent that takes them (agent -listen)
 //
 // queue, journal, normalize and proxmox do not import each other; reconcile
 // composes them, and declares the small interface it needs from Proxmox

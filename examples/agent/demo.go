@@ -18,6 +18,7 @@ import (
 	"github.com/guestward/guestward/normalize"
 	"github.com/guestward/guestward/proxmox"
 	"github.com/guestward/guestward/reconcile"
+	"github.com/guestward/guestward/reconcile/signedop"
 )
 
 // runDemo shows guestward at work for a person: a fake cluster with drifted
@@ -25,7 +26,7 @@ import (
 // that finds nothing left to do. It uses the agent's own building blocks:
 // a client with a pinned fingerprint and a token, a FileProvider, a file
 // journal, the engine. It returns 0 when everything went as it should.
-func runDemo(ctx context.Context, s *settings, logger *slog.Logger, out *output.Printer, checkpoint func(string) error, stderr io.Writer) int {
+func runDemo(ctx context.Context, s *settings, verifier *signedop.Verifier, logger *slog.Logger, out *output.Printer, checkpoint func(string) error, stderr io.Writer) int {
 	demoFail := func(code int, err error) int {
 		fmt.Fprintf(stderr, "agent: %v\n", err)
 		out.Exit(code, err.Error())
@@ -153,8 +154,34 @@ func runDemo(ctx context.Context, s *settings, logger *slog.Logger, out *output.
 	out.Textf("")
 	out.Textf("Done: %d actions changed %d guests, and the second pass sent nothing. The skipped guests wait", sent, changed)
 	out.Textf("for a person: a backup holds a lock, a restart would apply pending changes, a guest does not exist.")
-	out.Textf("Next: go run ./examples/plan -demo, go run ./examples/oneshot -demo, and the README.")
-	return exit(out, cli.ExitOK, "demo complete")
+	if verifier == nil {
+		out.Textf("Next: go run ./examples/plan -demo, go run ./examples/oneshot -demo, and the README.")
+		return exit(out, cli.ExitOK, "demo complete")
+	}
+	return serveDemoOps(ctx, s, engine, verifier, logger, out, stderr)
+}
+
+// serveDemoOps takes signed operations for the demo fleet until the agent
+// is stopped: the part of the demo examples/hub plays against.
+func serveDemoOps(ctx context.Context, s *settings, engine *reconcile.Engine, verifier *signedop.Verifier,
+	logger *slog.Logger, out *output.Printer, stderr io.Writer) int {
+	ops, err := startOps(s.listen, engine, verifier, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "agent: %v\n", err)
+		return exit(out, cli.ExitFailure, err.Error())
+	}
+	out.Textf("")
+	out.Textf("6. Signed operations: a hub may now ask this agent for one-shot operations")
+	ops.announce(out, s.agentID, s.keyIDs, "   ")
+	out.Textf("   Try: go run ./examples/hub -demo -key HUB_KEY -agent http://%s -agent-id %s", ops.addr, s.agentID)
+	out.Textf("   Stop the agent with Ctrl-C.")
+	<-ctx.Done()
+	out.Shutdown("stopping: no new operation starts; waiting up to " + s.grace.String() + " for running ones")
+	grace, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.grace)
+	defer cancel()
+	_ = engine.Drain(grace) // new requests are answered 503 from here on
+	ops.stop(s.grace)
+	return exit(out, cli.ExitOK, "stopped")
 }
 
 // judge checks that the demo did what it promises; a failure here is a bug.

@@ -56,11 +56,39 @@
 //	-log-level          GUESTWARD_LOG_LEVEL           debug, info, warn (default), error; logs go to stderr
 //	-log-format         GUESTWARD_LOG_FORMAT          text or json, as log/slog writes them
 //	-once                                             recover, one pass, exit (see below)
+//	-listen             GUESTWARD_LISTEN              take signed operations on this host:port (see below)
+//	-hub-keys           GUESTWARD_HUB_KEYS            with -listen: PEM file of the hub public keys to trust
+//	-agent-id           GUESTWARD_AGENT_ID            with -listen: this agent's id, the audience tokens must name
 //
 // The token secret has no flag: a flag's value is visible to every user of
 // the host in the process list. Without -fingerprint or -ca-file the server
 // certificate must chain to the system roots; verification cannot be turned
 // off.
+//
+// # Signed operations
+//
+// With -listen, the agent also takes one-shot operations that a hub signed
+// (package reconcile/signedop; examples/hub is such a hub): each is a
+// compact JWS, POSTed as the body to /v1/op, and runs through the same
+// engine, queue and journal as the passes, at most once per JWT ID. The agent
+// runs only tokens signed by a key in -hub-keys (PEM PUBLIC KEY blocks; list
+// two to roll a hub's key over; a key's id is its JWK thumbprint), addressed
+// to its -agent-id, and within their validity; an action that cannot be
+// undone runs only when the signed request approves it. The answer is the
+// operation's result as JSON, or an error code; a replayed token gets the
+// recorded result. -listen works with -demo too, which then goes on taking
+// operations for its fleet after the story, until it is stopped:
+//
+//	go run ./examples/hub -keygen -key /tmp/hub.key
+//	go run ./examples/agent -demo -listen 127.0.0.1:8780 -hub-keys /tmp/hub.key.pub -agent-id demo-agent
+//	go run ./examples/hub -demo -key /tmp/hub.key -agent http://127.0.0.1:8780 -agent-id demo-agent
+//
+// The listener speaks plain HTTP: the signature makes a request authentic
+// and the JWT ID makes it run once, but nothing hides it from the network.
+// A request carrying a secret (cipassword) should travel over TLS: listen on
+// loopback behind a TLS-terminating proxy, or on a network nobody else reads.
+// When stopped, the agent answers new requests 503 while it drains, and
+// gives those in progress the -shutdown-grace to finish.
 //
 // # Output
 //

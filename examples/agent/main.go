@@ -17,6 +17,7 @@ import (
 	"github.com/guestward/guestward/journal"
 	"github.com/guestward/guestward/proxmox"
 	"github.com/guestward/guestward/reconcile"
+	"github.com/guestward/guestward/reconcile/signedop"
 )
 
 func main() {
@@ -46,6 +47,10 @@ type settings struct {
 	once        bool
 	demo        bool
 	demoPVE     string
+	listen      string
+	hubKeys     string
+	agentID     string
+	keyIDs      []string // of the keys -hub-keys names, once read
 }
 
 func newFlags(stderr io.Writer) (*flag.FlagSet, *settings) {
@@ -72,6 +77,9 @@ func newFlags(stderr io.Writer) (*flag.FlagSet, *settings) {
 	fs.BoolVar(&s.dryRun, "dry-run", false, "plan and report, change nothing, and leave the journal alone (env GUESTWARD_DRY_RUN)")
 	fs.BoolVar(&s.once, "once", false, "recover, run one pass and exit: 0 converged, 3 not converged, 1 could not run")
 	fs.Var(&s.output, "output", "what goes to stdout: text for a person, json for one JSON object per line (env GUESTWARD_OUTPUT)")
+	fs.StringVar(&s.listen, "listen", "", "take operations signed by a hub, as POST "+OpsPath+" on this `address` (host:port; plain HTTP) (env GUESTWARD_LISTEN)")
+	fs.StringVar(&s.hubKeys, "hub-keys", "", "with -listen: PEM `file` of the hub public keys to trust, one PUBLIC KEY block each (env GUESTWARD_HUB_KEYS)")
+	fs.StringVar(&s.agentID, "agent-id", "", "with -listen: this agent's `id`; operations signed for another id are refused (env GUESTWARD_AGENT_ID)")
 	s.logs.Register(fs)
 	fs.BoolVar(&s.demo, "demo", false, "run the demonstration against an in-process fake Proxmox VE cluster; needs nothing else")
 	fs.StringVar(&s.demoPVE, "demo-pve", "", "with -demo: the Proxmox VE `version` the fake cluster emulates, 7.4 to 9.0 (default 8.4.1)")
@@ -104,6 +112,9 @@ func bindings() []cli.Binding {
 		cli.Binding{Flag: "shutdown-grace", Env: "GUESTWARD_SHUTDOWN_GRACE"},
 		cli.Binding{Flag: "dry-run", Env: "GUESTWARD_DRY_RUN"},
 		cli.Binding{Flag: "output", Env: "GUESTWARD_OUTPUT"},
+		cli.Binding{Flag: "listen", Env: "GUESTWARD_LISTEN"},
+		cli.Binding{Flag: "hub-keys", Env: "GUESTWARD_HUB_KEYS"},
+		cli.Binding{Flag: "agent-id", Env: "GUESTWARD_AGENT_ID"},
 	)
 }
 
@@ -127,13 +138,17 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 	if err := s.validate(fs); err != nil {
 		return fail(stderr, err)
 	}
+	verifier, err := s.verifier()
+	if err != nil {
+		return fail(stderr, err)
+	}
 	logger := s.logs.Logger(stderr)
 	out := output.New(stdout, s.output.Value)
 	var code int
 	if s.demo {
-		code = runDemo(ctx, s, logger, out, checkpoint, stderr)
+		code = runDemo(ctx, s, verifier, logger, out, checkpoint, stderr)
 	} else {
-		code = runAgent(ctx, s, env, logger, out, checkpoint, stderr)
+		code = runAgent(ctx, s, verifier, env, logger, out, checkpoint, stderr)
 	}
 	if err := out.Err(); err != nil && code == cli.ExitOK {
 		fmt.Fprintf(stderr, "agent: writing the output: %v\n", err)
@@ -172,6 +187,14 @@ func (s *settings) validate(fs *flag.FlagSet) error {
 		return cli.Usagef("-settle-delay must be positive, not %v", s.settle)
 	case s.grace < 0:
 		return cli.Usagef("-shutdown-grace must not be negative, not %v", s.grace)
+	case s.listen != "" && (s.hubKeys == "" || s.agentID == ""):
+		return cli.Usagef("-listen takes signed operations: set -hub-keys (the hub keys to trust) and -agent-id (this agent's id) too")
+	case s.listen == "" && (s.hubKeys != "" || s.agentID != ""):
+		return cli.Usagef("-hub-keys and -agent-id apply only with -listen")
+	case s.listen != "" && s.dryRun:
+		return cli.Usagef("-listen runs operations, which a -dry-run agent does not")
+	case s.listen != "" && s.once:
+		return cli.Usagef("-listen serves until stopped; drop -once")
 	}
 	if s.demo {
 		for _, name := range []string{"url", "token-id", "token-secret-file", "ca-file", "fingerprint", "desired", "journal", "dry-run", "once"} {
@@ -195,7 +218,7 @@ func (s *settings) validate(fs *flag.FlagSet) error {
 
 // runAgent is the daemon (and -once): connect, open the journal, recover,
 // then pass after pass until stopped.
-func runAgent(ctx context.Context, s *settings, env cli.LookupEnv, logger *slog.Logger, out *output.Printer,
+func runAgent(ctx context.Context, s *settings, verifier *signedop.Verifier, env cli.LookupEnv, logger *slog.Logger, out *output.Printer,
 	checkpoint func(string) error, stderr io.Writer) int {
 	client, err := s.conn.Client(env, logger)
 	if err != nil {
@@ -235,7 +258,7 @@ func runAgent(ctx context.Context, s *settings, env cli.LookupEnv, logger *slog.
 			return fail(stderr, err)
 		}
 	}
-	code := serve(ctx, s, client, jr, provider, logger, out, checkpoint, startInfo{
+	code := serve(ctx, s, verifier, client, jr, provider, logger, out, checkpoint, startInfo{
 		version: version.Version, backend: backend, declared: len(declared),
 	}, stderr)
 	if err := jr.Close(); err != nil {
@@ -254,7 +277,7 @@ type startInfo struct {
 }
 
 // serve runs the engine on an open journal and returns the exit code.
-func serve(ctx context.Context, s *settings, client *proxmox.Client, jr journal.Journal, provider reconcile.DesiredProvider,
+func serve(ctx context.Context, s *settings, verifier *signedop.Verifier, client *proxmox.Client, jr journal.Journal, provider reconcile.DesiredProvider,
 	logger *slog.Logger, out *output.Printer, checkpoint func(string) error, info startInfo, stderr io.Writer) int {
 	// The engine works under work, which ends only once a stop request
 	// has let running operations finish (see Engine.Drain below).
@@ -343,6 +366,18 @@ func serve(ctx context.Context, s *settings, client *proxmox.Client, jr journal.
 			// is unresolved is left alone.
 			logger.Error("recovery did not finish; retrying before each pass", "err", rerr)
 		}
+	}
+
+	if verifier != nil {
+		ops, err := startOps(s.listen, engine, verifier, logger)
+		if err != nil {
+			fmt.Fprintf(stderr, "agent: %v\n", err)
+			return exit(out, cli.ExitFailure, err.Error())
+		}
+		// Stopped before the engine's work ends (deferred later, run
+		// earlier): a request in progress is let finish within the grace.
+		defer ops.stop(s.grace)
+		ops.announce(out, s.agentID, s.keyIDs, "")
 	}
 
 	if s.once {

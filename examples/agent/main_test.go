@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/guestward/guestward/examples/internal/cli"
+	"github.com/guestward/guestward/examples/internal/hubkey"
 	"github.com/guestward/guestward/journal"
 	"github.com/guestward/guestward/proxmox"
 	"github.com/guestward/guestward/proxmox/proxmoxtest"
@@ -234,6 +235,10 @@ func TestBadSettings(t *testing.T) {
 	wrongSecret := filepath.Join(c.dir, "wrong")
 	must(t, os.WriteFile(wrongSecret, []byte("00000000-0000-0000-0000-000000000000"), 0o600))
 	otherFP := strings.Repeat("AB:", 31) + "AB"
+	hubKey := filepath.Join(c.dir, "hub.key")
+	if _, err := hubkey.Generate(hubKey); err != nil {
+		t.Fatal(err)
+	}
 
 	cases := []struct {
 		name string
@@ -266,6 +271,14 @@ func TestBadSettings(t *testing.T) {
 		{"bad failpoint count", c.with(cli.EnvFailpoints, "op/after-call:0"), nil, cli.ExitUsage, "positive integer"},
 		{"demo with a cluster", nil, []string{"-demo", "-url", c.srv.URL}, cli.ExitUsage, "drop -url"},
 		{"demo-pve without demo", c.env, []string{"-demo-pve", "7.4"}, cli.ExitUsage, "only applies with -demo"},
+		{"listen without keys", c.env, []string{"-listen", "127.0.0.1:0", "-agent-id", "a"}, cli.ExitUsage, "-hub-keys"},
+		{"listen without id", c.env, []string{"-listen", "127.0.0.1:0", "-hub-keys", hubKey + ".pub"}, cli.ExitUsage, "-agent-id"},
+		{"keys without listen", c.env, []string{"-hub-keys", hubKey + ".pub"}, cli.ExitUsage, "only with -listen"},
+		{"private key as trusted", c.env, []string{"-listen", "127.0.0.1:0", "-agent-id", "a", "-hub-keys", hubKey}, cli.ExitUsage, "PUBLIC KEY"},
+		{"missing key file", c.with("GUESTWARD_HUB_KEYS", filepath.Join(c.dir, "nope.pub"), "GUESTWARD_AGENT_ID", "a"), []string{"-listen", "127.0.0.1:0"}, cli.ExitUsage, "-hub-keys"},
+		{"agent id with blank", c.env, []string{"-listen", "127.0.0.1:0", "-agent-id", "a ", "-hub-keys", hubKey + ".pub"}, cli.ExitUsage, "audience"},
+		{"listen with once", c.env, []string{"-listen", "127.0.0.1:0", "-agent-id", "a", "-hub-keys", hubKey + ".pub", "-once"}, cli.ExitUsage, "drop -once"},
+		{"listen on a bad address", c.env, []string{"-listen", "256.0.0.1:0", "-agent-id", "a", "-hub-keys", hubKey + ".pub"}, cli.ExitFailure, "-listen"},
 		{"wrong secret", c.with("GUESTWARD_TOKEN_SECRET_FILE", wrongSecret), []string{"-once"}, cli.ExitFailure, "refused the token"},
 		{"wrong fingerprint", c.with("GUESTWARD_FINGERPRINT", otherFP), []string{"-once"}, cli.ExitFailure, c.srv.URL},
 	}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/guestward/guestward/examples/internal/cli"
+	"github.com/guestward/guestward/examples/internal/hubkey"
+	"github.com/guestward/guestward/examples/internal/output"
+	"github.com/guestward/guestward/reconcile"
+	"github.com/guestward/guestward/reconcile/signedop"
+)
+
+// OpsPath is where the agent takes signed operations.
+const OpsPath = "/v1/op"
+
+// verifier returns the verifier -hub-keys and -agent-id describe, or nil
+// when the agent takes no signed operations (-listen not set).
+func (s *settings) verifier() (*signedop.Verifier, error) {
+	if s.listen == "" {
+		return nil, nil
+	}
+	keys, err := hubkey.ReadTrusted(s.hubKeys)
+	if err != nil {
+		return nil, cli.Usagef("-hub-keys: %v", err)
+	}
+	v, err := signedop.NewVerifier(s.agentID, keys)
+	if err != nil {
+		return nil, cli.Usagef("-agent-id, -hub-keys: %v", err)
+	}
+	s.keyIDs = make([]string, 0, len(keys))
+	for id := range keys {
+		s.keyIDs = append(s.keyIDs, id)
+	}
+	sort.Strings(s.keyIDs)
+	return v, nil
+}
+
+// opServer serves signedop.Handler on the -listen address.
+type opServer struct {
+	srv    *http.Server
+	addr   string
+	served chan error
+}
+
+// startOps listens on addr and serves signed operations for e.
+func startOps(addr string, e *reconcile.Engine, v *signedop.Verifier, logger *slog.Logger) (*opServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("-listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(OpsPath, signedop.Handler(e, v))
+	o := &opServer{
+		srv: &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			MaxHeaderBytes:    16 << 10,
+			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		},
+		addr:   ln.Addr().String(),
+		served: make(chan error, 1),
+	}
+	go func() { o.served <- o.srv.Serve(ln) }()
+	return o, nil
+}
+
+// stop lets requests in progress finish for at most grace, then closes
+// their connections, which ends their contexts: an operation interrupted
+// so stays in flight in the journal, for Recover.
+func (o *opServer) stop(grace time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := o.srv.Shutdown(ctx); err != nil {
+		_ = o.srv.Close()
+	}
+	<-o.served // http.ErrServerClosed, or the listener's failure: stopping either way
+}
+
+// announce says where signed operations are taken, and from whom.
+func (o *opServer) announce(out *output.Printer, agentID string, keys []string, indent string) {
+	out.Object(struct {
+		Type    string   `json:"type"`
+		URL     string   `json:"url"`
+		AgentID string   `json:"agent_id"`
+		KeyIDs  []string `json:"key_ids"`
+	}{"listen", "http://" + o.addr + OpsPath, agentID, keys})
+	out.Textf("%sTaking signed operations for agent %q at http://%s%s, from %s %v",
+		indent, agentID, o.addr, OpsPath, output.Count(len(keys), "hub key"), keys)
+}
