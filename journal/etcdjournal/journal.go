@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -121,12 +120,9 @@ func open(ctx context.Context, cli *clientv3.Client, prefix string, cfg config, 
 	if cli == nil {
 		return nil, errors.New("etcdjournal: open: nil etcd client")
 	}
-	prefix = strings.TrimRight(prefix, "/")
+	prefix = trimPrefix(prefix)
 	if prefix == "" {
 		return nil, errors.New("etcdjournal: open: empty prefix (give the journal a prefix of its own, such as /guestward/journal)")
-	}
-	if cfg.logger == nil {
-		cfg.logger = slog.New(slog.DiscardHandler)
 	}
 	j := &Journal{
 		cli:   cli,

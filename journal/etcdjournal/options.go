@@ -50,6 +50,7 @@ const (
 func defaultConfig() config {
 	return config{
 		now:             time.Now,
+		logger:          slog.New(slog.DiscardHandler),
 		retention:       journal.DefaultRetention,
 		keyRetention:    -1,
 		pageSize:        DefaultPageSize,
@@ -73,7 +74,12 @@ func WithClock(now func() time.Time) Option {
 // a compaction that dropped operations, a lost leadership. nil (the default)
 // discards them.
 func WithLogger(l *slog.Logger) Option {
-	return optionFunc(func(c *config) { c.logger = l })
+	return optionFunc(func(c *config) {
+		if l == nil {
+			l = slog.New(slog.DiscardHandler)
+		}
+		c.logger = l
+	})
 }
 
 // WithRetention sets how long compaction keeps a terminal operation, counted
