@@ -25,7 +25,7 @@ var (
 // are unreachable, or the request outlived [WithRequestTimeout]. An Append
 // that fails this way may or may not have been committed; [Journal.Latest]
 // tells which once etcd answers again.
-var ErrUnavailable = errors.New("etcdjournal: etcd unavailable")
+var ErrUnavailable = errors.New("etcdjournal: etcd unavailable (no quorum, unreachable, or no answer in time)")
 
 // ErrNotLeader is returned by every write of a [Leader]'s journal once that
 // leader no longer holds its election key: its lease expired or was revoked,
@@ -167,6 +167,11 @@ func (j *Journal) request(ctx context.Context) (context.Context, context.CancelF
 // ended, ErrUnavailable otherwise.
 func (j *Journal) ioErr(ctx context.Context, what string, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
+		// A context that ended with a cause (a Leader's Context ends with
+		// ErrNotLeader) keeps it matchable.
+		if cause := context.Cause(ctx); cause != nil && cause != cerr {
+			return fmt.Errorf("etcdjournal: %s %s: %w: %w (%v)", j.l.prefix, what, cerr, cause, err)
+		}
 		return fmt.Errorf("etcdjournal: %s %s: %w (%v)", j.l.prefix, what, cerr, err)
 	}
 	return fmt.Errorf("etcdjournal: %s %s: %w: %w", j.l.prefix, what, ErrUnavailable, err)
