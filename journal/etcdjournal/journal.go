@@ -177,6 +177,16 @@ func (j *Journal) ioErr(ctx context.Context, what string, err error) error {
 	return fmt.Errorf("etcdjournal: %s %s: %w: %w", j.l.prefix, what, ErrUnavailable, err)
 }
 
+// ctxErr returns ctx's error, joined with its cause when that differs (a
+// Leader's Context ends with ErrNotLeader).
+func ctxErr(ctx context.Context) error {
+	cerr := ctx.Err()
+	if cause := context.Cause(ctx); cause != nil && cause != cerr {
+		return fmt.Errorf("%w: %w", cerr, cause)
+	}
+	return cerr
+}
+
 // opState is what an Append knows of its operation: the latest merged entry
 // (nil when the journal holds none) with its mod revision, and, when the
 // entry names an idempotency key, the op that holds it.
@@ -199,7 +209,7 @@ type opState struct {
 // be committed).
 func (j *Journal) Append(ctx context.Context, e journal.Entry) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("etcdjournal: %s append op %q: %w", j.l.prefix, e.OpID, err)
+		return fmt.Errorf("etcdjournal: %s append op %q: %w", j.l.prefix, e.OpID, ctxErr(ctx))
 	}
 	if err := j.enter("append"); err != nil {
 		return err
@@ -219,7 +229,7 @@ func (j *Journal) Append(ctx context.Context, e journal.Entry) error {
 			return fmt.Errorf("etcdjournal: %s %s: %w: gave up after %d conflicting concurrent writes", j.l.prefix, what, ErrUnavailable, maxAttempts)
 		}
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, err)
+			return fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, ctxErr(ctx))
 		}
 		next, err := journal.Merge(st.prev, e)
 		if err == nil && st.prev == nil && next.IdempKey != "" && st.keyOwner != "" && st.keyOwner != e.OpID {
