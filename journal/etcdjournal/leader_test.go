@@ -97,7 +97,7 @@ func TestCampaignTakesTurnsAndFencesTheLoser(t *testing.T) {
 	}
 }
 
-func waitCandidates(t *testing.T, ld *Leader, n int) {
+func waitCandidates(t testing.TB, ld *Leader, n int) {
 	t.Helper()
 	ctx := ctxT(t, 30*time.Second)
 	prefix := ld.j.l.election() + "/"
