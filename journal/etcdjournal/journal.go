@@ -90,13 +90,11 @@ type fence struct {
 //	<prefix>/leader/...    the election (see Campaign)
 type layout struct{ prefix string }
 
-func (l layout) ops() string               { return l.prefix + "/op/" }
-func (l layout) op(id string) string       { return l.prefix + "/op/" + id }
-func (l layout) key(k string) string       { return l.prefix + "/key/" + k }
-func (l layout) election() string          { return l.prefix + "/leader" }
-func (l layout) opID(key []byte) string    { return strings.TrimPrefix(string(key), l.ops()) }
-func (l layout) isOp(key []byte) bool      { return strings.HasPrefix(string(key), l.ops()) }
-func (l layout) keyName(key string) string { return strings.TrimPrefix(key, l.prefix+"/key/") }
+func (l layout) ops() string            { return l.prefix + "/op/" }
+func (l layout) op(id string) string    { return l.prefix + "/op/" + id }
+func (l layout) key(k string) string    { return l.prefix + "/key/" + k }
+func (l layout) election() string       { return l.prefix + "/leader" }
+func (l layout) opID(key []byte) string { return strings.TrimPrefix(string(key), l.ops()) }
 
 // Open opens the journal stored under prefix in the etcd cluster cli talks
 // to, creating nothing until the first Append. It reads the stored records
