@@ -1,0 +1,606 @@
+package etcdjournal
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/guestward/guestward/journal"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Compile-time checks of the capabilities the reconcile engine relies on.
+var (
+	_ journal.Journal   = (*Journal)(nil)
+	_ journal.KeyLookup = (*Journal)(nil)
+	_ journal.OpLister  = (*Journal)(nil)
+)
+
+// ErrUnavailable is returned (wrapped, with the etcd error beside it) when
+// etcd did not answer a request: the cluster has no quorum, the endpoints
+// are unreachable, or the request outlived [WithRequestTimeout]. An Append
+// that fails this way may or may not have been committed; [Journal.Latest]
+// tells which once etcd answers again.
+var ErrUnavailable = errors.New("etcdjournal: etcd unavailable (no quorum, unreachable, or no answer in time)")
+
+// ErrNotLeader is returned by every write of a [Leader]'s journal once that
+// leader no longer holds its election key: its lease expired or was revoked,
+// or it resigned. The write was not committed. The check is part of the
+// write's etcd transaction, so it holds even while the leader has not yet
+// noticed its loss (a paused process, a partition).
+var ErrNotLeader = errors.New("etcdjournal: not the leader")
+
+// maxAttempts bounds the read-merge-commit loop of one Append. Each failed
+// attempt means another writer changed the same operation or key in
+// between, which the next attempt sees; a legitimate caller never needs more
+// than a few.
+const maxAttempts = 64
+
+// maxCached bounds the per-handle cache of operations this handle wrote.
+const maxCached = 1 << 14
+
+// Journal is a [journal.Journal] stored in etcd under a key prefix. Any
+// number of handles, in any number of processes, may share one prefix: each
+// Append is one etcd transaction that commits only if the operation's record
+// and its idempotency key are as the append saw them, so concurrent writers
+// never lose an update or both win a key.
+//
+// A Journal is safe for concurrent use. It does not own the etcd client:
+// Close leaves the client open.
+type Journal struct {
+	cli   *clientv3.Client
+	l     layout
+	cfg   config
+	fence *fence // nil: writes are not fenced
+
+	mu     sync.RWMutex // held shared by every call, exclusively by Close
+	closed bool
+
+	cacheMu sync.Mutex
+	cache   map[string]cached
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// cached is what this handle last committed for an operation still in
+// flight: it lets the next Append of that operation skip the read. A stale
+// entry costs one failed compare, never a wrong write.
+type cached struct {
+	e      journal.Entry
+	modRev int64
+}
+
+// fence is a leader's election key and its create revision; a fenced
+// journal's writes commit only while that key exists with that revision.
+type fence struct {
+	key string
+	rev int64
+}
+
+// layout names the keys of one journal.
+//
+//	<prefix>/op/<op ID>    the operation's latest merged entry (Entry.MarshalBinary);
+//	                       its create revision orders operations by start
+//	<prefix>/key/<key>     the op ID that holds an idempotency key
+//	<prefix>/leader/...    the election (see Campaign)
+type layout struct{ prefix string }
+
+func (l layout) ops() string            { return l.prefix + "/op/" }
+func (l layout) op(id string) string    { return l.prefix + "/op/" + id }
+func (l layout) key(k string) string    { return l.prefix + "/key/" + k }
+func (l layout) election() string       { return l.prefix + "/leader" }
+func (l layout) opID(key []byte) string { return strings.TrimPrefix(string(key), l.ops()) }
+
+// Open opens the journal stored under prefix in the etcd cluster cli talks
+// to, creating nothing until the first Append. It reads the stored records
+// page by page, checking that each decodes (damage is an error wrapping
+// journal.ErrCorrupt), and drops the terminal operations that retention no
+// longer keeps.
+//
+// prefix is a directory-like key prefix such as "/guestward/fleet-a"; the
+// journal owns every key under prefix+"/". Two journals' prefixes must not
+// nest. Handles opened on the same prefix, here or in other processes, see
+// one journal.
+func Open(ctx context.Context, cli *clientv3.Client, prefix string, opts ...Option) (*Journal, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		o.apply(&cfg)
+	}
+	return open(ctx, cli, prefix, cfg, nil)
+}
+
+func open(ctx context.Context, cli *clientv3.Client, prefix string, cfg config, f *fence) (*Journal, error) {
+	if cli == nil {
+		return nil, errors.New("etcdjournal: open: nil etcd client")
+	}
+	prefix = trimPrefix(prefix)
+	if prefix == "" {
+		return nil, errors.New("etcdjournal: open: empty prefix (give the journal a prefix of its own, such as /guestward/journal)")
+	}
+	j := &Journal{
+		cli:   cli,
+		l:     layout{prefix},
+		cfg:   cfg,
+		fence: f,
+		cache: make(map[string]cached),
+	}
+	if _, err := j.Compact(ctx); err != nil {
+		return nil, fmt.Errorf("etcdjournal: open %s: %w", prefix, err)
+	}
+	if cfg.compactInterval > 0 {
+		j.stop, j.done = make(chan struct{}), make(chan struct{})
+		go j.compactLoop()
+	}
+	return j, nil
+}
+
+// Prefix returns the key prefix the journal lives under, without its
+// trailing slash.
+func (j *Journal) Prefix() string { return j.l.prefix }
+
+// enter takes the shared lock of a call and checks the journal is open.
+func (j *Journal) enter(what string) error {
+	j.mu.RLock()
+	if j.closed {
+		j.mu.RUnlock()
+		return fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, journal.ErrClosed)
+	}
+	return nil
+}
+
+// request returns the context for one etcd request.
+func (j *Journal) request(ctx context.Context) (context.Context, context.CancelFunc) {
+	if j.cfg.requestTimeout > 0 {
+		return context.WithTimeout(ctx, j.cfg.requestTimeout)
+	}
+	return ctx, func() {}
+}
+
+// ioErr wraps an error from etcd: the caller's context error when that
+// ended, ErrUnavailable otherwise.
+func (j *Journal) ioErr(ctx context.Context, what string, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		// A context that ended with a cause (a Leader's Context ends with
+		// ErrNotLeader) keeps it matchable.
+		if cause := context.Cause(ctx); cause != nil && cause != cerr {
+			return fmt.Errorf("etcdjournal: %s %s: %w: %w (%v)", j.l.prefix, what, cerr, cause, err)
+		}
+		return fmt.Errorf("etcdjournal: %s %s: %w (%v)", j.l.prefix, what, cerr, err)
+	}
+	return fmt.Errorf("etcdjournal: %s %s: %w: %w", j.l.prefix, what, ErrUnavailable, err)
+}
+
+// ctxErr returns ctx's error, joined with its cause when that differs (a
+// Leader's Context ends with ErrNotLeader).
+func ctxErr(ctx context.Context) error {
+	cerr := ctx.Err()
+	if cause := context.Cause(ctx); cause != nil && cause != cerr {
+		return fmt.Errorf("%w: %w", cerr, cause)
+	}
+	return cerr
+}
+
+// opState is what an Append knows of its operation: the latest merged entry
+// (nil when the journal holds none) with its mod revision, and, when the
+// entry names an idempotency key, the op that holds it.
+type opState struct {
+	prev     *journal.Entry
+	modRev   int64
+	keyOwner string // "" when nobody holds the key
+	verified bool   // read from etcd, not assumed
+}
+
+// Append records e after checking it against the operation's stored state
+// with journal.Merge and the idempotency key's owner, in one etcd
+// transaction whose compare makes the check and the write atomic. It returns
+// once etcd has committed the record (a quorum of members has it on disk).
+//
+// Errors: the sentinels of journal.Journal for bad input; [ErrNotLeader]
+// from a [Leader]'s journal whose leadership is gone; [ErrUnavailable] when
+// etcd did not answer (the record may or may not be committed); ctx.Err()
+// when ctx ended, before any request (nothing written) or during one (may
+// be committed).
+func (j *Journal) Append(ctx context.Context, e journal.Entry) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("etcdjournal: %s append op %q: %w", j.l.prefix, e.OpID, ctxErr(ctx))
+	}
+	if err := j.enter("append"); err != nil {
+		return err
+	}
+	defer j.mu.RUnlock()
+	if e.At.IsZero() {
+		e.At = j.cfg.now()
+	}
+	e.At = e.At.UTC()
+	if err := e.Validate(); err != nil {
+		return err
+	}
+	st := j.assumed(e)
+	what := fmt.Sprintf("append op %q", e.OpID)
+	for attempt := 0; ; attempt++ {
+		if attempt == maxAttempts {
+			return fmt.Errorf("etcdjournal: %s %s: %w: gave up after %d conflicting concurrent writes", j.l.prefix, what, ErrUnavailable, maxAttempts)
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, ctxErr(ctx))
+		}
+		next, err := journal.Merge(st.prev, e)
+		if err == nil && st.prev == nil && next.IdempKey != "" && st.keyOwner != "" && st.keyOwner != e.OpID {
+			err = fmt.Errorf("journal: op %q: %w: key %q belongs to op %q", e.OpID, journal.ErrKeyConflict, next.IdempKey, st.keyOwner)
+		}
+		if err != nil {
+			if st.verified {
+				return err
+			}
+			// The assumption was wrong or stale: decide on what etcd holds.
+			if st, err = j.read(ctx, e, what); err != nil {
+				return err
+			}
+			continue
+		}
+		val, err := next.MarshalBinary()
+		if err != nil {
+			return fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, err)
+		}
+		committed, rev, fresh, err := j.commit(ctx, e.OpID, st, next, val, what)
+		if err != nil {
+			j.forget(e.OpID)
+			return err
+		}
+		if committed {
+			j.remember(next, rev)
+			return nil
+		}
+		st = fresh
+	}
+}
+
+// assumed is the state Append starts from without reading: what this handle
+// last committed for the op, or "no record, key free" for a Started record.
+// Anything else is read first.
+func (j *Journal) assumed(e journal.Entry) opState {
+	if e.State == journal.Started {
+		return opState{}
+	}
+	j.cacheMu.Lock()
+	c, ok := j.cache[e.OpID]
+	j.cacheMu.Unlock()
+	if !ok {
+		// Not verified and no prev: Merge refuses, and Append reads.
+		return opState{}
+	}
+	prev := c.e
+	return opState{prev: &prev, modRev: c.modRev, keyOwner: ownerOf(&prev)}
+}
+
+func ownerOf(e *journal.Entry) string {
+	if e.IdempKey != "" {
+		return e.OpID
+	}
+	return ""
+}
+
+func (j *Journal) remember(e journal.Entry, modRev int64) {
+	j.cacheMu.Lock()
+	defer j.cacheMu.Unlock()
+	if e.State.Terminal() {
+		delete(j.cache, e.OpID)
+		return
+	}
+	if len(j.cache) >= maxCached {
+		for k := range j.cache { // drop any one; the cache only saves reads
+			delete(j.cache, k)
+			break
+		}
+	}
+	j.cache[e.OpID] = cached{e: e, modRev: modRev}
+}
+
+func (j *Journal) forget(opID string) {
+	j.cacheMu.Lock()
+	delete(j.cache, opID)
+	j.cacheMu.Unlock()
+}
+
+func (j *Journal) forgetAll() {
+	j.cacheMu.Lock()
+	clear(j.cache)
+	j.cacheMu.Unlock()
+}
+
+// read fetches the op's record, the key's owner and (when fenced) the
+// fence, in one transaction.
+func (j *Journal) read(ctx context.Context, e journal.Entry, what string) (opState, error) {
+	ops := []clientv3.Op{clientv3.OpGet(j.l.op(e.OpID))}
+	if e.IdempKey != "" {
+		ops = append(ops, clientv3.OpGet(j.l.key(e.IdempKey)))
+	}
+	rctx, cancel := j.request(ctx)
+	defer cancel()
+	resp, err := j.cli.Txn(rctx).Then(ops...).Commit()
+	if err != nil {
+		return opState{}, j.ioErr(ctx, what, err)
+	}
+	return j.parseState(resp.Responses, e, what)
+}
+
+// parseState decodes the responses of read (or of commit's Else branch):
+// the op's record, then the key's owner when e has a key.
+func (j *Journal) parseState(rs []*etcdResponseOp, e journal.Entry, what string) (opState, error) {
+	st := opState{verified: true}
+	if kvs := rs[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		prev, err := j.decode(kvs[0].Key, kvs[0].Value)
+		if err != nil {
+			return opState{}, fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, err)
+		}
+		st.prev, st.modRev = &prev, kvs[0].ModRevision
+	}
+	if e.IdempKey != "" {
+		if kvs := rs[1].GetResponseRange().Kvs; len(kvs) > 0 {
+			st.keyOwner = string(kvs[0].Value)
+		}
+	}
+	return st, nil
+}
+
+// commit writes next if the op and key are still as st says (and the fence
+// holds). When the compare fails it returns the fresh state read in the
+// same transaction.
+func (j *Journal) commit(ctx context.Context, opID string, st opState, next journal.Entry, val []byte, what string) (ok bool, rev int64, fresh opState, err error) {
+	opKey := j.l.op(opID)
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(opKey), "=", st.modRev)}
+	puts := []clientv3.Op{clientv3.OpPut(opKey, string(val))}
+	gets := []clientv3.Op{clientv3.OpGet(opKey)}
+	if k := next.IdempKey; k != "" {
+		kk := j.l.key(k)
+		if st.prev == nil {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(kk), "=", 0))
+			puts = append(puts, clientv3.OpPut(kk, opID))
+		} else {
+			cmps = append(cmps, clientv3.Compare(clientv3.Value(kk), "=", opID))
+		}
+		gets = append(gets, clientv3.OpGet(kk))
+	}
+	if j.fence != nil {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(j.fence.key), "=", j.fence.rev))
+		gets = append(gets, clientv3.OpGet(j.fence.key, clientv3.WithKeysOnly()))
+	}
+	rctx, cancel := j.request(ctx)
+	defer cancel()
+	resp, err := j.cli.Txn(rctx).If(cmps...).Then(puts...).Else(gets...).Commit()
+	if err != nil {
+		return false, 0, opState{}, j.ioErr(ctx, what, err)
+	}
+	if resp.Succeeded {
+		return true, resp.Header.Revision, opState{}, nil
+	}
+	if j.fence != nil {
+		if err := j.checkFence(resp.Responses[len(resp.Responses)-1], what); err != nil {
+			j.forgetAll()
+			return false, 0, opState{}, err
+		}
+	}
+	fresh, err = j.parseState(resp.Responses, next, what)
+	return false, 0, fresh, err
+}
+
+// checkFence reports ErrNotLeader unless the range response holds the
+// leader's key with its create revision.
+func (j *Journal) checkFence(r *etcdResponseOp, what string) error {
+	kvs := r.GetResponseRange().Kvs
+	if len(kvs) == 0 || kvs[0].CreateRevision != j.fence.rev {
+		return fmt.Errorf("etcdjournal: %s %s: %w: election key %s is gone", j.l.prefix, what, ErrNotLeader, j.fence.key)
+	}
+	return nil
+}
+
+// decode decodes an op record stored under key.
+func (j *Journal) decode(key, val []byte) (journal.Entry, error) {
+	var e journal.Entry
+	if err := e.UnmarshalBinary(val); err != nil {
+		return journal.Entry{}, fmt.Errorf("record %s: %w", key, err)
+	}
+	if id := j.l.opID(key); e.OpID != id {
+		return journal.Entry{}, fmt.Errorf("record %s: %w: holds op %q", key, journal.ErrCorrupt, e.OpID)
+	}
+	return e, nil
+}
+
+// Latest returns the latest state of operation opID, read linearizably.
+func (j *Journal) Latest(ctx context.Context, opID string) (journal.Entry, bool, error) {
+	what := fmt.Sprintf("latest op %q", opID)
+	if err := ctx.Err(); err != nil {
+		return journal.Entry{}, false, fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, err)
+	}
+	if err := j.enter(what); err != nil {
+		return journal.Entry{}, false, err
+	}
+	defer j.mu.RUnlock()
+	return j.latest(ctx, opID, what)
+}
+
+func (j *Journal) latest(ctx context.Context, opID, what string) (journal.Entry, bool, error) {
+	if opID == "" {
+		return journal.Entry{}, false, nil
+	}
+	rctx, cancel := j.request(ctx)
+	defer cancel()
+	resp, err := j.cli.Get(rctx, j.l.op(opID))
+	if err != nil {
+		return journal.Entry{}, false, j.ioErr(ctx, what, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return journal.Entry{}, false, nil
+	}
+	e, err := j.decode(resp.Kvs[0].Key, resp.Kvs[0].Value)
+	if err != nil {
+		return journal.Entry{}, false, fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, err)
+	}
+	return e, true, nil
+}
+
+// LatestByKey returns the latest state of the operation that holds
+// idempKey.
+func (j *Journal) LatestByKey(ctx context.Context, idempKey string) (journal.Entry, bool, error) {
+	what := fmt.Sprintf("latest by key %q", idempKey)
+	if err := ctx.Err(); err != nil {
+		return journal.Entry{}, false, fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, err)
+	}
+	if err := j.enter(what); err != nil {
+		return journal.Entry{}, false, err
+	}
+	defer j.mu.RUnlock()
+	return j.byKey(ctx, idempKey, what)
+}
+
+func (j *Journal) byKey(ctx context.Context, idempKey, what string) (journal.Entry, bool, error) {
+	if idempKey == "" {
+		return journal.Entry{}, false, nil
+	}
+	rctx, cancel := j.request(ctx)
+	defer cancel()
+	resp, err := j.cli.Get(rctx, j.l.key(idempKey))
+	if err != nil {
+		return journal.Entry{}, false, j.ioErr(ctx, what, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return journal.Entry{}, false, nil
+	}
+	owner := string(resp.Kvs[0].Value)
+	// Read the owner at the same revision, so a compaction between the two
+	// reads cannot make a held key look free or the other way round.
+	rctx2, cancel2 := j.request(ctx)
+	defer cancel2()
+	oresp, err := j.cli.Get(rctx2, j.l.op(owner), clientv3.WithRev(resp.Header.Revision))
+	if err != nil {
+		return journal.Entry{}, false, j.ioErr(ctx, what, err)
+	}
+	if len(oresp.Kvs) == 0 {
+		return journal.Entry{}, false, fmt.Errorf("etcdjournal: %s %s: %w: key held by op %q, which has no record", j.l.prefix, what, journal.ErrCorrupt, owner)
+	}
+	e, err := j.decode(oresp.Kvs[0].Key, oresp.Kvs[0].Value)
+	if err != nil {
+		return journal.Entry{}, false, fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, err)
+	}
+	if e.IdempKey != idempKey {
+		return journal.Entry{}, false, fmt.Errorf("etcdjournal: %s %s: %w: key index names op %q, which holds key %q", j.l.prefix, what, journal.ErrCorrupt, owner, e.IdempKey)
+	}
+	return e, true, nil
+}
+
+// AlreadyApplied reports whether the operation holding idempKey has
+// Succeeded.
+func (j *Journal) AlreadyApplied(ctx context.Context, idempKey string) (bool, error) {
+	what := fmt.Sprintf("already applied %q", idempKey)
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, err)
+	}
+	if err := j.enter(what); err != nil {
+		return false, err
+	}
+	defer j.mu.RUnlock()
+	e, ok, err := j.byKey(ctx, idempKey, what)
+	return ok && e.State == journal.Succeeded, err
+}
+
+// InFlight returns the operations not yet terminal, in start order, read
+// page by page at one revision.
+func (j *Journal) InFlight(ctx context.Context) ([]journal.Entry, error) {
+	return j.list(ctx, "in flight", func(e *journal.Entry) bool { return !e.State.Terminal() })
+}
+
+// Ops returns every operation the journal holds, in start order, read page
+// by page at one revision.
+func (j *Journal) Ops(ctx context.Context) ([]journal.Entry, error) {
+	return j.list(ctx, "ops", func(*journal.Entry) bool { return true })
+}
+
+func (j *Journal) list(ctx context.Context, what string, keep func(*journal.Entry) bool) ([]journal.Entry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, err)
+	}
+	if err := j.enter(what); err != nil {
+		return nil, err
+	}
+	defer j.mu.RUnlock()
+	type rec struct {
+		e   journal.Entry
+		rev int64
+	}
+	var recs []rec
+	err := j.scan(ctx, what, func(kv *mvccKV, e journal.Entry) error {
+		if keep(&e) {
+			recs = append(recs, rec{e, kv.CreateRevision})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// An op record's create revision is when its Started record committed:
+	// the start order across every writer.
+	slices.SortFunc(recs, func(a, b rec) int { return cmp.Compare(a.rev, b.rev) })
+	out := make([]journal.Entry, len(recs))
+	for i := range recs {
+		out[i] = recs[i].e
+	}
+	return out, nil
+}
+
+// scan calls fn for every op record, page by page, all pages at the
+// revision of the first so the listing is one consistent snapshot.
+func (j *Journal) scan(ctx context.Context, what string, fn func(*mvccKV, journal.Entry) error) error {
+	from, end := j.l.ops(), clientv3.GetPrefixRangeEnd(j.l.ops())
+	var rev int64
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(j.cfg.pageSize)}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		rctx, cancel := j.request(ctx)
+		resp, err := j.cli.Get(rctx, from, opts...)
+		cancel()
+		if err != nil {
+			return j.ioErr(ctx, what, err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		for _, kv := range resp.Kvs {
+			e, err := j.decode(kv.Key, kv.Value)
+			if err != nil {
+				return fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, err)
+			}
+			if err := fn(kv, e); err != nil {
+				return err
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// Close stops the background compaction and makes every later call fail
+// with journal.ErrClosed. It waits for calls in progress. It does not close
+// the etcd client. Calling Close again returns nil.
+func (j *Journal) Close() error {
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return nil
+	}
+	j.closed = true
+	j.mu.Unlock()
+	if j.stop != nil {
+		close(j.stop)
+		<-j.done
+	}
+	return nil
+}
