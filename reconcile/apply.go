@@ -224,6 +224,9 @@ type Result struct {
 	// Attempt is the number of the attempt at Key this Result is about,
 	// from 1; later attempts follow failures that proved nothing was done.
 	Attempt int `json:"attempt,omitempty"`
+	// Reverts is, for the result of [Engine.Revert], the operation it
+	// undoes; Key is then empty (a revert's key derives from it).
+	Reverts string `json:"reverts,omitempty"`
 }
 
 // Applied reports whether the operation succeeded.
