@@ -221,11 +221,6 @@ func (e *Engine) ReconcileOnce(ctx context.Context) (rep Report, err error) {
 func (e *Engine) runGuest(ctx context.Context, gr *GuestReport, obs Observed) {
 	gr.Outcome = GuestChanged
 	for _, a := range gr.Plan.Actions {
-		if err := e.passGate(&a, obs); err != nil {
-			gr.Actions = append(gr.Actions, ActionReport{Action: a, Outcome: OutcomeVetoed, Error: err.Error(), Err: err})
-			gr.Outcome, gr.Reason, gr.Detail = GuestSkipped, SkipIrreversible, err.Error()
-			return
-		}
 		if e.cfg.Policy != nil {
 			if err := e.cfg.Policy(ctx, a, obs); err != nil {
 				gr.Actions = append(gr.Actions, ActionReport{Action: a, Outcome: OutcomeVetoed, Error: err.Error(), Err: &vetoError{err}})

@@ -347,22 +347,6 @@ func (e *Engine) classifyOp(o *op, obs Observed) classification {
 	return c
 }
 
-// passGate classifies a pass's action again, against the guest as the pass
-// observed it, right before it runs: a plan built elsewhere, or changed
-// after Plan, is held to the same gate. It returns an error wrapping
-// ErrIrreversible for an irreversible action the engine does not allow.
-func (e *Engine) passGate(a *Action, obs Observed) error {
-	c := classifyAction(a, obs.Config, e.normalizeSet(a.Ref.Type))
-	a.Class, a.Why, a.Prior = c.class, c.why, c.prior
-	switch {
-	case c.refuse != nil:
-		return fmt.Errorf("%w: %s on %s: %w", ErrIrreversible, a.Kind, a.Ref, c.refuse)
-	case c.class == Irreversible && !e.cfg.AllowIrreversible:
-		return fmt.Errorf("%w: %s on %s cannot be undone: %s", ErrIrreversible, a.Kind, a.Ref, c.why)
-	}
-	return nil
-}
-
 // oneShotGate classifies a one-shot operation (or a revert) against the
 // guest as observed in its lane, records the class and prior values on
 // it, and refuses an irreversible one that is not approved, and a change
