@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/guestward/guestward/journal"
 	"github.com/guestward/guestward/normalize"
@@ -49,6 +50,11 @@ const (
 // most 64 KiB of new ones, far within the journal's limit on a record
 // (journal.MaxEntrySize).
 const MaxPriorValue = 4 * proxmox.MaxDescription
+
+// maxUndoBound is a bound on the encoded size of an undo below which it
+// surely fits in one request (Proxmox takes 64 KiB; the digest and the
+// delete parameter's name are what the margin is for).
+const maxUndoBound = 60 << 10
 
 // errNeverAllowed is wrapped by the refusal of a configuration change that
 // no approval allows: deleting an option that holds a volume, which
@@ -158,10 +164,26 @@ func classifyChange(a *Action, cfg map[string]string, set *normalize.Set) classi
 		}
 	}
 	prior := make(map[string]string, len(keys))
-	undo := proxmox.ConfigChange{Digest: strings.Repeat("0", 40)}
+	// The undo is built and checked as the client would send it only when
+	// it might not fit or hold a value the client refuses: percent-encoding
+	// at most triples a value, so most changes are clear at a glance, and
+	// a pass classifies every change it plans.
+	bound, odd := 0, false
 	for _, k := range keys {
 		if have, ok := cfg[k]; ok {
 			prior[k] = have
+			bound += 3*(len(k)+len(have)) + 2
+			odd = odd || strings.ContainsAny(have, "\r\n\x00") || !utf8.ValidString(have)
+		} else {
+			bound += 3*len(k) + 1
+		}
+	}
+	if bound < maxUndoBound && !odd {
+		return classification{class: Reversible, prior: prior}
+	}
+	undo := proxmox.ConfigChange{Digest: strings.Repeat("0", 40)}
+	for _, k := range keys {
+		if have, ok := prior[k]; ok {
 			if undo.Set == nil {
 				undo.Set = make(map[string]string)
 			}
