@@ -224,6 +224,9 @@ type Result struct {
 	// Attempt is the number of the attempt at Key this Result is about,
 	// from 1; later attempts follow failures that proved nothing was done.
 	Attempt int `json:"attempt,omitempty"`
+	// Reverts is, for the result of [Engine.Revert], the operation it
+	// undoes; Key is then empty (a revert's key derives from it).
+	Reverts string `json:"reverts,omitempty"`
 }
 
 // Applied reports whether the operation succeeded.
@@ -261,10 +264,17 @@ var ErrInProgress = errors.New("reconcile: operation with this key in progress")
 var ErrNoKeyLookup = errors.New("reconcile: journal cannot look up idempotency keys")
 
 // ErrIrreversible is wrapped by Apply's error when the operation would do
-// something that cannot be undone and the OneShot does not approve it
-// (OneShot.AllowIrreversible), and is the reason a pass skips a guest whose
-// plan holds such an action the engine's Config does not allow. Nothing is
-// journaled or sent, and the key stays unused.
+// something that cannot be undone (see [Reversibility]) and the OneShot
+// does not approve it (OneShot.AllowIrreversible), and is the reason a
+// pass skips a guest whose plan holds such an action the engine's Config
+// does not allow ([SkipIrreversible]). Nothing is journaled or sent, and
+// the key stays unused. [Engine.RevertWith] refuses with it too: to undo
+// an irreversible operation, or to make a revert that is itself
+// irreversible without [RevertOptions].AllowIrreversible.
+//
+// One change is refused with it whatever the approval: deleting an
+// option that holds a volume (a disk, a mount point, an unused volume),
+// which Proxmox detaches or destroys. The engine never does that.
 var ErrIrreversible = errors.New("reconcile: irreversible action not approved")
 
 // ErrVetoed is wrapped by Apply's error when the policy refused the
@@ -419,6 +429,9 @@ func (e *Engine) applyInLane(ctx context.Context, s OneShot) (Result, error) {
 		return base, err
 	}
 	o := s.op()
+	if err := e.oneShotGate(o, obs, s.AllowIrreversible); err != nil {
+		return base, err
+	}
 	if e.cfg.Policy != nil {
 		if err := e.cfg.Policy(ctx, o.action(), obs); err != nil {
 			return base, fmt.Errorf("%w: %w", ErrVetoed, err)
@@ -595,13 +608,17 @@ func refOfEntry(en journal.Entry) proxmox.Ref {
 
 // requestParams returns an operation's journal parameters as the request
 // sees them: without the guest (compared apart) and without what the
-// engine adds of its own (the digest it read before an LXC change), and
+// engine adds of its own (the digest it read before an LXC change, the
+// class and prior values, see engineParam), and
 // with the options to delete in a canonical order, which does not change
 // what the request asks for. Every other parameter counts, a parameter
 // added later included.
 func requestParams(p map[string]string) map[string]string {
 	out := make(map[string]string, len(p))
 	for k, v := range p {
+		if engineParam(k) {
+			continue
+		}
 		switch k {
 		case paramNode, paramType, paramObserved:
 			continue
@@ -662,13 +679,23 @@ func quoteOrNone(v string, ok bool) string {
 func replayed(key string, n int, en journal.Entry) Result {
 	res := Result{
 		Key: key, Ref: refOfEntry(en), Kind: ActionKind(en.Kind), OpID: en.OpID, State: en.State,
-		UPID: proxmox.UPID(en.UPID), Error: strings.TrimPrefix(en.Error, nothingDoneMark),
+		UPID: proxmox.UPID(en.UPID), Error: recordedFailure(en),
 		Replayed: true, KeyUnused: didNothing(en) && n < MaxKeyAttempts, Attempt: n,
 	}
 	if res.Error != "" {
 		res.Err = &recordedError{res.Error}
 	}
 	return res
+}
+
+// recordedFailure is the failure a journaled operation's latest record
+// describes, without the engine's marks: "" for a success, whose record
+// may carry the digest it produced (digestMark).
+func recordedFailure(en journal.Entry) string {
+	if en.State == journal.Succeeded {
+		return ""
+	}
+	return strings.TrimPrefix(en.Error, nothingDoneMark)
 }
 
 // observeGuest observes the guest of a one-shot operation as a pass

@@ -90,6 +90,72 @@
 // is: the guest is observed first, and the [Policy] decides on what was
 // observed.
 //
+// # Reversibility, the gate and revert
+//
+// Every action has a class ([Reversibility]): reversible when
+// [Engine.Revert] can bring the guest back exactly where the action found
+// it, irreversible otherwise. A pass performs an irreversible action only
+// when [Config].AllowIrreversible is set (the guest is otherwise skipped
+// with [SkipIrreversible], and the plan says which action and why); a
+// one-shot only with [OneShot].AllowIrreversible (otherwise Apply refuses
+// with [ErrIrreversible], and nothing is journaled or sent); a revert only
+// with [RevertOptions].AllowIrreversible. Plans show each action's class,
+// in JSON and in text. The classes, with the reason for each:
+//
+//   - start, stop, shutdown, reboot: reversible. Power leaves no lasting
+//     change a later power action cannot undo.
+//   - resize: irreversible. Proxmox refuses to shrink a disk.
+//   - set_config, option by option (one irreversible option makes the
+//     change irreversible):
+//   - cipassword (QEMU), set or deleted: irreversible. Proxmox stores it
+//     hashed and reads it back as "**********", so what was there can
+//     never be written back.
+//   - ostype (QEMU) without machine in the same change, on a guest with
+//     no machine set: irreversible. Proxmox may pin the machine version
+//     when the OS type changes, adding an option the change does not name.
+//   - a QEMU device deleted while it is in an order= boot list, unless boot
+//     is part of the change: irreversible. Proxmox takes it out of the boot
+//     order as well.
+//   - disks and mount points (QEMU ideN, sataN, scsiN, virtioN, efidisk0,
+//     tpmstate0; LXC rootfs, mpN): setting new options on the volume the
+//     slot already holds, at the same size, is reversible. Anything else
+//     is irreversible: a value in an empty slot attaches or allocates a
+//     volume, another volume id or allocation syntax detaches the old one,
+//     a size change is a resize, and a QEMU cdrom drive may be appended to
+//     the boot order unless boot is part of the change. Deleting an option
+//     that holds a volume, or an unusedN option (Proxmox destroys the
+//     volume), is never done, approved or not.
+//   - unusedN, set: irreversible; unused volumes are Proxmox's to manage.
+//   - every other option: reversible when its prior value is known and
+//     bounded. Proxmox canonicalizes some values on write (tags are sorted
+//     and lower-cased, a NIC gets a generated MAC, a large cpuunits is
+//     clamped, a QEMU description loses its trailing blanks), but the
+//     value it reads back is already canonical, so writing it back
+//     restores the same configuration. A prior value longer than
+//     [MaxPriorValue], or prior values that together would not fit in one
+//     request to Proxmox, make the change irreversible.
+//
+// The intent record of a reversible configuration change journals the
+// prior value of exactly the options it sets and deletes (or that they
+// were absent), read from the configuration it was planned against; after
+// it succeeds, the engine reads and journals the digest of the
+// configuration it produced. Prior values are read as GET config returns
+// them, with pending changes applied: for a change that went pending (a
+// running VM, an option that cannot be hot-plugged), the prior values are
+// those the configuration held with its pending changes, and a revert
+// writes them back the same way. Proxmox drops a pending value equal to
+// the current one, so a revert of a change still pending cancels it.
+//
+// [Engine.Revert] undoes a succeeded reversible operation: a configuration
+// change by writing back the journaled prior values and deleting the
+// options that were absent, guarded by the digest the change produced (a
+// guest changed since is refused with [ErrRevertConflict]); a start by a
+// clean shutdown, a stop or shutdown by a start, guarded by the guest
+// still being in the state the operation left it in. A reboot leaves
+// nothing to undo ([ErrNothingToRevert]). A revert is an operation like
+// any other: journaled, through the guest's queue lane, the [Policy] and
+// the engine's validation, at most once per operation, across restarts.
+//
 // # What the engine will not do
 //
 // It does not create, destroy, migrate or restart guests (a restart to apply

@@ -157,6 +157,16 @@ type Config struct {
 	DryRun bool
 	// Policy, if set, may veto any action.
 	Policy Policy
+	// AllowIrreversible lets passes perform actions that cannot be undone
+	// (see [Reversibility]): without it, a guest that needs one is skipped
+	// with [SkipIrreversible]. It overrides Plan.AllowIrreversible. One
+	// switch for the whole class: a Policy sees each action's Class and
+	// Why, so a finer rule (resizes yes, secrets no) is a Policy on an
+	// engine that allows the class. One-shots need their own approval
+	// ([OneShot].AllowIrreversible), and reverts theirs
+	// ([RevertOptions].AllowIrreversible): this field does not approve
+	// them.
+	AllowIrreversible bool
 	// Plan holds the normalize rules; the zero value uses the defaults.
 	Plan PlanOptions
 	// Validation is what every pass validates the desired state under,
@@ -374,6 +384,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 
 		shutdown: make(chan struct{}),
 	}
+	e.plan.AllowIrreversible = cfg.AllowIrreversible
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}

@@ -40,8 +40,8 @@ func ExamplePlan() {
 	// pve1/qemu/100: act
 	//     memory current: desired "4096", actual "2048"
 	//     power: stopped -> running
-	//     1. set_config pve1/qemu/100 memory=4096
-	//     2. start pve1/qemu/100
+	//     1. set_config pve1/qemu/100 memory=4096 [reversible]
+	//     2. start pve1/qemu/100 [reversible]
 	// 1 guest: 0 in sync, 1 to change (2 actions), 0 skipped
 }
 

@@ -2,6 +2,7 @@ package reconcile_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -22,6 +23,9 @@ type fixture struct {
 	j      journal.Journal
 	prov   *reconcile.StaticProvider
 	eng    *reconcile.Engine
+	// opts are the options the fixture was made with; engines made
+	// later (a restart) get them too.
+	opts []fixtureOpt
 }
 
 type fixtureOpt func(*reconcile.Config)
@@ -31,9 +35,9 @@ func newFixture(t *testing.T, srvOpts []proxmoxtest.Option, opts ...fixtureOpt) 
 	srvOpts = append([]proxmoxtest.Option{proxmoxtest.WithNodes("pve1", "pve2"), proxmoxtest.WithSeed(1)}, srvOpts...)
 	srv := proxmoxtest.Start(t, srvOpts...)
 	c := newClient(t, srv)
-	f := &fixture{t: t, srv: srv, client: c, j: journal.NewMemory()}
+	f := &fixture{t: t, srv: srv, client: c, j: journal.NewMemory(), opts: opts}
 	f.prov, _ = reconcile.NewStaticProvider(nil)
-	f.eng = f.newEngine(f.j, opts...)
+	f.eng = f.newEngine(f.j)
 	return f
 }
 
@@ -65,7 +69,7 @@ func (f *fixture) newEngine(j journal.Journal, opts ...fixtureOpt) *reconcile.En
 		RetryMax:    5 * time.Millisecond,
 		SettleDelay: time.Millisecond,
 	}
-	for _, o := range opts {
+	for _, o := range append(slices.Clip(f.opts), opts...) {
 		o(&cfg)
 	}
 	e, err := reconcile.NewEngine(cfg)
@@ -135,3 +139,7 @@ func outcome(rep reconcile.Report, ref proxmox.Ref) reconcile.GuestReport {
 	}
 	return reconcile.GuestReport{}
 }
+
+// allowIrreversible lets the engine's passes perform irreversible actions
+// (resizes), for tests of those actions rather than of the gate.
+func allowIrreversible(c *reconcile.Config) { c.AllowIrreversible = true }

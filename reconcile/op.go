@@ -38,16 +38,24 @@ type op struct {
 	// synchronous change (LXC) that carries no digest of its own: with
 	// it, a lost answer can be told from a change that never arrived.
 	observed string
+	// class, why and prior are the operation's Reversibility, why an
+	// irreversible one cannot be undone, and a reversible configuration
+	// change's prior values (see Action.Prior); reverts names the
+	// operation a revert undoes.
+	class   Reversibility
+	why     string
+	prior   map[string]string
+	reverts string
 }
 
 func opFromAction(id string, a Action) *op {
 	return &op{id: id, ref: a.Ref, kind: a.Kind, set: a.Set, del: a.Delete, digest: a.Digest,
-		disk: a.Disk, size: a.Size, from: a.FromSize}
+		disk: a.Disk, size: a.Size, from: a.FromSize, class: a.Class, why: a.Why, prior: a.Prior}
 }
 
 func (o *op) action() Action {
 	return Action{Kind: o.kind, Ref: o.ref, Set: o.set, Delete: o.del, Digest: o.digest,
-		Disk: o.disk, Size: o.size, FromSize: o.from}
+		Disk: o.disk, Size: o.size, FromSize: o.from, Class: o.class, Why: o.why, Prior: o.prior}
 }
 
 // Journal parameters of an operation. set:<option> holds each value to set.
@@ -83,6 +91,10 @@ func (o *op) params() map[string]string {
 	if o.observed != "" {
 		p[paramObserved] = o.observed
 	}
+	if o.reverts != "" {
+		p[paramReverts] = o.reverts
+	}
+	o.reversibilityParams(p)
 	if o.kind == ActionResize {
 		p[paramDisk] = o.disk
 		p[paramSize] = strconv.FormatInt(o.size, 10)
@@ -106,6 +118,7 @@ func opFromEntry(e journal.Entry) (*op, error) {
 	if err := o.ref.Validate(); err != nil {
 		return nil, fmt.Errorf("operation %s: %w", e.OpID, err)
 	}
+	o.reversibilityFromParams(e.Params)
 	for k, v := range e.Params {
 		if name, ok := strings.CutPrefix(k, paramSet); ok {
 			if o.set == nil {
@@ -519,6 +532,9 @@ func (e *Engine) conclude(ctx context.Context, o *op, rep *ActionReport, err err
 	outcome, state := classify(o.kind, err)
 	nothingDone = nothingDone && err != nil && state == journal.Failed
 	rec := journal.Entry{OpID: o.id, State: state}
+	if state == journal.Succeeded {
+		rec.Error = e.producedDigest(ctx, o)
+	}
 	if err != nil {
 		rec.Error = err.Error()
 		if nothingDone {

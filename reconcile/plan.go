@@ -61,6 +61,17 @@ type Action struct {
 	Disk     string `json:"disk,omitempty"`
 	Size     int64  `json:"size,omitempty"`
 	FromSize int64  `json:"from_size,omitempty"`
+	// Class says whether [Engine.Revert] can undo the action once it
+	// succeeded, and Why, for an irreversible one, says why not; see
+	// [Reversibility]. Plan and the engine set them; an Action built by
+	// hand is classified again before it runs.
+	Class Reversibility `json:"class,omitempty"`
+	Why   string        `json:"why,omitempty"`
+	// Prior holds, for a reversible ActionSetConfig, the value each option
+	// it sets or deletes had in the configuration it was planned against;
+	// an option it names that is not in Prior was absent. The operation's
+	// intent record journals them, and a revert restores them.
+	Prior map[string]string `json:"-"`
 }
 
 func (a Action) String() string {
@@ -124,6 +135,11 @@ const (
 	// operation on the guest is still in flight and Recover could not
 	// resolve it yet (its node does not answer, say).
 	SkipUnresolved SkipReason = "unresolved"
+	// SkipIrreversible: an action the guest needs cannot be undone (see
+	// [Reversibility]), and irreversible actions are not allowed
+	// ([PlanOptions].AllowIrreversible, [Config].AllowIrreversible). The
+	// Detail names the action and why it cannot be undone.
+	SkipIrreversible SkipReason = "irreversible"
 )
 
 // FieldDiff is one declared option that differs.
@@ -182,6 +198,11 @@ func (r PlanResult) Count() (inSync, act, skip int) {
 type PlanOptions struct {
 	QEMU *normalize.Set // rules for QEMU guests; nil means normalize.QEMU()
 	LXC  *normalize.Set // rules for LXC guests; nil means normalize.LXC()
+	// AllowIrreversible lets a plan hold actions that cannot be undone
+	// (see [Reversibility]); without it a guest that needs one is skipped
+	// with [SkipIrreversible]. An engine sets it from
+	// [Config].AllowIrreversible, whatever Config.Plan says.
+	AllowIrreversible bool
 }
 
 func (o PlanOptions) withDefaults() PlanOptions {
@@ -218,6 +239,9 @@ func (o PlanOptions) set(t proxmox.GuestType) *normalize.Set {
 //     Start or Stop when the declared power state differs. A guest that must
 //     end stopped is stopped before its configuration changes; one that
 //     must end running has its configuration changed before it starts;
+//   - every action is classified (see [Reversibility]); a guest that needs
+//     an irreversible action is skipped with [SkipIrreversible] unless
+//     opts.AllowIrreversible is set;
 //   - a guest with nothing to change is in sync. Checking one costs no
 //     allocation beyond its entry in the result.
 //
@@ -258,7 +282,11 @@ func Plan(desired []Desired, actual []Observed, opts PlanOptions) PlanResult {
 			res.Guests = append(res.Guests, skip(d.Ref, SkipMissing, "no guest with vmid %d exists", d.Ref.VMID))
 			continue
 		}
-		res.Guests = append(res.Guests, planGuest(d, &actual[j], opts.set(d.Ref.Type)))
+		g := planGuest(d, &actual[j], opts.set(d.Ref.Type))
+		if g.Verdict == Act {
+			gate(&g, &actual[j], opts.set(d.Ref.Type), opts.AllowIrreversible)
+		}
+		res.Guests = append(res.Guests, g)
 	}
 	return res
 }

@@ -111,7 +111,10 @@ func TestPlanSetConfigCarriesOnlyTheDifferenceAndTheDigest(t *testing.T) {
 	a := res.Guests[0].Actions[0]
 	want := reconcile.Action{Kind: reconcile.ActionSetConfig, Ref: qemu(100),
 		Set:    map[string]string{"memory": "4096", "net0": "virtio,bridge=vmbr1"},
-		Delete: []string{"args"}, Digest: o.Digest}
+		Delete: []string{"args"}, Digest: o.Digest,
+		// The prior values of exactly the options set and deleted.
+		Class: reconcile.Reversible,
+		Prior: map[string]string{"memory": "2048", "net0": "virtio=BC:24:11:00:00:01,bridge=vmbr0", "args": "-x"}}
 	if diff := cmp.Diff(want, a); diff != "" {
 		t.Fatalf("action (-want +got):\n%s", diff)
 	}

@@ -68,8 +68,8 @@ func (r PlanResult) String() string {
 //	    net0 bridge: desired "vmbr1", actual "vmbr0"
 //	    args: delete (now "-no-reboot")
 //	    power: stopped -> running
-//	    1. set_config pve1/qemu/100 memory=4096 net0=virtio,bridge=vmbr1 -args
-//	    2. start pve1/qemu/100
+//	    1. set_config pve1/qemu/100 memory=4096 net0=virtio,bridge=vmbr1 -args [reversible]
+//	    2. start pve1/qemu/100 [reversible]
 //	pve1/qemu/101: skip (locked): locked (backup)
 //	pve1/lxc/200: in sync
 //	3 guests: 1 in sync, 1 to change (2 actions), 1 skipped
@@ -94,7 +94,7 @@ func (r PlanResult) WriteText(w io.Writer) error {
 			ew.printf("    power: %s\n", g.Power)
 		}
 		for i, a := range g.Actions {
-			ew.printf("    %d. %s\n", i+1, a)
+			ew.printf("    %d. %s [%s]\n", i+1, a, classText(a))
 		}
 	}
 	for _, g := range inSync {
@@ -108,6 +108,18 @@ func (r PlanResult) WriteText(w io.Writer) error {
 	ew.printf("%s: %d in sync, %d to change (%s), %d skipped\n",
 		plural(len(r.Guests), "guest"), n, act, plural(len(r.Actions()), "action"), skip)
 	return ew.err
+}
+
+// classText is an action's class as the text renderings show it: the
+// class, and for an irreversible action why.
+func classText(a Action) string {
+	switch {
+	case a.Class == "":
+		return "unclassified"
+	case a.Why != "":
+		return string(a.Class) + ": " + a.Why
+	}
+	return string(a.Class)
 }
 
 // plural writes a count with its noun, in the plural unless the count is 1.
@@ -202,6 +214,9 @@ func (r Report) WriteText(w io.Writer) error {
 		}
 		for _, a := range g.Actions {
 			ew.printf("    %s %s", a.Action.Kind, a.Outcome)
+			if a.Outcome == OutcomePlanned {
+				ew.printf(" [%s]", classText(a.Action))
+			}
 			if a.OpID != "" {
 				ew.printf(" (op %s", a.OpID)
 				if a.UPID != "" {

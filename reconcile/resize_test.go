@@ -53,7 +53,7 @@ func diskSize(t *testing.T, f *fixture, ref proxmox.Ref, disk string) int64 {
 func TestResizeEndToEnd(t *testing.T) {
 	for _, version := range []string{"8.4.1", "7.4"} {
 		t.Run(version, func(t *testing.T) {
-			f := newFixture(t, []proxmoxtest.Option{proxmoxtest.WithVersion(version)})
+			f := newFixture(t, []proxmoxtest.Option{proxmoxtest.WithVersion(version)}, allowIrreversible)
 			resizeFleet(f)
 			rep := f.pass()
 			if g := outcome(rep, qemu(100)); g.Outcome != reconcile.GuestChanged || len(g.Actions) != 1 || g.Actions[0].Action.Kind != reconcile.ActionResize {
@@ -105,7 +105,7 @@ func TestResizeLostAnswer(t *testing.T) {
 		{"8.4.1", lxc(200), "/nodes/*/lxc/200/resize"},
 	} {
 		t.Run(tc.version+"/"+string(tc.ref.Type), func(t *testing.T) {
-			f := newFixture(t, []proxmoxtest.Option{proxmoxtest.WithVersion(tc.version)})
+			f := newFixture(t, []proxmoxtest.Option{proxmoxtest.WithVersion(tc.version)}, allowIrreversible)
 			resizeFleet(f)
 			f.srv.Inject(proxmoxtest.Fault{Method: "PUT", Path: tc.path, Times: 1, Drop: proxmoxtest.DropAfterHandling})
 			rep := f.pass()
@@ -138,7 +138,7 @@ func TestResizeCrashBetweenJournalSteps(t *testing.T) {
 	for _, version := range []string{"8.4.1", "7.4"} {
 		for _, point := range checkpoints {
 			t.Run(version+"/"+point, func(t *testing.T) {
-				f := newFixture(t, []proxmoxtest.Option{proxmoxtest.WithVersion(version)})
+				f := newFixture(t, []proxmoxtest.Option{proxmoxtest.WithVersion(version)}, allowIrreversible)
 				resizeFleet(f)
 				rep := crashAndRestart(t, f, point)
 				for _, ref := range []proxmox.Ref{qemu(100), lxc(200)} {
@@ -183,7 +183,7 @@ func (alreadySized) Resize(context.Context, proxmox.Ref, proxmox.DiskResize) (pr
 
 // A resize to the size the disk already has reached what it asked for.
 func TestResizeAlreadyAtSizeSucceeds(t *testing.T) {
-	f := newFixture(t, nil)
+	f := newFixture(t, nil, allowIrreversible)
 	resizeFleet(f)
 	e := f.newEngine(f.j, func(c *reconcile.Config) { c.Proxmox = alreadySized{c.Proxmox} })
 	rep, err := e.ReconcileOnce(ctxT(t))

@@ -33,10 +33,26 @@
 // operation goes through the same journal and recovery as the agent's: a
 // run first resolves what a crashed run left in flight.
 //
-// Exit codes: 0 the operation succeeded, now or in an earlier run with the
-// same key; 1 it failed, now or earlier (the output says whether the key is
-// spent or still unused), or could not run; 2 a setting is wrong, a key
-// already used for another request included.
+// With -revert OPID it undoes the succeeded operation OPID instead (see
+// reconcile.Engine.Revert): a configuration change gets the values it
+// replaced back, a start is shut down, a stop or shutdown is started. It is
+// refused when the guest changed since (-force reverts against the guest
+// as it is now), and for an operation that failed or cannot be undone. A
+// revert, too, runs at most once: running the same -revert again reports
+// the first revert's outcome.
+//
+//	go run ./examples/oneshot -revert 20261205T101500Z-9c1e0f2a3b4c5d6e -journal j.db
+//
+// An action that cannot be undone (a cipassword, a disk attached, ...) is
+// refused unless -allow-irreversible approves it.
+//
+// Exit codes: 0 the operation (or revert) succeeded, now or in an earlier
+// run with the same key (or of the same operation); 1 it failed, now or
+// earlier (the output says whether the key is spent or still unused), was
+// refused (an irreversible action without approval, a guest that changed
+// since the operation to revert), or could not run; 2 a setting is wrong,
+// a key already used for another request and an operation id the journal
+// does not know included.
 package main
 
 import (
@@ -111,6 +127,9 @@ type settings struct {
 	timeout time.Duration
 	settle  time.Duration
 	demo    bool
+	revert  string
+	force   bool
+	allow   bool
 }
 
 func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr io.Writer) int {
@@ -125,7 +144,7 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "oneshot: run one operation on one guest at most once per idempotency key.\n\n"+
-			"Usage:\n  oneshot -demo\n  oneshot -key KEY -guest NODE/TYPE/VMID -do ACTION [-set k=v]... [-delete k,...] -journal PATH [connection flags]\n\nFlags:\n")
+			"Usage:\n  oneshot -demo\n  oneshot -key KEY -guest NODE/TYPE/VMID -do ACTION [-set k=v]... [-delete k,...] -journal PATH [connection flags]\n  oneshot -revert OP-ID [-force] -journal PATH [connection flags]\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	s.conn.Register(fs)
@@ -142,6 +161,9 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 	fs.Var(&s.output, "output", "text for a person, json for one JSON object per line (env GUESTWARD_OUTPUT)")
 	s.logs.Register(fs)
 	fs.BoolVar(&s.demo, "demo", false, "show it against the in-process demonstration fleet")
+	fs.StringVar(&s.revert, "revert", "", "undo the succeeded operation with this `op-id` instead (at most once)")
+	fs.BoolVar(&s.force, "force", false, "with -revert: revert against the guest as it is now, even if it changed since the operation")
+	fs.BoolVar(&s.allow, "allow-irreversible", false, "approve an action that cannot be undone")
 	if err := cli.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return cli.ExitOK
@@ -169,14 +191,14 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 	out := output.New(stdout, s.output.Value)
 	var code int
 	if s.demo {
-		for _, name := range []string{"url", "token-id", "token-secret-file", "ca-file", "fingerprint", "journal", "key", "guest", "do", "set", "delete", "digest", "timeout"} {
+		for _, name := range []string{"url", "token-id", "token-secret-file", "ca-file", "fingerprint", "journal", "key", "guest", "do", "set", "delete", "digest", "timeout", "revert", "force", "allow-irreversible"} {
 			if cli.Given(fs, name) {
 				return fail(stderr, cli.Usagef("-demo brings its own cluster, journal and operation: drop -%s", name))
 			}
 		}
 		code = runDemo(ctx, s, logger, out, checkpoint, stderr)
 	} else {
-		code = runOnce(ctx, s, env, logger, out, checkpoint, stderr)
+		code = runOnce(ctx, s, fs, env, logger, out, checkpoint, stderr)
 	}
 	if err := out.Err(); err != nil && code == cli.ExitOK {
 		fmt.Fprintf(stderr, "oneshot: writing the output: %v\n", err)
@@ -186,7 +208,18 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 }
 
 // operation builds the one-shot operation from the flags.
-func (s *settings) operation() (reconcile.OneShot, error) {
+func (s *settings) operation(fs *flag.FlagSet) (reconcile.OneShot, error) {
+	if s.revert != "" {
+		for _, name := range []string{"key", "guest", "do", "set", "delete", "digest", "timeout"} {
+			if cli.Given(fs, name) {
+				return reconcile.OneShot{}, cli.Usagef("-revert names the operation to undo, and takes no -%s", name)
+			}
+		}
+		return reconcile.OneShot{}, nil
+	}
+	if s.force {
+		return reconcile.OneShot{}, cli.Usagef("-force applies only to -revert")
+	}
 	if s.key == "" {
 		return reconcile.OneShot{}, cli.Usagef("no -key: every one-shot operation needs an idempotency key")
 	}
@@ -200,7 +233,8 @@ func (s *settings) operation() (reconcile.OneShot, error) {
 	if s.do.Value == "" {
 		return reconcile.OneShot{}, cli.Usagef("no -do: say start, stop, shutdown, reboot or set_config")
 	}
-	op := reconcile.OneShot{Key: s.key, Ref: ref, Kind: reconcile.ActionKind(s.do.Value), Digest: s.digest, Timeout: s.timeout}
+	op := reconcile.OneShot{Key: s.key, Ref: ref, Kind: reconcile.ActionKind(s.do.Value), Digest: s.digest, Timeout: s.timeout,
+		AllowIrreversible: s.allow}
 	if len(s.set) > 0 {
 		op.Set = s.set
 	}
@@ -211,9 +245,9 @@ func (s *settings) operation() (reconcile.OneShot, error) {
 	return op, nil
 }
 
-func runOnce(ctx context.Context, s *settings, env cli.LookupEnv, logger *slog.Logger, out *output.Printer,
+func runOnce(ctx context.Context, s *settings, fs *flag.FlagSet, env cli.LookupEnv, logger *slog.Logger, out *output.Printer,
 	checkpoint func(string) error, stderr io.Writer) int {
-	op, err := s.operation()
+	op, err := s.operation(fs)
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -262,6 +296,9 @@ func apply(ctx context.Context, s *settings, client *proxmox.Client, jr journal.
 	if err != nil {
 		return cli.ExitFailure, "recovery did not finish: " + err.Error()
 	}
+	if s.revert != "" {
+		return revert(ctx, s, engine, out)
+	}
 	res, err := engine.Apply(ctx, op)
 	out.OneShot(op, res, err)
 	switch {
@@ -280,6 +317,28 @@ func apply(ctx context.Context, s *settings, client *proxmox.Client, jr journal.
 		return cli.ExitOK, "already applied"
 	}
 	return cli.ExitOK, "applied"
+}
+
+// revert undoes the operation s.revert names. It returns the exit code and
+// the reason for it.
+func revert(ctx context.Context, s *settings, engine *reconcile.Engine, out *output.Printer) (int, string) {
+	res, err := engine.RevertWith(ctx, s.revert, reconcile.RevertOptions{Force: s.force, AllowIrreversible: s.allow})
+	out.Revert(s.revert, res, err)
+	switch {
+	case errors.Is(err, reconcile.ErrOpUnknown):
+		return cli.ExitUsage, "-revert names no operation the journal knows: " + err.Error()
+	case errors.Is(err, reconcile.ErrRevertConflict):
+		return cli.ExitFailure, "the guest changed since the operation; nothing was sent (-force reverts anyway): " + err.Error()
+	case err != nil:
+		return cli.ExitFailure, err.Error()
+	case !res.Applied() && res.KeyUnused:
+		return cli.ExitFailure, "the revert failed, and Proxmox did nothing: it may be tried again: " + res.Error
+	case !res.Applied():
+		return cli.ExitFailure, "the revert failed; an operation is reverted at most once: " + res.Error
+	case res.Replayed:
+		return cli.ExitOK, "already reverted"
+	}
+	return cli.ExitOK, "reverted"
 }
 
 // runDemo runs one operation twice with the same key, reopening the journal

@@ -333,3 +333,92 @@ func TestBadSettings(t *testing.T) {
 		t.Errorf("bad settings started %d tasks", n)
 	}
 }
+
+// revertRecord returns the "revert" and "exit" records of a run with
+// -output json.
+func revertRecord(t *testing.T, out string) (res map[string]any, exit map[string]any) {
+	t.Helper()
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("not JSON: %q", line)
+		}
+		switch rec["type"] {
+		case "revert":
+			res, _ = rec["result"].(map[string]any)
+		case "exit":
+			exit = rec
+		}
+	}
+	if res == nil || exit == nil {
+		t.Fatalf("no revert or exit record:\n%s", out)
+	}
+	return res, exit
+}
+
+// -revert undoes an operation once: exit 0, then 0 again with nothing
+// sent; a guest changed since is refused (exit 1) unless -force; an
+// unknown operation id is a wrong setting (exit 2); and -revert takes no
+// operation flags.
+func TestRevert(t *testing.T) {
+	f := newFixture(t, "j.journal")
+	code, out, errOut := oneshotRun(f.env, "-key", "mem", "-guest", "pve1/qemu/100", "-do", "set_config", "-set", "memory=2048", "-output", "json")
+	if code != cli.ExitOK {
+		t.Fatalf("set_config: exit %d\n%s\n%s", code, out, errOut)
+	}
+	res, _ := oneShotRecord(t, out)
+	opID, _ := res["op_id"].(string)
+
+	// Someone edits the guest: the revert is refused, nothing is sent.
+	if err := f.srv.UpdateConfig(f.web, map[string]string{"name": "web-2"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	writes := len(writeLog(f.srv))
+	code, out, _ = oneshotRun(f.env, "-revert", opID)
+	if code != cli.ExitFailure || !strings.Contains(out, "-force") || len(writeLog(f.srv)) != writes {
+		t.Fatalf("revert after an edit: exit %d, %d writes\n%s", code, len(writeLog(f.srv))-writes, out)
+	}
+
+	code, out, errOut = oneshotRun(f.env, "-revert", opID, "-force", "-output", "json")
+	rres, exit := revertRecord(t, out)
+	if code != cli.ExitOK || rres["state"] != "succeeded" || rres["reverts"] != opID || exit["code"] != float64(cli.ExitOK) {
+		t.Fatalf("forced revert: exit %d %v\n%s\n%s", code, rres, out, errOut)
+	}
+	if g, _ := f.srv.Guest(f.web); g.Config["memory"] != "1024" || g.Config["name"] != "web-2" {
+		t.Fatalf("after the revert memory=%s name=%s", g.Config["memory"], g.Config["name"])
+	}
+	writes = len(writeLog(f.srv))
+	code, out, _ = oneshotRun(f.env, "-revert", opID)
+	if code != cli.ExitOK || !strings.Contains(out, "already reverted") || len(writeLog(f.srv)) != writes {
+		t.Fatalf("second revert: exit %d, %d writes\n%s", code, len(writeLog(f.srv))-writes, out)
+	}
+
+	if code, _, _ = oneshotRun(f.env, "-revert", "20260101T000000Z-0000000000000000"); code != cli.ExitUsage {
+		t.Errorf("unknown op: exit %d, want %d", code, cli.ExitUsage)
+	}
+	if code, _, _ = oneshotRun(f.env, "-revert", opID, "-key", "x"); code != cli.ExitUsage {
+		t.Errorf("-revert with -key: exit %d, want %d", code, cli.ExitUsage)
+	}
+	if code, _, _ = oneshotRun(f.env, "-key", "y", "-guest", "pve1/qemu/100", "-do", "start", "-force"); code != cli.ExitUsage {
+		t.Errorf("-force without -revert: exit %d, want %d", code, cli.ExitUsage)
+	}
+	// An irreversible one-shot needs -allow-irreversible.
+	code, out, _ = oneshotRun(f.env, "-key", "pw", "-guest", "pve1/qemu/100", "-do", "set_config", "-set", "cipassword=x")
+	if code != cli.ExitFailure || !strings.Contains(out, "irreversible") {
+		t.Errorf("cipassword without approval: exit %d\n%s", code, out)
+	}
+	if code, out, _ = oneshotRun(f.env, "-key", "pw", "-guest", "pve1/qemu/100", "-do", "set_config", "-set", "cipassword=x", "-allow-irreversible"); code != cli.ExitOK {
+		t.Errorf("cipassword approved: exit %d\n%s", code, out)
+	}
+}
+
+// writeLog returns every write (request other than GET) the fake got.
+func writeLog(srv *proxmoxtest.Server) []string {
+	var out []string
+	for _, r := range srv.Requests() {
+		if r.Method != "GET" {
+			out = append(out, r.Method+" "+r.Path)
+		}
+	}
+	return out
+}

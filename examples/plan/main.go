@@ -80,6 +80,7 @@ func runPlan(ctx context.Context, args []string, env cli.LookupEnv, stdout, stde
 		desired string
 		demoOn  bool
 		demoPVE string
+		allow   bool
 		format  = cli.ChoiceFlag{Value: output.Text, Choices: []string{output.Text, output.JSON}}
 		logs    = cli.NewLogFlags("warn")
 	)
@@ -95,6 +96,7 @@ func runPlan(ctx context.Context, args []string, env cli.LookupEnv, stdout, stde
 	fs.Var(&format, "output", "text for a person, json for the plan as JSON (env GUESTWARD_OUTPUT)")
 	logs.Register(fs)
 	fs.BoolVar(&demoOn, "demo", false, "plan against the in-process demonstration fleet")
+	fs.BoolVar(&allow, "allow-irreversible", false, "plan actions that cannot be undone (disk resizes, ...) as an agent allowed to perform them would; without it such guests are skipped")
 	fs.StringVar(&demoPVE, "demo-pve", "", "with -demo: the Proxmox VE `version` the fake cluster emulates (default 8.4.1)")
 	fs.BoolVar(details, "detailed-exitcode", false, "exit 0 when every guest is in sync, 2 when some guest is not, 1 on any error")
 	version := cli.RegisterVersion(fs)
@@ -178,7 +180,7 @@ func runPlan(ctx context.Context, args []string, env cli.LookupEnv, stdout, stde
 	// does (list, then status, config and pending changes of each) and
 	// plans, but journals and sends nothing: the memory journal it must be
 	// given stays empty.
-	engine, err := reconcile.NewEngine(reconcile.Config{Proxmox: client, Provider: provider, DryRun: true, Logger: logger})
+	engine, err := reconcile.NewEngine(reconcile.Config{Proxmox: client, Provider: provider, DryRun: true, Logger: logger, AllowIrreversible: allow})
 	if err != nil {
 		return failPlan(stderr, err)
 	}

@@ -29,8 +29,11 @@ func TestDemoText(t *testing.T) {
 		"Plan for the 13 guests declared in the demo's desired state",
 		"Nothing has been changed.",
 		"pve2/lxc/203: act",
-		"1. stop pve2/lxc/203",
-		"13 guests: 3 in sync, 7 to change (11 actions), 3 skipped",
+		"1. stop pve2/lxc/203 [reversible]",
+		// 102's disk would grow: a resize cannot be undone, so without
+		// -allow-irreversible the guest is skipped, and the plan says why.
+		"pve2/qemu/102: skip (irreversible): resize cannot be undone (scsi0: Proxmox cannot shrink a disk",
+		"13 guests: 3 in sync, 6 to change (9 actions), 4 skipped",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
@@ -54,11 +57,27 @@ func TestDemoJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &plan); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, out)
 	}
-	if plan.Summary.Actions != 11 || len(plan.Guests) != 13 {
+	if plan.Summary.Actions != 9 || len(plan.Guests) != 13 {
 		t.Errorf("summary %+v with %d guests", plan.Summary, len(plan.Guests))
 	}
 	if g := plan.Guests[1]; g.Guest != "pve1/qemu/101" || g.Power != "stopped -> running" {
 		t.Errorf("second guest %+v; the power change must read as written, not HTML-escaped", g)
+	}
+}
+
+// With -allow-irreversible the resize is planned, and its class shown.
+func TestDemoAllowIrreversible(t *testing.T) {
+	code, out, errOut := planRun(nil, "-demo", "-allow-irreversible")
+	if code != cli.ExitOK {
+		t.Fatalf("exit %d\nstderr:\n%s", code, errOut)
+	}
+	for _, want := range []string{
+		"resize pve2/qemu/102 scsi0 32G -> 48G [irreversible: scsi0: Proxmox cannot shrink a disk",
+		"13 guests: 3 in sync, 7 to change (11 actions), 3 skipped",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
 	}
 }
 

@@ -23,6 +23,22 @@ func TestFleetPlan(t *testing.T) {
 	wantReason := map[int]reconcile.SkipReason{103: reconcile.SkipLocked, 104: reconcile.SkipPending, 204: reconcile.SkipMissing}
 	for _, version := range []string{proxmoxtest.PVE74, proxmoxtest.PVE80, proxmoxtest.PVE81, proxmoxtest.DefaultVersion, proxmoxtest.PVE90} {
 		t.Run(version, func(t *testing.T) {
+			testFleetPlan(t, version, true, want, wantReason, 11)
+		})
+	}
+	// Without the approval, the disk 102 grows (a resize cannot be undone)
+	// is the gate's to stop: the guest is skipped, and its two actions
+	// are not planned.
+	want[102] = reconcile.Skip
+	wantReason[102] = reconcile.SkipIrreversible
+	t.Run("gated", func(t *testing.T) {
+		testFleetPlan(t, proxmoxtest.DefaultVersion, false, want, wantReason, 9)
+	})
+}
+
+func testFleetPlan(t *testing.T, version string, allow bool, want map[int]reconcile.Verdict, wantReason map[int]reconcile.SkipReason, actions int) {
+	{
+		{
 			f, err := demo.Start(demo.Options{Version: version, TaskDuration: 1})
 			if err != nil {
 				t.Fatal(err)
@@ -44,7 +60,7 @@ func TestFleetPlan(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			e, err := reconcile.NewEngine(reconcile.Config{Proxmox: c, Journal: journal.NewMemory(), Provider: p, DryRun: true})
+			e, err := reconcile.NewEngine(reconcile.Config{Proxmox: c, Journal: journal.NewMemory(), Provider: p, DryRun: true, AllowIrreversible: allow})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -60,10 +76,10 @@ func TestFleetPlan(t *testing.T) {
 					t.Errorf("%s: %s (%s) %s, want %s (%s)", g.Ref, g.Verdict, g.Reason, g.Detail, want[g.Ref.VMID], wantReason[g.Ref.VMID])
 				}
 			}
-			if n := len(rep.Plan.Actions()); n != 11 {
-				t.Errorf("the plan has %d actions, want 11:\n%s", n, rep.Plan)
+			if n := len(rep.Plan.Actions()); n != actions {
+				t.Errorf("the plan has %d actions, want %d:\n%s", n, actions, rep.Plan)
 			}
-		})
+		}
 	}
 }
 

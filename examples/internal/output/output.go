@@ -477,6 +477,50 @@ func OneShotText(s reconcile.OneShot, res reconcile.Result, err error) string {
 	}
 }
 
+type revertRecord struct {
+	Type    string           `json:"type"` // "revert"
+	Reverts string           `json:"reverts"`
+	Result  reconcile.Result `json:"result"`
+	Error   string           `json:"error,omitempty"`
+}
+
+// Revert writes the outcome of Engine.Revert of operation opID.
+func (p *Printer) Revert(opID string, res reconcile.Result, err error) {
+	if p.json {
+		rec := revertRecord{Type: "revert", Reverts: opID, Result: res}
+		if err != nil {
+			rec.Error = err.Error()
+		}
+		p.Object(rec)
+		return
+	}
+	p.record(RevertText(opID, res, err) + "\n")
+}
+
+// RevertText says, for a person, what the revert of an operation did.
+func RevertText(opID string, res reconcile.Result, err error) string {
+	what := "revert of op " + opID
+	if res.Kind != "" {
+		what += fmt.Sprintf(" (%s %s)", res.Kind, res.Ref)
+	}
+	switch {
+	case errors.Is(err, reconcile.ErrRevertConflict):
+		return fmt.Sprintf("%s: refused, nothing was sent: %v; -force reverts against the guest as it is now", what, err)
+	case err != nil && res.OpID == "":
+		return fmt.Sprintf("%s: not run: %v", what, err)
+	case err != nil:
+		return fmt.Sprintf("%s: op %s is %s: %v", what, res.OpID, res.State, err)
+	case res.Replayed && res.Applied():
+		return fmt.Sprintf("%s: already reverted by op %s; nothing was sent", what, res.OpID)
+	case res.Applied():
+		return fmt.Sprintf("%s: reverted by op %s", what, res.OpID)
+	case res.KeyUnused:
+		return fmt.Sprintf("%s: FAILED in op %s: %s; Proxmox did nothing, so the revert may be tried again", what, res.OpID, res.Error)
+	default:
+		return fmt.Sprintf("%s: FAILED in op %s: %s; an operation is reverted at most once", what, res.OpID, res.Error)
+	}
+}
+
 // keyUnusedText explains Result.KeyUnused to a person.
 const keyUnusedText = "Proxmox did nothing, so the key is still unused: the same request with the same key runs again"
 
