@@ -82,13 +82,17 @@ func runDemo(ctx context.Context, s *settings, verifier *signedop.Verifier, logg
 	out.Textf("  journal        %s (file backend; removed when the demo ends)", journalPath)
 
 	// A dry-run engine shows the plan first; it sends and journals nothing.
-	planner, err := reconcile.NewEngine(reconcile.Config{Proxmox: client, Provider: provider, DryRun: true, Logger: logger})
+	// The demo fleet declares a disk larger than it is: growing it cannot be
+	// undone (Proxmox cannot shrink a disk), which an engine does only when
+	// allowed. The demo allows it, as -allow-irreversible does.
+	planner, err := reconcile.NewEngine(reconcile.Config{Proxmox: client, Provider: provider, DryRun: true, Logger: logger,
+		AllowIrreversible: true})
 	if err != nil {
 		return demoFail(cli.ExitFailure, err)
 	}
 	engine, err := reconcile.NewEngine(reconcile.Config{
 		Proxmox: client, Journal: jr, Provider: provider, Logger: logger,
-		Checkpoint: checkpoint, OnEvent: out.Event,
+		Checkpoint: checkpoint, OnEvent: out.Event, AllowIrreversible: true,
 	})
 	if err != nil {
 		return demoFail(cli.ExitFailure, err)

@@ -44,6 +44,7 @@ type settings struct {
 	settle      time.Duration
 	grace       time.Duration
 	dryRun      bool
+	allowIrrev  bool
 	once        bool
 	demo        bool
 	demoPVE     string
@@ -75,6 +76,7 @@ func newFlags(stderr io.Writer) (*flag.FlagSet, *settings) {
 	fs.DurationVar(&s.grace, "shutdown-grace", 30*time.Second,
 		"on SIGINT or SIGTERM, how long to let running operations finish before stopping (env GUESTWARD_SHUTDOWN_GRACE)")
 	fs.BoolVar(&s.dryRun, "dry-run", false, "plan and report, change nothing, and leave the journal alone (env GUESTWARD_DRY_RUN)")
+	fs.BoolVar(&s.allowIrrev, "allow-irreversible", false, "perform actions that cannot be undone, such as growing a disk; without it such guests are skipped (env GUESTWARD_ALLOW_IRREVERSIBLE; -demo allows them)")
 	fs.BoolVar(&s.once, "once", false, "recover, run one pass and exit: 0 converged, 3 not converged, 1 could not run")
 	fs.Var(&s.output, "output", "what goes to stdout: text for a person, json for one JSON object per line (env GUESTWARD_OUTPUT)")
 	fs.StringVar(&s.listen, "listen", "", "take operations signed by a hub, as POST "+OpsPath+" on this `address` (host:port; plain HTTP) (env GUESTWARD_LISTEN)")
@@ -111,6 +113,7 @@ func bindings() []cli.Binding {
 		cli.Binding{Flag: "settle-delay", Env: "GUESTWARD_SETTLE_DELAY"},
 		cli.Binding{Flag: "shutdown-grace", Env: "GUESTWARD_SHUTDOWN_GRACE"},
 		cli.Binding{Flag: "dry-run", Env: "GUESTWARD_DRY_RUN"},
+		cli.Binding{Flag: "allow-irreversible", Env: "GUESTWARD_ALLOW_IRREVERSIBLE"},
 		cli.Binding{Flag: "output", Env: "GUESTWARD_OUTPUT"},
 		cli.Binding{Flag: "listen", Env: "GUESTWARD_LISTEN"},
 		cli.Binding{Flag: "hub-keys", Env: "GUESTWARD_HUB_KEYS"},
@@ -293,6 +296,8 @@ func serve(ctx context.Context, s *settings, verifier *signedop.Verifier, client
 		Jitter:      s.jitter,
 		DryRun:      s.dryRun,
 		SettleDelay: s.settle,
+		// Actions that cannot be undone (a disk grown) only when asked.
+		AllowIrreversible: s.allowIrrev,
 		// Lost answers are matched only to tasks this token started.
 		TaskUser:   s.conn.TokenID,
 		Logger:     logger,

@@ -63,13 +63,26 @@ func signedAgent(t *testing.T, env map[string]string, dir string, args ...string
 		return code, out.String(), stderr.String()
 	}
 	t.Cleanup(func() { stop() })
-	return url, &testHub{t: t, priv: priv, url: url}, stop
+	return url, &testHub{t: t, priv: priv, url: url, out: out}, stop
 }
 
 type testHub struct {
 	t    *testing.T
 	priv []byte
 	url  string
+	out  *notifyWriter // the agent's standard output
+}
+
+// waitOutput waits until the agent has printed want.
+func (h *testHub) waitOutput(want string) {
+	h.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(h.out.String(), want) {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("the agent never printed %q:\n%s", want, h.out.String())
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
+	}
 }
 
 func (h *testHub) sign(op reconcile.OneShot) string {
@@ -113,6 +126,9 @@ func TestDaemonTakesSignedOperations(t *testing.T) {
 	if status != http.StatusOK || ans["state"] != "succeeded" {
 		t.Fatalf("answer %d %v", status, ans)
 	}
+	// The daemon's first pass runs beside the hub's requests; once it has
+	// reported, nothing but the hub's requests writes to the cluster.
+	hub.waitOutput("pass 1:")
 	tasksBefore := len(c.srv.Tasks())
 	writesBefore := countWrites(c)
 	status, ans = hub.post(http.MethodPost, tok)
