@@ -41,7 +41,9 @@ const prefix = "/guestward/demo"
 
 var errDied = errors.New("the leader died")
 
-func run(ctx context.Context, w io.Writer) error {
+func run(ctx context.Context, out io.Writer) error {
+	// Events arrive from the engines' workers at once; lines must not mix.
+	w := &lockedWriter{w: out}
 	dir, err := os.MkdirTemp("", "failover-demo-")
 	if err != nil {
 		return err
@@ -223,4 +225,17 @@ func errOrNil(err error) string {
 		return "no error"
 	}
 	return err.Error()
+}
+
+// lockedWriter serializes writes to w, for output written from several
+// goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
