@@ -125,11 +125,16 @@ func bindings() []cli.Binding {
 // request (SIGINT, SIGTERM) ends ctx. It returns the exit code.
 func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr io.Writer) int {
 	fs, s := newFlags(stderr)
+	version := cli.RegisterVersion(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return cli.ExitOK
 		}
 		return fail(stderr, err)
+	}
+	if *version {
+		fmt.Fprintln(stdout, cli.Version("agent"))
+		return cli.ExitOK
 	}
 	if err := cli.ApplyEnv(fs, env, bindings()); err != nil {
 		return fail(stderr, err)

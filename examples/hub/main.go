@@ -180,11 +180,16 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 	fs.StringVar(&s.digest, "digest", "", "with -do set_config: refuse the change if the config's `digest` is no longer this")
 	fs.DurationVar(&s.timeout, "timeout", 0, "with -do shutdown: how long the guest gets; 0 means Proxmox's default")
 	fs.BoolVar(&s.allow, "allow-irreversible", false, "approve an action that cannot be undone (cipassword, say); signed with the rest")
+	version := cli.RegisterVersion(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return cli.ExitOK
 		}
 		return fail(stderr, err)
+	}
+	if *version {
+		fmt.Fprintln(stdout, cli.Version("hub"))
+		return cli.ExitOK
 	}
 	if err := cli.ApplyEnv(fs, env, []cli.Binding{
 		{Flag: "key", Env: "GUESTWARD_HUB_KEY"},

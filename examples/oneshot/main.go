@@ -164,11 +164,16 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 	fs.StringVar(&s.revert, "revert", "", "undo the succeeded operation with this `op-id` instead (at most once)")
 	fs.BoolVar(&s.force, "force", false, "with -revert: revert against the guest as it is now, even if it changed since the operation")
 	fs.BoolVar(&s.allow, "allow-irreversible", false, "approve an action that cannot be undone")
+	version := cli.RegisterVersion(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return cli.ExitOK
 		}
 		return fail(stderr, err)
+	}
+	if *version {
+		fmt.Fprintln(stdout, cli.Version("oneshot"))
+		return cli.ExitOK
 	}
 	binds := append(cli.ConnBindings(), cli.LogBindings()...)
 	binds = append(binds, cli.Binding{Flag: "journal", Env: "GUESTWARD_JOURNAL"},
