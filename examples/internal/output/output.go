@@ -4,7 +4,8 @@
 //
 // In JSON mode every line is one object whose "type" member says what it
 // is: "start", "recovery", "plan", "event", "report", "oneshot", "shutdown"
-// or "exit". Tests and scripts parse these lines; the text form may change.
+// or "exit", and whose "schema" member is [SchemaVersion]. Tests and
+// scripts parse these lines; the text form may change.
 package output
 
 import (
@@ -21,6 +22,11 @@ import (
 	"github.com/guestward/guestward/proxmox"
 	"github.com/guestward/guestward/reconcile"
 )
+
+// SchemaVersion is the "schema" member of every JSON line. Under one
+// version, members are only ever added; a member removed or changed in
+// meaning makes a new version.
+const SchemaVersion = 1
 
 // Formats.
 const (
@@ -124,7 +130,19 @@ func (p *Printer) Object(v any) {
 		}
 		return
 	}
-	p.printf("%s", b.Bytes())
+	p.printf("%s", withSchema(b.Bytes()))
+}
+
+// withSchema puts "schema" first in the encoded object line.
+func withSchema(line []byte) []byte {
+	if len(line) < 2 || line[0] != '{' {
+		return line
+	}
+	head := fmt.Sprintf(`{"schema":%d`, SchemaVersion)
+	if line[1] == '}' {
+		return append([]byte(head), line[1:]...)
+	}
+	return append([]byte(head+","), line[1:]...)
 }
 
 func (p *Printer) printf(format string, args ...any) {

@@ -237,3 +237,21 @@ func TestWallClock(t *testing.T) {
 		}
 	}
 }
+
+// Every JSON line carries the schema version, first, whatever its type.
+func TestJSONLinesCarryTheSchema(t *testing.T) {
+	var b bytes.Buffer
+	p := New(&b, JSON)
+	p.Start(Start{Program: "agent"})
+	p.Object(struct{}{})
+	p.Object(map[string]int{"n": 1})
+	for _, line := range strings.Split(strings.TrimSpace(b.String()), "\n") {
+		if !strings.HasPrefix(line, `{"schema":1`) {
+			t.Errorf("line without the schema first: %s", line)
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil || m["schema"] != float64(SchemaVersion) {
+			t.Errorf("line %s: %v, schema %v", line, err, m["schema"])
+		}
+	}
+}
