@@ -53,6 +53,9 @@
 //	-shutdown-grace     GUESTWARD_SHUTDOWN_GRACE      how long a stop waits for running operations (30s)
 //	-dry-run            GUESTWARD_DRY_RUN             plan and report only; the journal is not even opened
 //	-output             GUESTWARD_OUTPUT              stdout: text, or json (one object per line)
+//	-full-reports       GUESTWARD_FULL_REPORTS        with -output json: whole reports, not only each pass's summary
+//	-allow-irreversible GUESTWARD_ALLOW_IRREVERSIBLE  perform actions that cannot be undone (growing a disk); -demo allows them
+//	-version                                          print the agent's version and exit
 //	-log-level          GUESTWARD_LOG_LEVEL           debug, info, warn (default), error; logs go to stderr
 //	-log-format         GUESTWARD_LOG_FORMAT          text or json, as log/slog writes them
 //	-once                                             recover, one pass, exit (see below)
@@ -94,13 +97,15 @@
 //
 // Stdout carries what the agent does; stderr carries the log and errors.
 // With -output text it is written for a person. With -output json every line
-// is one JSON object whose "type" says what it is:
+// is one JSON object whose "type" says what it is, and whose "schema" is 1
+// (members are only ever added under one schema number):
 //
 //	start     what the agent runs against (url, proxmox_version, journal, journal_backend, desired, ...)
 //	recovery  the operations Recover resolved ("ops", each with its guest), "unresolved", "error"
 //	event     one step of one action: guest, kind, phase (start, task, done, failed), op_id, upid, detail
-//	report    one pass: pass number, converged, counts by outcome, actions_sent, actions_succeeded,
-//	          and the reconcile.Report itself under "report"
+//	report    one pass's summary: pass number, converged, counts by outcome, actions_sent,
+//	          actions_succeeded, duration_seconds; with -full-reports, also the
+//	          reconcile.Report itself under "report"
 //	shutdown  a stop was requested, and what the agent does about it
 //	exit      the last line: the exit code and why
 //

@@ -45,6 +45,7 @@ type settings struct {
 	grace       time.Duration
 	dryRun      bool
 	allowIrrev  bool
+	fullReports bool
 	once        bool
 	demo        bool
 	demoPVE     string
@@ -79,6 +80,7 @@ func newFlags(stderr io.Writer) (*flag.FlagSet, *settings) {
 	fs.BoolVar(&s.allowIrrev, "allow-irreversible", false, "perform actions that cannot be undone, such as growing a disk; without it such guests are skipped (env GUESTWARD_ALLOW_IRREVERSIBLE; -demo allows them)")
 	fs.BoolVar(&s.once, "once", false, "recover, run one pass and exit: 0 converged, 3 not converged, 1 could not run")
 	fs.Var(&s.output, "output", "what goes to stdout: text for a person, json for one JSON object per line (env GUESTWARD_OUTPUT)")
+	fs.BoolVar(&s.fullReports, "full-reports", false, "with -output json: each pass's report line carries the whole report, guest by guest, not only the summary (env GUESTWARD_FULL_REPORTS)")
 	fs.StringVar(&s.listen, "listen", "", "take operations signed by a hub, as POST "+OpsPath+" on this `address` (host:port; plain HTTP) (env GUESTWARD_LISTEN)")
 	fs.StringVar(&s.hubKeys, "hub-keys", "", "with -listen: PEM `file` of the hub public keys to trust, one PUBLIC KEY block each (env GUESTWARD_HUB_KEYS)")
 	fs.StringVar(&s.agentID, "agent-id", "", "with -listen: this agent's `id`; operations signed for another id are refused (env GUESTWARD_AGENT_ID)")
@@ -115,6 +117,7 @@ func bindings() []cli.Binding {
 		cli.Binding{Flag: "dry-run", Env: "GUESTWARD_DRY_RUN"},
 		cli.Binding{Flag: "allow-irreversible", Env: "GUESTWARD_ALLOW_IRREVERSIBLE"},
 		cli.Binding{Flag: "output", Env: "GUESTWARD_OUTPUT"},
+		cli.Binding{Flag: "full-reports", Env: "GUESTWARD_FULL_REPORTS"},
 		cli.Binding{Flag: "listen", Env: "GUESTWARD_LISTEN"},
 		cli.Binding{Flag: "hub-keys", Env: "GUESTWARD_HUB_KEYS"},
 		cli.Binding{Flag: "agent-id", Env: "GUESTWARD_AGENT_ID"},
@@ -152,6 +155,7 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 	}
 	logger := s.logs.Logger(stderr)
 	out := output.New(stdout, s.output.Value)
+	out.SetFullReports(s.fullReports)
 	var code int
 	if s.demo {
 		code = runDemo(ctx, s, verifier, logger, out, checkpoint, stderr)

@@ -46,6 +46,7 @@ type Printer struct {
 	done   int
 	indent string // prefix of the lines of records in text mode
 	wall   bool   // text times are wall-clock times, not offsets from t0
+	full   bool   // JSON report lines carry the whole report
 	err    error  // first write error
 }
 
@@ -327,15 +328,27 @@ func (p *Printer) ResetClock() {
 	p.t0 = p.now()
 }
 
+// reportRecord is a pass's summary line. The whole report, guest by guest,
+// is in "report" only after SetFullReports(true).
 type reportRecord struct {
-	Type      string                         `json:"type"` // "report"
-	Pass      int                            `json:"pass"`
-	Converged bool                           `json:"converged"`
-	Counts    map[reconcile.GuestOutcome]int `json:"counts"`
-	Sent      int                            `json:"actions_sent"`
-	Succeeded int                            `json:"actions_succeeded"`
-	Error     string                         `json:"error,omitempty"`
-	Report    reconcile.Report               `json:"report"`
+	Type            string                         `json:"type"` // "report"
+	Pass            int                            `json:"pass"`
+	Converged       bool                           `json:"converged"`
+	Counts          map[reconcile.GuestOutcome]int `json:"counts"`
+	Sent            int                            `json:"actions_sent"`
+	Succeeded       int                            `json:"actions_succeeded"`
+	DurationSeconds float64                        `json:"duration_seconds"`
+	Error           string                         `json:"error,omitempty"`
+	Report          *reconcile.Report              `json:"report,omitempty"`
+}
+
+// SetFullReports makes JSON mode's report lines carry the whole report,
+// guest by guest, after the summary; by default they are the summary alone,
+// one short line per pass however large the fleet.
+func (p *Printer) SetFullReports(full bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.full = full
 }
 
 // Report writes the account of pass number n. err is the pass's error, if
@@ -345,10 +358,15 @@ func (p *Printer) Report(n int, rep reconcile.Report, err error, listInSync bool
 	sent, ok := rep.Actions()
 	if p.json {
 		rec := reportRecord{Type: "report", Pass: n, Converged: err == nil && rep.Converged(), Counts: rep.Count(),
-			Sent: sent, Succeeded: ok, Report: rep}
+			Sent: sent, Succeeded: ok, DurationSeconds: rep.Duration.Seconds()}
 		if err != nil {
 			rec.Error = err.Error()
 		}
+		p.mu.Lock()
+		if p.full {
+			rec.Report = &rep
+		}
+		p.mu.Unlock()
 		p.Object(rec)
 		return
 	}

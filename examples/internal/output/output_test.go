@@ -255,3 +255,26 @@ func TestJSONLinesCarryTheSchema(t *testing.T) {
 		}
 	}
 }
+
+// A pass's JSON line is its summary, in seconds; the whole report only when
+// asked for.
+func TestReportLineIsASummary(t *testing.T) {
+	rep := reconcile.Report{Duration: 1500 * time.Millisecond,
+		Guests: []reconcile.GuestReport{{Outcome: reconcile.GuestInSync}}}
+	for _, full := range []bool{false, true} {
+		var b bytes.Buffer
+		p := New(&b, JSON)
+		p.SetFullReports(full)
+		p.Report(1, rep, nil, false)
+		var m map[string]any
+		if err := json.Unmarshal(b.Bytes(), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m["duration_seconds"] != 1.5 || m["converged"] != true {
+			t.Errorf("full=%v: %v", full, m)
+		}
+		if _, has := m["report"]; has != full {
+			t.Errorf("full=%v: the whole report is there: %v", full, has)
+		}
+	}
+}
