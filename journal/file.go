@@ -1029,7 +1029,10 @@ type FileStats struct {
 	Err error
 }
 
-// Stats returns a snapshot of the journal's size and contents.
+// Stats returns a snapshot of the journal's size and contents, from counters
+// it keeps in memory: it does no I/O and cannot fail. (boltjournal's Stats
+// has the same fields where they apply, but reads its database, so it takes
+// a context and returns an error.)
 func (j *FileJournal) Stats() FileStats {
 	j.mu.Lock()
 	defer j.mu.Unlock()

@@ -415,7 +415,11 @@ func copyFile(in io.Reader, dst string) error {
 	return err
 }
 
-// Stats counts what the journal holds, without the checks of Verify.
+// Stats counts what the journal holds, without the checks of Verify. It
+// has the fields of the file journal's FileStats that a database has too
+// (Path, Size, Ops, InFlight, Keys), but unlike FileJournal.Stats, which
+// returns counters the file journal keeps in memory, it reads the database
+// in a transaction: hence its context and its error.
 func (j *Journal) Stats(ctx context.Context) (Stats, error) {
 	st := Stats{Path: j.path}
 	err := j.view(ctx, "stats", func(tx *bolt.Tx) error {
