@@ -242,7 +242,70 @@ func (c *requestCounts) add(reqs []proxmoxtest.Request) {
 	}
 }
 
+// TestFaultStorm runs the storm in the steps the comment at the top of this
+// file describes; the state they share is a *storm.
 func TestFaultStorm(t *testing.T) {
+	s := newStorm(t)
+	for round := 1; round <= s.rounds; round++ {
+		s.round(round)
+	}
+	s.calm()
+	s.converge()
+	s.hubAsksAgain()
+	s.declaredStateHolds()
+	s.atMostOnce()
+	s.boundedRetries()
+	s.stop()
+}
+
+// storm is the state the steps of TestFaultStorm share.
+type storm struct {
+	t        *testing.T
+	rng      *rand.Rand
+	fig      *figures
+	baseline int // goroutines before the test
+	ctx      context.Context
+	nodes    []string
+	srv      *proxmoxtest.Server
+	// guests are all of them; declared the ones the desired state
+	// manages, oneShots the ones only one-shot operations touch.
+	guests, declared, oneShots []*stormGuest
+	prov                       *reconcile.StaticProvider
+	client                     *proxmox.Client
+	watch                      *digestWatch
+	jr                         *journal.FileJournal
+	engine                     *reconcile.Engine
+	// The other writer, its stop, and the fault that paces it.
+	writer                 *otherWriter
+	stopWriter, writerDone chan struct{}
+	pacer                  proxmoxtest.Fault
+
+	rounds      int
+	counts      requestCounts
+	faults      atomic.Int64 // faults that fired
+	handles     []*proxmoxtest.FaultHandle
+	keys        map[string]*hubKey // the hub's one-shot keys
+	keyOrder    []string           // in the order the hub made them
+	aborted     int                // passes that could not act
+	maxAttempts int                // the most attempts one action made
+	// What the journal holds at the end, and what the checks found.
+	ops        []journal.Entry
+	opsByGuest map[int]int
+	opsByKind  map[string]int
+	dups, lost int
+}
+
+// declare is the desired state of the declared guests.
+func declare(declared []*stormGuest) []reconcile.Desired {
+	var ds []reconcile.Desired
+	for _, g := range declared {
+		ds = append(ds, g.desired())
+	}
+	return ds
+}
+
+// newStorm builds the fleet, the engine and the other writer.
+func newStorm(t *testing.T) *storm {
 	rng := newRand(t)
 	fig := newFigures(t)
 	baseline := runtime.NumGoroutine()
@@ -263,7 +326,7 @@ func TestFaultStorm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Close()
+	t.Cleanup(srv.Close) // stop closes it; a step that fails leaves it to the cleanup
 
 	// The fleet: declared guests of both types on every node, stopped,
 	// with less memory than declared, and a few QEMU guests that only
@@ -290,14 +353,7 @@ func TestFaultStorm(t *testing.T) {
 			declared = append(declared, g)
 		}
 	}
-	declare := func() []reconcile.Desired {
-		var ds []reconcile.Desired
-		for _, g := range declared {
-			ds = append(ds, g.desired())
-		}
-		return ds
-	}
-	prov, err := reconcile.NewStaticProvider(declare())
+	prov, err := reconcile.NewStaticProvider(declare(declared))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,180 +407,188 @@ func TestFaultStorm(t *testing.T) {
 		}
 	}}
 
-	counts := requestCounts{byGuest: map[int]int{}, applied: map[string]int{}}
-	var faults atomic.Int64 // faults that fired
-	var handles []*proxmoxtest.FaultHandle
-	keys := map[string]*hubKey{} // the hub's one-shot keys
-	var keyOrder []string        // in the order the hub made them
-	var aborted, maxAttempts int
-	rounds := sized(30, 150)
+	return &storm{t: t, rng: rng, fig: fig, baseline: baseline, ctx: ctx, nodes: nodes, srv: srv,
+		guests: guests, declared: declared, oneShots: oneShots, prov: prov, client: client, watch: watch,
+		jr: jr, engine: engine, writer: writer, stopWriter: stopWriter, writerDone: writerDone, pacer: pacer,
+		counts:     requestCounts{byGuest: map[int]int{}, applied: map[string]int{}},
+		keys:       map[string]*hubKey{},
+		rounds:     sized(30, 150),
+		opsByGuest: map[int]int{}, opsByKind: map[string]int{},
+	}
+}
 
-	for round := 1; round <= rounds; round++ {
-		// A new declared state for some guests. The faults of the round
-		// aim mostly at the requests these changes call for.
-		var targets []faultTarget
-		for _, g := range declared {
-			if rng.IntN(3) == 0 {
-				if g.power == reconcile.PowerRunning {
-					g.power = reconcile.PowerStopped
-					targets = append(targets, faultTarget{g, "status/stop"})
-				} else {
-					g.power = reconcile.PowerRunning
-					targets = append(targets, faultTarget{g, "status/start"})
-				}
-			}
-			if rng.IntN(3) == 0 {
-				g.desc = fmt.Sprintf("round %d: a&b;c=d %%00 ü", round)
-				targets = append(targets, faultTarget{g, "config"})
-			}
-			if rng.IntN(4) == 0 {
-				g.tags = fmt.Sprintf("managed;r%d", round)
-				targets = append(targets, faultTarget{g, "config"})
+// round is one round of the storm: a new declared state for some guests,
+// locks, faults, one-shot operations during the pass, and the pass.
+func (s *storm) round(round int) {
+	t, rng, fig, ctx, srv, engine, guests, declared, oneShots, prov, client, writer := s.t, s.rng, s.fig, s.ctx, s.srv, s.engine, s.guests, s.declared, s.oneShots, s.prov, s.client, s.writer
+	// A new declared state for some guests. The faults of the round
+	// aim mostly at the requests these changes call for.
+	var targets []faultTarget
+	for _, g := range declared {
+		if rng.IntN(3) == 0 {
+			if g.power == reconcile.PowerRunning {
+				g.power = reconcile.PowerStopped
+				targets = append(targets, faultTarget{g, "status/stop"})
+			} else {
+				g.power = reconcile.PowerRunning
+				targets = append(targets, faultTarget{g, "status/start"})
 			}
 		}
-		if err := prov.Set(declare()); err != nil {
-			t.Fatal(err)
+		if rng.IntN(3) == 0 {
+			g.desc = fmt.Sprintf("round %d: a&b;c=d %%00 ü", round)
+			targets = append(targets, faultTarget{g, "config"})
 		}
-
-		// Locks come and go between passes (and appear during them,
-		// through faults).
-		for _, g := range guests {
-			if st, _ := srv.Guest(g.ref); st.Lock != "" && rng.IntN(2) == 0 {
-				if err := srv.SetLock(g.ref, ""); err != nil {
-					t.Fatal(err)
-				}
-			}
+		if rng.IntN(4) == 0 {
+			g.tags = fmt.Sprintf("managed;r%d", round)
+			targets = append(targets, faultTarget{g, "config"})
 		}
-		if rng.IntN(2) == 0 {
-			g := guests[rng.IntN(len(guests))]
-			if err := srv.SetLock(g.ref, "backup"); err != nil {
-				t.Fatal(err)
-			}
-			fig.add("locks_between_passes", 1)
-		}
-
-		// Faults for this round.
-		offline := ""
-		for range 2 + rng.IntN(6) {
-			f, node := randomFault(rng, srv, writer, guests, targets, &faults)
-			if node != "" {
-				offline = node
-				continue
-			}
-			handles = append(handles, srv.Inject(f))
-		}
-		if offline != "" {
-			if err := srv.SetNodeOnline(offline, false); err != nil {
-				t.Fatal(err)
-			}
-			faults.Add(1)
-		}
-		// Last, so that the round's faults on reads match first.
-		handles = append(handles, srv.Inject(pacer))
-
-		// One-shot operations arrive during the pass: new requests, and
-		// old ones the hub retries with their key (whether or not the
-		// first call answered), now and then with a request that is not
-		// the one the key names.
-		var wg sync.WaitGroup
-		var shotMu sync.Mutex
-		for n := range rng.IntN(4) {
-			var (
-				shot     reconcile.OneShot
-				conflict bool
-			)
-			shotMu.Lock()
-			if len(keyOrder) > 0 && rng.IntN(3) == 0 {
-				hk := keys[keyOrder[rng.IntN(len(keyOrder))]]
-				shot = hk.shot // the hub retries an old request
-				// A key the journal holds refuses another request; one
-				// whose first call is not answered yet may still be
-				// taken by it, so only the former is tried.
-				if len(hk.attempts) > 0 && rng.IntN(4) == 0 {
-					shot, conflict = otherRequest(shot), true
-				}
-			}
-			shotMu.Unlock()
-			if shot.Key == "" {
-				shot = randomOneShot(rng, fmt.Sprintf("hub/%d/%d", round, n), oneShots, client, ctx)
-				if rng.IntN(4) == 0 {
-					// Its task fails after Proxmox may have acted: the
-					// key is spent, and a retry must not run it again.
-					handles = append(handles, srv.Inject(proxmoxtest.Fault{Path: writePath(shot), Times: 1, TaskError: stormTaskError}))
-					fig.add("oneshot_tasks_failed", 1)
-				}
-				shotMu.Lock()
-				keys[shot.Key] = &hubKey{shot: shot, attempts: map[int]reconcile.Result{}}
-				keyOrder = append(keyOrder, shot.Key)
-				shotMu.Unlock()
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				res, err := engine.Apply(ctx, shot)
-				shotMu.Lock()
-				defer shotMu.Unlock()
-				fig.add("oneshot_calls", 1)
-				switch {
-				case conflict:
-					fig.add("oneshot_conflicts", 1)
-					if !errors.Is(err, reconcile.ErrKeyConflict) || res.OpID != "" {
-						t.Errorf("key %q asked for another request (%s on %s): %+v %v, want %v and no operation",
-							shot.Key, shot.Kind, shot.Ref, res, err, reconcile.ErrKeyConflict)
-					}
-					return
-				case errors.Is(err, reconcile.ErrKeyConflict):
-					t.Errorf("key %q: its own request was refused as another: %v", shot.Key, err)
-					return
-				case err != nil:
-					fig.add("oneshot_errors", 1)
-					return
-				}
-				if res.Replayed {
-					fig.add("oneshot_replays", 1)
-				}
-				if res.KeyUnused {
-					fig.add("oneshot_answers_key_unused", 1)
-				}
-				for _, p := range keys[shot.Key].add(res) {
-					t.Error(p)
-				}
-			}()
-		}
-
-		rep, err := engine.ReconcileOnce(ctx)
-		wg.Wait()
-		if err != nil {
-			if !errors.Is(err, reconcile.ErrPassAborted) || ctx.Err() != nil {
-				t.Fatalf("round %d: %v", round, err)
-			}
-			aborted++
-		}
-		for _, g := range rep.Guests {
-			fig.add("guest_"+string(g.Outcome), 1)
-			for _, a := range g.Actions {
-				fig.add("action_"+string(a.Outcome), 1)
-				maxAttempts = max(maxAttempts, a.Attempts)
-			}
-		}
-
-		// The round's faults end with it.
-		for _, h := range handles {
-			h.Remove()
-		}
-		handles = handles[:0]
-		if offline != "" {
-			if err := srv.SetNodeOnline(offline, true); err != nil {
-				t.Fatal(err)
-			}
-		}
-		counts.add(srv.Requests())
-		srv.ResetRequests()
+	}
+	if err := prov.Set(declare(declared)); err != nil {
+		t.Fatal(err)
 	}
 
+	// Locks come and go between passes (and appear during them,
+	// through faults).
+	for _, g := range guests {
+		if st, _ := srv.Guest(g.ref); st.Lock != "" && rng.IntN(2) == 0 {
+			if err := srv.SetLock(g.ref, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if rng.IntN(2) == 0 {
+		g := guests[rng.IntN(len(guests))]
+		if err := srv.SetLock(g.ref, "backup"); err != nil {
+			t.Fatal(err)
+		}
+		fig.add("locks_between_passes", 1)
+	}
+
+	// Faults for this round.
+	offline := ""
+	for range 2 + rng.IntN(6) {
+		f, node := randomFault(rng, srv, writer, guests, targets, &s.faults)
+		if node != "" {
+			offline = node
+			continue
+		}
+		s.handles = append(s.handles, srv.Inject(f))
+	}
+	if offline != "" {
+		if err := srv.SetNodeOnline(offline, false); err != nil {
+			t.Fatal(err)
+		}
+		s.faults.Add(1)
+	}
+	// Last, so that the round's faults on reads match first.
+	s.handles = append(s.handles, srv.Inject(s.pacer))
+
+	// One-shot operations arrive during the pass: new requests, and
+	// old ones the hub retries with their key (whether or not the
+	// first call answered), now and then with a request that is not
+	// the one the key names.
+	var wg sync.WaitGroup
+	var shotMu sync.Mutex
+	for n := range rng.IntN(4) {
+		var (
+			shot     reconcile.OneShot
+			conflict bool
+		)
+		shotMu.Lock()
+		if len(s.keyOrder) > 0 && rng.IntN(3) == 0 {
+			hk := s.keys[s.keyOrder[rng.IntN(len(s.keyOrder))]]
+			shot = hk.shot // the hub retries an old request
+			// A key the journal holds refuses another request; one
+			// whose first call is not answered yet may still be
+			// taken by it, so only the former is tried.
+			if len(hk.attempts) > 0 && rng.IntN(4) == 0 {
+				shot, conflict = otherRequest(shot), true
+			}
+		}
+		shotMu.Unlock()
+		if shot.Key == "" {
+			shot = randomOneShot(rng, fmt.Sprintf("hub/%d/%d", round, n), oneShots, client, ctx)
+			if rng.IntN(4) == 0 {
+				// Its task fails after Proxmox may have acted: the
+				// key is spent, and a retry must not run it again.
+				s.handles = append(s.handles, srv.Inject(proxmoxtest.Fault{Path: writePath(shot), Times: 1, TaskError: stormTaskError}))
+				fig.add("oneshot_tasks_failed", 1)
+			}
+			shotMu.Lock()
+			s.keys[shot.Key] = &hubKey{shot: shot, attempts: map[int]reconcile.Result{}}
+			s.keyOrder = append(s.keyOrder, shot.Key)
+			shotMu.Unlock()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := engine.Apply(ctx, shot)
+			shotMu.Lock()
+			defer shotMu.Unlock()
+			fig.add("oneshot_calls", 1)
+			switch {
+			case conflict:
+				fig.add("oneshot_conflicts", 1)
+				if !errors.Is(err, reconcile.ErrKeyConflict) || res.OpID != "" {
+					t.Errorf("key %q asked for another request (%s on %s): %+v %v, want %v and no operation",
+						shot.Key, shot.Kind, shot.Ref, res, err, reconcile.ErrKeyConflict)
+				}
+				return
+			case errors.Is(err, reconcile.ErrKeyConflict):
+				t.Errorf("key %q: its own request was refused as another: %v", shot.Key, err)
+				return
+			case err != nil:
+				fig.add("oneshot_errors", 1)
+				return
+			}
+			if res.Replayed {
+				fig.add("oneshot_replays", 1)
+			}
+			if res.KeyUnused {
+				fig.add("oneshot_answers_key_unused", 1)
+			}
+			for _, p := range s.keys[shot.Key].add(res) {
+				t.Error(p)
+			}
+		}()
+	}
+
+	rep, err := engine.ReconcileOnce(ctx)
+	wg.Wait()
+	if err != nil {
+		if !errors.Is(err, reconcile.ErrPassAborted) || ctx.Err() != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		s.aborted++
+	}
+	for _, g := range rep.Guests {
+		fig.add("guest_"+string(g.Outcome), 1)
+		for _, a := range g.Actions {
+			fig.add("action_"+string(a.Outcome), 1)
+			s.maxAttempts = max(s.maxAttempts, a.Attempts)
+		}
+	}
+
+	// The round's faults end with it.
+	for _, h := range s.handles {
+		h.Remove()
+	}
+	s.handles = s.handles[:0]
+	if offline != "" {
+		if err := srv.SetNodeOnline(offline, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.counts.add(srv.Requests())
+	srv.ResetRequests()
+}
+
+// calm stops the faults: no more writer, faults or locks, every node online.
+func (s *storm) calm() {
+	t, fig, ctx, srv, jr, guests, nodes := s.t, s.fig, s.ctx, s.srv, s.jr, s.guests, s.nodes
 	// The faults stop: no more writer, faults or locks.
-	close(stopWriter)
-	<-writerDone
+	close(s.stopWriter)
+	<-s.writerDone
 	srv.ClearFaults()
 	for _, g := range guests {
 		if err := srv.SetLock(g.ref, ""); err != nil {
@@ -546,7 +610,11 @@ func TestFaultStorm(t *testing.T) {
 		t.Fatal(err)
 	}
 	fig.set("in_flight_when_faults_stopped", len(inflight))
+}
 
+// converge runs passes until the fleet is in line, within a bound.
+func (s *storm) converge() {
+	t, fig, ctx, engine, jr := s.t, s.fig, s.ctx, s.engine, s.jr
 	// Convergence within a bounded number of passes.
 	passes := 0
 	for {
@@ -560,13 +628,18 @@ func TestFaultStorm(t *testing.T) {
 			break
 		}
 		if passes >= maxConvergePasses {
-			t.Fatalf("not converged after %d passes once the faults stopped:\n%s", passes, rep)
+			t.Fatalf("not converged after %d passes once the s.faults stopped:\n%s", passes, rep)
 		}
 	}
 	fig.set("convergence_passes", passes)
 	if inflight, err := jr.InFlight(ctx); err != nil || len(inflight) != 0 {
 		t.Fatalf("in flight after convergence: %v %+v", err, inflight)
 	}
+}
+
+// hubAsksAgain has the hub ask again for every request it made, with its key.
+func (s *storm) hubAsksAgain() {
+	t, fig, ctx, srv, engine := s.t, s.fig, s.ctx, s.srv, s.engine
 	// The hub asks again for every request it made, with its key. First
 	// with another request: a key the journal holds refuses it, and
 	// nothing is sent. Then with the request itself: a key that is spent
@@ -576,8 +649,8 @@ func TestFaultStorm(t *testing.T) {
 	// as its next attempt.
 	tasksBefore := len(srv.Tasks())
 	ran := 0
-	for _, key := range keyOrder {
-		hk := keys[key]
+	for _, key := range s.keyOrder {
+		hk := s.keys[key]
 		held, ok, err := engine.Lookup(ctx, key)
 		if err != nil {
 			t.Fatalf("key %q: Lookup: %v", key, err)
@@ -625,14 +698,17 @@ func TestFaultStorm(t *testing.T) {
 		t.Fatal(err)
 	}
 	if n := len(srv.Tasks()) - tasksBefore; n > ran {
-		t.Errorf("asking again for %d keys, of which %d were unused, started %d tasks", len(keys), ran, n)
+		t.Errorf("asking again for %d s.keys, of which %d were unused, started %d tasks", len(s.keys), ran, n)
 	}
 	fig.set("oneshot_keys_run_again_at_the_end", ran)
-	counts.add(srv.Requests())
+	s.counts.add(srv.Requests())
+}
 
+// declaredStateHolds checks the declared state, and the other writer's changes.
+func (s *storm) declaredStateHolds() {
+	t, srv, guests, writer := s.t, s.srv, s.guests, s.writer
 	// The declared state holds, and nothing the other writer did to
 	// options we do not manage was lost.
-	lost := 0
 	for _, g := range guests {
 		st, ok := srv.Guest(g.ref)
 		if !ok {
@@ -645,35 +721,38 @@ func TestFaultStorm(t *testing.T) {
 		}
 		for k, v := range writer.last[g.ref.VMID] {
 			if got := st.Config[k]; got != v {
-				lost++
-				t.Errorf("lost update: %s %s is %q, the other writer left %q", g.ref, k, got, v)
+				s.lost++
+				t.Errorf("s.lost update: %s %s is %q, the other writer left %q", g.ref, k, got, v)
 			}
 		}
 	}
 	if len(writer.errors) > 0 {
 		t.Errorf("the other writer failed %d times, first: %s", len(writer.errors), writer.errors[0])
 	}
+}
 
+// atMostOnce checks that every task is one operation's, and that every
+// operation and every key ran at most once.
+func (s *storm) atMostOnce() {
+	t, fig, ctx, srv, engine, jr := s.t, s.fig, s.ctx, s.srv, s.engine, s.jr
 	// Every task is one operation's, and every operation ran at most once.
-	ops, err := opsOf(ctx, jr)
+	var err error
+	s.ops, err = opsOf(ctx, jr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	isOurs := func(proxmox.Ref) bool { return true }
-	dups := 0
-	for _, p := range taskClaims(srv.Tasks(), ops, isOurs) {
-		dups++
+	for _, p := range taskClaims(srv.Tasks(), s.ops, isOurs) {
+		s.dups++
 		t.Error(p)
 	}
-	for _, p := range outcomeTruth(srv.Tasks(), ops) {
+	for _, p := range outcomeTruth(srv.Tasks(), s.ops) {
 		t.Error(p)
 		fig.add("untrue_outcomes", 1)
 	}
-	opsByGuest := map[int]int{}
-	opsByKind := map[string]int{}
-	for _, op := range ops {
-		opsByGuest[op.VMID]++
-		opsByKind[fmt.Sprintf("%d/%s", op.VMID, op.Kind)]++
+	for _, op := range s.ops {
+		s.opsByGuest[op.VMID]++
+		s.opsByKind[fmt.Sprintf("%d/%s", op.VMID, op.Kind)]++
 		// Every operation that succeeded ran a task, except those that
 		// Proxmox answers synchronously: an LXC config change, and an LXC
 		// start or stop that finds the container already in that state
@@ -686,13 +765,13 @@ func TestFaultStorm(t *testing.T) {
 	// Every key ran at most once: an attempt followed only attempts that
 	// did nothing, by the journal and Proxmox's tasks, and what Lookup
 	// finds for the key is its last attempt, the one the hub saw last.
-	attempts, problems := keyAttempts(ops)
+	attempts, problems := keyAttempts(s.ops)
 	problems = append(problems, keysAtMostOnce(attempts, srv.Tasks())...)
 	for _, p := range problems {
-		dups++
+		s.dups++
 		t.Error(p)
 	}
-	for key, hk := range keys {
+	for key, hk := range s.keys {
 		held, ok, err := engine.Lookup(ctx, key)
 		at := attempts[key]
 		if err != nil || !ok || len(at) == 0 {
@@ -710,24 +789,28 @@ func TestFaultStorm(t *testing.T) {
 			fig.add("oneshot_keys_unused_at_the_end", 1)
 		}
 	}
+}
 
+// boundedRetries checks the bounds on retries and the digest guard.
+func (s *storm) boundedRetries() {
+	t, fig, srv, watch := s.t, s.fig, s.srv, s.watch
 	// Bounded retries: no guest got more writes than its operations
 	// allow, every attempt counted.
 	perOp := stormEngineRetries * (1 + stormClientRetries)
-	for vmid, n := range counts.byGuest {
-		if n > perOp*opsByGuest[vmid] {
-			t.Errorf("guest %d got %d writes for %d operations (at most %d each)", vmid, n, opsByGuest[vmid], perOp)
+	for vmid, n := range s.counts.byGuest {
+		if n > perOp*s.opsByGuest[vmid] {
+			t.Errorf("guest %d got %d writes for %d operations (at most %d each)", vmid, n, s.opsByGuest[vmid], perOp)
 		}
 	}
-	counts.addTasks(srv.Tasks())
-	for k, n := range counts.applied {
-		if n > opsByKind[k] {
-			dups++
-			t.Errorf("%s: Proxmox carried out %d writes for %d operations", k, n, opsByKind[k])
+	s.counts.addTasks(srv.Tasks())
+	for k, n := range s.counts.applied {
+		if n > s.opsByKind[k] {
+			s.dups++
+			t.Errorf("%s: Proxmox carried out %d writes for %d operations", k, n, s.opsByKind[k])
 		}
 	}
-	if maxAttempts > stormEngineRetries {
-		t.Errorf("an action made %d attempts, the bound is %d", maxAttempts, stormEngineRetries)
+	if s.maxAttempts > stormEngineRetries {
+		t.Errorf("an action made %d attempts, the bound is %d", s.maxAttempts, stormEngineRetries)
 	}
 
 	watch.mu.Lock()
@@ -738,7 +821,12 @@ func TestFaultStorm(t *testing.T) {
 	fig.set("config_writes_accepted", watch.accepted)
 	fig.set("config_writes_refused_digest", watch.refused)
 	watch.mu.Unlock()
+}
 
+// stop closes everything, checks that no goroutine stays behind, and
+// records the figures.
+func (s *storm) stop() {
+	t, fig, ctx, srv, engine, jr, guests, client, writer := s.t, s.fig, s.ctx, s.srv, s.engine, s.jr, s.guests, s.client, s.writer
 	// Everything stops, and no goroutine stays behind.
 	if err := engine.Queue().Close(ctx); err != nil {
 		t.Fatal(err)
@@ -748,21 +836,21 @@ func TestFaultStorm(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.Close()
-	checkNoGoroutineLeak(t, baseline)
+	checkNoGoroutineLeak(t, s.baseline)
 
 	fig.set("guests", len(guests))
-	fig.set("rounds", rounds)
-	fig.set("faults_injected", int(faults.Load()))
+	fig.set("s.rounds", s.rounds)
+	fig.set("faults_injected", int(s.faults.Load()))
 	fig.set("other_writer_edits", writer.edits)
-	fig.set("operations", len(ops))
+	fig.set("operations", len(s.ops))
 	fig.set("tasks", len(srv.Tasks()))
-	fig.set("oneshot_keys", len(keys))
-	fig.set("requests", counts.total)
-	fig.set("write_requests", counts.writes)
-	fig.set("passes_aborted", aborted)
-	fig.set("max_attempts", maxAttempts)
-	fig.set("duplicates", dups)
-	fig.set("lost_updates", lost)
+	fig.set("oneshot_keys", len(s.keys))
+	fig.set("requests", s.counts.total)
+	fig.set("write_requests", s.counts.writes)
+	fig.set("passes_aborted", s.aborted)
+	fig.set("max_attempts", s.maxAttempts)
+	fig.set("duplicates", s.dups)
+	fig.set("lost_updates", s.lost)
 }
 
 // randomOneShot makes a one-shot operation on a random one-shot guest. A
