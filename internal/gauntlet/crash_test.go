@@ -3,6 +3,7 @@ package gauntlet
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -311,7 +312,52 @@ func readOps(t *testing.T, path string) []journal.Entry {
 	return ops
 }
 
+// TestCrashLoop runs the crash loop in the steps the comment at the top of
+// this file describes; the state they share is a *crashLoop.
 func TestCrashLoop(t *testing.T) {
+	cl := newCrashLoop(t)
+	for it := 1; it <= cl.iterations; it++ {
+		cl.iteration(it)
+	}
+	cl.converge()
+	cl.askEveryKeyAgain()
+	cl.atMostOnce()
+}
+
+// crashKey is a one-shot key the hub made: its guest and the oneshot
+// program's arguments that ask for its request.
+type crashKey struct {
+	ref  proxmox.Ref
+	args []string
+}
+
+// crashLoop is the state the steps of TestCrashLoop share.
+type crashLoop struct {
+	t                     *testing.T
+	rng                   *rand.Rand
+	fig                   *figures
+	ctx                   context.Context
+	srv                   *proxmoxtest.Server
+	agentBin, oneshotBin  string
+	guests                []*crashGuest
+	types                 map[int]proxmox.GuestType
+	shotGuests            []proxmox.Ref
+	desiredPath           string
+	agentJournal          string // file backend
+	shotJournal           string // bbolt backend
+	baseEnv, conn         []string
+	agentArgs, daemonArgs []string
+	lookupClient          *proxmox.Client
+	iterations            int
+	// The other writer renames guests between runs; the names must
+	// survive every run and every crash.
+	lastName map[int]string
+	keys     map[string]crashKey // the hub's one-shot keys
+	keyOrder []string            // in the order the hub made them
+}
+
+// newCrashLoop builds the programs, the fleet and the desired state.
+func newCrashLoop(t *testing.T) *crashLoop {
 	agentBin, oneshotBin := buildPrograms(t)
 	rng := newRand(t)
 	fig := newFigures(t)
@@ -329,7 +375,7 @@ func TestCrashLoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	tokenID, secret := srv.APIToken()
 
 	var guests []*crashGuest
@@ -359,21 +405,6 @@ func TestCrashLoop(t *testing.T) {
 	}
 
 	desiredPath := filepath.Join(dir, "desired.json")
-	writeDesired := func() {
-		var b strings.Builder
-		b.WriteString(`{"guests": [`)
-		for i, g := range guests {
-			if i > 0 {
-				b.WriteString(",\n")
-			}
-			desc, _ := json.Marshal(g.desc)
-			fmt.Fprintf(&b, `{"node": %q, "type": %q, "vmid": %d, "power": %q, "config": {"memory": 1024, "description": %s}}`,
-				g.ref.Node, g.ref.Type, g.ref.VMID, g.power, desc)
-		}
-		b.WriteString("]}\n")
-		writeFile(t, desiredPath, b.String())
-	}
-	writeDesired()
 
 	agentJournal := filepath.Join(dir, "agent.journal") // file backend
 	shotJournal := filepath.Join(dir, "oneshot.db")     // bbolt backend
@@ -391,346 +422,371 @@ func TestCrashLoop(t *testing.T) {
 
 	// The other writer renames guests between runs; the names must
 	// survive every run and every crash.
-	lastName := map[int]string{}
+	cl := &crashLoop{t: t, rng: rng, fig: fig, ctx: ctx, srv: srv, agentBin: agentBin, oneshotBin: oneshotBin,
+		guests: guests, types: types, shotGuests: shotGuests, desiredPath: desiredPath,
+		agentJournal: agentJournal, shotJournal: shotJournal, baseEnv: baseEnv, conn: conn,
+		agentArgs: agentArgs, daemonArgs: daemonArgs, lastName: map[int]string{}, keys: map[string]crashKey{},
+		lookupClient: newClient(t, srv), iterations: sized(30, 400)}
+	cl.writeDesired()
+	return cl
 
-	type keyInfo struct {
-		ref  proxmox.Ref
-		args []string
+}
+
+// writeDesired writes the desired state of the guests as they are declared now.
+func (cl *crashLoop) writeDesired() {
+	var b strings.Builder
+	b.WriteString(`{"guests": [`)
+	for i, g := range cl.guests {
+		if i > 0 {
+			b.WriteString(",\n")
+		}
+		desc, _ := json.Marshal(g.desc)
+		fmt.Fprintf(&b, `{"node": %q, "type": %q, "vmid": %d, "power": %q, "config": {"memory": 1024, "description": %s}}`,
+			g.ref.Node, g.ref.Type, g.ref.VMID, g.power, desc)
 	}
-	keys := map[string]keyInfo{}
-	var keyOrder []string
+	b.WriteString("]}\n")
+	writeFile(cl.t, cl.desiredPath, b.String())
+}
 
-	// run runs one child to its end, killing or stopping it as plan
-	// says, and checks what it printed. It may run on another goroutine
-	// than the test's: it reports with t.Errorf and returns nil when the
-	// child could not run properly; the caller stops the test.
-	run := func(name, bin string, args []string, plan killPlan, writePath string) *child {
-		env := append([]string{}, baseEnv...)
-		if plan.failpoint != "" {
-			env = append(env, "GUESTWARD_FAILPOINTS="+plan.failpoint)
-		}
-		c := &child{name: name}
-		var started sync.WaitGroup
-		started.Add(1)
-		var writes atomic.Int64
-		var handles []*proxmoxtest.FaultHandle
-		writeFaults := []proxmoxtest.Fault{
-			{Method: "POST", Path: writePath + "/*/*/status/*"},
-			{Method: "POST", Path: writePath + "/*/*/config"},
-			{Method: "PUT", Path: writePath + "/*/*/config"},
-		}
-		switch {
-		case plan.hookWrite > 0:
-			hook := func() {
-				if writes.Add(1) == int64(plan.hookWrite) {
-					started.Wait()
-					c.kill(plan.mode)
-				}
-			}
-			for _, f := range writeFaults {
-				if plan.afterHandling {
-					f.After = hook
-				} else {
-					f.Before = hook
-				}
-				handles = append(handles, srv.Inject(f))
-			}
-		case plan.fault != nil:
-			// The fault hits the write that follows faultSkip others of
-			// its kind, for each kind.
-			for _, f := range writeFaults {
-				f.Times, f.Skip = 1, plan.faultSkip
-				f.Drop, f.Status, f.TaskError = plan.fault.Drop, plan.fault.Status, plan.fault.TaskError
-				f.Before = func() { fig.add("faults_injected", 1) }
-				handles = append(handles, srv.Inject(f))
+// run runs one child to its end, killing or stopping it as plan
+// says, and checks what it printed. It may run on another goroutine
+// than the test's: it reports with t.Errorf and returns nil when the
+// child could not run properly; the caller stops the test.
+func (cl *crashLoop) run(name, bin string, args []string, plan killPlan, writePath string) *child {
+	t, fig, ctx, srv, baseEnv := cl.t, cl.fig, cl.ctx, cl.srv, cl.baseEnv
+	env := append([]string{}, baseEnv...)
+	if plan.failpoint != "" {
+		env = append(env, "GUESTWARD_FAILPOINTS="+plan.failpoint)
+	}
+	c := &child{name: name}
+	var started sync.WaitGroup
+	started.Add(1)
+	var writes atomic.Int64
+	var handles []*proxmoxtest.FaultHandle
+	writeFaults := []proxmoxtest.Fault{
+		{Method: "POST", Path: writePath + "/*/*/status/*"},
+		{Method: "POST", Path: writePath + "/*/*/config"},
+		{Method: "PUT", Path: writePath + "/*/*/config"},
+	}
+	switch {
+	case plan.hookWrite > 0:
+		hook := func() {
+			if writes.Add(1) == int64(plan.hookWrite) {
+				started.Wait()
+				c.kill(plan.mode)
 			}
 		}
-		defer func() {
-			for _, h := range handles {
-				h.Remove()
+		for _, f := range writeFaults {
+			if plan.afterHandling {
+				f.After = hook
+			} else {
+				f.Before = hook
 			}
-		}()
-		sc, err := startChild(name, bin, args, env)
-		if err != nil {
-			started.Done()
-			t.Errorf("starting %s: %v", name, err)
-			return nil
+			handles = append(handles, srv.Inject(f))
 		}
-		c = sc
+	case plan.fault != nil:
+		// The fault hits the write that follows faultSkip others of
+		// its kind, for each kind.
+		for _, f := range writeFaults {
+			f.Times, f.Skip = 1, plan.faultSkip
+			f.Drop, f.Status, f.TaskError = plan.fault.Drop, plan.fault.Status, plan.fault.TaskError
+			f.Before = func() { fig.add("faults_injected", 1) }
+			handles = append(handles, srv.Inject(f))
+		}
+	}
+	defer func() {
+		for _, h := range handles {
+			h.Remove()
+		}
+	}()
+	sc, err := startChild(name, bin, args, env)
+	if err != nil {
 		started.Done()
-		var timer *time.Timer
-		if plan.timer > 0 {
-			timer = time.AfterFunc(plan.timer, func() {
-				if plan.graceful {
-					c.stop("term_timer")
-				} else {
-					c.kill("timer")
-				}
-			})
-		}
-		events, reports := 0, 0
-	wait:
-		for {
-			select {
-			case <-c.done:
-				break wait
-			case typ := <-c.progress:
-				if typ == "report" {
-					reports++
-				} else {
-					events++
-				}
-				switch {
-				case plan.afterEvents > 0 && events == plan.afterEvents && plan.graceful:
-					c.stop("term_event")
-				case plan.afterEvents > 0 && events == plan.afterEvents:
-					c.kill("event")
-				case plan.daemon && reports >= 2:
-					// Whatever was meant to stop it has not: two passes
-					// are enough.
-					c.stop("term_after_two_passes")
-				}
-			case <-ctx.Done():
-				c.kill("test deadline")
-				<-c.done
-				t.Errorf("%s did not finish: %s", name, c.describe())
-				return nil
+		t.Errorf("starting %s: %v", name, err)
+		return nil
+	}
+	c = sc
+	started.Done()
+	var timer *time.Timer
+	if plan.timer > 0 {
+		timer = time.AfterFunc(plan.timer, func() {
+			if plan.graceful {
+				c.stop("term_timer")
+			} else {
+				c.kill("timer")
 			}
-		}
-		if timer != nil {
-			timer.Stop()
-		}
-		killed, code := c.outcome()
-		c.mu.Lock()
-		by := c.killedBy
-		c.mu.Unlock()
-		switch {
-		case killed && by == "" && plan.failpoint != "" && strings.Contains(c.stderrText(), "failpoint"):
-			fig.add("kills_failpoint", 1)
-		case killed && by != "" && !strings.HasPrefix(by, "term"):
-			fig.add("kills_"+by, 1)
-		case killed && strings.HasPrefix(by, "term") && len(c.linesOf("start")) == 0:
-			// SIGTERM before the program had set up its handler (it
-			// had printed nothing): the default action, death.
-			fig.add("stops_during_startup", 1)
-		case killed:
-			t.Errorf("%s died of a signal nobody sent: %s", name, c.describe())
-			return nil
-		case code == 66:
-			t.Errorf("%s: the race detector found a race: %s", name, c.describe())
-			return nil
-		case strings.HasPrefix(by, "term"):
-			// A stop request: the agent lets running operations finish,
-			// and exits 0. A stop that comes while the agent connects or
-			// recovers cuts that short instead (the grace period covers
-			// only the operations of passes); it still exits 0, and the
-			// next start's recovery finishes the work.
-			exits := c.linesOf("exit")
-			reason := ""
-			if len(exits) == 1 {
-				reason, _ = exits[0]["reason"].(string)
-			}
-			recovered := false
-			for _, rec := range c.linesOf("recovery") {
-				recovered = rec["error"] == nil
+		})
+	}
+	events, reports := 0, 0
+wait:
+	for {
+		select {
+		case <-c.done:
+			break wait
+		case typ := <-c.progress:
+			if typ == "report" {
+				reports++
+			} else {
+				events++
 			}
 			switch {
-			case code == 0 && reason == "stopped":
-				fig.add("graceful_stops", 1)
-			case code == 0 && (reason == "stopped during recovery" ||
-				len(exits) == 0 && strings.Contains(c.stderrText(), "stopped on request before the first pass")):
-				fig.add("stops_during_startup", 1)
-			case code == 1 && !recovered && strings.Contains(reason+c.stderrText(), "context canceled"):
-				fig.add("stops_during_startup", 1)
-			default:
-				t.Errorf("%s did not stop cleanly on SIGTERM: %s", name, c.describe())
-				return nil
+			case plan.afterEvents > 0 && events == plan.afterEvents && plan.graceful:
+				c.stop("term_event")
+			case plan.afterEvents > 0 && events == plan.afterEvents:
+				c.kill("event")
+			case plan.daemon && reports >= 2:
+				// Whatever was meant to stop it has not: two passes
+				// are enough.
+				c.stop("term_after_two_passes")
 			}
-		default:
-			fig.add(fmt.Sprintf("%s_exit_%d", name, code), 1)
+		case <-ctx.Done():
+			c.kill("test deadline")
+			<-c.done
+			t.Errorf("%s did not finish: %s", name, c.describe())
+			return nil
 		}
-		if killed {
-			fig.add("kills", 1)
+	}
+	if timer != nil {
+		timer.Stop()
+	}
+	killed, code := c.outcome()
+	c.mu.Lock()
+	by := c.killedBy
+	c.mu.Unlock()
+	switch {
+	case killed && by == "" && plan.failpoint != "" && strings.Contains(c.stderrText(), "failpoint"):
+		fig.add("kills_failpoint", 1)
+	case killed && by != "" && !strings.HasPrefix(by, "term"):
+		fig.add("kills_"+by, 1)
+	case killed && strings.HasPrefix(by, "term") && len(c.linesOf("start")) == 0:
+		// SIGTERM before the program had set up its handler (it
+		// had printed nothing): the default action, death.
+		fig.add("stops_during_startup", 1)
+	case killed:
+		t.Errorf("%s died of a signal nobody sent: %s", name, c.describe())
+		return nil
+	case code == 66:
+		t.Errorf("%s: the race detector found a race: %s", name, c.describe())
+		return nil
+	case strings.HasPrefix(by, "term"):
+		// A stop request: the agent lets running operations finish,
+		// and exits 0. A stop that comes while the agent connects or
+		// recovers cuts that short instead (the grace period covers
+		// only the operations of passes); it still exits 0, and the
+		// next start's recovery finishes the work.
+		exits := c.linesOf("exit")
+		reason := ""
+		if len(exits) == 1 {
+			reason, _ = exits[0]["reason"].(string)
 		}
-		// After every restart: the recovery, if the child got that far,
-		// resolved everything the crashes before it left.
+		recovered := false
 		for _, rec := range c.linesOf("recovery") {
-			if rec["error"] == "context canceled" && strings.HasPrefix(by, "term") {
-				continue // cut short by the stop request, see above
-			}
-			if n, _ := rec["unresolved"].(float64); n != 0 || rec["error"] != nil {
-				t.Errorf("%s: recovery left operations unresolved: %s", name, c.describe())
-				return nil
-			}
-			ops, _ := rec["ops"].([]any)
-			fig.add("recovered_ops", len(ops))
+			recovered = rec["error"] == nil
 		}
-		return c
+		switch {
+		case code == 0 && reason == "stopped":
+			fig.add("graceful_stops", 1)
+		case code == 0 && (reason == "stopped during recovery" ||
+			len(exits) == 0 && strings.Contains(c.stderrText(), "stopped on request before the first pass")):
+			fig.add("stops_during_startup", 1)
+		case code == 1 && !recovered && strings.Contains(reason+c.stderrText(), "context canceled"):
+			fig.add("stops_during_startup", 1)
+		default:
+			t.Errorf("%s did not stop cleanly on SIGTERM: %s", name, c.describe())
+			return nil
+		}
+	default:
+		fig.add(fmt.Sprintf("%s_exit_%d", name, code), 1)
 	}
-
-	// checkAll compares the fake's tasks with both journals, and checks
-	// that no one-shot key ran again after an attempt that may have acted.
-	checkAll := func(when string, strict bool) {
-		shotOps := readOps(t, shotJournal)
-		ops := append(readOps(t, agentJournal), shotOps...)
-		if err := srv.WaitIdle(ctx); err != nil {
-			t.Fatal(err)
-		}
-		problems := crashCheck(srv.Tasks(), ops, types, strict)
-		attempts, kp := keyAttempts(shotOps)
-		problems = append(append(problems, kp...), keysAtMostOnce(attempts, srv.Tasks())...)
-		for _, p := range problems {
-			t.Errorf("%s: %s", when, p)
-		}
-		if t.Failed() {
-			t.FailNow()
-		}
+	if killed {
+		fig.add("kills", 1)
 	}
+	// After every restart: the recovery, if the child got that far,
+	// resolved everything the crashes before it left.
+	for _, rec := range c.linesOf("recovery") {
+		if rec["error"] == "context canceled" && strings.HasPrefix(by, "term") {
+			continue // cut short by the stop request, see above
+		}
+		if n, _ := rec["unresolved"].(float64); n != 0 || rec["error"] != nil {
+			t.Errorf("%s: recovery left operations unresolved: %s", name, c.describe())
+			return nil
+		}
+		ops, _ := rec["ops"].([]any)
+		fig.add("recovered_ops", len(ops))
+	}
+	return c
+}
 
-	// lookupKeys returns what the one-shot journal holds for each key,
-	// as Engine.Lookup finds it (following the attempts at the key).
-	lookupClient := newClient(t, srv)
-	lookupKeys := func(keys []string) map[string]reconcile.Result {
-		j, err := boltjournal.Open(shotJournal)
+// checkAll compares the fake's tasks with both journals, and checks
+// that no one-shot key ran again after an attempt that may have acted.
+func (cl *crashLoop) checkAll(when string, strict bool) {
+	t, ctx, srv, types, agentJournal, shotJournal := cl.t, cl.ctx, cl.srv, cl.types, cl.agentJournal, cl.shotJournal
+	shotOps := readOps(t, shotJournal)
+	ops := append(readOps(t, agentJournal), shotOps...)
+	if err := srv.WaitIdle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	problems := crashCheck(srv.Tasks(), ops, types, strict)
+	attempts, kp := keyAttempts(shotOps)
+	problems = append(append(problems, kp...), keysAtMostOnce(attempts, srv.Tasks())...)
+	for _, p := range problems {
+		t.Errorf("%s: %s", when, p)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+}
+
+// lookupKeys returns what the one-shot journal holds for each key,
+// as Engine.Lookup finds it (following the attempts at the key).
+func (cl *crashLoop) lookupKeys(keys []string) map[string]reconcile.Result {
+	t, ctx, shotJournal, lookupClient := cl.t, cl.ctx, cl.shotJournal, cl.lookupClient
+	j, err := boltjournal.Open(shotJournal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	e, err := reconcile.NewEngine(reconcile.Config{Proxmox: lookupClient, Journal: j})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Queue().Close(ctx)
+	held := map[string]reconcile.Result{}
+	for _, key := range keys {
+		res, ok, err := e.Lookup(ctx, key)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("Lookup %q: %v", key, err)
 		}
-		defer j.Close()
-		e, err := reconcile.NewEngine(reconcile.Config{Proxmox: lookupClient, Journal: j})
-		if err != nil {
-			t.Fatal(err)
+		if ok {
+			held[key] = res
 		}
-		defer e.Queue().Close(ctx)
-		held := map[string]reconcile.Result{}
-		for _, key := range keys {
-			res, ok, err := e.Lookup(ctx, key)
-			if err != nil {
-				t.Fatalf("Lookup %q: %v", key, err)
-			}
-			if ok {
-				held[key] = res
-			}
-		}
-		return held
 	}
+	return held
+}
 
-	iterations := sized(30, 400)
-	for it := 1; it <= iterations; it++ {
-		// The desired state changes for some guests.
-		for _, g := range guests {
-			if rng.IntN(3) == 0 {
-				g.power = map[bool]reconcile.Power{true: reconcile.PowerRunning, false: reconcile.PowerStopped}[g.power != reconcile.PowerRunning]
-			}
-			if rng.IntN(4) == 0 {
-				g.desc = fmt.Sprintf("iteration %d & ; %%00", it)
-			}
+// iteration is one round of crashes: the desired state and a guest's name
+// change, then the agent and, often, a one-shot run side by side, each
+// killed, stopped or faulted as a random plan says.
+func (cl *crashLoop) iteration(it int) {
+	t, rng, fig, srv, guests, shotGuests, agentJournal, shotJournal, conn, agentArgs, daemonArgs, agentBin, oneshotBin := cl.t, cl.rng, cl.fig, cl.srv, cl.guests, cl.shotGuests, cl.agentJournal, cl.shotJournal, cl.conn, cl.agentArgs, cl.daemonArgs, cl.agentBin, cl.oneshotBin
+	// The desired state changes for some guests.
+	for _, g := range guests {
+		if rng.IntN(3) == 0 {
+			g.power = map[bool]reconcile.Power{true: reconcile.PowerRunning, false: reconcile.PowerStopped}[g.power != reconcile.PowerRunning]
 		}
-		writeDesired()
-		g := guests[rng.IntN(len(guests))]
-		name := fmt.Sprintf("w%d", it)
-		if err := srv.UpdateConfig(g.ref, map[string]string{nameKey(g.ref.Type): name}, nil); err != nil {
-			t.Fatal(err)
-		}
-		lastName[g.ref.VMID] = name
-
-		// The agent and, often, a one-shot run side by side.
-		var wg sync.WaitGroup
-		wg.Add(1)
-		agentPlan := randomKillPlan(rng, 8)
-		args := agentArgs
 		if rng.IntN(4) == 0 {
-			// Now and then the agent runs as a daemon, and is stopped
-			// gracefully unless the plan kills it first.
-			agentPlan.daemon = true
-			agentPlan.graceful = agentPlan.failpoint == "" && agentPlan.hookWrite == 0 && rng.IntN(2) == 0
-			args = daemonArgs
+			g.desc = fmt.Sprintf("iteration %d & ; %%00", it)
 		}
-		if agentPlan.hookWrite == 0 && rng.IntN(5) == 0 {
-			// And now and then Proxmox misbehaves too.
-			agentPlan.fault = &[]proxmoxtest.Fault{
-				{Drop: proxmoxtest.DropAfterHandling},
-				{Drop: proxmoxtest.DropBeforeHandling},
-				{Status: 502},
-				{Status: 595},
-			}[rng.IntN(4)]
-			agentPlan.faultSkip = rng.IntN(6)
+	}
+	cl.writeDesired()
+	g := guests[rng.IntN(len(guests))]
+	name := fmt.Sprintf("w%d", it)
+	if err := srv.UpdateConfig(g.ref, map[string]string{nameKey(g.ref.Type): name}, nil); err != nil {
+		t.Fatal(err)
+	}
+	cl.lastName[g.ref.VMID] = name
+
+	// The agent and, often, a one-shot run side by side.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	agentPlan := randomKillPlan(rng, 8)
+	args := agentArgs
+	if rng.IntN(4) == 0 {
+		// Now and then the agent runs as a daemon, and is stopped
+		// gracefully unless the plan kills it first.
+		agentPlan.daemon = true
+		agentPlan.graceful = agentPlan.failpoint == "" && agentPlan.hookWrite == 0 && rng.IntN(2) == 0
+		args = daemonArgs
+	}
+	if agentPlan.hookWrite == 0 && rng.IntN(5) == 0 {
+		// And now and then Proxmox misbehaves too.
+		agentPlan.fault = &[]proxmoxtest.Fault{
+			{Drop: proxmoxtest.DropAfterHandling},
+			{Drop: proxmoxtest.DropBeforeHandling},
+			{Status: 502},
+			{Status: 595},
+		}[rng.IntN(4)]
+		agentPlan.faultSkip = rng.IntN(6)
+	}
+	var agentRun *child
+	go func() {
+		defer wg.Done()
+		agentRun = cl.run("agent", agentBin, args, agentPlan, "/nodes/pve[123]")
+	}()
+	if rng.IntN(5) < 3 {
+		var key string
+		if len(cl.keyOrder) > 0 && rng.IntN(3) == 0 {
+			key = cl.keyOrder[rng.IntN(len(cl.keyOrder))] // the hub asks again
+			fig.add("oneshot_repeats", 1)
+		} else {
+			key = fmt.Sprintf("hub-%d", it)
+			ref := shotGuests[rng.IntN(len(shotGuests))]
+			args := append(append([]string{}, conn...), "-journal", shotJournal, "-key", key, "-guest", ref.String())
+			switch rng.IntN(4) {
+			case 0:
+				args = append(args, "-do", "start")
+			case 1:
+				args = append(args, "-do", "stop")
+			case 2:
+				args = append(args, "-do", "reboot")
+			default:
+				args = append(args, "-do", "set_config", "-set", "description=one-shot "+key)
+			}
+			cl.keys[key] = crashKey{ref: ref, args: args}
+			cl.keyOrder = append(cl.keyOrder, key)
 		}
-		var agentRun *child
+		fig.add("oneshot_runs", 1)
+		wg.Add(1)
+		plan := randomKillPlan(rng, 1)
+		if plan.hookWrite == 0 && rng.IntN(5) == 0 {
+			// Its task fails after Proxmox may have acted: the key
+			// is spent, and asking again must not run it.
+			plan.fault = &proxmoxtest.Fault{TaskError: "start failed: QEMU exited with code 1"}
+		}
 		go func() {
 			defer wg.Done()
-			agentRun = run("agent", agentBin, args, agentPlan, "/nodes/pve[123]")
+			cl.run("oneshot", oneshotBin, cl.keys[key].args, plan, "/nodes/pve4")
 		}()
-		if rng.IntN(5) < 3 {
-			var key string
-			if len(keyOrder) > 0 && rng.IntN(3) == 0 {
-				key = keyOrder[rng.IntN(len(keyOrder))] // the hub asks again
-				fig.add("oneshot_repeats", 1)
-			} else {
-				key = fmt.Sprintf("hub-%d", it)
-				ref := shotGuests[rng.IntN(len(shotGuests))]
-				args := append(append([]string{}, conn...), "-journal", shotJournal, "-key", key, "-guest", ref.String())
-				switch rng.IntN(4) {
-				case 0:
-					args = append(args, "-do", "start")
-				case 1:
-					args = append(args, "-do", "stop")
-				case 2:
-					args = append(args, "-do", "reboot")
-				default:
-					args = append(args, "-do", "set_config", "-set", "description=one-shot "+key)
-				}
-				keys[key] = keyInfo{ref: ref, args: args}
-				keyOrder = append(keyOrder, key)
-			}
-			fig.add("oneshot_runs", 1)
-			wg.Add(1)
-			plan := randomKillPlan(rng, 1)
-			if plan.hookWrite == 0 && rng.IntN(5) == 0 {
-				// Its task fails after Proxmox may have acted: the key
-				// is spent, and asking again must not run it.
-				plan.fault = &proxmoxtest.Fault{TaskError: "start failed: QEMU exited with code 1"}
-			}
-			go func() {
-				defer wg.Done()
-				run("oneshot", oneshotBin, keys[key].args, plan, "/nodes/pve4")
-			}()
-		}
-		wg.Wait()
-		if t.Failed() {
-			t.FailNow()
-		}
-		if agentRun != nil && agentRun.stoppedGracefully() {
-			// A stop request let every operation the agent had started
-			// finish. (One whose intent was being journaled as the stop
-			// came is not waited for: the agent learns of an operation
-			// from its "start" event, which follows the intent. It stays
-			// in flight, and the next start resolves it.)
-			started := map[string]bool{}
-			for _, ev := range agentRun.linesOf("event") {
-				if ev["phase"] == "start" {
-					started[fmt.Sprint(ev["op_id"])] = true
-				}
-			}
-			for _, op := range readOps(t, agentJournal) {
-				if op.State.Terminal() {
-					continue
-				}
-				if started[op.OpID] {
-					t.Fatalf("iteration %d: operation %s (%s on %d) left %s by a graceful stop: %s", it, op.OpID, op.Kind, op.VMID, op.State, agentRun.describe())
-				}
-				fig.add("left_in_flight_by_a_stop", 1)
-			}
-		}
-		fig.add("iterations", 1)
-		checkAll(fmt.Sprintf("after iteration %d", it), false)
 	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	if agentRun != nil && agentRun.stoppedGracefully() {
+		// A stop request let every operation the agent had started
+		// finish. (One whose intent was being journaled as the stop
+		// came is not waited for: the agent learns of an operation
+		// from its "start" event, which follows the intent. It stays
+		// in flight, and the next start resolves it.)
+		started := map[string]bool{}
+		for _, ev := range agentRun.linesOf("event") {
+			if ev["phase"] == "start" {
+				started[fmt.Sprint(ev["op_id"])] = true
+			}
+		}
+		for _, op := range readOps(t, agentJournal) {
+			if op.State.Terminal() {
+				continue
+			}
+			if started[op.OpID] {
+				t.Fatalf("iteration %d: operation %s (%s on %d) left %s by a graceful stop: %s", it, op.OpID, op.Kind, op.VMID, op.State, agentRun.describe())
+			}
+			fig.add("left_in_flight_by_a_stop", 1)
+		}
+	}
+	fig.add("iterations", 1)
+	cl.checkAll(fmt.Sprintf("after iteration %d", it), false)
+}
 
+// converge runs the agent unharmed until the fleet is in line.
+func (cl *crashLoop) converge() {
+	t, fig, srv, guests, agentArgs, agentBin := cl.t, cl.fig, cl.srv, cl.guests, cl.agentArgs, cl.agentBin
 	// The crashes stop. The agent converges the fleet within a few
 	// unharmed runs, and the run after that finds nothing to do.
 	runs := 0
 	for {
 		runs++
-		c := run("agent", agentBin, agentArgs, killPlan{}, "")
+		c := cl.run("agent", agentBin, agentArgs, killPlan{}, "")
 		if c == nil {
 			t.FailNow()
 		}
@@ -750,12 +806,17 @@ func TestCrashLoop(t *testing.T) {
 		if st.Running != (g.power == reconcile.PowerRunning) || st.Config["memory"] != "1024" || !normalizeSet(g.ref.Type).Equal("description", g.desc, st.Config["description"]) {
 			t.Errorf("%s: running=%v memory=%s description=%q; declared %s, %q", g.ref, st.Running, st.Config["memory"], st.Config["description"], g.power, g.desc)
 		}
-		if want, ok := lastName[g.ref.VMID]; ok && st.Config[nameKey(g.ref.Type)] != want {
+		if want, ok := cl.lastName[g.ref.VMID]; ok && st.Config[nameKey(g.ref.Type)] != want {
 			t.Errorf("lost update: %s %s is %q, the other writer left %q", g.ref, nameKey(g.ref.Type), st.Config[nameKey(g.ref.Type)], want)
 			fig.add("lost_updates", 1)
 		}
 	}
 
+}
+
+// askEveryKeyAgain asks for every one-shot key again, twice.
+func (cl *crashLoop) askEveryKeyAgain() {
+	t, fig, ctx, srv, oneshotBin := cl.t, cl.fig, cl.ctx, cl.srv, cl.oneshotBin
 	// Every one-shot key is asked for again, twice, with its request. A
 	// key that is spent (its last attempt may have acted) is answered from
 	// the journal, and nothing runs. A key left unused runs its request
@@ -764,16 +825,16 @@ func TestCrashLoop(t *testing.T) {
 	// Proxmox did nothing (a start of a running guest, a reboot of a
 	// stopped one). The second time, a key the first spent is replayed,
 	// and one it left unused runs again.
-	sort.Strings(keyOrder)
+	sort.Strings(cl.keyOrder)
 	var answered map[string]map[string]any // the first round's answers
 	for round := 1; round <= 2; round++ {
 		tasksBefore := len(srv.Tasks())
 		ran := 0
 		answers := map[string]map[string]any{}
-		for _, key := range keyOrder {
+		for _, key := range cl.keyOrder {
 			// Looked up just before the key's run: the run before it
 			// recovered what the crashes left in flight.
-			h, ok := lookupKeys([]string{key})[key]
+			h, ok := cl.lookupKeys([]string{key})[key]
 			if prev := answered[key]; prev != nil {
 				// What the journal holds is what the program answered.
 				unused, _ := prev["key_unused"].(bool)
@@ -781,7 +842,7 @@ func TestCrashLoop(t *testing.T) {
 					t.Errorf("key %s: Lookup finds %+v (found %v), but round 1 answered %v", key, h, ok, prev)
 				}
 			}
-			c := run("oneshot", oneshotBin, keys[key].args, killPlan{}, "")
+			c := cl.run("oneshot", oneshotBin, cl.keys[key].args, killPlan{}, "")
 			if c == nil {
 				t.FailNow()
 			}
@@ -826,20 +887,25 @@ func TestCrashLoop(t *testing.T) {
 			t.Fatal(err)
 		}
 		if n := len(srv.Tasks()) - tasksBefore; n > ran {
-			t.Errorf("asking again for %d keys, of which %d were unused, started %d tasks", len(keyOrder), ran, n)
+			t.Errorf("asking again for %d cl.keys, of which %d were unused, started %d tasks", len(cl.keyOrder), ran, n)
 		}
 		fig.set(fmt.Sprintf("oneshot_keys_run_again_%d", round), ran)
-		checkAll(fmt.Sprintf("after asking for every key again (%d)", round), true)
+		cl.checkAll(fmt.Sprintf("after asking for every key again (%d)", round), true)
 		answered = answers
 	}
 
+}
+
+// atMostOnce checks every key ran at most once, and records the figures.
+func (cl *crashLoop) atMostOnce() {
+	t, fig, srv, agentJournal, shotJournal := cl.t, cl.fig, cl.srv, cl.agentJournal, cl.shotJournal
 	// At most once, in its final form: every attempt at a key but its
 	// last did nothing (checkAll), and Lookup finds the last.
 	agentOps, shotOps := readOps(t, agentJournal), readOps(t, shotJournal)
 	attempts, problems := keyAttempts(shotOps)
 	problems = append(problems, keysAtMostOnce(attempts, srv.Tasks())...)
-	held := lookupKeys(keyOrder)
-	for _, key := range keyOrder {
+	held := cl.lookupKeys(cl.keyOrder)
+	for _, key := range cl.keyOrder {
 		at, h := attempts[key], held[key]
 		if len(at) == 0 || h.OpID != at[len(at)-1].OpID || h.Attempt != len(at) {
 			problems = append(problems, fmt.Sprintf("key %s: Lookup finds %+v, the journal %d attempts", key, h, len(at)))
@@ -853,7 +919,7 @@ func TestCrashLoop(t *testing.T) {
 		dups++
 		t.Error(p)
 	}
-	fig.set("oneshot_keys", len(keys))
+	fig.set("oneshot_keys", len(cl.keys))
 	fig.set("operations", len(agentOps)+len(shotOps))
 	fig.set("tasks", len(srv.Tasks()))
 	fig.set("duplicates", dups)
