@@ -14,9 +14,9 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
+	"github.com/guestward/guestward/internal/jsonx"
 	"github.com/guestward/guestward/proxmox"
 )
 
@@ -359,7 +359,7 @@ func strictJSONAt(data []byte, root jsonPlace) error {
 		if key, ok := tok.(string); ok && len(stack) > 0 && stack[len(stack)-1].wantKey {
 			top := stack[len(stack)-1]
 			at := stringStart(data, end)
-			fold := foldName(key)
+			fold := jsonx.FoldName(key)
 			if prev, dup := top.keys[fold]; dup {
 				if top.names[fold] == key {
 					return fmt.Errorf("malformed desired state: duplicate key %q in %s at byte %d (first at byte %d)", key, in(), at, prev)
@@ -375,7 +375,7 @@ func strictJSONAt(data []byte, root jsonPlace) error {
 			}
 			if known != nil && !slices.Contains(known, key) {
 				for _, k := range known {
-					if foldName(k) == fold {
+					if jsonx.FoldName(k) == fold {
 						return fmt.Errorf("malformed desired state: key %q in %s at byte %d: keys are case-sensitive; write %q", key, in(), at, k)
 					}
 				}
@@ -447,26 +447,6 @@ func stringStart(data []byte, end int64) int64 {
 		}
 	}
 	return 0
-}
-
-// foldName folds s the way encoding/json compares member names: each rune
-// replaced by the smallest of its simple case-folding orbit, so that two
-// names fold alike exactly when strings.EqualFold calls them equal.
-func foldName(s string) string {
-	var b strings.Builder
-	b.Grow(len(s))
-	for _, r := range s {
-		for {
-			f := unicode.SimpleFold(r)
-			if f <= r {
-				r = f
-				break
-			}
-			r = f
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
 
 func (g desiredGuest) desired(i int) (Desired, []string) {

@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"unicode"
 	"unicode/utf8"
+
+	"github.com/guestward/guestward/internal/jsonx"
 )
 
 // A schema names, for each object of a document, the members it may hold.
@@ -76,7 +77,7 @@ func checkStrict(data []byte, sc schema) (map[string]bool, error) {
 		}
 		if key, isString := tok.(string); isString && len(stack) > 0 && stack[len(stack)-1].object && stack[len(stack)-1].wantKey {
 			top := stack[len(stack)-1]
-			fold := foldName(key)
+			fold := jsonx.FoldName(key)
 			if top.seen[fold] {
 				return nil, fmt.Errorf("a member repeated, exactly or in other letter case, in %s", where(top.path))
 			}
@@ -88,7 +89,7 @@ func checkStrict(data []byte, sc schema) (map[string]bool, error) {
 						name = a
 						break
 					}
-					if foldName(a) == fold {
+					if jsonx.FoldName(a) == fold {
 						return nil, fmt.Errorf("member %q written in other letter case in %s", a, where(top.path))
 					}
 				}
@@ -144,24 +145,4 @@ func where(path string) string {
 		return "the top-level object"
 	}
 	return fmt.Sprintf("%q", path)
-}
-
-// foldName folds s as encoding/json compares member names: each rune
-// replaced by the smallest rune of its simple case-folding orbit, so that
-// two names fold alike exactly when strings.EqualFold calls them equal.
-func foldName(s string) string {
-	var b strings.Builder
-	b.Grow(len(s))
-	for _, r := range s {
-		for {
-			f := unicode.SimpleFold(r)
-			if f <= r {
-				r = f
-				break
-			}
-			r = f
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
