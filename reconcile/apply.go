@@ -535,6 +535,30 @@ func (e *Engine) Lookup(ctx context.Context, key string) (res Result, ok bool, e
 	return replayed(key, ks.lastN, ks.last), true, nil
 }
 
+// LookupRequest is [Engine.Lookup] for a request known in full: it
+// returns what the journal holds for s.Key, and, like Apply, an error
+// wrapping [ErrKeyConflict] when any attempt at the key was made for
+// another request than s (another guest, kind, or parameters: the same
+// comparison Apply makes, so s.AllowIrreversible does not count). It
+// runs nothing and resolves nothing, so it suits a caller that must
+// answer for a request without ever running it, such as one whose
+// authorization has lapsed. An invalid s is refused with an error
+// wrapping [ErrInvalidOneShot].
+func (e *Engine) LookupRequest(ctx context.Context, s OneShot) (res Result, ok bool, err error) {
+	res = s.result()
+	if err := s.Validate(); err != nil {
+		return res, false, err
+	}
+	if e.lookup == nil {
+		return res, false, ErrNoKeyLookup
+	}
+	ks, err := e.keyState(ctx, s.Key, s.op())
+	if err != nil || ks.lastN == 0 {
+		return res, false, err
+	}
+	return replayed(s.Key, ks.lastN, ks.last), true, nil
+}
+
 // keyState is what the journal holds for a requester's key.
 type keyState struct {
 	last  journal.Entry // the latest attempt found

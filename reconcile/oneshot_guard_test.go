@@ -264,6 +264,56 @@ func TestApplyResultNamesItsRequest(t *testing.T) {
 	}
 }
 
+// LookupRequest answers for a request known in full and runs nothing: the
+// recorded outcome for the same request, ErrKeyConflict for another one on
+// the same key (the same guest and kind with other parameters included),
+// nothing for an unused key, ErrInvalidOneShot for an invalid request.
+func TestLookupRequest(t *testing.T) {
+	f := newFixture(t, nil)
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.LXC, VMID: 200, Config: map[string]string{"memory": "512"}})
+	set := reconcile.OneShot{Key: "ticket-7", Ref: lxc(200), Kind: reconcile.ActionSetConfig,
+		Set: map[string]string{"memory": "1024"}, Delete: []string{"description", "cores"}}
+	first, err := f.eng.Apply(ctxT(t), set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writes := f.writes()
+	same := set
+	same.Delete = []string{"cores", "description"} // the same request
+	same.AllowIrreversible = true                  // not part of its identity
+	got, ok, err := f.eng.LookupRequest(ctxT(t), same)
+	if err != nil || !ok || got.OpID != first.OpID || !got.Replayed || !got.Applied() {
+		t.Fatalf("the same request: %+v %v %v", got, ok, err)
+	}
+	with := func(change func(s *reconcile.OneShot)) reconcile.OneShot {
+		s := set
+		s.Set = map[string]string{"memory": "1024"}
+		change(&s)
+		return s
+	}
+	for name, s := range map[string]reconcile.OneShot{
+		"other value":   with(func(s *reconcile.OneShot) { s.Set["memory"] = "2048" }),
+		"more options":  with(func(s *reconcile.OneShot) { s.Set["swap"] = "0" }),
+		"fewer deletes": with(func(s *reconcile.OneShot) { s.Delete = []string{"cores"} }),
+		"a digest":      with(func(s *reconcile.OneShot) { s.Digest = strings.Repeat("a", 40) }),
+		"other kind":    with(func(s *reconcile.OneShot) { s.Kind = reconcile.ActionStart; s.Set, s.Delete = nil, nil }),
+		"other guest":   with(func(s *reconcile.OneShot) { s.Ref.VMID = 201 }),
+	} {
+		if _, _, err := f.eng.LookupRequest(ctxT(t), s); !errors.Is(err, reconcile.ErrKeyConflict) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, ok, err := f.eng.LookupRequest(ctxT(t), with(func(s *reconcile.OneShot) { s.Key = "never-used" })); ok || err != nil {
+		t.Errorf("an unused key: %v %v", ok, err)
+	}
+	if _, _, err := f.eng.LookupRequest(ctxT(t), with(func(s *reconcile.OneShot) { s.Kind = "destroy" })); !errors.Is(err, reconcile.ErrInvalidOneShot) {
+		t.Errorf("an invalid request: %v", err)
+	}
+	if n := f.writes(); n != writes {
+		t.Errorf("LookupRequest sent %d requests", n-writes)
+	}
+}
+
 // Every validation error matches ErrInvalidOneShot; keys are bounded,
 // valid UTF-8, without control characters or white space at the ends.
 func TestOneShotValidation(t *testing.T) {

@@ -106,14 +106,11 @@ func classify(err error) (status int, code, message string) {
 // request chose, so that a refusal cannot be turned into a reflection.
 //
 // An expired token is answered from the journal: when its signature,
-// key, audience and operation hold and its JWT ID names a request that
-// already ran on the same guest with the same kind, with that request's
-// recorded Result (200, or 202 while in flight); otherwise it is refused
-// (401, code "expired"; 409 when the JWT ID names a request for another
-// guest or kind) and never run. The journal keeps only an operation's
-// guest and kind for this comparison to read, so an expired token for
-// the same guest and kind but other parameters also gets the recorded
-// Result; it runs nothing either way.
+// key, audience and operation hold and its JWT ID names the very request
+// it carries (the same guest, kind and parameters, compared as Apply
+// compares them), which already ran, with that request's recorded Result
+// (200, or 202 while in flight); otherwise it is refused (401, code
+// "expired"; 409 when the JWT ID names another request) and never run.
 //
 // Handler is safe for concurrent use; e serializes what must be.
 func Handler(e *reconcile.Engine, v *Verifier) http.Handler {
@@ -187,14 +184,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // runs it.
 func (h *handler) replayExpired(ctx context.Context, w http.ResponseWriter, exp *ExpiredError) {
 	op := exp.Claims.Op
-	res, ok, err := h.e.Lookup(ctx, op.Key)
+	res, ok, err := h.e.LookupRequest(ctx, op)
 	switch {
 	case err != nil:
 		h.refuse(w, err, nil)
 	case !ok || res.KeyUnused:
 		h.refuse(w, exp, nil)
-	case res.Ref != op.Ref || res.Kind != op.Kind:
-		h.refuse(w, reconcile.ErrKeyConflict, nil)
 	case res.State != journal.Succeeded && res.State != journal.Failed:
 		h.fail(w, http.StatusAccepted, "in_flight", "the operation was sent and its outcome is not known yet; send the same token again for it", &res)
 	default:

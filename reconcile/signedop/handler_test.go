@@ -114,6 +114,31 @@ func TestHandlerKeyConflict(t *testing.T) {
 	}
 }
 
+// An expired token is answered from the journal only for the very request
+// its JWT ID ran: the same guest and kind with other parameters is another
+// request, refused with 409, not handed the first one's result.
+func TestHandlerExpiredOtherParams(t *testing.T) {
+	a := newAgent(t)
+	set := reconcile.OneShot{Key: "op-set-1", Ref: web, Kind: reconcile.ActionSetConfig,
+		Set: map[string]string{"description": "first"}}
+	if ans := a.post(a.token(set)); ans.status != http.StatusOK {
+		t.Fatalf("first: %d %s", ans.status, ans.body)
+	}
+	sent := a.writes()
+	now := time.Now()
+	if ans := a.post(a.tokenAt(set, now.Add(-10*time.Minute), now.Add(-5*time.Minute))); ans.status != http.StatusOK || ans.result["replayed"] != true {
+		t.Errorf("expired token, the same request: %d %s", ans.status, ans.body)
+	}
+	other := set
+	other.Set = map[string]string{"description": "second"}
+	if ans := a.post(a.tokenAt(other, now.Add(-10*time.Minute), now.Add(-5*time.Minute))); ans.status != http.StatusConflict || ans.code != "key_conflict" || ans.result != nil {
+		t.Errorf("expired token, same jti, guest and kind, other parameters: %d %s", ans.status, ans.body)
+	}
+	if n := a.writes(); n != sent {
+		t.Errorf("expired tokens sent %d requests", n-sent)
+	}
+}
+
 func TestHandlerStatuses(t *testing.T) {
 	_, evil := seedKey(9)
 	now := time.Now()
