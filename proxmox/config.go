@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"regexp"
 	"sort"
 	"strings"
 	"unicode/utf8"
@@ -221,12 +220,6 @@ const (
 	maxBody = 64 << 10
 )
 
-// configKeyRE is Proxmox's pve-configid.
-var configKeyRE = regexp.MustCompile(`^(?i)[a-z][a-z0-9_-]+$`)
-
-// digestRE is a config digest: SHA-1 in hex.
-var digestRE = regexp.MustCompile(`^[0-9a-fA-F]{40}$`)
-
 // controlParam reports why k, a parameter of the config endpoints that is
 // not an option, cannot be used as one; "" for an option name.
 func controlParam(k string) string {
@@ -261,71 +254,153 @@ func controlParam(k string) string {
 // Everything else (value formats, ranges, option names that do not exist)
 // is Proxmox's to judge. The error wraps [ErrInvalidConfig].
 func (ch ConfigChange) Validate() error {
-	_, err := ch.form()
+	_, _, err := ch.check()
 	return err
 }
 
-func (ch ConfigChange) form() (url.Values, error) {
+// check validates ch, and returns the options to delete in their first
+// order without repeats, and the size of the encoded request. It builds
+// nothing: it measures the request as form would build it, name=value
+// pairs joined by '&'.
+func (ch ConfigChange) check() (del []string, size int, err error) {
 	if len(ch.Set) == 0 && len(ch.Delete) == 0 {
-		return nil, fmt.Errorf("%w: nothing to set or delete", ErrInvalidConfig)
+		return nil, 0, fmt.Errorf("%w: nothing to set or delete", ErrInvalidConfig)
 	}
-	form := make(url.Values, len(ch.Set)+2)
+	param := func(k, v string) {
+		size += queryLen(k) + 1 + queryLen(v)
+	}
 	for k, v := range ch.Set {
 		if err := checkKey(k); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if !utf8.ValidString(v) {
-			return nil, fmt.Errorf("%w: value of %q is not valid UTF-8", ErrInvalidConfig, k)
+			return nil, 0, fmt.Errorf("%w: value of %q is not valid UTF-8", ErrInvalidConfig, k)
 		}
 		if strings.IndexByte(v, 0) >= 0 {
-			return nil, fmt.Errorf("%w: value of %q contains a NUL byte", ErrInvalidConfig, k)
+			return nil, 0, fmt.Errorf("%w: value of %q contains a NUL byte", ErrInvalidConfig, k)
 		}
 		if k == "description" {
 			if n := utf8.RuneCountInString(v); n > MaxDescription {
-				return nil, fmt.Errorf("%w: description has %d characters; Proxmox accepts at most %d", ErrInvalidConfig, n, MaxDescription)
+				return nil, 0, fmt.Errorf("%w: description has %d characters; Proxmox accepts at most %d", ErrInvalidConfig, n, MaxDescription)
 			}
 		} else if strings.ContainsAny(v, "\r\n") {
-			return nil, fmt.Errorf("%w: value of %q contains a line break; only description may", ErrInvalidConfig, k)
+			return nil, 0, fmt.Errorf("%w: value of %q contains a line break; only description may", ErrInvalidConfig, k)
 		}
-		form[k] = []string{v}
+		param(k, v)
 	}
+	params := len(ch.Set)
 	if len(ch.Delete) > 0 {
-		del := make([]string, 0, len(ch.Delete))
+		del = make([]string, 0, len(ch.Delete))
 		seen := make(map[string]bool, len(ch.Delete))
+		joined := -1 // the separating commas, each encoded as %2C
 		for _, k := range ch.Delete {
 			if err := checkKey(k); err != nil {
-				return nil, err
+				return nil, 0, err
 			}
 			if _, ok := ch.Set[k]; ok {
-				return nil, fmt.Errorf("%w: option %q is both set and deleted", ErrInvalidConfig, k)
+				return nil, 0, fmt.Errorf("%w: option %q is both set and deleted", ErrInvalidConfig, k)
 			}
 			if !seen[k] {
 				seen[k] = true
 				del = append(del, k)
+				joined += 3 + queryLen(k)
 			}
 		}
+		size += len("delete=") + joined - 2
+		params++
+	}
+	if ch.Digest != "" {
+		if !isDigest(ch.Digest) {
+			return nil, 0, fmt.Errorf("%w: digest %.50q is not 40 hex digits", ErrInvalidConfig, ch.Digest)
+		}
+		size += len("digest=") + len(ch.Digest)
+		params++
+	}
+	if size += params - 1; size > maxBody {
+		return nil, 0, fmt.Errorf("%w: encoded change is %d bytes; Proxmox accepts at most %d", ErrInvalidConfig, size, maxBody)
+	}
+	return del, size, nil
+}
+
+// form validates ch and returns the request that makes it.
+func (ch ConfigChange) form() (url.Values, error) {
+	del, _, err := ch.check()
+	if err != nil {
+		return nil, err
+	}
+	form := make(url.Values, len(ch.Set)+2)
+	for k, v := range ch.Set {
+		form[k] = []string{v}
+	}
+	if len(del) > 0 {
 		form["delete"] = []string{strings.Join(del, ",")}
 	}
 	if ch.Digest != "" {
-		if !digestRE.MatchString(ch.Digest) {
-			return nil, fmt.Errorf("%w: digest %.50q is not 40 hex digits", ErrInvalidConfig, ch.Digest)
-		}
 		form["digest"] = []string{ch.Digest}
-	}
-	if n := len(form.Encode()); n > maxBody {
-		return nil, fmt.Errorf("%w: encoded change is %d bytes; Proxmox accepts at most %d", ErrInvalidConfig, n, maxBody)
 	}
 	return form, nil
 }
 
+// queryLen is len(url.QueryEscape(s)), counted: the bytes it leaves as
+// they are (ASCII letters, digits and "-_.~") and the space (a '+') take
+// one byte each, every other byte three (%XX).
+func queryLen(s string) int {
+	n := len(s)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !queryPlain(c) && c != ' ' {
+			n += 2
+		}
+	}
+	return n
+}
+
+func queryPlain(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		c == '-' || c == '_' || c == '.' || c == '~'
+}
+
+// checkKey refuses what is not an option name: Proxmox's pve-configid, an
+// ASCII letter and then at least one ASCII letter, digit, '_' or '-' (in
+// either case; Proxmox's own names are lower-case), or a control
+// parameter of the config endpoints.
 func checkKey(k string) error {
-	if !configKeyRE.MatchString(k) {
+	if !isConfigKey(k) {
 		return fmt.Errorf("%w: %.80q is not a valid option name", ErrInvalidConfig, k)
 	}
 	if why := controlParam(k); why != "" {
 		return fmt.Errorf("%w: %q is not an option: %s", ErrInvalidConfig, k, why)
 	}
 	return nil
+}
+
+func isConfigKey(k string) bool {
+	if len(k) < 2 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i] | 0x20 // ASCII lower case for letters
+		switch {
+		case 'a' <= c && c <= 'z':
+		case i > 0 && ('0' <= k[i] && k[i] <= '9' || k[i] == '_' || k[i] == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// isDigest reports whether s is a config digest: SHA-1 in hex, 40 digits.
+func isDigest(s string) bool {
+	if len(s) != 40 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i] | 0x20
+		if !('0' <= s[i] && s[i] <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // SetConfig changes a guest's configuration. The two guest types differ,

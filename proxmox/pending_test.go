@@ -105,7 +105,7 @@ func FuzzPendingConfig(f *testing.F) {
 		if pc.unmarshalData(b) != nil {
 			return
 		}
-		if !digestRE.MatchString(pc.Config.Digest) {
+		if !isDigest(pc.Config.Digest) {
 			t.Fatalf("digest %q accepted", pc.Config.Digest)
 		}
 		for i, it := range pc.Items {

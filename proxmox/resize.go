@@ -75,7 +75,7 @@ func (r DiskResize) Validate(t GuestType) error {
 	if r.Size <= 0 {
 		return fmt.Errorf("%w: size %d of %s is not positive", ErrInvalidArgument, r.Size, r.Disk)
 	}
-	if r.Digest != "" && !digestRE.MatchString(r.Digest) {
+	if r.Digest != "" && !isDigest(r.Digest) {
 		return fmt.Errorf("%w: digest %.50q is not 40 hex digits", ErrInvalidArgument, r.Digest)
 	}
 	return nil
