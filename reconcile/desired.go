@@ -110,20 +110,31 @@ func (d Desired) problems(e *DesiredError, opts ValidateOptions) {
 	if !d.Power.Valid() {
 		add("power %q is neither %q, %q nor empty", string(d.Power), PowerRunning, PowerStopped)
 	}
-	for _, k := range sortedKeys(d.Config) {
-		if d.Config[k] == "" {
-			add("option %q has an empty value; list it in Delete to remove it", k)
+	// The options it sets, in sorted order: those with an empty value,
+	// then those it may not set. Only the few at fault are sorted.
+	var empty, bad []string
+	for k, v := range d.Config {
+		if v == "" {
+			empty = append(empty, k)
+		}
+		if forbiddenOption(d.Ref.Type, k, v, true, opts) != "" || !lowerCase(k) {
+			bad = append(bad, k)
 		}
 	}
-	// The options it names: set ones in sorted order, then deleted ones.
-	for _, k := range sortedKeys(d.Config) {
+	slices.Sort(empty)
+	for _, k := range empty {
+		add("option %q has an empty value; list it in Delete to remove it", k)
+	}
+	slices.Sort(bad)
+	for _, k := range bad {
 		if why := forbiddenOption(d.Ref.Type, k, d.Config[k], true, opts); why != "" {
 			add("option %q may not be set: %s", k, why)
 			e.forbidden = true
-		} else if !lowerCase(k) {
+		} else {
 			add("option %q is not lower-case: Proxmox's option names all are, and it knows no %q", k, k)
 		}
 	}
+	// Then the options it deletes, in their order.
 	for _, k := range d.Delete {
 		if why := forbiddenOption(d.Ref.Type, k, "", false, opts); why != "" {
 			add("option %q may not be deleted: %s", k, why)
