@@ -61,7 +61,7 @@ func forEachMember(b []byte, fn func(name string, value []byte) error) error {
 		}
 		i = skipSpace(b, i+1)
 		vend := valueEnd(b, i)
-		if vend < 0 {
+		if vend < 0 || vend == i {
 			return errNotValidJSON
 		}
 		if err := fn(name, b[i:vend]); err != nil {
@@ -161,4 +161,49 @@ func valueEnd(b []byte, i int) int {
 		j++
 	}
 	return j
+}
+
+// forEachElement calls fn with the index and bytes (a subslice of b) of
+// each element of the JSON array b, in order. b "null" is an array without
+// elements, as encoding/json unmarshals null into a slice; any other
+// non-array is an error naming what it is.
+func forEachElement(b []byte, fn func(i int, elem []byte) error) error {
+	i := skipSpace(b, 0)
+	if i == len(b) {
+		return errNotValidJSON
+	}
+	switch b[i] {
+	case '[':
+	case 'n':
+		return nil
+	case '{':
+		return errors.New("expected an array, got an object")
+	default:
+		return fmt.Errorf("expected an array, got %s", jsonKind(b[i]))
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		return nil
+	}
+	for n := 0; ; n++ {
+		end := valueEnd(b, i)
+		if end < 0 || end == i {
+			return errNotValidJSON
+		}
+		if err := fn(n, b[i:end]); err != nil {
+			return err
+		}
+		i = skipSpace(b, end)
+		if i >= len(b) {
+			return errNotValidJSON
+		}
+		switch b[i] {
+		case ',':
+			i = skipSpace(b, i+1)
+		case ']':
+			return nil
+		default:
+			return errNotValidJSON
+		}
+	}
 }

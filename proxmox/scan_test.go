@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -140,4 +141,153 @@ func TestWalkStopsOnMalformed(t *testing.T) {
 			t.Errorf("%q: error %v, want errNotValidJSON", s, err)
 		}
 	}
+}
+
+// referencePending is how pendingConfigData.unmarshalData read the rows
+// before it walked them in place (through encoding/json into maps of raw
+// messages), kept verbatim.
+func referencePending(b []byte) (pendingConfigData, error) {
+	var pc pendingConfigData
+	err := referencePendingInto(&pc, b)
+	return pc, err
+}
+
+func referencePendingInto(pc *pendingConfigData, b []byte) error {
+	var rows []map[string]json.RawMessage
+	if err := json.Unmarshal(b, &rows); err != nil {
+		return fmt.Errorf("pending list: %v", err)
+	}
+	values := make(map[string]string, len(rows))
+	items := make([]PendingItem, 0, len(rows))
+	seen := make(map[string]bool, len(rows))
+	var digest string
+	haveDigest := false
+	for i, row := range rows {
+		if row == nil {
+			return fmt.Errorf("pending row %d is null", i)
+		}
+		raw, ok := row["key"]
+		if !ok {
+			return fmt.Errorf("pending row %d has no key", i)
+		}
+		key, ok, err := valueText(raw)
+		if err != nil || !ok || key == "" {
+			return fmt.Errorf("pending row %d: key is not a name", i)
+		}
+		if seen[key] {
+			return fmt.Errorf("pending row %d: key %s appears twice", i, quoteValue(key))
+		}
+		seen[key] = true
+		it := PendingItem{Key: key}
+		if v, ok := row["value"]; ok {
+			if it.Value, it.HasValue, err = valueText(v); err != nil {
+				return fmt.Errorf("pending %s value: %v", quoteValue(key), err)
+			}
+		}
+		if v, ok := row["pending"]; ok {
+			if it.Pending, it.HasPending, err = valueText(v); err != nil {
+				return fmt.Errorf("pending %s pending value: %v", quoteValue(key), err)
+			}
+		}
+		if v, ok := row["delete"]; ok {
+			var d flexInt
+			if err := d.UnmarshalJSON(v); err != nil || d < 0 || d > 2 {
+				return fmt.Errorf("pending %s delete: not 0, 1 or 2", quoteValue(key))
+			}
+			it.Delete, it.Force = d != 0, d == 2
+		}
+		if key == "digest" {
+			if !it.HasValue || it.IsPending() || !digestRE.MatchString(it.Value) {
+				return fmt.Errorf("pending digest row is not a 40-digit hex digest")
+			}
+			digest, haveDigest = it.Value, true
+			continue
+		}
+		items = append(items, it)
+	}
+	if !haveDigest {
+		return fmt.Errorf("pending list has no digest row")
+	}
+	// load_current_config: current values, then pending values over
+	// them, then pending deletions of true values.
+	for _, it := range items {
+		if it.HasValue {
+			values[it.Key] = it.Value
+		}
+	}
+	for _, it := range items {
+		if it.HasPending {
+			values[it.Key] = it.Pending
+		}
+	}
+	for _, it := range items {
+		if it.Delete {
+			if v, ok := values[it.Key]; ok && perlTrue(v) {
+				delete(values, it.Key)
+			}
+		}
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].Key < items[j].Key })
+	*pc = pendingConfigData{Config: Config{Values: values, Digest: digest}, Items: items}
+	return nil
+}
+
+// pendingSeeds are pending answers' data, recorded shapes and hostile.
+func pendingSeeds() [][]byte {
+	var seeds [][]byte
+	const d = `{"key":"digest","value":"aa9ce37c4df320889d4ab5382a2947efa4c1d815"}`
+	for _, s := range []string{
+		`[` + d + `,{"key":"cores","value":2,"pending":4},{"key":"onboot","value":0,"delete":1},{"key":"tablet","value":1,"delete":2}]`,
+		`[` + d + `,{"key":"a","value":1,"value":2}]`,                                  // last member counts
+		`[` + d + `,{"key":"a","key":"b","value":1}]`,                                  // the key too
+		`[` + d + `,{"key":"a","Key":"b","VALUE":1,"Value":2,"Pending":3,"Delete":1}]`, // names match exactly
+		`[{"Key":"digest","value":"aa9ce37c4df320889d4ab5382a2947efa4c1d815"}]`,        // no key member
+		`[` + d + `,{"key":"a","delete":"2","pending":null}]`,
+		`[` + d + `,{"key":"a","value":"x","extra":{"key":"b"}}]`, // a nested key does not count
+		`[` + d + `,{"k\u0065y":"a","value":"\u00fc\n"}]`,         // an escaped member name
+		`[` + d + `,null]`, `[` + d + `,1]`, `[` + d + `,[]]`, `[` + d + `,"x"]`,
+		`[]`, `null`, `{}`, `"x"`, ` [ ` + d + ` ] `,
+		"[" + d + ",{\"key\":\"a\xff\",\"value\":\"\xfe\"}]",
+	} {
+		seeds = append(seeds, []byte(s))
+	}
+	return seeds
+}
+
+func comparePending(t *testing.T, b []byte) {
+	t.Helper()
+	want, wantErr := referencePending(b)
+	var got pendingConfigData
+	gotErr := got.unmarshalData(b)
+	if (gotErr != nil) != (wantErr != nil) {
+		t.Fatalf("%q: error %v, reference %v", b, gotErr, wantErr)
+	}
+	if gotErr != nil {
+		return
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("%q: (-reference +walk):\n%s", b, diff)
+	}
+}
+
+func TestPendingWalkMatchesReference(t *testing.T) {
+	for _, b := range pendingSeeds() {
+		comparePending(t, b)
+	}
+}
+
+// FuzzPendingWalk: on every valid JSON value the in-place walk of the rows
+// reads what encoding/json read, and on any input it does not panic.
+func FuzzPendingWalk(f *testing.F) {
+	for _, b := range pendingSeeds() {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if !json.Valid(b) {
+			var pc pendingConfigData
+			_ = pc.unmarshalData(b) // must not panic
+			return
+		}
+		comparePending(t, b)
+	})
 }
