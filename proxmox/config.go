@@ -44,7 +44,8 @@ type Config struct {
 func (cfg *Config) unmarshalData(b []byte) error {
 	cfg.Values = make(map[string]string, min(len(b)/32, 256))
 	var optErr error
-	err := forEachMember(b, func(k string, v []byte) error {
+	err := forEachMember(b, func(name, v []byte) error {
+		k := string(name)
 		switch k {
 		case "digest":
 			s, _, err := valueText(v)

@@ -118,15 +118,16 @@ func (pc *pendingConfigData) unmarshalData(b []byte) error {
 			return fmt.Errorf("pending row %d is null", i)
 		}
 		var raw, value, pending, del []byte
-		err := forEachMember(elem, func(name string, v []byte) error {
-			switch name {
-			case "key":
+		err := forEachMember(elem, func(name, v []byte) error {
+			// string(name) == constant allocates nothing.
+			switch {
+			case string(name) == "key":
 				raw = v
-			case "value":
+			case string(name) == "value":
 				value = v
-			case "pending":
+			case string(name) == "pending":
 				pending = v
-			case "delete":
+			case string(name) == "delete":
 				del = v
 			}
 			return nil

@@ -1,8 +1,10 @@
 package proxmox
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 )
 
 // Walking JSON that is known to be valid. decodeData unmarshals the whole
@@ -24,10 +26,12 @@ var errNotValidJSON = errors.New("malformed JSON")
 // forEachMember calls fn with each member of the JSON object b, in order:
 // the member name decoded as encoding/json decodes it (escapes resolved,
 // invalid UTF-8 replaced by U+FFFD) and the value's bytes, a subslice of b.
+// The name is a subslice of b too unless it had to be decoded; fn must
+// not keep or modify either.
 // Duplicate names are passed as often as they occur. b "null" is an object
 // without members, as encoding/json unmarshals null into a map; any other
 // non-object is an error naming what it is.
-func forEachMember(b []byte, fn func(name string, value []byte) error) error {
+func forEachMember(b []byte, fn func(name, value []byte) error) error {
 	i := skipSpace(b, 0)
 	if i == len(b) {
 		return errNotValidJSON
@@ -51,7 +55,7 @@ func forEachMember(b []byte, fn func(name string, value []byte) error) error {
 		if end < 0 {
 			return errNotValidJSON
 		}
-		name, err := jsonString(b[i:end])
+		name, err := memberName(b[i:end])
 		if err != nil {
 			return errNotValidJSON
 		}
@@ -80,6 +84,18 @@ func forEachMember(b []byte, fn func(name string, value []byte) error) error {
 			return errNotValidJSON
 		}
 	}
+}
+
+// memberName decodes the string literal lit as jsonString does, returning
+// its contents in place when they need no decoding: a name compared with
+// constants then costs no allocation.
+func memberName(lit []byte) ([]byte, error) {
+	inner := lit[1 : len(lit)-1]
+	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) && !hasControl(inner) {
+		return inner, nil
+	}
+	s, err := jsonString(lit)
+	return []byte(s), err
 }
 
 // jsonKind names the JSON type a value starting with c has, for errors.

@@ -122,7 +122,7 @@ func FuzzConfigWalk(f *testing.F) {
 		if !json.Valid(b) {
 			var cfg Config
 			_ = cfg.unmarshalData(b) // must not panic
-			_ = forEachMember(b, func(string, []byte) error { return nil })
+			_ = forEachMember(b, func(_, _ []byte) error { return nil })
 			return
 		}
 		compareConfigs(t, b)
@@ -133,7 +133,7 @@ func FuzzConfigWalk(f *testing.F) {
 // truncated or garbled one still ends in an error, not a panic or a loop.
 func TestWalkStopsOnMalformed(t *testing.T) {
 	for _, s := range []string{``, ` `, `{`, `{"a"`, `{"a":`, `{"a":1`, `{"a":1,`, `{"a":"x`, `{"a":[1,`, `{"a\`, `{a:1}`, `{"a" 1}`, `{"a":1 "b":2}`} {
-		err := forEachMember([]byte(s), func(string, []byte) error { return nil })
+		err := forEachMember([]byte(s), func(_, _ []byte) error { return nil })
 		if err == nil {
 			t.Errorf("%q: no error", s)
 		}
