@@ -34,22 +34,29 @@ type Config struct {
 	LXCRaw [][2]string
 }
 
+// unmarshalData reads the config object that decodeData has checked is
+// valid JSON, walking its members in place (see forEachMember) rather
+// than through a map of copied raw messages. It gives the result
+// encoding/json into map[string]json.RawMessage would: member names match
+// exactly, and of a name given twice the last member counts, so each
+// member first undoes what an earlier one of its name did.
 func (cfg *Config) unmarshalData(b []byte) error {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(b, &m); err != nil {
-		return fmt.Errorf("config is not an object: %v", err)
-	}
-	cfg.Values = make(map[string]string, len(m))
-	for k, v := range m {
+	cfg.Values = make(map[string]string, min(len(b)/32, 256))
+	var optErr error
+	err := forEachMember(b, func(name, v []byte) error {
+		k := string(name)
 		switch k {
 		case "digest":
 			s, _, err := valueText(v)
 			if err != nil {
-				return fmt.Errorf("digest: %v", err)
+				optErr = fmt.Errorf("digest: %v", err)
+				return optErr
 			}
 			cfg.Digest = s
-			continue
+			return nil
 		case "lxc":
+			cfg.LXCRaw = nil
+			delete(cfg.Values, k)
 			var pairs [][]string
 			if json.Unmarshal(v, &pairs) == nil {
 				for _, p := range pairs {
@@ -57,18 +64,25 @@ func (cfg *Config) unmarshalData(b []byte) error {
 						cfg.LXCRaw = append(cfg.LXCRaw, [2]string{p[0], p[1]})
 					}
 				}
-				continue
+				return nil
 			}
 		}
 		s, ok, err := valueText(v)
 		if err != nil {
-			return fmt.Errorf("option %q: %v", k, err)
+			optErr = fmt.Errorf("option %q: %v", k, err)
+			return optErr
 		}
 		if ok {
 			cfg.Values[k] = s
+		} else {
+			delete(cfg.Values, k)
 		}
+		return nil
+	})
+	if err != nil && err != optErr {
+		return fmt.Errorf("config is not an object: %v", err)
 	}
-	return nil
+	return err
 }
 
 // Config reads a guest's configuration with GET

@@ -224,6 +224,8 @@ func decodeData(body []byte, out any) (total int64, err error) {
 		return total, fmt.Errorf("%w: data is null", ErrUnexpectedResponse)
 	}
 	if u, ok := out.(interface{ unmarshalData([]byte) error }); ok {
+		// env.Data is valid JSON: json.Unmarshal has checked the whole
+		// body, which the in-place walkers (forEachMember) rely on.
 		err = u.unmarshalData(env.Data)
 	} else {
 		err = json.Unmarshal(env.Data, out)

@@ -2,7 +2,6 @@ package proxmox
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"sort"
@@ -102,21 +101,41 @@ type pendingConfigData PendingConfig
 // Perl writes them; a row whose key member is spelled otherwise has no key
 // and is refused.
 func (pc *pendingConfigData) unmarshalData(b []byte) error {
-	var rows []map[string]json.RawMessage
-	if err := json.Unmarshal(b, &rows); err != nil {
+	// Rows are walked in place (see forEachMember), as encoding/json into
+	// []map[string]json.RawMessage would read them: exact member names,
+	// the last of a name given twice.
+	n := 0
+	if err := forEachElement(b, func(int, []byte) error { n++; return nil }); err != nil {
 		return fmt.Errorf("pending list: %v", err)
 	}
-	values := make(map[string]string, len(rows))
-	items := make([]PendingItem, 0, len(rows))
-	seen := make(map[string]bool, len(rows))
+	values := make(map[string]string, n)
+	items := make([]PendingItem, 0, n)
+	seen := make(map[string]bool, n)
 	var digest string
 	haveDigest := false
-	for i, row := range rows {
-		if row == nil {
+	err := forEachElement(b, func(i int, elem []byte) error {
+		if elem[0] == 'n' {
 			return fmt.Errorf("pending row %d is null", i)
 		}
-		raw, ok := row["key"]
-		if !ok {
+		var raw, value, pending, del []byte
+		err := forEachMember(elem, func(name, v []byte) error {
+			// string(name) == constant allocates nothing.
+			switch {
+			case string(name) == "key":
+				raw = v
+			case string(name) == "value":
+				value = v
+			case string(name) == "pending":
+				pending = v
+			case string(name) == "delete":
+				del = v
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("pending list: row %d: %v", i, err)
+		}
+		if raw == nil {
 			return fmt.Errorf("pending row %d has no key", i)
 		}
 		key, ok, err := valueText(raw)
@@ -128,19 +147,19 @@ func (pc *pendingConfigData) unmarshalData(b []byte) error {
 		}
 		seen[key] = true
 		it := PendingItem{Key: key}
-		if v, ok := row["value"]; ok {
-			if it.Value, it.HasValue, err = valueText(v); err != nil {
+		if value != nil {
+			if it.Value, it.HasValue, err = valueText(value); err != nil {
 				return fmt.Errorf("pending %s value: %v", quoteValue(key), err)
 			}
 		}
-		if v, ok := row["pending"]; ok {
-			if it.Pending, it.HasPending, err = valueText(v); err != nil {
+		if pending != nil {
+			if it.Pending, it.HasPending, err = valueText(pending); err != nil {
 				return fmt.Errorf("pending %s pending value: %v", quoteValue(key), err)
 			}
 		}
-		if v, ok := row["delete"]; ok {
+		if del != nil {
 			var d flexInt
-			if err := d.UnmarshalJSON(v); err != nil || d < 0 || d > 2 {
+			if err := d.UnmarshalJSON(del); err != nil || d < 0 || d > 2 {
 				return fmt.Errorf("pending %s delete: not 0, 1 or 2", quoteValue(key))
 			}
 			it.Delete, it.Force = d != 0, d == 2
@@ -150,9 +169,13 @@ func (pc *pendingConfigData) unmarshalData(b []byte) error {
 				return fmt.Errorf("pending digest row is not a 40-digit hex digest")
 			}
 			digest, haveDigest = it.Value, true
-			continue
+			return nil
 		}
 		items = append(items, it)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if !haveDigest {
 		return fmt.Errorf("pending list has no digest row")
