@@ -22,11 +22,13 @@
 // revision, or its absence for a Started record), that a new operation's
 // idempotency key is still free (or, for a later record, still names the
 // operation), and, for a leader's journal, that the leader still holds its
-// election key. If any of that changed, the same transaction returns the
-// current state, and Append merges again (a bounded number of times). So
-// two replicas that race to end one operation, or to claim one key, cannot
-// both win, and the loser gets the journal's usual error
-// (journal.ErrTerminal, journal.ErrKeyConflict). A handle remembers what it
+// election key. The transaction holds those compares and the puts, and
+// nothing else, so it costs etcd what the records need. If any of that
+// changed, the transaction writes nothing, Append reads the current state
+// (and the election key: a deposed leader gets [ErrNotLeader]) and merges
+// again, a bounded number of times. So two replicas that race to end one
+// operation, or to claim one key, cannot both win, and the loser gets the
+// journal's usual error (journal.ErrTerminal, journal.ErrKeyConflict). A handle remembers what it
 // last wrote for each operation in flight, so an Append usually costs one
 // round trip.
 //
