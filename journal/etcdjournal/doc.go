@@ -86,6 +86,26 @@
 // through one leader is seen by every later one, so a one-shot runs at
 // most once across replicas.
 //
+// # Sharding a large fleet
+//
+// One leader acts for the whole prefix. To spread a large fleet's work over
+// several replicas, split its Proxmox nodes into shards: [CampaignShard]
+// campaigns for one shard, whose journal and election live under
+// [ShardPrefix] (prefix/shard/<name>), and the shard's engine takes its
+// desired state through [NodeProvider], which keeps it to the shard's
+// nodes. Each replica campaigns first for its own shards and then, as a
+// standby, for the others; candidates are served in campaign order, so
+// while every replica is up each leads its own shards, and a dead
+// replica's shards go to their standbys, whose engines recover its
+// in-flight operations from the shards' journals as above. Several shards
+// are several leaderships: run one engine per shard led.
+//
+// A shard's idempotency keys are its own: a one-shot runs at most once
+// within its guest's shard. Moving a node (or a guest) to another shard
+// moves it to another journal, whose engine does not know the old
+// shard's operations or keys; do that with both shards' engines stopped
+// and the old shard's operations finished.
+//
 // # Limits
 //
 // Fencing covers the journal, not Proxmox: a deposed leader whose request
