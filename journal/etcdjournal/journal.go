@@ -68,7 +68,7 @@ type Journal struct {
 
 // cached is what this handle last committed for an operation still in
 // flight: it lets the next Append of that operation skip the read. A stale
-// entry costs one failed compare, never a wrong write.
+// entry costs one failed compare and a read, never a wrong write.
 type cached struct {
 	e      journal.Entry
 	modRev int64
