@@ -22,7 +22,7 @@ func (j *Journal) Compact(ctx context.Context) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("etcdjournal: %s compact: %w", j.l.prefix, err)
 	}
-	if err := j.enter("compact"); err != nil {
+	if err := j.enter(act{verb: "compact"}); err != nil {
 		return 0, err
 	}
 	defer j.mu.RUnlock()
@@ -37,7 +37,12 @@ type victim struct {
 func (j *Journal) compact(ctx context.Context) (int, error) {
 	now := j.cfg.now()
 	var victims []victim
-	err := j.scan(ctx, "compact", func(kv *mvccKV, e journal.Entry) error {
+	what := act{verb: "compact"}
+	var e journal.Entry
+	err := j.scan(ctx, what, func(kv *mvccKV, _ int64) error {
+		if err := j.decodeInto(kv.Key, kv.Value, &e); err != nil {
+			return fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, err)
+		}
 		if j.expired(&e, now) {
 			victims = append(victims, victim{e.OpID, e.IdempKey, kv.ModRevision})
 		}
@@ -87,7 +92,7 @@ func (j *Journal) drop(ctx context.Context, v victim) (bool, error) {
 	if j.fence != nil {
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(j.fence.key), "=", j.fence.rev))
 	}
-	what := fmt.Sprintf("compact: drop op %q", v.opID)
+	what := act{"compact: drop op", v.opID}
 	rctx, cancel := j.request(ctx)
 	defer cancel()
 	resp, err := j.cli.Txn(rctx).If(cmps...).Then(dels...).Commit()

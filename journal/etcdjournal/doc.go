@@ -22,11 +22,13 @@
 // revision, or its absence for a Started record), that a new operation's
 // idempotency key is still free (or, for a later record, still names the
 // operation), and, for a leader's journal, that the leader still holds its
-// election key. If any of that changed, the same transaction returns the
-// current state, and Append merges again (a bounded number of times). So
-// two replicas that race to end one operation, or to claim one key, cannot
-// both win, and the loser gets the journal's usual error
-// (journal.ErrTerminal, journal.ErrKeyConflict). A handle remembers what it
+// election key. The transaction holds those compares and the puts, and
+// nothing else, so it costs etcd what the records need. If any of that
+// changed, the transaction writes nothing, Append reads the current state
+// (and the election key: a deposed leader gets [ErrNotLeader]) and merges
+// again, a bounded number of times. So two replicas that race to end one
+// operation, or to claim one key, cannot both win, and the loser gets the
+// journal's usual error (journal.ErrTerminal, journal.ErrKeyConflict). A handle remembers what it
 // last wrote for each operation in flight, so an Append usually costs one
 // round trip.
 //
@@ -83,6 +85,26 @@
 // Proxmox's task list exactly as after a crash. An idempotency key claimed
 // through one leader is seen by every later one, so a one-shot runs at
 // most once across replicas.
+//
+// # Sharding a large fleet
+//
+// One leader acts for the whole prefix. To spread a large fleet's work over
+// several replicas, split its Proxmox nodes into shards: [CampaignShard]
+// campaigns for one shard, whose journal and election live under
+// [ShardPrefix] (prefix/shard/<name>), and the shard's engine takes its
+// desired state through [NodeProvider], which keeps it to the shard's
+// nodes. Each replica campaigns first for its own shards and then, as a
+// standby, for the others; candidates are served in campaign order, so
+// while every replica is up each leads its own shards, and a dead
+// replica's shards go to their standbys, whose engines recover its
+// in-flight operations from the shards' journals as above. Several shards
+// are several leaderships: run one engine per shard led.
+//
+// A shard's idempotency keys are its own: a one-shot runs at most once
+// within its guest's shard. Moving a node (or a guest) to another shard
+// moves it to another journal, whose engine does not know the old
+// shard's operations or keys; do that with both shards' engines stopped
+// and the old shard's operations finished.
 //
 // # Limits
 //

@@ -1,12 +1,11 @@
 package etcdjournal
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
+	"sort"
+	"strconv"
 	"sync"
 
 	"github.com/guestward/guestward/journal"
@@ -69,7 +68,7 @@ type Journal struct {
 
 // cached is what this handle last committed for an operation still in
 // flight: it lets the next Append of that operation skip the read. A stale
-// entry costs one failed compare, never a wrong write.
+// entry costs one failed compare and a read, never a wrong write.
 type cached struct {
 	e      journal.Entry
 	modRev int64
@@ -90,11 +89,16 @@ type fence struct {
 //	<prefix>/leader/...    the election (see Campaign)
 type layout struct{ prefix string }
 
-func (l layout) ops() string            { return l.prefix + "/op/" }
-func (l layout) op(id string) string    { return l.prefix + "/op/" + id }
-func (l layout) key(k string) string    { return l.prefix + "/key/" + k }
-func (l layout) election() string       { return l.prefix + "/leader" }
-func (l layout) opID(key []byte) string { return strings.TrimPrefix(string(key), l.ops()) }
+func (l layout) ops() string         { return l.prefix + "/op/" }
+func (l layout) op(id string) string { return l.prefix + "/op/" + id }
+func (l layout) key(k string) string { return l.prefix + "/key/" + k }
+func (l layout) election() string    { return l.prefix + "/leader" }
+
+// isOp reports whether key is the record key of op id.
+func (l layout) isOp(key []byte, id string) bool {
+	p, n := len(l.prefix), len(l.prefix)+len("/op/")
+	return len(key) == n+len(id) && string(key[:p]) == l.prefix && string(key[p:n]) == "/op/" && string(key[n:]) == id
+}
 
 // Open opens the journal stored under prefix in the etcd cluster cli talks
 // to, creating nothing until the first Append. It reads the stored records
@@ -143,8 +147,20 @@ func open(ctx context.Context, cli *clientv3.Client, prefix string, cfg config, 
 // trailing slash.
 func (j *Journal) Prefix() string { return j.l.prefix }
 
+// act names a call in its errors: a verb and, when it has one, the op ID
+// or key it concerns. It is a value rather than a formatted string so that
+// a call that succeeds formats nothing.
+type act struct{ verb, arg string }
+
+func (a act) String() string {
+	if a.arg == "" {
+		return a.verb
+	}
+	return a.verb + " " + strconv.Quote(a.arg)
+}
+
 // enter takes the shared lock of a call and checks the journal is open.
-func (j *Journal) enter(what string) error {
+func (j *Journal) enter(what act) error {
 	j.mu.RLock()
 	if j.closed {
 		j.mu.RUnlock()
@@ -163,7 +179,7 @@ func (j *Journal) request(ctx context.Context) (context.Context, context.CancelF
 
 // ioErr wraps an error from etcd: the caller's context error when that
 // ended, ErrUnavailable otherwise.
-func (j *Journal) ioErr(ctx context.Context, what string, err error) error {
+func (j *Journal) ioErr(ctx context.Context, what act, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		// A context that ended with a cause (a Leader's Context ends with
 		// ErrNotLeader) keeps it matchable.
@@ -206,10 +222,11 @@ type opState struct {
 // when ctx ended, before any request (nothing written) or during one (may
 // be committed).
 func (j *Journal) Append(ctx context.Context, e journal.Entry) error {
+	what := act{"append op", e.OpID}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("etcdjournal: %s append op %q: %w", j.l.prefix, e.OpID, ctxErr(ctx))
+		return fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, ctxErr(ctx))
 	}
-	if err := j.enter("append"); err != nil {
+	if err := j.enter(what); err != nil {
 		return err
 	}
 	defer j.mu.RUnlock()
@@ -221,7 +238,6 @@ func (j *Journal) Append(ctx context.Context, e journal.Entry) error {
 		return err
 	}
 	st := j.assumed(e)
-	what := fmt.Sprintf("append op %q", e.OpID)
 	for attempt := 0; ; attempt++ {
 		if attempt == maxAttempts {
 			return fmt.Errorf("etcdjournal: %s %s: %w: gave up after %d conflicting concurrent writes", j.l.prefix, what, ErrUnavailable, maxAttempts)
@@ -247,7 +263,7 @@ func (j *Journal) Append(ctx context.Context, e journal.Entry) error {
 		if err != nil {
 			return fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, err)
 		}
-		committed, rev, fresh, err := j.commit(ctx, e.OpID, st, next, val, what)
+		committed, rev, err := j.commit(ctx, e.OpID, &st, &next, val, what)
 		if err != nil {
 			j.forget(e.OpID)
 			return err
@@ -256,7 +272,15 @@ func (j *Journal) Append(ctx context.Context, e journal.Entry) error {
 			j.remember(next, rev)
 			return nil
 		}
-		st = fresh
+		// Another writer changed the op or the key since st, or the fence
+		// is gone: decide again on what etcd holds now. (Reading in a
+		// second request, rather than in the transaction's else branch,
+		// keeps every committed transaction as small as its records need;
+		// a failed compare is the rare case.)
+		if st, err = j.read(ctx, e, what); err != nil {
+			j.forget(e.OpID)
+			return err
+		}
 	}
 }
 
@@ -314,11 +338,16 @@ func (j *Journal) forgetAll() {
 }
 
 // read fetches the op's record, the key's owner and (when fenced) the
-// fence, in one transaction.
-func (j *Journal) read(ctx context.Context, e journal.Entry, what string) (opState, error) {
-	ops := []clientv3.Op{clientv3.OpGet(j.l.op(e.OpID))}
+// fence, in one read-only transaction, and fails with ErrNotLeader when the
+// fence is gone.
+func (j *Journal) read(ctx context.Context, e journal.Entry, what act) (opState, error) {
+	ops := make([]clientv3.Op, 1, 3)
+	ops[0] = clientv3.OpGet(j.l.op(e.OpID))
 	if e.IdempKey != "" {
 		ops = append(ops, clientv3.OpGet(j.l.key(e.IdempKey)))
+	}
+	if j.fence != nil {
+		ops = append(ops, clientv3.OpGet(j.fence.key, clientv3.WithKeysOnly()))
 	}
 	rctx, cancel := j.request(ctx)
 	defer cancel()
@@ -326,14 +355,14 @@ func (j *Journal) read(ctx context.Context, e journal.Entry, what string) (opSta
 	if err != nil {
 		return opState{}, j.ioErr(ctx, what, err)
 	}
-	return j.parseState(resp.Responses, e, what)
-}
-
-// parseState decodes the responses of read (or of commit's Else branch):
-// the op's record, then the key's owner when e has a key.
-func (j *Journal) parseState(rs []*etcdResponseOp, e journal.Entry, what string) (opState, error) {
+	if j.fence != nil {
+		if err := j.checkFence(resp.Responses[len(resp.Responses)-1], what); err != nil {
+			j.forgetAll()
+			return opState{}, err
+		}
+	}
 	st := opState{verified: true}
-	if kvs := rs[0].GetResponseRange().Kvs; len(kvs) > 0 {
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
 		prev, err := j.decode(kvs[0].Key, kvs[0].Value)
 		if err != nil {
 			return opState{}, fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, err)
@@ -341,21 +370,23 @@ func (j *Journal) parseState(rs []*etcdResponseOp, e journal.Entry, what string)
 		st.prev, st.modRev = &prev, kvs[0].ModRevision
 	}
 	if e.IdempKey != "" {
-		if kvs := rs[1].GetResponseRange().Kvs; len(kvs) > 0 {
+		if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
 			st.keyOwner = string(kvs[0].Value)
 		}
 	}
 	return st, nil
 }
 
-// commit writes next if the op and key are still as st says (and the fence
-// holds). When the compare fails it returns the fresh state read in the
-// same transaction.
-func (j *Journal) commit(ctx context.Context, opID string, st opState, next journal.Entry, val []byte, what string) (ok bool, rev int64, fresh opState, err error) {
+// commit writes next, whose encoding is val, in one transaction that
+// commits only if the op and its key are still as st says and the fence
+// holds. It reports whether it committed, and at which revision; a failed
+// compare is not an error (the caller reads and decides again).
+func (j *Journal) commit(ctx context.Context, opID string, st *opState, next *journal.Entry, val []byte, what act) (ok bool, rev int64, err error) {
 	opKey := j.l.op(opID)
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(opKey), "=", st.modRev)}
-	puts := []clientv3.Op{clientv3.OpPut(opKey, string(val))}
-	gets := []clientv3.Op{clientv3.OpGet(opKey)}
+	cmps := make([]clientv3.Cmp, 1, 3)
+	cmps[0] = clientv3.Compare(clientv3.ModRevision(opKey), "=", st.modRev)
+	puts := make([]clientv3.Op, 1, 2)
+	puts[0] = clientv3.OpPut(opKey, string(val))
 	if k := next.IdempKey; k != "" {
 		kk := j.l.key(k)
 		if st.prev == nil {
@@ -364,34 +395,25 @@ func (j *Journal) commit(ctx context.Context, opID string, st opState, next jour
 		} else {
 			cmps = append(cmps, clientv3.Compare(clientv3.Value(kk), "=", opID))
 		}
-		gets = append(gets, clientv3.OpGet(kk))
 	}
 	if j.fence != nil {
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(j.fence.key), "=", j.fence.rev))
-		gets = append(gets, clientv3.OpGet(j.fence.key, clientv3.WithKeysOnly()))
 	}
 	rctx, cancel := j.request(ctx)
 	defer cancel()
-	resp, err := j.cli.Txn(rctx).If(cmps...).Then(puts...).Else(gets...).Commit()
+	resp, err := j.cli.Txn(rctx).If(cmps...).Then(puts...).Commit()
 	if err != nil {
-		return false, 0, opState{}, j.ioErr(ctx, what, err)
+		return false, 0, j.ioErr(ctx, what, err)
 	}
-	if resp.Succeeded {
-		return true, resp.Header.Revision, opState{}, nil
+	if !resp.Succeeded {
+		return false, 0, nil
 	}
-	if j.fence != nil {
-		if err := j.checkFence(resp.Responses[len(resp.Responses)-1], what); err != nil {
-			j.forgetAll()
-			return false, 0, opState{}, err
-		}
-	}
-	fresh, err = j.parseState(resp.Responses, next, what)
-	return false, 0, fresh, err
+	return true, resp.Header.Revision, nil
 }
 
 // checkFence reports ErrNotLeader unless the range response holds the
 // leader's key with its create revision.
-func (j *Journal) checkFence(r *etcdResponseOp, what string) error {
+func (j *Journal) checkFence(r *etcdResponseOp, what act) error {
 	kvs := r.GetResponseRange().Kvs
 	if len(kvs) == 0 || kvs[0].CreateRevision != j.fence.rev {
 		return fmt.Errorf("etcdjournal: %s %s: %w: election key %s is gone", j.l.prefix, what, ErrNotLeader, j.fence.key)
@@ -402,18 +424,27 @@ func (j *Journal) checkFence(r *etcdResponseOp, what string) error {
 // decode decodes an op record stored under key.
 func (j *Journal) decode(key, val []byte) (journal.Entry, error) {
 	var e journal.Entry
+	err := j.decodeInto(key, val, &e)
+	return e, err
+}
+
+// decodeInto decodes an op record stored under key into *e, and checks it
+// is the record of the op its key names.
+func (j *Journal) decodeInto(key, val []byte, e *journal.Entry) error {
 	if err := e.UnmarshalBinary(val); err != nil {
-		return journal.Entry{}, fmt.Errorf("record %s: %w", key, err)
+		return fmt.Errorf("record %s: %w", key, err)
 	}
-	if id := j.l.opID(key); e.OpID != id {
-		return journal.Entry{}, fmt.Errorf("record %s: %w: holds op %q", key, journal.ErrCorrupt, e.OpID)
+	if !j.l.isOp(key, e.OpID) {
+		id := e.OpID
+		*e = journal.Entry{}
+		return fmt.Errorf("record %s: %w: holds op %q", key, journal.ErrCorrupt, id)
 	}
-	return e, nil
+	return nil
 }
 
 // Latest returns the latest state of operation opID, read linearizably.
 func (j *Journal) Latest(ctx context.Context, opID string) (journal.Entry, bool, error) {
-	what := fmt.Sprintf("latest op %q", opID)
+	what := act{"latest op", opID}
 	if err := ctx.Err(); err != nil {
 		return journal.Entry{}, false, fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, err)
 	}
@@ -424,7 +455,7 @@ func (j *Journal) Latest(ctx context.Context, opID string) (journal.Entry, bool,
 	return j.latest(ctx, opID, what)
 }
 
-func (j *Journal) latest(ctx context.Context, opID, what string) (journal.Entry, bool, error) {
+func (j *Journal) latest(ctx context.Context, opID string, what act) (journal.Entry, bool, error) {
 	if opID == "" {
 		return journal.Entry{}, false, nil
 	}
@@ -447,7 +478,7 @@ func (j *Journal) latest(ctx context.Context, opID, what string) (journal.Entry,
 // LatestByKey returns the latest state of the operation that holds
 // idempKey.
 func (j *Journal) LatestByKey(ctx context.Context, idempKey string) (journal.Entry, bool, error) {
-	what := fmt.Sprintf("latest by key %q", idempKey)
+	what := act{"latest by key", idempKey}
 	if err := ctx.Err(); err != nil {
 		return journal.Entry{}, false, fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, err)
 	}
@@ -458,7 +489,7 @@ func (j *Journal) LatestByKey(ctx context.Context, idempKey string) (journal.Ent
 	return j.byKey(ctx, idempKey, what)
 }
 
-func (j *Journal) byKey(ctx context.Context, idempKey, what string) (journal.Entry, bool, error) {
+func (j *Journal) byKey(ctx context.Context, idempKey string, what act) (journal.Entry, bool, error) {
 	if idempKey == "" {
 		return journal.Entry{}, false, nil
 	}
@@ -496,7 +527,7 @@ func (j *Journal) byKey(ctx context.Context, idempKey, what string) (journal.Ent
 // AlreadyApplied reports whether the operation holding idempKey has
 // Succeeded.
 func (j *Journal) AlreadyApplied(ctx context.Context, idempKey string) (bool, error) {
-	what := fmt.Sprintf("already applied %q", idempKey)
+	what := act{"already applied", idempKey}
 	if err := ctx.Err(); err != nil {
 		return false, fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, err)
 	}
@@ -511,16 +542,21 @@ func (j *Journal) AlreadyApplied(ctx context.Context, idempKey string) (bool, er
 // InFlight returns the operations not yet terminal, in start order, read
 // page by page at one revision.
 func (j *Journal) InFlight(ctx context.Context) ([]journal.Entry, error) {
-	return j.list(ctx, "in flight", func(e *journal.Entry) bool { return !e.State.Terminal() })
+	return j.list(ctx, act{verb: "in flight"}, false)
 }
 
 // Ops returns every operation the journal holds, in start order, read page
 // by page at one revision.
 func (j *Journal) Ops(ctx context.Context) ([]journal.Entry, error) {
-	return j.list(ctx, "ops", func(*journal.Entry) bool { return true })
+	return j.list(ctx, act{verb: "ops"}, true)
 }
 
-func (j *Journal) list(ctx context.Context, what string, keep func(*journal.Entry) bool) ([]journal.Entry, error) {
+// list returns the operations (all, or those in flight) in start order. It
+// decodes each record straight into its place in the result, which Ops
+// sizes once from the record count etcd reports with the first page, and
+// sorts the result in place: the listing holds one page of raw records and
+// the decoded result, and no copy of either.
+func (j *Journal) list(ctx context.Context, what act, all bool) ([]journal.Entry, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, err)
 	}
@@ -528,15 +564,22 @@ func (j *Journal) list(ctx context.Context, what string, keep func(*journal.Entr
 		return nil, err
 	}
 	defer j.mu.RUnlock()
-	type rec struct {
-		e   journal.Entry
-		rev int64
-	}
-	var recs []rec
-	err := j.scan(ctx, what, func(kv *mvccKV, e journal.Entry) error {
-		if keep(&e) {
-			recs = append(recs, rec{e, kv.CreateRevision})
+	var ops startOrder
+	err := j.scan(ctx, what, func(kv *mvccKV, total int64) error {
+		if all && ops.e == nil {
+			ops.e, ops.rev = make([]journal.Entry, 0, total), make([]int64, 0, total)
 		}
+		ops.e = append(ops.e, journal.Entry{})
+		e := &ops.e[len(ops.e)-1]
+		if err := j.decodeInto(kv.Key, kv.Value, e); err != nil {
+			return fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, err)
+		}
+		if !all && e.State.Terminal() {
+			*e = journal.Entry{} // let go of its strings
+			ops.e = ops.e[:len(ops.e)-1]
+			return nil
+		}
+		ops.rev = append(ops.rev, kv.CreateRevision)
 		return nil
 	})
 	if err != nil {
@@ -544,19 +587,33 @@ func (j *Journal) list(ctx context.Context, what string, keep func(*journal.Entr
 	}
 	// An op record's create revision is when its Started record committed:
 	// the start order across every writer.
-	slices.SortFunc(recs, func(a, b rec) int { return cmp.Compare(a.rev, b.rev) })
-	out := make([]journal.Entry, len(recs))
-	for i := range recs {
-		out[i] = recs[i].e
+	sort.Sort(ops)
+	if ops.e == nil {
+		ops.e = []journal.Entry{}
 	}
-	return out, nil
+	return ops.e, nil
+}
+
+// startOrder sorts operations by the create revisions of their records.
+type startOrder struct {
+	e   []journal.Entry
+	rev []int64
+}
+
+func (s startOrder) Len() int           { return len(s.e) }
+func (s startOrder) Less(a, b int) bool { return s.rev[a] < s.rev[b] }
+func (s startOrder) Swap(a, b int) {
+	s.e[a], s.e[b] = s.e[b], s.e[a]
+	s.rev[a], s.rev[b] = s.rev[b], s.rev[a]
 }
 
 // scan calls fn for every op record, page by page, all pages at the
-// revision of the first so the listing is one consistent snapshot.
-func (j *Journal) scan(ctx context.Context, what string, fn func(*mvccKV, journal.Entry) error) error {
+// revision of the first so the listing is one consistent snapshot. total is
+// the number of op records at that revision. fn must not keep kv, whose
+// page is dropped once fn has seen its records.
+func (j *Journal) scan(ctx context.Context, what act, fn func(kv *mvccKV, total int64) error) error {
 	from, end := j.l.ops(), clientv3.GetPrefixRangeEnd(j.l.ops())
-	var rev int64
+	var rev, total int64
 	for {
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(j.cfg.pageSize)}
 		if rev != 0 {
@@ -569,14 +626,10 @@ func (j *Journal) scan(ctx context.Context, what string, fn func(*mvccKV, journa
 			return j.ioErr(ctx, what, err)
 		}
 		if rev == 0 {
-			rev = resp.Header.Revision
+			rev, total = resp.Header.Revision, resp.Count
 		}
 		for _, kv := range resp.Kvs {
-			e, err := j.decode(kv.Key, kv.Value)
-			if err != nil {
-				return fmt.Errorf("etcdjournal: %s %s: %w", j.l.prefix, what, err)
-			}
-			if err := fn(kv, e); err != nil {
+			if err := fn(kv, total); err != nil {
 				return err
 			}
 		}

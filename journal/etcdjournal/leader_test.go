@@ -141,13 +141,20 @@ func TestPausedLeaderCannotWrite(t *testing.T) {
 		t.Fatal("a paused leader noticed its loss; the test would not show the fence")
 	default:
 	}
-	for _, e := range []journal.Entry{
-		{OpID: "op", State: journal.TaskRunning, UPID: "UPID:x"},
-		{OpID: "new", VMID: 101, Kind: "stop", State: journal.Started},
+	if err := b.Journal().Append(t.Context(), journal.Entry{OpID: "b-op", VMID: 102, Kind: "start", State: journal.Started}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		e      journal.Entry
+		reason string
+	}{
+		{journal.Entry{OpID: "op", State: journal.TaskRunning, UPID: "UPID:x"}, "a remembers the op: its one transaction fails on the fence"},
+		{journal.Entry{OpID: "new", VMID: 101, Kind: "stop", State: journal.Started}, "a new op: its one transaction fails on the fence"},
+		{journal.Entry{OpID: "b-op", State: journal.Succeeded}, "an op a never wrote: a reads it first, and the read sees the fence gone"},
 	} {
-		err := a.Journal().Append(t.Context(), e)
+		err := a.Journal().Append(t.Context(), tc.e)
 		if !errors.Is(err, ErrNotLeader) {
-			t.Fatalf("paused leader's append of %s %s: %v, want ErrNotLeader", e.OpID, e.State, err)
+			t.Fatalf("paused leader's append of %s %s: %v, want ErrNotLeader (%s)", tc.e.OpID, tc.e.State, err, tc.reason)
 		}
 	}
 	if _, err := a.EtcdJournal().Compact(t.Context()); err != nil {
@@ -159,6 +166,9 @@ func TestPausedLeaderCannotWrite(t *testing.T) {
 	}
 	if _, ok, _ := b.Journal().Latest(t.Context(), "new"); ok {
 		t.Fatal("the paused leader's new op was recorded")
+	}
+	if got, _, _ := b.Journal().Latest(t.Context(), "b-op"); got.State != journal.Started {
+		t.Fatalf("b's op after the paused leader's attempt: %+v; want still started", got)
 	}
 	if err := b.Journal().Append(t.Context(), journal.Entry{OpID: "op", State: journal.Failed, Error: "taken over"}); err != nil {
 		t.Fatalf("new leader's append: %v", err)
