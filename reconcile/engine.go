@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/guestward/guestward/internal/checkpoint"
 	"github.com/guestward/guestward/journal"
 	"github.com/guestward/guestward/normalize"
 	"github.com/guestward/guestward/proxmox"
@@ -428,15 +429,15 @@ func (e *Engine) newOpID() string {
 	return e.cfg.Now().UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
 }
 
-// checkpoint runs the crash-test hook at point.
-func (e *Engine) checkpoint(point string) error {
-	if e.cfg.Checkpoint == nil {
-		return nil
+// checkpoint runs the crash-test hooks at point: Config.Checkpoint, and
+// the failpoints ctx carries.
+func (e *Engine) checkpoint(ctx context.Context, point string) error {
+	if e.cfg.Checkpoint != nil {
+		if err := e.cfg.Checkpoint(point); err != nil {
+			return &interruptedError{point: point, err: err}
+		}
 	}
-	if err := e.cfg.Checkpoint(point); err != nil {
-		return &interruptedError{point: point, err: err}
-	}
-	return nil
+	return checkpoint.Reach(ctx, point)
 }
 
 // ErrDraining is returned, wrapped, by ReconcileOnce and Apply once Drain
@@ -571,7 +572,7 @@ func (e *Engine) endOp() {
 
 // ErrInterrupted is wrapped by the error of an operation stopped by
 // Config.Checkpoint.
-var ErrInterrupted = errors.New("reconcile: operation interrupted")
+var ErrInterrupted = checkpoint.ErrInterrupted
 
 type interruptedError struct {
 	point string
