@@ -36,7 +36,7 @@ func TestQuorumLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ea := f.engine(a, nil)
+	ea := f.engine(a)
 	if _, err := ea.Recover(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestQuorumLoss(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ea = f.engine(ld, nil)
+		ea = f.engine(ld)
 	default:
 	}
 	defer ld.Resign(context.Background())
