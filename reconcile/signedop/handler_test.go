@@ -320,6 +320,11 @@ func TestHandlerInFlight(t *testing.T) {
 	if ans.status != http.StatusAccepted || ans.code != "in_flight" || ans.result["op_id"] == nil {
 		t.Fatalf("interrupted: %d %s", ans.status, ans.body)
 	}
+	// The task goes on in Proxmox; the restarted agent resolves the
+	// operation once it has ended (before, it answers "unresolved").
+	if err := a.srv.WaitIdle(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
 	a.restart()
 	again := a.post(tok)
 	if again.status != http.StatusOK || again.result["state"] != string(journal.Succeeded) || again.result["op_id"] != ans.result["op_id"] {
