@@ -197,7 +197,7 @@ func referencePendingInto(pc *pendingConfigData, b []byte) error {
 			it.Delete, it.Force = d != 0, d == 2
 		}
 		if key == "digest" {
-			if !it.HasValue || it.IsPending() || !digestRE.MatchString(it.Value) {
+			if !it.HasValue || it.IsPending() || !isDigest(it.Value) {
 				return fmt.Errorf("pending digest row is not a 40-digit hex digest")
 			}
 			digest, haveDigest = it.Value, true

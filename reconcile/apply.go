@@ -334,11 +334,10 @@ type applyCall struct {
 // Apply's error is for those, for failures to reach the journal, and for
 // an operation left in flight (interrupted: its context ended, the
 // answer was lost, a journal write failed), whose error wraps the cause
-// (context.DeadlineExceeded, proxmox.ErrOutcomeUnknown, [ErrInterrupted]
-// from a checkpoint, ...) and whose Result holds the operation and its
-// state; Recover resolves it. An operation that Proxmox refused or that
-// failed is a Result with State Failed, its cause in Err, and a nil
-// error.
+// (context.DeadlineExceeded, proxmox.ErrOutcomeUnknown, ...) and whose
+// Result holds the operation and its state; Recover resolves it. An
+// operation that Proxmox refused or that failed is a Result with State
+// Failed, its cause in Err, and a nil error.
 func (e *Engine) Apply(ctx context.Context, s OneShot) (Result, error) {
 	base := s.result()
 	if err := s.Validate(); err != nil {

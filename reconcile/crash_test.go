@@ -1,10 +1,14 @@
 package reconcile_test
 
 import (
+	"context"
 	"errors"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
+	"github.com/guestward/guestward/internal/checkpoint"
+	"github.com/guestward/guestward/internal/failpoint"
 	"github.com/guestward/guestward/journal"
 	"github.com/guestward/guestward/proxmox"
 	"github.com/guestward/guestward/proxmox/proxmoxtest"
@@ -22,6 +26,26 @@ var checkpoints = []string{
 }
 
 var errCrash = errors.New("simulated crash")
+
+// crashAt returns a context under which every operation stops at point
+// with errCrash, as a crash there would stop it. The test fails if no
+// operation reached point: a crash test whose crash never happened
+// proves nothing.
+func crashAt(t *testing.T, point string) context.Context {
+	t.Helper()
+	var reached atomic.Int64
+	fp := new(failpoint.Set)
+	fp.Enable(point, func() error {
+		reached.Add(1)
+		return errCrash
+	})
+	t.Cleanup(func() {
+		if reached.Load() == 0 {
+			t.Errorf("no operation reached %s: the crash under test never happened", point)
+		}
+	})
+	return checkpoint.With(ctxT(t), fp)
+}
 
 // crashFleet declares one action of each shape: a QEMU start and a QEMU
 // config change (tasks), an LXC config change (synchronous) and an LXC stop.
@@ -60,15 +84,8 @@ func TestCrashBetweenJournalStepsIsRecovered(t *testing.T) {
 
 			// First life: every operation stops at point.
 			j1 := openFileJournal(t, path)
-			e1 := f.newEngine(j1, func(c *reconcile.Config) {
-				c.Checkpoint = func(p string) error {
-					if p == point {
-						return errCrash
-					}
-					return nil
-				}
-			})
-			rep, err := e1.ReconcileOnce(ctxT(t))
+			e1 := f.newEngine(j1)
+			rep, err := e1.ReconcileOnce(crashAt(t, point))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -163,15 +180,8 @@ func TestOneShotCrashRunsAtMostOnce(t *testing.T) {
 			shot := reconcile.OneShot{Key: "hub-request-42", Ref: qemu(100), Kind: reconcile.ActionStart}
 
 			j1 := openFileJournal(t, path)
-			e1 := f.newEngine(j1, func(c *reconcile.Config) {
-				c.Checkpoint = func(p string) error {
-					if p == point {
-						return errCrash
-					}
-					return nil
-				}
-			})
-			_, _ = e1.Apply(ctxT(t), shot)
+			e1 := f.newEngine(j1)
+			_, _ = e1.Apply(crashAt(t, point), shot)
 			if err := f.srv.WaitIdle(ctxT(t)); err != nil {
 				t.Fatal(err)
 			}
@@ -218,15 +228,8 @@ func crashAndRestart(t *testing.T, f *fixture, point string) reconcile.Report {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "ops.journal")
 	j1 := openFileJournal(t, path)
-	e1 := f.newEngine(j1, func(c *reconcile.Config) {
-		c.Checkpoint = func(p string) error {
-			if p == point {
-				return errCrash
-			}
-			return nil
-		}
-	})
-	if _, err := e1.ReconcileOnce(ctxT(t)); err != nil {
+	e1 := f.newEngine(j1)
+	if _, err := e1.ReconcileOnce(crashAt(t, point)); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.srv.WaitIdle(ctxT(t)); err != nil {

@@ -218,32 +218,8 @@ type Config struct {
 	// OnEvent, if set, is called as each action starts and ends, for
 	// progress displays. It must be quick and safe for concurrent use.
 	OnEvent func(Event)
-	// Checkpoint, if set, is called at the named points between the steps
-	// of every operation listed by [Checkpoints]. A non-nil error aborts
-	// the operation right there, as if the process had crashed: nothing
-	// more is journaled or sent, and the error is reported. For crash
-	// testing; leave nil.
-	Checkpoint func(point string) error
 	// Now returns the current time; nil means time.Now. For tests.
 	Now func() time.Time
-}
-
-// The points at which Config.Checkpoint is called, in the order an
-// operation reaches them. An operation without a task (an LXC
-// configuration change) skips the two task points.
-const (
-	CheckpointBeforeIntent    = "op/before-intent"     // nothing journaled, nothing sent
-	CheckpointAfterIntent     = "op/after-intent"      // intent journaled, nothing sent
-	CheckpointAfterCall       = "op/after-call"        // sent; the answer (a UPID) not journaled
-	CheckpointAfterTaskRecord = "op/after-task-record" // the task journaled, not awaited
-	CheckpointAfterWait       = "op/after-wait"        // the task ended; its outcome not journaled
-	CheckpointAfterOutcome    = "op/after-outcome"     // the outcome journaled
-)
-
-// Checkpoints returns the names of the checkpoints, in order.
-func Checkpoints() []string {
-	return []string{CheckpointBeforeIntent, CheckpointAfterIntent, CheckpointAfterCall,
-		CheckpointAfterTaskRecord, CheckpointAfterWait, CheckpointAfterOutcome}
 }
 
 // ErrConfig is returned, wrapped, by NewEngine for an unusable Config.
@@ -428,17 +404,6 @@ func (e *Engine) newOpID() string {
 	return e.cfg.Now().UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
 }
 
-// checkpoint runs the crash-test hook at point.
-func (e *Engine) checkpoint(point string) error {
-	if e.cfg.Checkpoint == nil {
-		return nil
-	}
-	if err := e.cfg.Checkpoint(point); err != nil {
-		return &interruptedError{point: point, err: err}
-	}
-	return nil
-}
-
 // ErrDraining is returned, wrapped, by ReconcileOnce and Apply once Drain
 // has been called, and is the error of an action a draining engine did not
 // start.
@@ -568,21 +533,6 @@ func (e *Engine) endOp() {
 		close(e.idle)
 	}
 }
-
-// ErrInterrupted is wrapped by the error of an operation stopped by
-// Config.Checkpoint.
-var ErrInterrupted = errors.New("reconcile: operation interrupted")
-
-type interruptedError struct {
-	point string
-	err   error
-}
-
-func (e *interruptedError) Error() string {
-	return fmt.Sprintf("reconcile: operation interrupted at %s: %v", e.point, e.err)
-}
-
-func (e *interruptedError) Unwrap() []error { return []error{ErrInterrupted, e.err} }
 
 // Event reports progress of an action, for displays; see Config.OnEvent.
 type Event struct {

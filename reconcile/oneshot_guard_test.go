@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/guestward/guestward/internal/checkpoint"
 	"github.com/guestward/guestward/journal"
 	"github.com/guestward/guestward/proxmox"
 	"github.com/guestward/guestward/proxmox/proxmoxtest"
@@ -426,22 +427,14 @@ func TestApplyInterruptedByItsDeadline(t *testing.T) {
 	}
 }
 
-// An operation stopped by a checkpoint matches ErrInterrupted, and its
-// Result holds the state the journal has.
+// An operation stopped at one of the engine's crash points matches
+// checkpoint.ErrInterrupted and the failpoint's error, and its Result holds
+// the state the journal has.
 func TestApplyInterruptedByACheckpoint(t *testing.T) {
 	f := newFixture(t, nil)
 	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
-	crash := errors.New("crash")
-	eng := f.newEngine(f.j, func(c *reconcile.Config) {
-		c.Checkpoint = func(p string) error {
-			if p == reconcile.CheckpointAfterIntent {
-				return crash
-			}
-			return nil
-		}
-	})
-	res, err := eng.Apply(ctxT(t), reconcile.OneShot{Key: "k", Ref: qemu(100), Kind: reconcile.ActionStart})
-	if !errors.Is(err, reconcile.ErrInterrupted) || !errors.Is(err, crash) || res.State != journal.Started || res.OpID == "" {
+	res, err := f.eng.Apply(crashAt(t, checkpoint.AfterIntent), reconcile.OneShot{Key: "k", Ref: qemu(100), Kind: reconcile.ActionStart})
+	if !errors.Is(err, checkpoint.ErrInterrupted) || !errors.Is(err, errCrash) || res.State != journal.Started || res.OpID == "" {
 		t.Fatalf("%+v %v", res, err)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/guestward/guestward/internal/checkpoint"
+	"github.com/guestward/guestward/internal/failpoint"
 	"github.com/guestward/guestward/journal"
 	"github.com/guestward/guestward/proxmox"
 	"github.com/guestward/guestward/proxmox/proxmoxtest"
@@ -340,7 +342,7 @@ func TestApplyKeyConflictAcrossAnAttemptThatDidNothing(t *testing.T) {
 // restart, the attempt is resolved, and the key is replayed or, if the
 // attempt proved to have done nothing, run again; never both.
 func TestApplyCrashDuringALaterAttempt(t *testing.T) {
-	for _, point := range []string{reconcile.CheckpointAfterIntent, reconcile.CheckpointAfterCall, reconcile.CheckpointAfterTaskRecord} {
+	for _, point := range []string{checkpoint.AfterIntent, checkpoint.AfterCall, checkpoint.AfterTaskRecord} {
 		t.Run(point, func(t *testing.T) {
 			f := newFixture(t, nil)
 			f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Lock: "backup", Config: map[string]string{"memory": "512"}})
@@ -352,17 +354,9 @@ func TestApplyCrashDuringALaterAttempt(t *testing.T) {
 			if err := f.srv.SetLock(qemu(100), ""); err != nil {
 				t.Fatal(err)
 			}
-			crash := errors.New("crash")
-			crashing := f.newEngine(f.j, func(c *reconcile.Config) {
-				c.Checkpoint = func(p string) error {
-					if p == point {
-						return crash
-					}
-					return nil
-				}
-			})
-			second, err := crashing.Apply(ctxT(t), shot)
-			if !errors.Is(err, crash) || second.Attempt != 2 || second.State.Terminal() {
+			crashing := f.newEngine(f.j)
+			second, err := crashing.Apply(crashAt(t, point), shot)
+			if !errors.Is(err, errCrash) || second.Attempt != 2 || second.State.Terminal() {
 				t.Fatalf("second: %+v %v", second, err)
 			}
 			if err := f.srv.WaitIdle(ctxT(t)); err != nil {
@@ -399,7 +393,7 @@ func TestApplyCrashDuringALaterAttempt(t *testing.T) {
 			if succeeded > 1 {
 				t.Fatalf("%d start tasks succeeded", succeeded)
 			}
-			if point != reconcile.CheckpointAfterIntent && (!third.Applied() || !third.Replayed) {
+			if point != checkpoint.AfterIntent && (!third.Applied() || !third.Replayed) {
 				t.Fatalf("the start that ran is not what the key replays: %+v", third)
 			}
 		})
@@ -419,14 +413,12 @@ func TestApplyTwoEnginesRaceForALaterAttempt(t *testing.T) {
 		t.Fatal(err)
 	}
 	arrived, release := make(chan struct{}), make(chan struct{})
-	slow := f.newEngine(f.j, func(c *reconcile.Config) {
-		c.Checkpoint = func(p string) error {
-			if p == reconcile.CheckpointBeforeIntent {
-				close(arrived)
-				<-release
-			}
-			return nil
-		}
+	slow := f.newEngine(f.j)
+	fp := new(failpoint.Set)
+	fp.Enable(checkpoint.BeforeIntent, func() error {
+		close(arrived)
+		<-release
+		return nil
 	})
 	type answer struct {
 		res reconcile.Result
@@ -434,7 +426,7 @@ func TestApplyTwoEnginesRaceForALaterAttempt(t *testing.T) {
 	}
 	slowDone := make(chan answer, 1)
 	go func() {
-		res, err := slow.Apply(ctxT(t), shot)
+		res, err := slow.Apply(checkpoint.With(ctxT(t), fp), shot)
 		slowDone <- answer{res, err}
 	}()
 	<-arrived // slow has looked at the key and is about to claim attempt 2

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/guestward/guestward/internal/backoff"
+	"github.com/guestward/guestward/internal/checkpoint"
 	"github.com/guestward/guestward/journal"
 	"github.com/guestward/guestward/proxmox"
 )
@@ -212,10 +213,10 @@ const (
 //
 // Err is the error Error describes, with its class: errors.Is matches the
 // proxmox error classes (proxmox.ErrLocked, proxmox.ErrDigestMismatch,
-// proxmox.ErrNotFound, ...), [ErrVetoed] for a veto, [ErrDraining],
-// [ErrInterrupted], or the context's error when the operation was
-// interrupted by its context. It is set wherever Error is, and is not
-// part of the JSON form, which carries Error only.
+// proxmox.ErrNotFound, ...), [ErrVetoed] for a veto, [ErrDraining], or
+// the context's error when the operation was interrupted by its context.
+// It is set wherever Error is, and is not part of the JSON form, which
+// carries Error only.
 type ActionReport struct {
 	Action   Action        `json:"action"`
 	OpID     string        `json:"op_id,omitempty"`
@@ -262,7 +263,7 @@ func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 		return rep
 	}
 
-	if err := e.checkpoint(CheckpointBeforeIntent); err != nil {
+	if err := checkpoint.Reach(ctx, checkpoint.BeforeIntent); err != nil {
 		return fail(OutcomeInterrupted, err)
 	}
 	intent := journal.Entry{
@@ -276,7 +277,7 @@ func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 		return fail(OutcomeInterrupted, fmt.Errorf("journal intent: %w", err))
 	}
 	e.event(Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: "start"})
-	if err := e.checkpoint(CheckpointAfterIntent); err != nil {
+	if err := checkpoint.Reach(ctx, checkpoint.AfterIntent); err != nil {
 		return fail(OutcomeInterrupted, err)
 	}
 
@@ -286,7 +287,7 @@ func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 	at := start
 	for {
 		upid, err := e.send(ctx, o, at, &rep, mine)
-		if cerr := e.checkpoint(CheckpointAfterCall); cerr != nil {
+		if cerr := checkpoint.Reach(ctx, checkpoint.AfterCall); cerr != nil {
 			return fail(OutcomeInterrupted, cerr)
 		}
 		if err != nil {
@@ -308,11 +309,11 @@ func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 			return fail(OutcomeInterrupted, fmt.Errorf("journal task %s: %w", upid, err))
 		}
 		e.event(Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: "task", UPID: upid})
-		if err := e.checkpoint(CheckpointAfterTaskRecord); err != nil {
+		if err := checkpoint.Reach(ctx, checkpoint.AfterTaskRecord); err != nil {
 			return fail(OutcomeInterrupted, err)
 		}
 		gaveUp, err := e.waitTask(ctx, o, upid)
-		if cerr := e.checkpoint(CheckpointAfterWait); cerr != nil {
+		if cerr := checkpoint.Reach(ctx, checkpoint.AfterWait); cerr != nil {
 			return fail(OutcomeInterrupted, cerr)
 		}
 		if !taskEnded(err) || gaveUp && err != nil {
@@ -561,7 +562,7 @@ func (e *Engine) conclude(ctx context.Context, o *op, rep *ActionReport, err err
 		phase = "failed"
 	}
 	e.event(Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: phase, UPID: rep.UPID, Detail: rep.Error})
-	if cerr := e.checkpoint(CheckpointAfterOutcome); cerr != nil {
+	if cerr := checkpoint.Reach(ctx, checkpoint.AfterOutcome); cerr != nil {
 		rep.Err = cerr
 		if err != nil {
 			rep.Err = fmt.Errorf("%w (the operation itself: %w)", cerr, err)

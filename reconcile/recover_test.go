@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/guestward/guestward/internal/checkpoint"
+	"github.com/guestward/guestward/internal/failpoint"
 	"github.com/guestward/guestward/journal"
 	"github.com/guestward/guestward/proxmox"
 	"github.com/guestward/guestward/proxmox/proxmoxtest"
@@ -222,18 +224,16 @@ func TestRecoverAdoptsTheRetryOfATaskThatDidNothing(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ops.journal")
 	j1 := openFileJournal(t, path)
 	calls := 0
-	e1 := f.newEngine(j1, func(c *reconcile.Config) {
-		c.Checkpoint = func(p string) error {
-			if p == "op/after-call" {
-				if calls++; calls == 2 {
-					return errCrash // the retry was sent, its task not recorded
-				}
-			}
-			return nil
+	fp := new(failpoint.Set)
+	fp.Enable("op/after-call", func() error {
+		if calls++; calls == 2 {
+			return errCrash // the retry was sent, its task not recorded
 		}
+		return nil
 	})
+	e1 := f.newEngine(j1)
 	shot := reconcile.OneShot{Key: "start-100", Ref: qemu(100), Kind: reconcile.ActionStart}
-	if _, err := e1.Apply(ctxT(t), shot); !errors.Is(err, reconcile.ErrInterrupted) {
+	if _, err := e1.Apply(checkpoint.With(ctxT(t), fp), shot); !errors.Is(err, checkpoint.ErrInterrupted) {
 		t.Fatalf("first life: %v", err)
 	}
 	if err := f.srv.WaitIdle(ctxT(t)); err != nil {

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 
+	"github.com/guestward/guestward/internal/checkpoint"
 	"github.com/guestward/guestward/journal"
 	"github.com/guestward/guestward/proxmox"
 	"github.com/guestward/guestward/proxmox/proxmoxtest"
@@ -313,7 +313,7 @@ func TestRevertKeyCannotBeClaimed(t *testing.T) {
 func TestRevertCrashAtEveryCheckpoint(t *testing.T) {
 	for _, ref := range []proxmox.Ref{qemu(100), lxc(200)} {
 		for _, point := range checkpoints {
-			if ref.Type == proxmox.LXC && (point == reconcile.CheckpointAfterTaskRecord || point == reconcile.CheckpointAfterWait) {
+			if ref.Type == proxmox.LXC && (point == checkpoint.AfterTaskRecord || point == checkpoint.AfterWait) {
 				continue // an LXC configuration change starts no task
 			}
 			t.Run(string(ref.Type)+"/"+point, func(t *testing.T) {
@@ -322,20 +322,12 @@ func TestRevertCrashAtEveryCheckpoint(t *testing.T) {
 				before := f.guest(ref).Config["memory"]
 				path := filepath.Join(t.TempDir(), "ops.journal")
 				j1 := openFileJournal(t, path)
-				var armed atomic.Bool
-				e1 := f.newEngine(j1, func(c *reconcile.Config) {
-					c.Checkpoint = func(p string) error {
-						if armed.Load() && p == point {
-							return errCrash
-						}
-						return nil
-					}
-				})
+				e1 := f.newEngine(j1)
 				op := mustApply(t, e1, reconcile.OneShot{Key: "k", Ref: ref, Kind: reconcile.ActionSetConfig,
 					Set: map[string]string{"memory": "4096", "cores": "2"}, Delete: []string{"tags"}})
 				n := f.writes()
-				armed.Store(true)
-				if _, err := e1.Revert(ctxT(t), op.OpID); err == nil && point != reconcile.CheckpointAfterOutcome {
+				// Only the revert runs under the failpoint.
+				if _, err := e1.Revert(crashAt(t, point), op.OpID); err == nil && point != checkpoint.AfterOutcome {
 					t.Fatalf("the revert did not crash at %s", point)
 				}
 				if err := f.srv.WaitIdle(ctxT(t)); err != nil {

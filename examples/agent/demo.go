@@ -26,7 +26,7 @@ import (
 // that finds nothing left to do. It uses the agent's own building blocks:
 // a client with a pinned fingerprint and a token, a FileProvider, a file
 // journal, the engine. It returns 0 when everything went as it should.
-func runDemo(ctx context.Context, s *settings, verifier *signedop.Verifier, logger *slog.Logger, out *output.Printer, checkpoint func(string) error, stderr io.Writer) int {
+func runDemo(ctx context.Context, s *settings, verifier *signedop.Verifier, logger *slog.Logger, out *output.Printer, stderr io.Writer) int {
 	demoFail := func(code int, err error) int {
 		fmt.Fprintf(stderr, "agent: %v\n", err)
 		out.Exit(code, err.Error())
@@ -92,7 +92,7 @@ func runDemo(ctx context.Context, s *settings, verifier *signedop.Verifier, logg
 	}
 	engine, err := reconcile.NewEngine(reconcile.Config{
 		Proxmox: client, Journal: jr, Provider: provider, Logger: logger,
-		Checkpoint: checkpoint, OnEvent: out.Event, AllowIrreversible: true,
+		OnEvent: out.Event, AllowIrreversible: true,
 	})
 	if err != nil {
 		return demoFail(cli.ExitFailure, err)

@@ -135,19 +135,16 @@
 //
 // # Crash tests
 //
-// For guestward's crash tests, the environment variable GUESTWARD_FAILPOINTS
-// arms failpoints at the engine's checkpoints (reconcile.Config.Checkpoint):
-// a comma-separated list of point[:n] items, such as "op/after-call" or
-// "op/after-intent:3". When an armed point is reached for the n-th time
-// (default the first), counted across the process, the agent writes
-// "failpoint <point> reached" to stderr and kills itself with SIGKILL: no
-// deferred function runs and nothing is flushed, as in a real crash. The
-// points are op/before-intent, op/after-intent, op/after-call,
-// op/after-task-record, op/after-wait and op/after-outcome; an unknown point
-// is a usage error, so that a misspelt point cannot let a test pass without
-// crashing. Combined with -once, -output json and a short -settle-delay, a
-// test can run the agent as a child process against a fake server it holds,
-// kill it at any step, run it again, and check from the JSON lines and the
-// fake server's task counts that every operation ran at most once and was
+// The agent never kills itself on purpose: no flag or environment variable
+// arms a failpoint in it. guestward's crash tests run the agent's test
+// binary instead, which, started with a test-only environment variable,
+// runs the agent with failpoints armed at chosen steps of an operation
+// (after its intent is journaled, after the call to Proxmox returns, after
+// its task is journaled, ...). At an armed step it writes "failpoint
+// <point> reached" to stderr and kills itself with SIGKILL: no deferred
+// function runs and nothing is flushed, as in a real crash. The test then
+// runs the real agent again, with -once and -output json, against the same
+// fake server and journal, and checks from the JSON lines and the fake
+// server's task counts that every operation ran at most once and was
 // resolved.
 package main

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/guestward/guestward/examples/internal/crashtest"
 )
 
 // The agent binary, built once for the tests that run it as a process.
@@ -23,7 +25,13 @@ var (
 	buildErr  error
 )
 
+// TestMain runs the agent itself, armed to kill itself at a failpoint,
+// when the crash tests start this test binary as their child (see
+// crashtest); otherwise it runs the tests.
 func TestMain(m *testing.M) {
+	crashtest.RunChild(func(ctx context.Context) int {
+		return run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
+	})
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)

@@ -9,12 +9,14 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/guestward/guestward/examples/internal/crashtest"
 	"github.com/guestward/guestward/journal"
 	"github.com/guestward/guestward/proxmox/proxmoxtest"
 )
@@ -23,10 +25,26 @@ import (
 // stdout and stderr.
 func runChild(t *testing.T, env map[string]string, args ...string) (syscall.WaitStatus, string, string) {
 	t.Helper()
+	return runProgram(t, agentBinary(t), childEnv(env), args...)
+}
+
+// runCrashChild runs this test binary as the agent, with the failpoints
+// spec names armed (see TestMain), to completion or its death.
+func runCrashChild(t *testing.T, env map[string]string, spec string, args ...string) (syscall.WaitStatus, string, string) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runProgram(t, exe, append(childEnv(env), crashtest.EnvFailpoints+"="+spec), args...)
+}
+
+func runProgram(t *testing.T, bin string, env []string, args ...string) (syscall.WaitStatus, string, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, agentBinary(t), args...)
-	cmd.Env = childEnv(env)
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = env
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -37,9 +55,10 @@ func runChild(t *testing.T, env map[string]string, args ...string) (syscall.Wait
 	return cmd.ProcessState.Sys().(syscall.WaitStatus), stdout.String(), stderr.String()
 }
 
-// A crash at any step of an operation, as GUESTWARD_FAILPOINTS makes one,
-// is resolved by the next start: every operation ran at most once and the
-// guests converge. This is the hook the reliability tests build on.
+// A crash at any step of an operation, as a failpoint in the test binary
+// makes one, is resolved by the next start of the real agent: every
+// operation ran at most once and the guests converge. This is the hook
+// the reliability tests build on.
 func TestFailpointKillThenRecover(t *testing.T) {
 	for _, point := range []string{
 		"op/before-intent", "op/after-intent", "op/after-call",
@@ -47,8 +66,7 @@ func TestFailpointKillThenRecover(t *testing.T) {
 	} {
 		t.Run(strings.ReplaceAll(point, "/", "_"), func(t *testing.T) {
 			c := newCluster(t)
-			env := c.with("GUESTWARD_FAILPOINTS", point)
-			ws, out, errOut := runChild(t, env, "-once", "-output", "json")
+			ws, out, errOut := runCrashChild(t, c.env, point, "-once", "-output", "json")
 			if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 				t.Fatalf("the agent was not killed at %s: %v\nstdout:\n%s\nstderr:\n%s", point, ws, out, errOut)
 			}
@@ -229,5 +247,23 @@ func TestSignalGraceExpiresThenRecover(t *testing.T) {
 	}
 	if n := c.srv.TaskCount(c.web, "qmconfig"); n != 1 {
 		t.Errorf("%d set_config tasks, want 1", n)
+	}
+}
+
+// The agent a user runs has no way to kill itself: the environment
+// variables that arm failpoints in the crash tests' child do nothing to
+// it, and it converges.
+func TestAgentIgnoresFailpointVariables(t *testing.T) {
+	c := newCluster(t)
+	env := c.with("GUESTWARD_FAILPOINTS", "op/after-call", crashtest.EnvFailpoints, "op/after-call")
+	ws, out, errOut := runChild(t, env, "-once", "-output", "json")
+	if ws.Signaled() || ws.ExitStatus() != 0 {
+		t.Fatalf("the agent: %v\nstdout:\n%s\nstderr:\n%s", ws, out, errOut)
+	}
+	if rep := records(t, out)["report"][0]; rep["converged"] != true {
+		t.Errorf("the pass did not converge: %v", rep)
+	}
+	if strings.Contains(errOut, "failpoint") {
+		t.Errorf("stderr mentions a failpoint:\n%s", errOut)
 	}
 }

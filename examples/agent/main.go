@@ -142,10 +142,6 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 	if err := cli.ApplyEnv(fs, env, bindings()); err != nil {
 		return fail(stderr, err)
 	}
-	checkpoint, err := failpointsFromEnv(env, stderr)
-	if err != nil {
-		return fail(stderr, err)
-	}
 	if err := s.validate(fs); err != nil {
 		return fail(stderr, err)
 	}
@@ -158,9 +154,9 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 	out.SetFullReports(s.fullReports)
 	var code int
 	if s.demo {
-		code = runDemo(ctx, s, verifier, logger, out, checkpoint, stderr)
+		code = runDemo(ctx, s, verifier, logger, out, stderr)
 	} else {
-		code = runAgent(ctx, s, verifier, env, logger, out, checkpoint, stderr)
+		code = runAgent(ctx, s, verifier, env, logger, out, stderr)
 	}
 	if err := out.Err(); err != nil && code == cli.ExitOK {
 		fmt.Fprintf(stderr, "agent: writing the output: %v\n", err)
@@ -177,11 +173,6 @@ func fail(stderr io.Writer, err error) int {
 		return cli.ExitUsage
 	}
 	return cli.ExitFailure
-}
-
-func failpointsFromEnv(env cli.LookupEnv, stderr io.Writer) (func(string) error, error) {
-	spec, _ := env(cli.EnvFailpoints)
-	return cli.Failpoints(spec, stderr)
 }
 
 // validate checks what can be checked without I/O.
@@ -231,7 +222,7 @@ func (s *settings) validate(fs *flag.FlagSet) error {
 // runAgent is the daemon (and -once): connect, open the journal, recover,
 // then pass after pass until stopped.
 func runAgent(ctx context.Context, s *settings, verifier *signedop.Verifier, env cli.LookupEnv, logger *slog.Logger, out *output.Printer,
-	checkpoint func(string) error, stderr io.Writer) int {
+	stderr io.Writer) int {
 	client, err := s.conn.Client(env, logger)
 	if err != nil {
 		return fail(stderr, err)
@@ -270,7 +261,7 @@ func runAgent(ctx context.Context, s *settings, verifier *signedop.Verifier, env
 			return fail(stderr, err)
 		}
 	}
-	code := serve(ctx, s, verifier, client, jr, provider, logger, out, checkpoint, startInfo{
+	code := serve(ctx, s, verifier, client, jr, provider, logger, out, startInfo{
 		version: version.Version, backend: backend, declared: len(declared),
 	}, stderr)
 	if err := jr.Close(); err != nil {
@@ -290,7 +281,7 @@ type startInfo struct {
 
 // serve runs the engine on an open journal and returns the exit code.
 func serve(ctx context.Context, s *settings, verifier *signedop.Verifier, client *proxmox.Client, jr journal.Journal, provider reconcile.DesiredProvider,
-	logger *slog.Logger, out *output.Printer, checkpoint func(string) error, info startInfo, stderr io.Writer) int {
+	logger *slog.Logger, out *output.Printer, info startInfo, stderr io.Writer) int {
 	// The engine works under work, which ends only once a stop request
 	// has let running operations finish (see Engine.Drain below).
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -308,10 +299,9 @@ func serve(ctx context.Context, s *settings, verifier *signedop.Verifier, client
 		// Actions that cannot be undone (a disk grown) only when asked.
 		AllowIrreversible: s.allowIrrev,
 		// Lost answers are matched only to tasks this token started.
-		TaskUser:   s.conn.TokenID,
-		Logger:     logger,
-		Checkpoint: checkpoint,
-		OnEvent:    out.Event,
+		TaskUser: s.conn.TokenID,
+		Logger:   logger,
+		OnEvent:  out.Event,
 		OnReport: func(rep reconcile.Report) {
 			passes++ // Run calls OnReport from one goroutine, pass after pass
 			out.Report(passes, rep, nil, false)

@@ -267,8 +267,6 @@ func TestBadSettings(t *testing.T) {
 		{"missing desired file", c.with("GUESTWARD_DESIRED", filepath.Join(c.dir, "nope.json")), nil, cli.ExitUsage, "desired state"},
 		{"misspelt desired field", c.with("GUESTWARD_DESIRED", badDesired), nil, cli.ExitUsage, "confg"},
 		{"invalid desired value", c.with("GUESTWARD_DESIRED", invalidDesired), nil, cli.ExitUsage, "desired state"},
-		{"unknown failpoint", c.with(cli.EnvFailpoints, "op/after-lunch"), nil, cli.ExitUsage, "unknown point"},
-		{"bad failpoint count", c.with(cli.EnvFailpoints, "op/after-call:0"), nil, cli.ExitUsage, "positive integer"},
 		{"demo with a cluster", nil, []string{"-demo", "-url", c.srv.URL}, cli.ExitUsage, "drop -url"},
 		{"demo-pve without demo", c.env, []string{"-demo-pve", "7.4"}, cli.ExitUsage, "only applies with -demo"},
 		{"listen without keys", c.env, []string{"-listen", "127.0.0.1:0", "-agent-id", "a"}, cli.ExitUsage, "-hub-keys"},

@@ -184,11 +184,6 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 	if err := cli.ApplyEnv(fs, env, binds); err != nil {
 		return fail(stderr, err)
 	}
-	spec, _ := env(cli.EnvFailpoints)
-	checkpoint, err := cli.Failpoints(spec, stderr)
-	if err != nil {
-		return fail(stderr, err)
-	}
 	if s.settle <= 0 {
 		return fail(stderr, cli.Usagef("-settle-delay must be positive, not %v", s.settle))
 	}
@@ -201,9 +196,9 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 				return fail(stderr, cli.Usagef("-demo brings its own cluster, journal and operation: drop -%s", name))
 			}
 		}
-		code = runDemo(ctx, s, logger, out, checkpoint, stderr)
+		code = runDemo(ctx, s, logger, out, stderr)
 	} else {
-		code = runOnce(ctx, s, fs, env, logger, out, checkpoint, stderr)
+		code = runOnce(ctx, s, fs, env, logger, out, stderr)
 	}
 	if err := out.Err(); err != nil && code == cli.ExitOK {
 		fmt.Fprintf(stderr, "oneshot: writing the output: %v\n", err)
@@ -251,7 +246,7 @@ func (s *settings) operation(fs *flag.FlagSet) (reconcile.OneShot, error) {
 }
 
 func runOnce(ctx context.Context, s *settings, fs *flag.FlagSet, env cli.LookupEnv, logger *slog.Logger, out *output.Printer,
-	checkpoint func(string) error, stderr io.Writer) int {
+	stderr io.Writer) int {
 	op, err := s.operation(fs)
 	if err != nil {
 		return fail(stderr, err)
@@ -273,7 +268,7 @@ func runOnce(ctx context.Context, s *settings, fs *flag.FlagSet, env cli.LookupE
 		return fail(stderr, err)
 	}
 	out.Start(output.Start{Program: "oneshot", URL: s.conn.URL, ProxmoxVersion: v.Version, Journal: s.journal, Backend: backend})
-	code, reason := apply(ctx, s, client, jr, logger, out, checkpoint, op)
+	code, reason := apply(ctx, s, client, jr, logger, out, op)
 	if err := jr.Close(); err != nil {
 		fmt.Fprintf(stderr, "oneshot: closing the journal: %v\n", err)
 		if code == cli.ExitOK {
@@ -287,9 +282,9 @@ func runOnce(ctx context.Context, s *settings, fs *flag.FlagSet, env cli.LookupE
 // apply recovers what an earlier run left in flight, then applies op. It
 // returns the exit code and the reason for it.
 func apply(ctx context.Context, s *settings, client *proxmox.Client, jr journal.Journal, logger *slog.Logger,
-	out *output.Printer, checkpoint func(string) error, op reconcile.OneShot) (int, string) {
+	out *output.Printer, op reconcile.OneShot) (int, string) {
 	engine, err := reconcile.NewEngine(reconcile.Config{Proxmox: client, Journal: jr, Logger: logger,
-		SettleDelay: s.settle, TaskUser: s.conn.TokenID, Checkpoint: checkpoint, OnEvent: out.Event})
+		SettleDelay: s.settle, TaskUser: s.conn.TokenID, OnEvent: out.Event})
 	if err != nil {
 		return cli.ExitFailure, err.Error()
 	}
@@ -349,7 +344,7 @@ func revert(ctx context.Context, s *settings, engine *reconcile.Engine, out *out
 // runDemo runs one operation twice with the same key, reopening the journal
 // in between as a restarted program would, and shows that Proxmox acted once.
 func runDemo(ctx context.Context, s *settings, logger *slog.Logger, out *output.Printer,
-	checkpoint func(string) error, stderr io.Writer) int {
+	stderr io.Writer) int {
 	demoFail := func(err error) int {
 		fmt.Fprintf(stderr, "oneshot: %v\n", err)
 		out.Exit(cli.ExitFailure, err.Error())
@@ -388,7 +383,7 @@ func runDemo(ctx context.Context, s *settings, logger *slog.Logger, out *output.
 		if err != nil {
 			return demoFail(err)
 		}
-		code, reason := apply(ctx, s, client, jr, logger, out, checkpoint, op)
+		code, reason := apply(ctx, s, client, jr, logger, out, op)
 		if err := jr.Close(); err != nil {
 			return demoFail(err)
 		}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/guestward/guestward/internal/checkpoint"
 	"github.com/guestward/guestward/journal"
 	"github.com/guestward/guestward/journal/boltjournal"
 	"github.com/guestward/guestward/normalize"
@@ -32,7 +34,8 @@ import (
 // this process holds, kills them with SIGKILL over and over, at every kind
 // of moment, and restarts them, while the desired state keeps changing:
 //
-//   - at a failpoint between two journal steps (GUESTWARD_FAILPOINTS);
+//   - at a failpoint between two journal steps (run as the programs' test
+//     binaries, which arm them; the programs themselves cannot);
 //   - inside Proxmox, while it handles the child's k-th write, before or
 //     after the write takes effect (a fault hook on the fake server);
 //   - after the child reported its k-th event on stdout;
@@ -54,10 +57,12 @@ import (
 // of it strictly.
 
 // checkpointNames are the engine's points between journal steps.
-var checkpointNames = []string{
-	"op/before-intent", "op/after-intent", "op/after-call",
-	"op/after-task-record", "op/after-wait", "op/after-outcome",
-}
+var checkpointNames = checkpoint.Names()
+
+// envFailpoints makes the programs' test binaries run as the programs
+// with failpoints armed (examples/internal/crashtest, which this package
+// may not import, names it).
+const envFailpoints = "GUESTWARD_TEST_FAILPOINTS"
 
 // buildOnce builds the programs the crash loop runs, once per test binary.
 var buildOnce struct {
@@ -68,7 +73,9 @@ var buildOnce struct {
 
 // buildPrograms builds examples/agent and examples/oneshot, with the race
 // detector when this test runs under it, so that a race in the child fails
-// the test too.
+// the test too, and their test binaries beside them (agent.test,
+// oneshot.test): run with envFailpoints set, a test binary is its program
+// with failpoints armed.
 func buildPrograms(t *testing.T) (agent, oneshot string) {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -90,6 +97,13 @@ func buildPrograms(t *testing.T) (agent, oneshot string) {
 		}
 		args = append(args, "github.com/guestward/guestward/examples/agent", "github.com/guestward/guestward/examples/oneshot")
 		out, err := exec.Command(goTool, args...).CombinedOutput()
+		if err != nil {
+			buildOnce.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+			return
+		}
+		args[0] = "test"
+		args = slices.Insert(args, 1, "-c")
+		out, err = exec.Command(goTool, args...).CombinedOutput()
 		if err != nil {
 			buildOnce.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
@@ -456,7 +470,8 @@ func (cl *crashLoop) run(name, bin string, args []string, plan killPlan, writePa
 	t, fig, ctx, srv, baseEnv := cl.t, cl.fig, cl.ctx, cl.srv, cl.baseEnv
 	env := append([]string{}, baseEnv...)
 	if plan.failpoint != "" {
-		env = append(env, "GUESTWARD_FAILPOINTS="+plan.failpoint)
+		bin += ".test"
+		env = append(env, envFailpoints+"="+plan.failpoint)
 	}
 	c := &child{name: name}
 	var started sync.WaitGroup
@@ -935,7 +950,7 @@ func (c *child) stderrText() string {
 // killPlan says when to kill a child. The zero plan lets it run.
 type killPlan struct {
 	mode          string
-	failpoint     string        // GUESTWARD_FAILPOINTS
+	failpoint     string        // envFailpoints, for the program's test binary
 	hookWrite     int           // kill while Proxmox handles the child's n-th write
 	afterHandling bool          // ... after the write took effect
 	afterEvents   int           // kill once the child reported its n-th event

@@ -21,7 +21,8 @@
 // one-shot program (examples/oneshot), runs them as child processes against
 // a fake Proxmox VE cluster held by the test (package proxmoxtest), and
 // kills them with SIGKILL, at random moments and at the engine's named
-// checkpoints between journal steps (GUESTWARD_FAILPOINTS), over many
+// checkpoints between journal steps (through the programs' test binaries,
+// which arm failpoints there; the programs themselves cannot), over many
 // iterations, while the desired state keeps changing; now and then the agent
 // runs as a daemon and is stopped gracefully, or Proxmox drops one of its
 // writes as well. After every restart

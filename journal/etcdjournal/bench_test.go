@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/guestward/guestward/internal/checkpoint"
+	"github.com/guestward/guestward/internal/failpoint"
 	"github.com/guestward/guestward/journal"
 	"github.com/guestward/guestward/journal/etcdjournal/internal/etcdtest"
 	"github.com/guestward/guestward/proxmox"
@@ -336,18 +338,13 @@ func BenchmarkRecover10k(b *testing.B) {
 	flush()
 	// The in-flight ones, made by the engine itself and saved to be put
 	// back before each Recover.
-	crashCfg := cfg
-	crashCfg.Checkpoint = func(p string) error {
-		if p == reconcile.CheckpointAfterIntent {
-			return errCrash
-		}
-		return nil
-	}
-	eng, err := reconcile.NewEngine(crashCfg)
+	eng, err := reconcile.NewEngine(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := eng.ReconcileOnce(context.Background()); err != nil {
+	fp := new(failpoint.Set)
+	fp.Enable(checkpoint.AfterIntent, func() error { return errCrash })
+	if _, err := eng.ReconcileOnce(checkpoint.With(context.Background(), fp)); err != nil {
 		b.Fatal(err)
 	}
 	fl, err := j.InFlight(context.Background())

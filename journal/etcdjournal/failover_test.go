@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/guestward/guestward/internal/checkpoint"
+	"github.com/guestward/guestward/internal/failpoint"
 	"github.com/guestward/guestward/journal"
 	"github.com/guestward/guestward/proxmox/proxmoxtest"
 	"github.com/guestward/guestward/reconcile"
@@ -18,7 +20,7 @@ var errCrash = errors.New("simulated crash")
 // steps of its operations (at every such point in turn); the other takes
 // over, recovers, and every operation ends done exactly once.
 func TestFailoverBetweenJournalSteps(t *testing.T) {
-	for _, point := range reconcile.Checkpoints() {
+	for _, point := range checkpoint.Names() {
 		t.Run(point, func(t *testing.T) {
 			f := newFleet(t)
 			prefix := newPrefix(t)
@@ -28,15 +30,14 @@ func TestFailoverBetweenJournalSteps(t *testing.T) {
 			waitCandidates(t, a, 2)
 
 			var once sync.Once
-			ea := f.engine(a, func(p string) error {
-				if p == point {
-					kill(t, a, pauseA, &once)
-					return errCrash
-				}
-				return nil
+			ea := f.engine(a)
+			fp := new(failpoint.Set)
+			fp.Enable(point, func() error {
+				kill(t, a, pauseA, &once)
+				return errCrash
 			})
 			ctxA, cancelA := a.Context(t.Context())
-			_, err := ea.ReconcileOnce(ctxA)
+			_, err := ea.ReconcileOnce(checkpoint.With(ctxA, fp))
 			cancelA()
 			if err != nil && !errors.Is(err, ErrNotLeader) && !errors.Is(err, context.Canceled) {
 				t.Fatalf("a's pass: %v", err)
@@ -46,7 +47,7 @@ func TestFailoverBetweenJournalSteps(t *testing.T) {
 			}
 
 			b := await(t, bc, "b")
-			eb := f.engine(b, nil)
+			eb := f.engine(b)
 			ctxB, cancelB := b.Context(t.Context())
 			defer cancelB()
 			rec, err := eb.Recover(ctxB)
@@ -97,7 +98,7 @@ func TestFailoverMidTask(t *testing.T) {
 	bc := campaignAsync(t, newClient(t), prefix, "b")
 	waitCandidates(t, a, 2)
 
-	ea := f.engine(a, nil)
+	ea := f.engine(a)
 	ctxA, cancelA := a.Context(t.Context())
 	defer cancelA()
 	passA := make(chan error, 1)
@@ -117,7 +118,7 @@ func TestFailoverMidTask(t *testing.T) {
 	<-passA
 
 	b := await(t, bc, "b")
-	eb := f.engine(b, nil)
+	eb := f.engine(b)
 	ctxB, cancelB := b.Context(t.Context())
 	defer cancelB()
 	// The first pass finds the tasks still running and leaves their guests
@@ -169,7 +170,7 @@ func TestPartitionedLeaderSendsNothing(t *testing.T) {
 		t.Fatal("the frozen leader noticed its loss; the test would not show the fence")
 	default:
 	}
-	ea := f.engine(a, nil)
+	ea := f.engine(a)
 	before := f.writes()
 	rep, err := ea.ReconcileOnce(t.Context())
 	if err != nil && !errors.Is(err, ErrNotLeader) {
@@ -188,7 +189,7 @@ func TestPartitionedLeaderSendsNothing(t *testing.T) {
 	if len(f.srv.Tasks()) != 0 {
 		t.Fatalf("tasks after the deposed leader's pass: %+v", f.srv.Tasks())
 	}
-	eb := f.engine(b, nil)
+	eb := f.engine(b)
 	if rep, err := eb.ReconcileOnce(t.Context()); err != nil || !convergedOrChanged(rep) {
 		t.Fatalf("b's pass: %v\n%s", err, rep)
 	}
@@ -205,7 +206,7 @@ func TestOneShotKeyIsGlobalAcrossReplicas(t *testing.T) {
 	a := await(t, campaignAsync(t, newClient(t), prefix, "a", withPause(pauseA)), "a")
 	close(pauseA)
 	b := await(t, campaignAsync(t, newClient(t), prefix, "b"), "b")
-	ea, eb := f.engine(a, nil), f.engine(b, nil)
+	ea, eb := f.engine(a), f.engine(b)
 	shot := reconcile.OneShot{Key: "req-42", Ref: qemu(100), Kind: reconcile.ActionStart}
 
 	var wg sync.WaitGroup
@@ -224,7 +225,7 @@ func TestOneShotKeyIsGlobalAcrossReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := await(t, campaignAsync(t, newClient(t), prefix, "c"), "c")
-	res, err := f.engine(c, nil).Apply(t.Context(), shot)
+	res, err := f.engine(c).Apply(t.Context(), shot)
 	if err != nil || !res.Replayed || res.State != journal.Succeeded {
 		t.Fatalf("the same key after failover: %+v, %v; want the recorded success, replayed", res, err)
 	}

@@ -67,7 +67,7 @@ func newFleet(t *testing.T, opts ...proxmoxtest.Option) *fleet {
 }
 
 // engine returns an engine on the fleet writing to ld's journal.
-func (f *fleet) engine(ld *Leader, checkpoint func(string) error) *reconcile.Engine {
+func (f *fleet) engine(ld *Leader) *reconcile.Engine {
 	f.t.Helper()
 	e, err := reconcile.NewEngine(reconcile.Config{
 		Proxmox:     f.client,
@@ -77,7 +77,6 @@ func (f *fleet) engine(ld *Leader, checkpoint func(string) error) *reconcile.Eng
 		RetryMin:    time.Millisecond,
 		RetryMax:    5 * time.Millisecond,
 		SettleDelay: time.Millisecond,
-		Checkpoint:  checkpoint,
 	})
 	if err != nil {
 		f.t.Fatal(err)

@@ -36,7 +36,7 @@ func TestQuorumLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ea := f.engine(a, nil)
+	ea := f.engine(a)
 	if _, err := ea.Recover(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestQuorumLoss(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ea = f.engine(ld, nil)
+			ea = f.engine(ld)
 			ctxL, cancelL = ld.Context(t.Context())
 		}
 		rep, err = ea.ReconcileOnce(ctxL)

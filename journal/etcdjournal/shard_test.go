@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/guestward/guestward/internal/checkpoint"
+	"github.com/guestward/guestward/internal/failpoint"
 	"github.com/guestward/guestward/proxmox"
 	"github.com/guestward/guestward/proxmox/proxmoxtest"
 	"github.com/guestward/guestward/reconcile"
@@ -40,9 +42,9 @@ func TestShardsSplitAndMoveOnFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	engine := func(ld *Leader, node string, checkpoint func(string) error) *reconcile.Engine {
+	engine := func(ld *Leader, node string) *reconcile.Engine {
 		e, err := reconcile.NewEngine(reconcile.Config{Proxmox: px, Journal: ld.Journal(), Provider: NodeProvider(fleet, node),
-			RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond, SettleDelay: time.Millisecond, Checkpoint: checkpoint})
+			RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond, SettleDelay: time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -67,20 +69,19 @@ func TestShardsSplitAndMoveOnFailover(t *testing.T) {
 	waitCandidates(t, b, 2)
 
 	// Each shard's leader acts on its own nodes only.
-	rep, err := engine(a, "pve1", nil).ReconcileOnce(ctx)
+	rep, err := engine(a, "pve1").ReconcileOnce(ctx)
 	if err != nil || len(rep.Guests) != 1 || rep.Guests[0].Ref != onA {
 		t.Fatalf("shard a's pass: %v\n%s", err, rep)
 	}
 	var once sync.Once
-	eb := engine(b, "pve2", func(p string) error {
-		if p == reconcile.CheckpointAfterCall {
-			kill(t, b, pauseB, &once)
-			return errCrash
-		}
-		return nil
+	eb := engine(b, "pve2")
+	fp := new(failpoint.Set)
+	fp.Enable(checkpoint.AfterCall, func() error {
+		kill(t, b, pauseB, &once)
+		return errCrash
 	})
 	ctxB, cancelB := b.Context(ctx)
-	_, err = eb.ReconcileOnce(ctxB)
+	_, err = eb.ReconcileOnce(checkpoint.With(ctxB, fp))
 	cancelB()
 	if err != nil && !errors.Is(err, ErrNotLeader) && !errors.Is(err, context.Canceled) {
 		t.Fatalf("shard b's pass: %v", err)
@@ -103,7 +104,7 @@ func TestShardsSplitAndMoveOnFailover(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("replica-a did not take shard b over")
 	}
-	eb2 := engine(a2, "pve2", nil)
+	eb2 := engine(a2, "pve2")
 	ctxA2, cancelA2 := a2.Context(ctx)
 	defer cancelA2()
 	rec, err := eb2.Recover(ctxA2)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/guestward/guestward/internal/checkpoint"
+	"github.com/guestward/guestward/internal/failpoint"
 	"github.com/guestward/guestward/journal"
 	"github.com/guestward/guestward/proxmox"
 	"github.com/guestward/guestward/reconcile"
@@ -333,20 +335,20 @@ func TestHandlerNeverEchoes(t *testing.T) {
 // resolved it (here after a restart), gets the outcome, and the operation
 // ran once.
 func TestHandlerInFlight(t *testing.T) {
-	var fired bool
-	a := newAgent(t, func(c *reconcile.Config) {
-		c.Checkpoint = func(point string) error {
-			if point == reconcile.CheckpointAfterTaskRecord && !fired {
-				fired = true
-				return errors.New("crash")
-			}
-			return nil
-		}
-	})
+	a := newAgent(t)
 	tok := a.token(start)
-	ans := a.post(tok)
+	// The request's context reaches the engine: its operation stops once
+	// its task is journaled, as a crash there would stop it.
+	fp := new(failpoint.Set)
+	fp.Enable(checkpoint.AfterTaskRecord, func() error { return errors.New("crash") })
+	ans := a.do(httptest.NewRequestWithContext(checkpoint.With(ctxT(t), fp), http.MethodPost, "/op", strings.NewReader(tok)))
 	if ans.status != http.StatusAccepted || ans.code != "in_flight" || ans.result["op_id"] == nil {
 		t.Fatalf("interrupted: %d %s", ans.status, ans.body)
+	}
+	// The task goes on in Proxmox; the restarted agent resolves the
+	// operation once it has ended (before, it answers "unresolved").
+	if err := a.srv.WaitIdle(ctxT(t)); err != nil {
+		t.Fatal(err)
 	}
 	a.restart()
 	again := a.post(tok)

@@ -1,7 +1,7 @@
 // Package cli holds what the example programs share to turn flags and
 // environment variables into guestward's building blocks: a Proxmox client,
-// a journal whose backend the path's extension picks, a logger, and the
-// failpoints guestward's crash tests use. It is not part of guestward's API.
+// a journal whose backend the path's extension picks, and a logger. It is
+// not part of guestward's API.
 //
 // Every setting has a flag and an environment variable; the flag wins.
 // The token secret has no flag on purpose: a flag's value is visible to

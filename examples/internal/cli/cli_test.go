@@ -256,39 +256,3 @@ func TestConnBadSettings(t *testing.T) {
 		})
 	}
 }
-
-func TestFailpointsParse(t *testing.T) {
-	var w bytes.Buffer
-	for _, spec := range []string{"", " ", ","} {
-		fn, err := Failpoints(spec, &w)
-		if err != nil || fn != nil {
-			t.Errorf("Failpoints(%q) = %v, %v; want no checkpoint and no error", spec, fn != nil, err)
-		}
-	}
-	for _, spec := range []string{"op/nope", "op/after-call:0", "op/after-call:x", "op/after-call:-1", "op/after-call,bogus"} {
-		if _, err := Failpoints(spec, &w); !IsUsage(err) {
-			t.Errorf("Failpoints(%q) = %v, want a usage error", spec, err)
-		}
-	}
-	fn, err := Failpoints("op/after-call:3, op/after-intent:2", &w)
-	if err != nil || fn == nil {
-		t.Fatalf("Failpoints = %v, %v", fn != nil, err)
-	}
-	// Points that are not armed, and arrivals before the armed one, pass.
-	for _, p := range []string{"op/after-call", "op/after-call", "op/after-intent", "op/before-intent", "op/after-outcome"} {
-		if err := fn(p); err != nil {
-			t.Errorf("checkpoint %s: %v", p, err)
-		}
-	}
-	if w.Len() != 0 {
-		t.Errorf("wrote %q before any armed arrival", w.String())
-	}
-}
-
-func TestCheckpointsAreKnownToFailpoints(t *testing.T) {
-	for _, p := range Checkpoints() {
-		if _, err := Failpoints(p, new(bytes.Buffer)); err != nil {
-			t.Errorf("Failpoints(%q): %v", p, err)
-		}
-	}
-}

@@ -21,6 +21,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/guestward/guestward/internal/checkpoint"
+	"github.com/guestward/guestward/internal/failpoint"
 	"github.com/guestward/guestward/journal/etcdjournal"
 	"github.com/guestward/guestward/journal/etcdjournal/internal/etcdtest"
 	"github.com/guestward/guestward/proxmox"
@@ -111,8 +113,9 @@ func run(ctx context.Context, out io.Writer) error {
 	}()
 
 	// replica-a dies once its third operation has recorded its task: the
-	// process stops there (the checkpoint aborts every operation at that
-	// point), and its lease is gone as etcd expires a dead process's lease.
+	// process stops there (a failpoint on its pass's context aborts every
+	// operation that reaches that step, as guestward's crash tests do),
+	// and its lease is gone as etcd expires a dead process's lease.
 	var mu sync.Mutex
 	n := 0
 	var once sync.Once
@@ -124,27 +127,25 @@ func run(ctx context.Context, out io.Writer) error {
 	}
 	engA, err := reconcile.NewEngine(reconcile.Config{
 		Proxmox: pc, Journal: a.Journal(), Provider: prov, Concurrency: 2, SettleDelay: 200 * time.Millisecond,
-		Checkpoint: func(p string) error {
-			if p != reconcile.CheckpointAfterTaskRecord {
-				return nil
-			}
-			mu.Lock()
-			n++
-			k := n
-			mu.Unlock()
-			if k >= 3 {
-				die()
-				return errDied
-			}
-			return nil
-		},
 		OnEvent: func(ev reconcile.Event) { fmt.Fprintf(w, "  replica-a: %s %s %s\n", ev.Ref, ev.Kind, ev.Phase) },
 	})
 	if err != nil {
 		return err
 	}
+	fp := new(failpoint.Set)
+	fp.Enable(checkpoint.AfterTaskRecord, func() error {
+		mu.Lock()
+		n++
+		k := n
+		mu.Unlock()
+		if k >= 3 {
+			die()
+			return errDied
+		}
+		return nil
+	})
 	ctxA, cancelA := a.Context(ctx)
-	repA, err := engA.ReconcileOnce(ctxA)
+	repA, err := engA.ReconcileOnce(checkpoint.With(ctxA, fp))
 	cancelA()
 	sent, ok := repA.Actions()
 	fmt.Fprintf(w, "replica-a's pass ended (%v): %d actions sent, %d succeeded\n", errOrNil(err), sent, ok)
