@@ -129,7 +129,7 @@ func (t *passTracker) update(emit bool) {
 	p := t.p
 	p.Elapsed = e.cfg.Now().Sub(p.Start)
 	e.st.mu.Lock()
-	e.st.pass = &p
+	e.st.pass, e.st.running = p, true
 	e.st.mu.Unlock()
 	if !emit {
 		return
@@ -155,7 +155,7 @@ func (t *passTracker) end(rep Report, err error) {
 	p.Elapsed = e.cfg.Now().Sub(p.Start)
 	sum := summarize(t.p.Pass, t.p.Targeted, rep, err)
 	e.st.mu.Lock()
-	e.st.pass = nil
+	e.st.pass, e.st.running = Progress{}, false
 	e.st.last = &sum
 	if err != nil {
 		e.st.lastErr = &ErrorStatus{Source: "pass", Err: err, At: rep.Start.Add(rep.Duration)}

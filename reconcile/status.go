@@ -93,8 +93,9 @@ func summarize(seq int, targeted bool, rep Report, err error) PassSummary {
 // calling out, never while waiting.
 type engineStatus struct {
 	mu          sync.Mutex
-	seq         int          // passes started
-	pass        *Progress    // in progress; replaced, never changed in place
+	seq         int      // passes started
+	pass        Progress // in progress, if running
+	running     bool
 	last        *PassSummary // replaced, never changed in place
 	lastErr     *ErrorStatus
 	recovered   bool
@@ -124,8 +125,8 @@ func (e *Engine) Status() Status {
 	e.st.mu.Lock()
 	s.Recovered, s.RecoveredAt = e.st.recovered, e.st.recoveredAt
 	s.Unresolved = len(e.st.unresolved)
-	if e.st.pass != nil {
-		p := *e.st.pass
+	if e.st.running {
+		p := e.st.pass
 		p.Elapsed = s.At.Sub(p.Start)
 		s.Pass = &p
 	}
