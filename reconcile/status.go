@@ -14,7 +14,9 @@ import (
 //
 // It marshals to JSON with stable member names (snake case); times are
 // RFC 3339, and durations are numbers of seconds in members whose names
-// end in "_seconds". An error is its message.
+// end in "_seconds". An error is its message. The JSON form is for
+// reading (a health probe, a dashboard); a program in Go reads Status
+// itself.
 type Status struct {
 	// At is when the snapshot was taken.
 	At time.Time
