@@ -1,6 +1,7 @@
 package reconcile_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -273,5 +274,39 @@ func TestProgressSmallFleetReportsEachGuest(t *testing.T) {
 	}
 	if s := fmt.Sprint(by[reconcile.PhaseAct]); len(by[reconcile.PhaseAct]) != 1 || by[reconcile.PhaseAct][0].Total != 0 {
 		t.Errorf("act with nothing to do: %s", s)
+	}
+}
+
+// A pass whose context ends while acting counts the guests whose jobs
+// never started as done too: the act phase still ends at done == total.
+func TestProgressOfPassCancelledWhileActing(t *testing.T) {
+	var log progressLog
+	f := newFixture(t, nil, withProgress(&log), func(c *reconcile.Config) { c.Concurrency = 1 })
+	for i := range 3 {
+		f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100 + i, Config: map[string]string{"cores": "1"}})
+	}
+	f.desire(reconcile.Desired{Ref: qemu(100), Power: reconcile.PowerRunning},
+		reconcile.Desired{Ref: qemu(101), Power: reconcile.PowerRunning},
+		reconcile.Desired{Ref: qemu(102), Power: reconcile.PowerRunning})
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	arrived, held := arrival()
+	// Whichever guest goes first holds the only slot of the queue.
+	f.srv.Inject(proxmoxtest.Fault{Method: "POST", Path: "/nodes/pve1/qemu/*/status/start", Before: arrived, Wait: release})
+	ctx, cancel := context.WithCancel(ctxT(t))
+	done := make(chan error, 1)
+	go func() { _, err := f.eng.ReconcileOnce(ctx); done <- err }()
+	<-held
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("pass error %v", err)
+	}
+	by := checkProgress(t, log.take())
+	act := by[reconcile.PhaseAct]
+	if last := act[len(act)-1]; last.Total != 3 {
+		t.Errorf("act events %+v", act)
+	}
+	if s := f.eng.Status(); s.InFlight != 0 || s.Pass != nil {
+		t.Errorf("status after the cancelled pass: %+v", s)
 	}
 }

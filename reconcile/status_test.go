@@ -330,6 +330,14 @@ func TestHealthHandler(t *testing.T) {
 			t.Errorf("%s: %d, Allow %q", m, rec.Code, rec.Header().Get("Allow"))
 		}
 	}
+	// Draining, the first half of a stop: not ready any more.
+	if err := e.Drain(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	code, body = health(t, h, "GET")
+	if code != http.StatusServiceUnavailable || body["status"].(map[string]any)["draining"] != true || body["status"].(map[string]any)["shut_down"] != false {
+		t.Errorf("health while draining: %d %v", code, body)
+	}
 	if err := e.Shutdown(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
