@@ -63,6 +63,19 @@
 // gracefully: nothing new is sent, and the operations already sent finish
 // before Run's context is ended.
 //
+// # Progress and health
+//
+// [Config].OnProgress follows a pass through its phases ([Phase]: recover,
+// list, observe, plan, act, done) with how many guests each has done out
+// of how many, coalesced so that a pass over thousands of guests makes a
+// few hundred calls, not thousands; [Config].OnEvent follows each action.
+// [Engine.Status] is a snapshot any goroutine may take at any time without
+// waiting for a pass: the last pass's summary, the pass in progress, the
+// operations in flight and those left unresolved, whether recovery has
+// completed, and the last error. [Engine.HealthHandler] serves it as JSON
+// for a readiness probe: 503 until recovery has completed and once the
+// engine drains, 200 otherwise, whatever the last pass found.
+//
 // # Crashes and at-most-once
 //
 // After a crash the journal holds, for every operation that was running, its

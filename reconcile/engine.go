@@ -218,6 +218,18 @@ type Config struct {
 	// OnEvent, if set, is called as each action starts and ends, for
 	// progress displays. It must be quick and safe for concurrent use.
 	OnEvent func(Event)
+	// OnProgress, if set, is called as a pass goes through its phases
+	// (see [Phase]), for progress displays; targeted passes report too.
+	// Each phase reports its start (Done 0) and its end (Done equal to
+	// Total); while guests are observed and acted on, it reports each
+	// time Done crosses another hundredth of Total, so that a phase
+	// makes at most 102 calls however large the fleet (with fewer than
+	// a hundred guests, one per guest). A phase with nothing to do
+	// makes one call. The calls of a pass come one at a time, in order;
+	// they are made from the pass's goroutines, and must be quick and
+	// safe for concurrent use, as for OnEvent. OnProgress may call
+	// [Engine.Status], but must not wait for the engine.
+	OnProgress func(Progress)
 	// Now returns the current time; nil means time.Now. For tests.
 	Now func() time.Time
 }
@@ -258,6 +270,8 @@ type Engine struct {
 	shutOnce sync.Once
 	runs     int           // Run calls in progress
 	runsDone chan struct{} // made by Shutdown; closed once shut down and runs is zero
+
+	st engineStatus // what Status reports
 }
 
 // NewEngine checks cfg, fills in defaults, and returns an engine. It does
@@ -372,6 +386,11 @@ func NewEngine(cfg Config) (*Engine, error) {
 		e.lookup, _ = cfg.Journal.(journal.KeyLookup)
 	}
 	e.mustRecover.Store(true)
+	if cfg.Journal == nil {
+		// A dry run without a journal: nothing can be in flight.
+		e.mustRecover.Store(false)
+		e.st.recovered, e.st.recoveredAt = true, cfg.Now()
+	}
 	return e, nil
 }
 

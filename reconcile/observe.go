@@ -34,7 +34,7 @@ import (
 // observeListed reads the configuration of every declared guest that the
 // list shows with the declared type on the declared node. Guests it could
 // not read have a nil Config; their errors are returned by vmid.
-func (e *Engine) observeListed(ctx context.Context, desired []Desired, guests []proxmox.Guest) ([]Observed, map[int]error) {
+func (e *Engine) observeListed(ctx context.Context, desired []Desired, guests []proxmox.Guest, tr *passTracker) ([]Observed, map[int]error) {
 	observed := make([]Observed, len(guests))
 	index := make(map[int]int, len(guests))
 	for i, g := range guests {
@@ -47,7 +47,7 @@ func (e *Engine) observeListed(ctx context.Context, desired []Desired, guests []
 			todo = append(todo, i)
 		}
 	}
-	errs := e.observeEach(ctx, observed, todo, e.readConfig)
+	errs := e.observeEach(ctx, observed, todo, e.readConfig, tr)
 	return observed, errs
 }
 
@@ -56,13 +56,13 @@ func (e *Engine) observeListed(ctx context.Context, desired []Desired, guests []
 // there (missing, another type, or moved to another node) is left out of
 // the observations, so the plan reports it missing; its error is
 // returned by vmid with the others.
-func (e *Engine) observeRefs(ctx context.Context, desired []Desired) ([]Observed, map[int]error) {
+func (e *Engine) observeRefs(ctx context.Context, desired []Desired, tr *passTracker) ([]Observed, map[int]error) {
 	all := make([]Observed, len(desired))
 	todo := make([]int, len(desired))
 	for i, d := range desired {
 		all[i], todo[i] = Observed{Ref: d.Ref}, i
 	}
-	errs := e.observeEach(ctx, all, todo, e.observeOne)
+	errs := e.observeEach(ctx, all, todo, e.observeOne, tr)
 	observed := all[:0]
 	for _, o := range all {
 		if err := errs[o.Ref.VMID]; err != nil && errors.Is(err, proxmox.ErrNotFound) {
@@ -78,8 +78,12 @@ func (e *Engine) observeRefs(ctx context.Context, desired []Desired) ([]Observed
 // together hold at most Concurrency requests at once: a slow or
 // unreachable node ties up its own workers and at most NodeConcurrency of
 // the global slots, while the other nodes' guests go on. Guests are
-// taken in vmid order within a node.
-func (e *Engine) observeEach(ctx context.Context, observed []Observed, todo []int, read func(context.Context, *Observed) error) map[int]error {
+// taken in vmid order within a node. It reports the observe phase to tr:
+// a tick per guest read, and the end, with the guests it gave up on when
+// ctx ended counted as done.
+func (e *Engine) observeEach(ctx context.Context, observed []Observed, todo []int, read func(context.Context, *Observed) error, tr *passTracker) map[int]error {
+	tr.phase(PhaseObserve, len(todo))
+	defer tr.finish(len(todo))
 	byNode := make(map[string][]int)
 	for _, i := range todo {
 		n := observed[i].Ref.Node
@@ -107,6 +111,7 @@ func (e *Engine) observeEach(ctx context.Context, observed []Observed, todo []in
 					o := &observed[idx[k]]
 					err := read(ctx, o)
 					<-global
+					tr.tick()
 					if err != nil {
 						mu.Lock()
 						errs[o.Ref.VMID] = err

@@ -255,6 +255,7 @@ func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 			// Left in flight: resolved before the next pass or one-shot
 			// acts, not only after a restart.
 			e.mustRecover.Store(true)
+			e.leftInFlight(o.id)
 		}
 	}()
 	fail := func(outcome ActionOutcome, err error) ActionReport {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/guestward/guestward/proxmox"
@@ -120,14 +121,30 @@ func (e *Engine) reconcile(ctx context.Context, targets []proxmox.Ref) (rep Repo
 	}
 	defer e.releasePass()
 	rep = Report{Start: e.cfg.Now(), DryRun: e.cfg.DryRun}
+	tr := e.beginPass(targets != nil, rep.Start)
+	// Deferred first, so run last: the report is complete by then.
+	defer func() { tr.end(rep, err) }()
 	// Set on the returned report, whichever way the pass ends.
 	defer func() { rep.Duration = e.cfg.Now().Sub(rep.Start) }()
 
 	var blocked map[int]RecoveredOp
-	if !e.cfg.DryRun {
+	if !e.cfg.DryRun && e.mustRecover.Load() {
+		tr.phase(PhaseRecover, 0)
+		var looked int
+		blocked, looked, err = e.recoverBeforeN(ctx)
+		tr.finish(looked)
+		if err != nil {
+			return rep, fmt.Errorf("%w: recovery: %w", ErrPassAborted, err)
+		}
+	} else if !e.cfg.DryRun {
+		// Recovered already, unless an operation was left in flight
+		// since the check above: recoverBefore looks again.
 		if blocked, err = e.recoverBefore(ctx); err != nil {
 			return rep, fmt.Errorf("%w: recovery: %w", ErrPassAborted, err)
 		}
+	}
+	if targets == nil {
+		tr.phase(PhaseList, 0)
 	}
 	desired, err := e.cfg.Provider.Desired(ctx)
 	if err != nil {
@@ -151,18 +168,20 @@ func (e *Engine) reconcile(ctx context.Context, targets []proxmox.Ref) (rep Repo
 		errs     map[int]error
 	)
 	if targets != nil {
-		observed, errs = e.observeRefs(ctx, desired)
+		observed, errs = e.observeRefs(ctx, desired, tr)
 	} else {
 		guests, err := e.cfg.Proxmox.Guests(ctx)
 		if err != nil {
 			return rep, fmt.Errorf("%w: listing guests: %w", ErrPassAborted, err)
 		}
 		rep.Listed = len(guests)
-		observed, errs = e.observeListed(ctx, desired, guests)
+		tr.finish(len(guests))
+		observed, errs = e.observeListed(ctx, desired, guests, tr)
 	}
 	if err := ctx.Err(); err != nil {
 		return rep, err
 	}
+	tr.phase(PhasePlan, len(desired))
 	for _, o := range observed {
 		if o.Config != nil {
 			rep.Observed++
@@ -178,8 +197,21 @@ func (e *Engine) reconcile(ctx context.Context, targets []proxmox.Ref) (rep Repo
 		declared[d.Ref.VMID] = d
 	}
 
+	tr.finish(len(desired))
+
 	rep.Guests = make([]GuestReport, len(rep.Plan.Guests))
-	var handles []*queue.Handle[int]
+	acting := 0
+	for _, g := range rep.Plan.Guests {
+		if _, ok := blocked[g.Ref.VMID]; !ok && g.Verdict != InSync && g.Verdict != Skip && !e.cfg.DryRun {
+			acting++
+		}
+	}
+	tr.phase(PhaseAct, acting)
+	type job struct {
+		h    *queue.Handle[int]
+		tick *sync.Once // counts the guest done in the act phase, once
+	}
+	var jobs []job
 	for i, g := range rep.Plan.Guests {
 		gr := &rep.Guests[i]
 		gr.Ref, gr.Plan = g.Ref, g
@@ -212,7 +244,9 @@ func (e *Engine) reconcile(ctx context.Context, targets []proxmox.Ref) (rep Repo
 		// a job that replaced this one would fill in the other engine's
 		// report, leaving this guest unreported. Passes of one engine
 		// never overlap, so there is nothing to coalesce here anyway.
+		tick := new(sync.Once)
 		h, err := e.q.Submit(ctx, g.Ref.VMID, func(ctx context.Context) error {
+			defer tick.Do(tr.tick)
 			if e.isDraining() {
 				e.runGuest(ctx, gr, obs) // sends nothing: reports not started
 			} else if obs, ok := e.recheck(ctx, d, gr, obs); ok {
@@ -222,17 +256,19 @@ func (e *Engine) reconcile(ctx context.Context, targets []proxmox.Ref) (rep Repo
 		})
 		if err != nil {
 			gr.Outcome, gr.Detail = GuestInterrupted, fmt.Sprintf("not queued: %v", err)
+			tick.Do(tr.tick)
 			continue
 		}
-		handles = append(handles, h)
+		jobs = append(jobs, job{h, tick})
 	}
-	for _, h := range handles {
+	for _, j := range jobs {
 		// Wait for every job, even when ctx ends: a job that started holds
 		// the report entry it fills in, and a job that never started
 		// resolves at once with ctx.Err().
-		if err := h.Wait(context.WithoutCancel(ctx)); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		if err := j.h.Wait(context.WithoutCancel(ctx)); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 			e.log.ErrorContext(ctx, "reconcile job failed", "err", err)
 		}
+		j.tick.Do(tr.tick) // a job that never ran
 	}
 	for i := range rep.Guests {
 		if gr := &rep.Guests[i]; gr.Outcome == "" {

@@ -113,33 +113,42 @@ func (e *Engine) ensureRecovered(ctx context.Context, wait bool) (RecoveryReport
 // journal could not be read, ctx ended, or an unresolved record names no
 // guest; then nothing may be sent at all.
 func (e *Engine) recoverBefore(ctx context.Context) (map[int]RecoveredOp, error) {
+	blocked, _, err := e.recoverBeforeN(ctx)
+	return blocked, err
+}
+
+// recoverBeforeN is recoverBefore that also returns the number of
+// operations the recovery looked at (0 if none ran).
+func (e *Engine) recoverBeforeN(ctx context.Context) (map[int]RecoveredOp, int, error) {
 	rep, err := e.ensureRecovered(ctx, false)
 	if err == nil {
-		return nil, nil
+		return nil, len(rep.Ops), nil
 	}
 	if !errors.Is(err, ErrUnresolved) || ctx.Err() != nil {
-		return nil, err
+		return nil, len(rep.Ops), err
 	}
 	blocked := make(map[int]RecoveredOp)
 	for _, o := range rep.Unresolved() {
 		if o.Ref.VMID <= 0 {
-			return nil, fmt.Errorf("%w; operation %s names no guest", err, o.OpID)
+			return nil, len(rep.Ops), fmt.Errorf("%w; operation %s names no guest", err, o.OpID)
 		}
 		if _, ok := blocked[o.Ref.VMID]; !ok {
 			blocked[o.Ref.VMID] = o
 		}
 	}
-	return blocked, nil
+	return blocked, len(rep.Ops), nil
 }
 
 func (e *Engine) recoverLocked(ctx context.Context, wait bool) (RecoveryReport, error) {
 	// Cleared first: an operation interrupted while this runs sets it
 	// again, and the next pass looks once more.
 	e.mustRecover.Store(false)
+	before := e.recoveryStarted()
 	rep, err := e.recover(ctx, wait)
 	if err != nil {
 		e.mustRecover.Store(true)
 	}
+	e.recoveryEnded(before, rep, err)
 	return rep, err
 }
 

@@ -62,6 +62,7 @@
 //	-listen             GUESTWARD_LISTEN              take signed operations on this host:port (see below)
 //	-hub-keys           GUESTWARD_HUB_KEYS            with -listen: PEM file of the hub public keys to trust
 //	-agent-id           GUESTWARD_AGENT_ID            with -listen: this agent's id, the audience tokens must name
+//	-health-listen      GUESTWARD_HEALTH_LISTEN       serve the engine's health on this host:port (see below)
 //
 // The token secret has no flag: a flag's value is visible to every user of
 // the host in the process list. Without -fingerprint or -ca-file the server
@@ -93,9 +94,26 @@
 // When stopped, the agent answers new requests 503 while it drains, and
 // gives those in progress the -shutdown-grace to finish.
 //
+// # Health
+//
+// With -health-listen 127.0.0.1:8781 (any host:port; port 0 picks one, and
+// the agent says which), the agent serves GET /healthz over plain HTTP,
+// from before its first recovery until it exits: reconcile's
+// Engine.HealthHandler, which answers 503 until recovery has completed
+// and while the agent stops, and 200 otherwise, with the engine's status
+// as JSON (the last pass, the pass in progress and its phase, operations
+// in flight and unresolved, the last error). A pass that failed leaves it
+// at 200: the body says so. Use it as a readiness probe, not as a
+// liveness probe: restarting the agent does not bring Proxmox back. The
+// body names guests and carries Proxmox's error messages (never a secret):
+// keep it on loopback, or on a network whose readers may see them. It
+// applies to the daemon, not to -once or -demo.
+//
 // # Output
 //
-// Stdout carries what the agent does; stderr carries the log and errors.
+// Stdout carries what the agent does; stderr carries the log and errors,
+// and, with -output text, a few progress lines per pass (the end of each
+// phase, and each tenth of a phase of a hundred guests or more).
 // With -output text it is written for a person. With -output json every line
 // is one JSON object whose "type" says what it is, and whose "schema" is 1
 // (members are only ever added under one schema number):
@@ -103,9 +121,14 @@
 //	start     what the agent runs against (url, proxmox_version, journal, journal_backend, desired, ...)
 //	recovery  the operations Recover resolved ("ops", each with its guest), "unresolved", "error"
 //	event     one step of one action: guest, kind, phase (start, task, done, failed), op_id, upid, detail
+//	progress  where a pass stands: pass number, targeted, phase (recover, list, observe, plan, act,
+//	          done), done and total guests, elapsed_seconds, and in the done line the pass's
+//	          error if it could not act; at most about a hundred lines per phase however
+//	          large the fleet
 //	report    one pass's summary: pass number, converged, counts by outcome, actions_sent,
 //	          actions_succeeded, duration_seconds; with -full-reports, also the
 //	          reconcile.Report itself under "report"
+//	health    with -health-listen: the url the health is served at
 //	shutdown  a stop was requested, and what the agent does about it
 //	exit      the last line: the exit code and why
 //

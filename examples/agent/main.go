@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -50,6 +51,7 @@ type settings struct {
 	demo        bool
 	demoPVE     string
 	listen      string
+	healthAddr  string
 	hubKeys     string
 	agentID     string
 	keyIDs      []string // of the keys -hub-keys names, once read
@@ -82,6 +84,7 @@ func newFlags(stderr io.Writer) (*flag.FlagSet, *settings) {
 	fs.Var(&s.output, "output", "what goes to stdout: text for a person, json for one JSON object per line (env GUESTWARD_OUTPUT)")
 	fs.BoolVar(&s.fullReports, "full-reports", false, "with -output json: each pass's report line carries the whole report, guest by guest, not only the summary (env GUESTWARD_FULL_REPORTS)")
 	fs.StringVar(&s.listen, "listen", "", "take operations signed by a hub, as POST "+OpsPath+" on this `address` (host:port; plain HTTP) (env GUESTWARD_LISTEN)")
+	fs.StringVar(&s.healthAddr, "health-listen", "", "serve the engine's health as GET "+HealthPath+" on this `address` (host:port; plain HTTP; 127.0.0.1:port keeps it on this host) (env GUESTWARD_HEALTH_LISTEN)")
 	fs.StringVar(&s.hubKeys, "hub-keys", "", "with -listen: PEM `file` of the hub public keys to trust, one PUBLIC KEY block each (env GUESTWARD_HUB_KEYS)")
 	fs.StringVar(&s.agentID, "agent-id", "", "with -listen: this agent's `id`; operations signed for another id are refused (env GUESTWARD_AGENT_ID)")
 	s.logs.Register(fs)
@@ -119,6 +122,7 @@ func bindings() []cli.Binding {
 		cli.Binding{Flag: "output", Env: "GUESTWARD_OUTPUT"},
 		cli.Binding{Flag: "full-reports", Env: "GUESTWARD_FULL_REPORTS"},
 		cli.Binding{Flag: "listen", Env: "GUESTWARD_LISTEN"},
+		cli.Binding{Flag: "health-listen", Env: "GUESTWARD_HEALTH_LISTEN"},
 		cli.Binding{Flag: "hub-keys", Env: "GUESTWARD_HUB_KEYS"},
 		cli.Binding{Flag: "agent-id", Env: "GUESTWARD_AGENT_ID"},
 	)
@@ -127,6 +131,9 @@ func bindings() []cli.Binding {
 // run is the whole program: main only wires it to the process. A stop
 // request (SIGINT, SIGTERM) ends ctx. It returns the exit code.
 func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr io.Writer) int {
+	// The log and the text progress lines both write to stderr, from
+	// many goroutines: one lock keeps their lines whole.
+	stderr = &lockedWriter{w: stderr}
 	fs, s := newFlags(stderr)
 	version := cli.RegisterVersion(fs)
 	if err := cli.Parse(fs, args); err != nil {
@@ -165,6 +172,18 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 	return code
 }
 
+// lockedWriter serializes the writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
 // fail reports err on stderr and returns the exit code its kind calls for.
 func fail(stderr io.Writer, err error) int {
 	fmt.Fprintf(stderr, "agent: %v\n", err)
@@ -198,6 +217,10 @@ func (s *settings) validate(fs *flag.FlagSet) error {
 		return cli.Usagef("-listen runs operations, which a -dry-run agent does not")
 	case s.listen != "" && s.once:
 		return cli.Usagef("-listen serves until stopped; drop -once")
+	case s.healthAddr != "" && s.once:
+		return cli.Usagef("-health-listen serves until stopped; drop -once")
+	case s.healthAddr != "" && s.demo:
+		return cli.Usagef("-health-listen applies to the agent's daemon, not to -demo")
 	}
 	if s.demo {
 		for _, name := range []string{"url", "token-id", "token-secret-file", "ca-file", "fingerprint", "desired", "journal", "dry-run", "once"} {
@@ -299,9 +322,10 @@ func serve(ctx context.Context, s *settings, verifier *signedop.Verifier, client
 		// Actions that cannot be undone (a disk grown) only when asked.
 		AllowIrreversible: s.allowIrrev,
 		// Lost answers are matched only to tasks this token started.
-		TaskUser: s.conn.TokenID,
-		Logger:   logger,
-		OnEvent:  out.Event,
+		TaskUser:   s.conn.TokenID,
+		Logger:     logger,
+		OnEvent:    out.Event,
+		OnProgress: out.Progress,
 		OnReport: func(rep reconcile.Report) {
 			passes++ // Run calls OnReport from one goroutine, pass after pass
 			out.Report(passes, rep, nil, false)
@@ -311,6 +335,8 @@ func serve(ctx context.Context, s *settings, verifier *signedop.Verifier, client
 	if err != nil {
 		return fail(stderr, cli.Usagef("%v", err))
 	}
+	// In text, progress goes beside the log: stdout keeps the records.
+	out.SetProgressWriter(stderr)
 
 	journalPath := s.journal
 	if s.dryRun {
@@ -332,6 +358,18 @@ func serve(ctx context.Context, s *settings, verifier *signedop.Verifier, client
 	}
 	out.Textf("guestward agent: Proxmox VE %s at %s; %s declared in %s; %s; %s",
 		info.version, s.conn.URL, output.Count(info.declared, "guest"), s.desired, jdesc, mode)
+	if s.healthAddr != "" {
+		// Up before recovery: it answers 503 until recovery has completed.
+		hs, err := startHealth(s.healthAddr, engine, logger)
+		if err != nil {
+			fmt.Fprintf(stderr, "agent: %v\n", err)
+			return exit(out, cli.ExitFailure, err.Error())
+		}
+		// Stopped last (deferred first): it answers 503 while the engine
+		// drains.
+		defer hs.stop()
+		hs.announce(out)
+	}
 
 	drained := make(chan struct{})
 	go func() {

@@ -277,6 +277,9 @@ func TestBadSettings(t *testing.T) {
 		{"agent id with blank", c.env, []string{"-listen", "127.0.0.1:0", "-agent-id", "a ", "-hub-keys", hubKey + ".pub"}, cli.ExitUsage, "audience"},
 		{"listen with once", c.env, []string{"-listen", "127.0.0.1:0", "-agent-id", "a", "-hub-keys", hubKey + ".pub", "-once"}, cli.ExitUsage, "drop -once"},
 		{"listen on a bad address", c.env, []string{"-listen", "256.0.0.1:0", "-agent-id", "a", "-hub-keys", hubKey + ".pub"}, cli.ExitFailure, "-listen"},
+		{"health with once", c.env, []string{"-health-listen", "127.0.0.1:0", "-once"}, cli.ExitUsage, "drop -once"},
+		{"health with demo", nil, []string{"-health-listen", "127.0.0.1:0", "-demo"}, cli.ExitUsage, "not to -demo"},
+		{"health on a bad address", c.env, []string{"-health-listen", "256.0.0.1:0"}, cli.ExitFailure, "-health-listen"},
 		{"wrong secret", c.with("GUESTWARD_TOKEN_SECRET_FILE", wrongSecret), []string{"-once"}, cli.ExitFailure, "refused the token"},
 		{"wrong fingerprint", c.with("GUESTWARD_FINGERPRINT", otherFP), []string{"-once"}, cli.ExitFailure, c.srv.URL},
 	}

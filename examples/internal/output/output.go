@@ -3,8 +3,9 @@
 // not part of guestward's API.
 //
 // In JSON mode every line is one object whose "type" member says what it
-// is: "start", "recovery", "plan", "event", "report", "oneshot", "shutdown"
-// or "exit", and whose "schema" member is [SchemaVersion]. Tests and
+// is: "start", "recovery", "plan", "event", "progress", "report",
+// "oneshot", "shutdown" or "exit" (and the programs' own, such as "listen"
+// and "health"), and whose "schema" member is [SchemaVersion]. Tests and
 // scripts parse these lines; the text form may change.
 package output
 
@@ -48,6 +49,13 @@ type Printer struct {
 	wall   bool   // text times are wall-clock times, not offsets from t0
 	full   bool   // JSON report lines carry the whole report
 	err    error  // first write error
+
+	// Text progress: where it goes (nil: nowhere), and the phase and
+	// tenth of it last written.
+	progW     io.Writer
+	progPass  int
+	progPhase reconcile.Phase
+	progTenth int
 }
 
 // wallFormat is how text mode writes wall-clock times.
@@ -586,4 +594,80 @@ func (p *Printer) Shutdown(reason string) {
 // Exit writes the last record: the exit code and why (JSON mode only).
 func (p *Printer) Exit(code int, reason string) {
 	p.Object(exitRecord{Type: "exit", Code: code, Reason: reason})
+}
+
+type progressRecord struct {
+	Type           string          `json:"type"` // "progress"
+	Pass           int             `json:"pass"`
+	Targeted       bool            `json:"targeted,omitempty"`
+	Phase          reconcile.Phase `json:"phase"`
+	Done           int             `json:"done"`
+	Total          int             `json:"total"`
+	ElapsedSeconds float64         `json:"elapsed_seconds"`
+	Error          string          `json:"error,omitempty"`
+	At             time.Time       `json:"at"`
+}
+
+// SetProgressWriter sets where text mode writes pass progress: a line as
+// each phase with work ends, one every tenth while a phase of a hundred
+// guests or more goes on, and the end of the pass. Nil, the default,
+// writes none. JSON mode writes every progress record to the output, as
+// the engine coalesced them, whatever is set here.
+func (p *Printer) SetProgressWriter(w io.Writer) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.progW = w
+}
+
+// Progress writes where a pass stands; use it as
+// reconcile.Config.OnProgress.
+func (p *Printer) Progress(pr reconcile.Progress) {
+	at := pr.Start.Add(pr.Elapsed)
+	if p.json {
+		rec := progressRecord{Type: "progress", Pass: pr.Pass, Targeted: pr.Targeted, Phase: pr.Phase,
+			Done: pr.Done, Total: pr.Total, ElapsedSeconds: pr.Elapsed.Seconds(), At: at}
+		if pr.Err != nil {
+			rec.Error = pr.Err.Error()
+		}
+		p.Object(rec)
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.progW == nil || p.err != nil {
+		return
+	}
+	if pr.Pass != p.progPass || pr.Phase != p.progPhase {
+		p.progPass, p.progPhase, p.progTenth = pr.Pass, pr.Phase, 0
+	}
+	tenth := 0
+	if pr.Total > 0 {
+		tenth = pr.Done * 10 / pr.Total
+	}
+	switch {
+	case pr.Phase == reconcile.PhaseDone:
+	case pr.Total > 0 && pr.Done == pr.Total:
+	case pr.Total >= 100 && tenth > p.progTenth:
+	default:
+		return
+	}
+	p.progTenth = tenth
+	what := "pass"
+	if pr.Targeted {
+		what = "targeted pass"
+	}
+	line := fmt.Sprintf("%s %d: %s %d/%d (%.1fs)", what, pr.Pass, pr.Phase, pr.Done, pr.Total, pr.Elapsed.Seconds())
+	if pr.Phase == reconcile.PhaseDone {
+		line = fmt.Sprintf("%s %d: done, %s (%.1fs)", what, pr.Pass, Count(pr.Total, "guest"), pr.Elapsed.Seconds())
+		if pr.Err != nil {
+			line += ": did not act: " + pr.Err.Error()
+		}
+	}
+	when := fmt.Sprintf("%6.2fs", at.Sub(p.t0).Seconds())
+	if p.wall {
+		when = at.Format(wallFormat)
+	}
+	if _, err := fmt.Fprintf(p.progW, "%s  %s\n", when, line); err != nil {
+		p.progW = nil // a progress display that fails is not worth failing for
+	}
 }

@@ -278,3 +278,84 @@ func TestReportLineIsASummary(t *testing.T) {
 		}
 	}
 }
+
+// A pass over 500 guests, as the engine reports it: each phase from 0 to
+// its total, every hundredth of the observe phase.
+func progressOfPass(err error) []reconcile.Progress {
+	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	var out []reconcile.Progress
+	add := func(ph reconcile.Phase, done, total int) {
+		out = append(out, reconcile.Progress{Pass: 7, Phase: ph, Done: done, Total: total, Start: start,
+			Elapsed: time.Duration(len(out)) * time.Millisecond})
+	}
+	add(reconcile.PhaseList, 0, 0)
+	add(reconcile.PhaseList, 500, 500)
+	for d := 0; d <= 500; d += 5 {
+		add(reconcile.PhaseObserve, d, 500)
+	}
+	add(reconcile.PhasePlan, 0, 500)
+	add(reconcile.PhasePlan, 500, 500)
+	add(reconcile.PhaseAct, 0, 0)
+	add(reconcile.PhaseDone, 500, 500)
+	out[len(out)-1].Err = err
+	return out
+}
+
+// JSON mode writes every progress event as a "progress" line carrying the
+// schema; text mode writes a thinned few lines to the progress writer, and
+// none without one.
+func TestProgress(t *testing.T) {
+	var js bytes.Buffer
+	pj := New(&js, JSON)
+	evs := progressOfPass(errors.New("listing guests: refused"))
+	for _, ev := range evs {
+		pj.Progress(ev)
+	}
+	lines := strings.Split(strings.TrimSpace(js.String()), "\n")
+	if len(lines) != len(evs) {
+		t.Fatalf("%d JSON lines for %d events", len(lines), len(evs))
+	}
+	for i, l := range lines {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m["schema"] != float64(SchemaVersion) || m["type"] != "progress" || m["pass"] != 7.0 ||
+			m["phase"] != string(evs[i].Phase) || m["done"] != float64(evs[i].Done) || m["total"] != float64(evs[i].Total) {
+			t.Fatalf("line %d: %s", i, l)
+		}
+		if _, ok := m["elapsed_seconds"].(float64); !ok {
+			t.Fatalf("line %d has no elapsed_seconds: %s", i, l)
+		}
+		if (m["error"] != nil) != (evs[i].Err != nil) {
+			t.Fatalf("line %d: error %v", i, m["error"])
+		}
+	}
+
+	var stdout, progress bytes.Buffer
+	pt := New(&stdout, Text)
+	for _, ev := range evs {
+		pt.Progress(ev) // no progress writer: nothing
+	}
+	pt.SetProgressWriter(&progress)
+	for _, ev := range progressOfPass(nil) {
+		pt.Progress(ev)
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("text progress went to the output: %q", stdout.String())
+	}
+	got := progress.String()
+	// list's end, a line per tenth of observe (its end included), plan's
+	// end, and done; not act, which had nothing to do.
+	if n := strings.Count(got, "\n"); n != 1+10+1+1 {
+		t.Errorf("%d progress lines, want 13:\n%s", n, got)
+	}
+	for _, want := range []string{"pass 7: list 500/500", "pass 7: observe 50/500", "pass 7: observe 500/500", "pass 7: plan 500/500", "pass 7: done, 500 guests"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no %q in:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "act") {
+		t.Errorf("an act line for an act phase with nothing to do:\n%s", got)
+	}
+}
