@@ -72,6 +72,12 @@ type Instruments struct {
 
 	inFlight atomic.Int64 // operations started and not ended, from OnEvent
 
+	// requestAttrs holds, by requestKey, the attribute option of
+	// OnRequest's measurements, made once per key; requestKeys counts
+	// the keys made.
+	requestAttrs sync.Map
+	requestKeys  atomic.Int64
+
 	mu   sync.Mutex
 	open map[string]trace.Span // by op id: operations started and not ended
 	// seen holds the outcome and skip reason pairs the guests gauge has
@@ -375,21 +381,46 @@ func (i *Instruments) OnQueue(ev queue.Event) {
 // OnRequest records one attempt at a Proxmox API request, by method, path
 // template, node, status and error class.
 func (i *Instruments) OnRequest(ri proxmox.RequestInfo) {
-	attrs := []attribute.KeyValue{
-		attribute.String("http.request.method", ri.Method),
-		attribute.String("url.template", ri.Path),
-		attribute.String("node", ri.Node),
+	k := requestKey{ri.Method, ri.Path, ri.Node, ri.Status, ri.ErrorClass}
+	opt, ok := i.requestAttrs.Load(k)
+	if !ok {
+		opt = metric.WithAttributeSet(k.attributes())
+		// The keys are few by construction (path templates, a cluster's
+		// nodes, HTTP statuses); the bound is a guard, not a cache size.
+		if i.requestKeys.Add(1) <= maxRequestKeys {
+			i.requestAttrs.Store(k, opt)
+		}
 	}
-	if ri.Status > 0 {
-		attrs = append(attrs, attribute.Int("http.response.status_code", ri.Status))
+	i.apiDur.Record(i.bg, ri.Duration.Seconds(), opt.(metric.RecordOption))
+}
+
+// requestKey is what the attributes of a request's measurement are made
+// of.
+type requestKey struct {
+	method, path, node string
+	status             int
+	class              string
+}
+
+// maxRequestKeys bounds the attribute sets OnRequest keeps.
+const maxRequestKeys = 1024
+
+func (k requestKey) attributes() attribute.Set {
+	attrs := []attribute.KeyValue{
+		attribute.String("http.request.method", k.method),
+		attribute.String("url.template", k.path),
+		attribute.String("node", k.node),
+	}
+	if k.status > 0 {
+		attrs = append(attrs, attribute.Int("http.response.status_code", k.status))
 	}
 	switch {
-	case ri.ErrorClass != "":
-		attrs = append(attrs, attribute.String("error.type", ri.ErrorClass))
-	case ri.Status >= 400:
-		attrs = append(attrs, attribute.String("error.type", strconv.Itoa(ri.Status)))
+	case k.class != "":
+		attrs = append(attrs, attribute.String("error.type", k.class))
+	case k.status >= 400:
+		attrs = append(attrs, attribute.String("error.type", strconv.Itoa(k.status)))
 	}
-	i.apiDur.Record(i.bg, ri.Duration.Seconds(), metric.WithAttributes(attrs...))
+	return attribute.NewSet(attrs...)
 }
 
 // OnAppend records a journal append: its duration by record state (and

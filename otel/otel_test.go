@@ -371,3 +371,18 @@ func TestNewRefusesNilProvider(t *testing.T) {
 		t.Fatalf("New(nil): %v", err)
 	}
 }
+
+// Past the bound on kept attribute sets, requests are still recorded, each
+// under its own attributes.
+func TestOnRequestManyKeys(t *testing.T) {
+	s := newSetup(t)
+	const n = 1500
+	for k := range n {
+		s.ins.OnRequest(proxmox.RequestInfo{Method: "GET", Path: "/nodes/{node}/tasks", Node: fmt.Sprintf("n%d", k), Status: 200, Duration: time.Millisecond})
+	}
+	s.ins.OnRequest(proxmox.RequestInfo{Method: "GET", Path: "/nodes/{node}/tasks", Node: "n1499", Status: 200, Duration: time.Millisecond})
+	got := counts(t, s.collect(t)["guestward.api.request.duration"])
+	if len(got) != n || sum(got) != n+1 || got["http.request.method=GET,http.response.status_code=200,node=n1499,url.template=/nodes/{node}/tasks"] != 2 {
+		t.Errorf("%d series, %d requests; want %d and %d", len(got), sum(got), n, n+1)
+	}
+}
