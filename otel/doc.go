@@ -49,6 +49,10 @@
 //	guestward.journal.append.duration s          state, error.type
 //	guestward.journal.append.size     By         state
 //
+// [WithAttributes] adds attributes of the caller's to every measurement and
+// span: one engine per cluster in one process, on one MeterProvider, keeps
+// each cluster's series apart with a "cluster" attribute.
+//
 // A phase a pass did not take (a dry run does not recover; a targeted pass
 // does not list) is not recorded. guestward.actions counts the operations the
 // engine ran, from passes, one-shots and reverts; an action a Policy vetoed

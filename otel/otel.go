@@ -35,6 +35,16 @@ type Option struct {
 type settings struct {
 	tp     trace.TracerProvider
 	status func() (inFlight, unresolved int)
+	base   []attribute.KeyValue
+}
+
+// WithAttributes adds attrs to every measurement and span, such as the
+// cluster an engine drives ("cluster", "fleet-a"), so that the engines of
+// a process that drives several clusters can share one MeterProvider
+// without their series merging. Keep them few and fixed: each value makes
+// a series of every metric.
+func WithAttributes(attrs ...attribute.KeyValue) Option {
+	return Option{func(s *settings) { s.base = append(s.base, attrs...) }}
 }
 
 // WithTracerProvider makes spans for passes and operations with tp (see the
@@ -63,6 +73,8 @@ type Instruments struct {
 	tracer trace.Tracer // nil without WithTracerProvider
 	status func() (inFlight, unresolved int)
 	reg    metric.Registration
+	base   []attribute.KeyValue // WithAttributes
+	noAttr metric.MeasurementOption
 
 	passDur, phaseDur, actionDur, taskWait metric.Float64Histogram
 	queueWait, apiDur, appendDur           metric.Float64Histogram
@@ -110,9 +122,11 @@ func New(mp metric.MeterProvider, opts ...Option) (*Instruments, error) {
 		// The seams carry no context: see the bg field.
 		bg:     context.Background(),
 		status: s.status,
+		base:   s.base,
 		open:   make(map[string]trace.Span),
 		seen:   make(map[attribute.Set]bool),
 	}
+	i.noAttr = i.attrs()
 	if s.tp != nil {
 		i.tracer = s.tp.Tracer(ScopeName)
 	}
@@ -165,12 +179,12 @@ func New(mp metric.MeterProvider, opts ...Option) (*Instruments, error) {
 	}
 	i.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		if i.status == nil {
-			o.ObserveInt64(inFlight, i.inFlight.Load())
+			o.ObserveInt64(inFlight, i.inFlight.Load(), i.noAttr)
 			return nil
 		}
 		n, u := i.status()
-		o.ObserveInt64(inFlight, int64(n))
-		o.ObserveInt64(unresolved, int64(u))
+		o.ObserveInt64(inFlight, int64(n), i.noAttr)
+		o.ObserveInt64(unresolved, int64(u), i.noAttr)
 		return nil
 	}, observed...)
 	if err != nil {
@@ -237,11 +251,11 @@ type guestKey struct {
 // cluster's guests) also sets the guestward.guests gauge.
 func (i *Instruments) OnReport(rep reconcile.Report) {
 	ctx := i.bg
-	i.passDur.Record(ctx, rep.Duration.Seconds())
+	i.passDur.Record(ctx, rep.Duration.Seconds(), i.noAttr)
 	durs := phaseDurations(rep.Phases)
 	for n, d := range durs {
 		if d > 0 {
-			i.phaseDur.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.String("phase", phaseNames[n])))
+			i.phaseDur.Record(ctx, d.Seconds(), i.attrs(attribute.String("phase", phaseNames[n])))
 		}
 	}
 	counts := make(map[guestKey]int64)
@@ -252,7 +266,7 @@ func (i *Instruments) OnReport(rep reconcile.Report) {
 	i.mu.Lock()
 	current := make(map[attribute.Set]bool, len(counts))
 	for k, n := range counts {
-		set := attribute.NewSet(attribute.String("outcome", string(k.outcome)), attribute.String("skip_reason", string(k.reason)))
+		set := i.set(attribute.String("outcome", string(k.outcome)), attribute.String("skip_reason", string(k.reason)))
 		i.passGuests.Add(ctx, n, metric.WithAttributeSet(set))
 		if full {
 			i.guests.Record(ctx, n, metric.WithAttributeSet(set))
@@ -285,7 +299,7 @@ func (i *Instruments) passSpans(rep reconcile.Report, durs [len(phaseNames)]time
 		attribute.Int("guestward.actions.sent", sent),
 		attribute.Int("guestward.actions.succeeded", succeeded),
 		attribute.Bool("guestward.dry_run", rep.DryRun),
-	))
+	), trace.WithAttributes(i.base...))
 	at := rep.Start
 	for n, d := range durs {
 		if d <= 0 {
@@ -309,7 +323,7 @@ func (i *Instruments) OnEvent(ev reconcile.Event) {
 	case "start":
 		var sp trace.Span
 		if i.tracer != nil {
-			_, sp = i.tracer.Start(i.bg, "guestward.action", trace.WithTimestamp(ev.At), trace.WithAttributes(opAttrs(ev)...))
+			_, sp = i.tracer.Start(i.bg, "guestward.action", trace.WithTimestamp(ev.At), trace.WithAttributes(i.opAttrs(ev)...))
 		}
 		i.mu.Lock()
 		if _, dup := i.open[ev.OpID]; !dup {
@@ -329,11 +343,11 @@ func (i *Instruments) OnEvent(ev reconcile.Event) {
 		}
 	case "done", "failed":
 		ctx := i.bg
-		attrs := metric.WithAttributes(attribute.String("kind", string(ev.Kind)), attribute.String("outcome", string(ev.Outcome)))
+		attrs := i.attrs(attribute.String("kind", string(ev.Kind)), attribute.String("outcome", string(ev.Outcome)))
 		i.actions.Add(ctx, 1, attrs)
 		i.actionDur.Record(ctx, ev.Duration.Seconds(), attrs)
 		if ev.UPID != "" || ev.TaskWait > 0 {
-			i.taskWait.Record(ctx, ev.TaskWait.Seconds(), metric.WithAttributes(attribute.String("kind", string(ev.Kind))))
+			i.taskWait.Record(ctx, ev.TaskWait.Seconds(), i.attrs(attribute.String("kind", string(ev.Kind))))
 		}
 		i.mu.Lock()
 		sp, started := i.open[ev.OpID]
@@ -347,7 +361,7 @@ func (i *Instruments) OnEvent(ev reconcile.Event) {
 		}
 		if sp == nil {
 			// It failed before its intent was journaled: it never started.
-			_, sp = i.tracer.Start(i.bg, "guestward.action", trace.WithTimestamp(ev.At.Add(-ev.Duration)), trace.WithAttributes(opAttrs(ev)...))
+			_, sp = i.tracer.Start(i.bg, "guestward.action", trace.WithTimestamp(ev.At.Add(-ev.Duration)), trace.WithAttributes(i.opAttrs(ev)...))
 		}
 		sp.SetAttributes(attribute.String("guestward.outcome", string(ev.Outcome)))
 		if ev.UPID != "" {
@@ -360,22 +374,32 @@ func (i *Instruments) OnEvent(ev reconcile.Event) {
 	}
 }
 
-func opAttrs(ev reconcile.Event) []attribute.KeyValue {
-	return []attribute.KeyValue{
+func (i *Instruments) opAttrs(ev reconcile.Event) []attribute.KeyValue {
+	return append([]attribute.KeyValue{
 		attribute.String("guestward.op_id", ev.OpID),
 		attribute.String("guestward.kind", string(ev.Kind)),
 		attribute.String("proxmox.node", ev.Ref.Node),
 		attribute.String("proxmox.type", string(ev.Ref.Type)),
 		attribute.Int("proxmox.vmid", ev.Ref.VMID),
-	}
+	}, i.base...)
+}
+
+// set is the attribute set of kvs and the WithAttributes ones.
+func (i *Instruments) set(kvs ...attribute.KeyValue) attribute.Set {
+	return attribute.NewSet(append(kvs, i.base...)...)
+}
+
+// attrs is the measurement option of kvs and the WithAttributes ones.
+func (i *Instruments) attrs(kvs ...attribute.KeyValue) metric.MeasurementOption {
+	return metric.WithAttributeSet(i.set(kvs...))
 }
 
 // OnQueue records a job that left the queue: how long it waited, and the
 // depth it left behind.
 func (i *Instruments) OnQueue(ev queue.Event) {
 	ctx := i.bg
-	i.queueWait.Record(ctx, ev.Waited.Seconds(), metric.WithAttributes(attribute.String("outcome", ev.Outcome.String())))
-	i.queueDepth.Record(ctx, int64(ev.Depth))
+	i.queueWait.Record(ctx, ev.Waited.Seconds(), i.attrs(attribute.String("outcome", ev.Outcome.String())))
+	i.queueDepth.Record(ctx, int64(ev.Depth), i.noAttr)
 }
 
 // OnRequest records one attempt at a Proxmox API request, by method, path
@@ -384,7 +408,7 @@ func (i *Instruments) OnRequest(ri proxmox.RequestInfo) {
 	k := requestKey{ri.Method, ri.Path, ri.Node, ri.Status, ri.ErrorClass}
 	opt, ok := i.requestAttrs.Load(k)
 	if !ok {
-		opt = metric.WithAttributeSet(k.attributes())
+		opt = metric.WithAttributeSet(i.set(k.attributes()...))
 		// The keys are few by construction (path templates, a cluster's
 		// nodes, HTTP statuses); the bound is a guard, not a cache size.
 		if i.requestKeys.Add(1) <= maxRequestKeys {
@@ -405,7 +429,7 @@ type requestKey struct {
 // maxRequestKeys bounds the attribute sets OnRequest keeps.
 const maxRequestKeys = 1024
 
-func (k requestKey) attributes() attribute.Set {
+func (k requestKey) attributes() []attribute.KeyValue {
 	attrs := []attribute.KeyValue{
 		attribute.String("http.request.method", k.method),
 		attribute.String("url.template", k.path),
@@ -420,7 +444,7 @@ func (k requestKey) attributes() attribute.Set {
 	case k.status >= 400:
 		attrs = append(attrs, attribute.String("error.type", strconv.Itoa(k.status)))
 	}
-	return attribute.NewSet(attrs...)
+	return attrs
 }
 
 // OnAppend records a journal append: its duration by record state (and
@@ -429,11 +453,11 @@ func (i *Instruments) OnAppend(ai journal.AppendInfo) {
 	ctx := i.bg
 	state := attribute.String("state", string(ai.State))
 	if ai.Err != nil {
-		i.appendDur.Record(ctx, ai.Duration.Seconds(), metric.WithAttributes(state, attribute.String("error.type", appendErrorClass(ai.Err))))
+		i.appendDur.Record(ctx, ai.Duration.Seconds(), i.attrs(state, attribute.String("error.type", appendErrorClass(ai.Err))))
 		return
 	}
-	i.appendDur.Record(ctx, ai.Duration.Seconds(), metric.WithAttributes(state))
-	i.appendSize.Record(ctx, int64(ai.Size), metric.WithAttributes(state))
+	i.appendDur.Record(ctx, ai.Duration.Seconds(), i.attrs(state))
+	i.appendSize.Record(ctx, int64(ai.Size), i.attrs(state))
 }
 
 // appendErrorClass names the class of a journal error, from the journal's

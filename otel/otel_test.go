@@ -386,3 +386,64 @@ func TestOnRequestManyKeys(t *testing.T) {
 		t.Errorf("%d series, %d requests; want %d and %d", len(got), sum(got), n, n+1)
 	}
 }
+
+// Two engines' instruments on one MeterProvider, told apart by
+// WithAttributes: every metric keeps their series apart.
+func TestWithAttributesSeparatesEngines(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	var ins []*gwotel.Instruments
+	for _, c := range []string{"a", "b"} {
+		i, err := gwotel.New(mp, gwotel.WithTracerProvider(tp), gwotel.WithAttributes(attribute.String("cluster", c)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { i.Close() })
+		ins = append(ins, i)
+	}
+	now := time.Now()
+	for n, i := range ins {
+		for range n + 1 {
+			i.OnRequest(proxmox.RequestInfo{Method: "GET", Path: "/cluster/resources", Status: 200, Duration: time.Millisecond})
+			i.OnEvent(reconcile.Event{OpID: fmt.Sprint("op", n), Kind: reconcile.ActionStart, Phase: "start", At: now})
+			i.OnQueue(queue.Event{Outcome: queue.Ran})
+			i.OnAppend(journal.AppendInfo{State: journal.Started, Size: 10})
+			i.OnReport(reconcile.Report{Start: now, Duration: time.Second, Listed: 1, Phases: reconcile.Phases{List: time.Millisecond},
+				Guests: []reconcile.GuestReport{{Ref: qemu(100), Outcome: reconcile.GuestInSync}}})
+		}
+	}
+	s := &setup{reader: reader}
+	m := s.collect(t)
+	for _, name := range []string{
+		"guestward.api.request.duration", "guestward.queue.wait", "guestward.queue.depth",
+		"guestward.journal.append.duration", "guestward.journal.append.size", "guestward.pass.duration",
+		"guestward.pass.phase.duration", "guestward.pass.guests", "guestward.guests", "guestward.operations.in_flight",
+	} {
+		byCluster := map[string]int64{}
+		for k, v := range counts(t, m[name]) {
+			switch {
+			case strings.Contains(k, "cluster=a"):
+				byCluster["a"] += v
+			case strings.Contains(k, "cluster=b"):
+				byCluster["b"] += v
+			default:
+				t.Errorf("%s: a series without the cluster: %s", name, k)
+			}
+		}
+		if len(byCluster) != 2 {
+			t.Errorf("%s: series %v, want one set per cluster", name, counts(t, m[name]))
+		}
+	}
+	for _, sp := range spans.Started() {
+		found := false
+		for _, a := range sp.Attributes() {
+			found = found || a.Key == "cluster"
+		}
+		if !found && (sp.Name() == "guestward.pass" || sp.Name() == "guestward.action") {
+			t.Errorf("span %s has no cluster attribute", sp.Name())
+		}
+	}
+}
