@@ -208,3 +208,41 @@ func TestWithRequestObserverRefusesNil(t *testing.T) {
 		t.Errorf("option prints as %q", s)
 	}
 }
+
+// The observer sees every attempt of a request the client gives up on,
+// and installing it changes no retry decision: a write answered 503 is
+// still sent once.
+func TestRequestObserverRetriesUnchanged(t *testing.T) {
+	s := newSrv(t)
+	s.handle("GET /cluster/resources", func(w http.ResponseWriter, r *http.Request) {
+		rawReply(w, 503, "Service Unavailable", "")
+	})
+	s.handle("POST /nodes/pve1/qemu/100/status/start", func(w http.ResponseWriter, r *http.Request) {
+		rawReply(w, 503, "Service Unavailable", "")
+	})
+	var obs observations
+	c := s.tokenClient(t, WithRequestObserver(obs.add))
+	ctx := context.Background()
+
+	if _, err := c.Guests(ctx); err == nil {
+		t.Fatal("Guests succeeded against a 503")
+	}
+	got := obs.take()
+	// s.client allows 3 retries: 4 attempts.
+	if len(got) != 4 || s.count("GET /cluster/resources") != 4 {
+		t.Fatalf("got %d observations of %d attempts, want 4 of 4: %+v", len(got), s.count("GET /cluster/resources"), got)
+	}
+	for n, ri := range got {
+		if ri.Attempt != n+1 || ri.Status != 503 || ri.Retried != (n < 3) {
+			t.Errorf("attempt %d observed as %+v", n+1, ri)
+		}
+	}
+
+	if _, err := c.Start(ctx, testRef); err == nil {
+		t.Fatal("Start succeeded against a 503")
+	}
+	got = obs.take()
+	if len(got) != 1 || s.count("POST /nodes/pve1/qemu/100/status/start") != 1 || got[0].Retried {
+		t.Fatalf("a write answered 503 was attempted %d times, observed as %+v", s.count("POST /nodes/pve1/qemu/100/status/start"), got)
+	}
+}
