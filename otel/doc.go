@@ -23,9 +23,10 @@
 // ReconcileGuests return their report instead of calling OnReport: pass it to
 // [Instruments.OnReport] yourself.
 //
-// Nothing here starts a goroutine, reads a clock the core did not read, or
-// holds state beyond the open operations' spans and a count of operations in
-// flight; the exporter (Prometheus, OTLP, ...) is the caller's, configured on
+// Nothing here starts a goroutine or reads a clock the core did not read; the
+// state it keeps is small and bounded by the core's vocabulary (the open
+// operations' spans, a count of operations in flight, the outcome pairs the
+// guests gauge has shown, one attribute set per request shape); the exporter (Prometheus, OTLP, ...) is the caller's, configured on
 // the MeterProvider and TracerProvider given to [New].
 //
 // # Metrics
