@@ -56,6 +56,8 @@ type Client struct {
 	// a failed write be proven unsent; with any other transport every
 	// failed write counts as possibly sent.
 	traced bool
+	// observe, if set, learns of every attempt (WithRequestObserver).
+	observe func(RequestInfo)
 }
 
 // maxResponse bounds the size of a response body the client reads.
@@ -135,6 +137,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 		pollMax:       s.pollMax,
 		notFoundGrace: s.notFoundGrace,
 		now:           s.now,
+		observe:       s.observe,
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -150,6 +153,9 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 		Backoff:        retryWait,
 		ErrorHandler:   retryablehttp.PassthroughErrorHandler,
 		RequestLogHook: c.beforeAttempt,
+	}
+	if c.observe != nil {
+		c.rc.CheckRetry = checkRetryObserved
 	}
 	return c, nil
 }
@@ -428,6 +434,7 @@ type policy struct {
 	traced     bool        // gotConn is meaningful
 	gotConn    atomic.Bool // this attempt obtained a connection
 	attempts   atomic.Int32
+	obs        *attemptObs // nil without WithRequestObserver
 }
 
 type policyKey struct{}
@@ -435,6 +442,9 @@ type policyKey struct{}
 // exchange sends one request through the retrying client.
 func (c *Client) exchange(ctx context.Context, r *request, body []byte, cr creds) (*rawResponse, error) {
 	p := &policy{idempotent: r.method == http.MethodGet || r.retryable, traced: c.traced}
+	if c.observe != nil {
+		p.obs = newAttemptObs(r)
+	}
 	rctx := context.WithValue(ctx, policyKey{}, p)
 	rctx = httptrace.WithClientTrace(rctx, &httptrace.ClientTrace{
 		GotConn: func(httptrace.GotConnInfo) { p.gotConn.Store(true) },
@@ -467,6 +477,7 @@ func (c *Client) exchange(ctx context.Context, r *request, body []byte, cr creds
 		if resp != nil {
 			resp.Body.Close()
 		}
+		c.attemptEnded(p, false, nil)
 		te := &transportError{method: r.method, path: displayPath(r.path), err: err, unsent: c.traced && !p.gotConn.Load(), ctxDone: ctx.Err() != nil}
 		c.log.LogAttrs(ctx, slog.LevelDebug, "proxmox: request failed",
 			slog.String("method", r.method), slog.String("path", r.path),
@@ -474,6 +485,7 @@ func (c *Client) exchange(ctx context.Context, r *request, body []byte, cr creds
 		return nil, te
 	}
 	buf, err := c.readBody(resp, maxResponse)
+	c.attemptEnded(p, true, err)
 	if err != nil {
 		return nil, &transportError{method: r.method, path: displayPath(r.path), err: fmt.Errorf("reading response: %w", err), ctxDone: ctx.Err() != nil}
 	}
@@ -495,6 +507,7 @@ func (c *Client) beforeAttempt(_ retryablehttp.Logger, req *http.Request, retry 
 	}
 	p.gotConn.Store(false)
 	p.attempts.Store(int32(retry + 1))
+	c.attemptBegins(p, retry)
 	if retry > 0 {
 		c.log.LogAttrs(req.Context(), slog.LevelInfo, "proxmox: retrying request",
 			slog.String("method", req.Method), slog.String("path", strings.TrimPrefix(req.URL.EscapedPath(), "/api2/json")),

@@ -141,4 +141,12 @@
 // (Proxmox also splits form fields on ';'), the client's own booleans as
 // 1/0, deletions as one comma-separated "delete" parameter, and "digest"
 // only when given. Configuration values are sent as given.
+//
+// # Metrics
+//
+// [WithRequestObserver] is told of every attempt at every request (its
+// method, its path with identifiers replaced by their names, the node it
+// addresses, its status and duration) without a metrics library in this
+// package; [PathTemplate] is the replacement it applies. What it is told
+// never holds a credential, a query, a body or a vmid.
 package proxmox

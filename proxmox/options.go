@@ -54,7 +54,8 @@ type settings struct {
 	pollMin       time.Duration
 	pollMax       time.Duration
 	notFoundGrace time.Duration
-	now           func() time.Time // tests only
+	observe       func(RequestInfo) // WithRequestObserver
+	now           func() time.Time  // tests only
 }
 
 // option is the single Option implementation. It keeps a printable

@@ -195,4 +195,16 @@
 // most [Config].TaskTimeout after the request; and after a lost answer or a
 // crash it looks for both kinds of task. Errors that leave it unknown
 // whether Proxmox acted are resolved, not retried.
+//
+// # Metrics
+//
+// The engine reports through plain functions, with no metrics library:
+// every pass's Report (Config.OnReport, or the return of ReconcileOnce) says
+// how long each phase took (Report.Phases) and what became of each guest;
+// Config.OnEvent is told of each operation's start, tasks and end, the last
+// event carrying its outcome, duration and time spent waiting for Proxmox
+// tasks. With queue.WithObserver, proxmox.WithRequestObserver and
+// journal.Observe, these cover a pass from the desired state to the journal.
+// The module github.com/guestward/guestward/otel turns them into
+// OpenTelemetry metrics and spans.
 package reconcile

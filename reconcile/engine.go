@@ -553,7 +553,12 @@ func (e *Engine) endOp() {
 	}
 }
 
-// Event reports progress of an action, for displays; see Config.OnEvent.
+// Event reports progress of an action, for displays and metrics; see
+// Config.OnEvent. An operation's events come in the order of its Phase:
+// "start" once its intent is journaled, "task" for each Proxmox task it
+// started, and one last event, "done" or "failed". An operation that fails
+// before its intent is journaled (the journal refused it, say) has only
+// its "failed" event.
 type Event struct {
 	Ref    proxmox.Ref
 	Kind   ActionKind
@@ -562,11 +567,31 @@ type Event struct {
 	UPID   proxmox.UPID
 	Detail string
 	At     time.Time
+
+	// Set on the last event ("done", "failed") only: the action's outcome,
+	// as its ActionReport has it; how long the operation ran; and how much
+	// of that it spent waiting for Proxmox tasks to end (zero when it
+	// started none).
+	Outcome  ActionOutcome
+	Duration time.Duration
+	TaskWait time.Duration
 }
 
 func (e *Engine) event(ev Event) {
 	if e.cfg.OnEvent != nil {
 		ev.At = e.cfg.Now()
+		e.cfg.OnEvent(ev)
+	}
+}
+
+// lastEvent reports the end of an operation, whose report is filled in.
+func (e *Engine) lastEvent(o *op, rep *ActionReport, phase string) {
+	if e.cfg.OnEvent != nil {
+		ev := Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: phase, UPID: rep.UPID, Detail: rep.Error,
+			Outcome: rep.Outcome, TaskWait: o.taskWait, At: e.cfg.Now()}
+		if !o.started.IsZero() {
+			ev.Duration = ev.At.Sub(o.started)
+		}
 		e.cfg.OnEvent(ev)
 	}
 }

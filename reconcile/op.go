@@ -47,6 +47,9 @@ type op struct {
 	why     string
 	prior   map[string]string
 	reverts string
+	// started and taskWait time the execution, for its last Event.
+	started  time.Time
+	taskWait time.Duration
 }
 
 func opFromAction(id string, a Action) *op {
@@ -242,6 +245,7 @@ type ActionReport struct {
 // operation.
 func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 	start := e.cfg.Now()
+	o.started = start
 	rep = ActionReport{Action: o.action(), OpID: o.id}
 	if !e.beginOp() {
 		rep.Outcome, rep.Err, rep.Error = OutcomeNotStarted, ErrDraining, ErrDraining.Error()
@@ -260,7 +264,7 @@ func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 	}()
 	fail := func(outcome ActionOutcome, err error) ActionReport {
 		rep.Outcome, rep.Err, rep.Error = outcome, err, err.Error()
-		e.event(Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: "failed", UPID: rep.UPID, Detail: rep.Error})
+		e.lastEvent(o, &rep, "failed")
 		return rep
 	}
 
@@ -313,7 +317,9 @@ func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 		if err := checkpoint.Reach(ctx, checkpoint.AfterTaskRecord); err != nil {
 			return fail(OutcomeInterrupted, err)
 		}
+		waitStart := e.cfg.Now()
 		gaveUp, err := e.waitTask(ctx, o, upid)
+		o.taskWait += e.cfg.Now().Sub(waitStart)
 		if cerr := checkpoint.Reach(ctx, checkpoint.AfterWait); cerr != nil {
 			return fail(OutcomeInterrupted, cerr)
 		}
@@ -551,7 +557,7 @@ func (e *Engine) conclude(ctx context.Context, o *op, rep *ActionReport, err err
 			rep.Err = fmt.Errorf("journal outcome: %w (the operation itself: %s)", jerr, errString(err))
 		}
 		rep.Error = rep.Err.Error()
-		e.event(Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: "failed", UPID: rep.UPID, Detail: rep.Error})
+		e.lastEvent(o, rep, "failed")
 		return *rep
 	}
 	rep.Outcome, rep.nothingDone = outcome, nothingDone
@@ -562,7 +568,7 @@ func (e *Engine) conclude(ctx context.Context, o *op, rep *ActionReport, err err
 	if state == journal.Failed {
 		phase = "failed"
 	}
-	e.event(Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: phase, UPID: rep.UPID, Detail: rep.Error})
+	e.lastEvent(o, rep, phase)
 	if cerr := checkpoint.Reach(ctx, checkpoint.AfterOutcome); cerr != nil {
 		rep.Err = cerr
 		if err != nil {

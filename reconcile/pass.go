@@ -51,6 +51,32 @@ type Report struct {
 	Observed int           `json:"observed"`
 	Plan     PlanResult    `json:"-"`
 	Guests   []GuestReport `json:"guests"`
+	// Phases is how long each step of the pass took.
+	Phases Phases `json:"phases"`
+}
+
+// Phases is how long each step of a pass took, for metrics and for finding
+// where a slow pass spent its time. The steps run one after the other, so
+// their sum is at most the pass's Duration (the rest is the engine's own
+// bookkeeping); a step the pass did not reach, or skipped, is zero. They are
+// measured with Config.Now.
+type Phases struct {
+	// Recover: resolving operations left in flight, before anything else.
+	Recover time.Duration `json:"recover_ns,omitempty"`
+	// Desired: reading the desired state from the provider and validating
+	// it.
+	Desired time.Duration `json:"desired_ns,omitempty"`
+	// List: listing the cluster's guests (not done by a targeted pass).
+	List time.Duration `json:"list_ns,omitempty"`
+	// Observe: reading the declared guests' configuration, lock and
+	// pending changes.
+	Observe time.Duration `json:"observe_ns,omitempty"`
+	// Plan: planning, a pure computation.
+	Plan time.Duration `json:"plan_ns,omitempty"`
+	// Act: carrying out the plan, from queuing the first guest's job to
+	// the end of the last; it includes waiting for the queue and for
+	// Proxmox's tasks.
+	Act time.Duration `json:"act_ns,omitempty"`
 }
 
 // Count returns how many guests ended the pass with each outcome.
@@ -124,11 +150,26 @@ func (e *Engine) reconcile(ctx context.Context, targets []proxmox.Ref) (rep Repo
 	tr := e.beginPass(targets != nil, rep.Start)
 	// Deferred first, so run last: the report is complete by then.
 	defer func() { tr.end(rep, err) }()
+	// step ends the step in progress, if any, and starts timing next
+	// (nil: none), for rep.Phases.
+	var cur *time.Duration
+	mark := rep.Start
+	step := func(next *time.Duration) {
+		now := e.cfg.Now()
+		if cur != nil {
+			*cur += now.Sub(mark)
+		}
+		cur, mark = next, now
+	}
 	// Set on the returned report, whichever way the pass ends.
-	defer func() { rep.Duration = e.cfg.Now().Sub(rep.Start) }()
+	defer func() {
+		step(nil)
+		rep.Duration = e.cfg.Now().Sub(rep.Start)
+	}()
 
 	var blocked map[int]RecoveredOp
 	if !e.cfg.DryRun && e.mustRecover.Load() {
+		step(&rep.Phases.Recover)
 		tr.phase(PhaseRecover, 0)
 		var looked int
 		blocked, looked, err = e.recoverBeforeN(ctx)
@@ -139,6 +180,7 @@ func (e *Engine) reconcile(ctx context.Context, targets []proxmox.Ref) (rep Repo
 	} else if !e.cfg.DryRun {
 		// Recovered already, unless an operation was left in flight
 		// since the check above: recoverBefore looks again.
+		step(&rep.Phases.Recover)
 		if blocked, err = e.recoverBefore(ctx); err != nil {
 			return rep, fmt.Errorf("%w: recovery: %w", ErrPassAborted, err)
 		}
@@ -146,6 +188,7 @@ func (e *Engine) reconcile(ctx context.Context, targets []proxmox.Ref) (rep Repo
 	if targets == nil {
 		tr.phase(PhaseList, 0)
 	}
+	step(&rep.Phases.Desired)
 	desired, err := e.cfg.Provider.Desired(ctx)
 	if err != nil {
 		if !errors.Is(err, ErrStale) || desired == nil {
@@ -168,14 +211,17 @@ func (e *Engine) reconcile(ctx context.Context, targets []proxmox.Ref) (rep Repo
 		errs     map[int]error
 	)
 	if targets != nil {
+		step(&rep.Phases.Observe)
 		observed, errs = e.observeRefs(ctx, desired, tr)
 	} else {
+		step(&rep.Phases.List)
 		guests, err := e.cfg.Proxmox.Guests(ctx)
 		if err != nil {
 			return rep, fmt.Errorf("%w: listing guests: %w", ErrPassAborted, err)
 		}
 		rep.Listed = len(guests)
 		tr.finish(len(guests))
+		step(&rep.Phases.Observe)
 		observed, errs = e.observeListed(ctx, desired, guests, tr)
 	}
 	if err := ctx.Err(); err != nil {
@@ -187,6 +233,7 @@ func (e *Engine) reconcile(ctx context.Context, targets []proxmox.Ref) (rep Repo
 			rep.Observed++
 		}
 	}
+	step(&rep.Phases.Plan)
 	rep.Plan = Plan(desired, observed, e.plan)
 	byVMID := make(map[int]*Observed, len(observed))
 	for i := range observed {
@@ -199,6 +246,7 @@ func (e *Engine) reconcile(ctx context.Context, targets []proxmox.Ref) (rep Repo
 
 	tr.finish(len(desired))
 
+	step(&rep.Phases.Act)
 	rep.Guests = make([]GuestReport, len(rep.Plan.Guests))
 	acting := 0
 	for _, g := range rep.Plan.Guests {
@@ -275,6 +323,7 @@ func (e *Engine) reconcile(ctx context.Context, targets []proxmox.Ref) (rep Repo
 			gr.Outcome, gr.Detail = GuestInterrupted, "the pass ended before this guest's turn"
 		}
 	}
+	step(nil)
 	e.logReport(ctx, rep)
 	return rep, ctx.Err()
 }
