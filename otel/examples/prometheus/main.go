@@ -86,7 +86,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp),
 		sdkmetric.WithResource(resource.NewSchemaless(attribute.String("service.name", "guestward-example"))))
 	defer mp.Shutdown(context.WithoutCancel(ctx))
-	ins, err := gwotel.New(mp)
+	// The operation gauges read the engine's Status, which also counts
+	// what a crash left unresolved; eng is set before anything collects.
+	var eng *reconcile.Engine
+	ins, err := gwotel.New(mp, gwotel.WithStatus(func() (inFlight, unresolved int) {
+		if eng == nil {
+			return 0, 0
+		}
+		s := eng.Status()
+		return s.InFlight, s.Unresolved
+	}))
 	if err != nil {
 		return err
 	}
@@ -129,7 +138,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Interval: *interval,
 	}
 	ins.Wire(&cfg)
-	eng, err := reconcile.NewEngine(cfg)
+	eng, err = reconcile.NewEngine(cfg)
 	if err != nil {
 		return err
 	}
