@@ -343,6 +343,9 @@ func (e *Engine) Apply(ctx context.Context, s OneShot) (Result, error) {
 	if err := s.Validate(); err != nil {
 		return base, err
 	}
+	if err := e.checkScope(s.Ref); err != nil {
+		return base, err
+	}
 	if s.Kind == ActionSetConfig {
 		// The options a desired state may not manage are as much out of
 		// a one-shot's reach: the engine's Validation decides both.

@@ -148,6 +148,21 @@ type Config struct {
 	// NodeRate, if positive, bounds the engine's requests to each node to
 	// this many per second, evenly spaced. Default none.
 	NodeRate float64
+	// Nodes, if not empty, are the only Proxmox nodes whose guests the
+	// engine acts on: a pass leaves out the declared guests of other
+	// nodes (they are not in its report), and Apply and Revert refuse a
+	// guest declared on another node with [ErrNotInScope] before
+	// anything is journaled or sent. Guests are matched by the node their
+	// Ref names, as declared; one that has moved to a node outside the
+	// set is skipped as any moved guest is ([SkipWrongNode]). Set it when
+	// several engines share a cluster, each with its own journal (shards
+	// of a fleet, one leader each): without it, a one-shot sent to the
+	// wrong engine would reach a guest another engine manages, with two
+	// journals and two lanes for one guest. Recovery still resolves every
+	// operation of the engine's own journal, and sends nothing new. Node
+	// names must be valid ([proxmox.Ref.Validate]) and distinct; NewEngine
+	// keeps a copy.
+	Nodes []string
 	// Interval is the time between the starts of two passes of Run.
 	// Default 30s. Jitter, default a tenth of Interval, varies it at
 	// random by up to that much either way; a negative Jitter means none.
@@ -248,6 +263,7 @@ type Engine struct {
 	ownQ   bool
 	plan   PlanOptions
 	lookup journal.KeyLookup // nil if the journal cannot find keys
+	nodes  map[string]bool   // Config.Nodes; nil: every node
 
 	pass    chan struct{} // a token: held while a pass runs
 	trigger chan struct{}
@@ -292,6 +308,11 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if cfg.Provider == nil {
 		cfg.Provider = EmptyProvider{}
 	}
+	nodes, err := nodeScope(cfg.Nodes)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Nodes = slices.Clone(cfg.Nodes)
 	if cfg.Concurrency < 0 || cfg.NodeConcurrency < 0 || cfg.NodeRate < 0 || cfg.NodeRate != cfg.NodeRate || cfg.Interval < 0 || cfg.Retries < 0 || cfg.RetryMin < 0 ||
 		cfg.RetryMax < 0 || cfg.ClockSkew < 0 || cfg.TaskTimeout < 0 {
 		return nil, fmt.Errorf("%w: negative durations and counts are not allowed (but for Jitter and SettleDelay, where they mean none)", ErrConfig)
@@ -371,6 +392,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		pass:    make(chan struct{}, 1),
 		trigger: make(chan struct{}, 1),
 		applies: make(map[string]*applyCall),
+		nodes:   nodes,
 
 		shutdown: make(chan struct{}),
 	}

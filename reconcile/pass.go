@@ -200,6 +200,7 @@ func (e *Engine) reconcile(ctx context.Context, targets []proxmox.Ref) (rep Repo
 	if err := ValidateDesiredWith(desired, e.cfg.Validation); err != nil {
 		return rep, fmt.Errorf("%w: %w", ErrPassAborted, err)
 	}
+	desired = e.scoped(desired)
 	if targets != nil {
 		desired = targeted(desired, targets)
 	}

@@ -175,6 +175,9 @@ func (e *Engine) revert(ctx context.Context, opID string, opts RevertOptions) (R
 		return base, fmt.Errorf("%w: %w", ErrNotRevertible, err)
 	}
 	base.Ref, base.Kind = o.ref, o.kind
+	if err := e.checkScope(o.ref); err != nil {
+		return base, err
+	}
 	if u, ok := blocked[o.ref.VMID]; ok && u.OpID != opID {
 		return base, fmt.Errorf("%w: operation %s on %s is still in flight: %s", ErrUnresolved, u.OpID, u.Ref, u.Error)
 	}

@@ -93,7 +93,10 @@
 // campaigns for one shard, whose journal and election live under
 // [ShardPrefix] (prefix/shard/<name>), and the shard's engine takes its
 // desired state through [NodeProvider], which keeps it to the shard's
-// nodes. Each replica campaigns first for its own shards and then, as a
+// nodes, and lists them in reconcile.Config.Nodes, so that a one-shot or
+// a revert sent to the wrong shard's engine is refused
+// (reconcile.ErrNotInScope) instead of reaching a guest another shard's
+// leader manages through a second journal. Each replica campaigns first for its own shards and then, as a
 // standby, for the others; candidates are served in campaign order, so
 // while every replica is up each leads its own shards, and a dead
 // replica's shards go to their standbys, whose engines recover its

@@ -55,7 +55,9 @@ func checkShard(shard string) error {
 //
 // A shard is a set of Proxmox nodes the caller names; the replica that
 // leads it runs an engine on the leader's journal whose desired state is
-// [NodeProvider] of the fleet's, so it acts only on the shard's guests. To
+// [NodeProvider] of the fleet's and whose reconcile.Config.Nodes lists the
+// shard's nodes, so it acts only on the shard's guests, in passes,
+// one-shots and reverts alike. To
 // spread a fleet over N replicas, give each replica its own shards to
 // campaign for first, then let it campaign for the others as a standby:
 // candidates are served in the order they campaigned, so each shard goes to

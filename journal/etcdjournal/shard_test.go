@@ -43,7 +43,7 @@ func TestShardsSplitAndMoveOnFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	engine := func(ld *Leader, node string) *reconcile.Engine {
-		e, err := reconcile.NewEngine(reconcile.Config{Proxmox: px, Journal: ld.Journal(), Provider: NodeProvider(fleet, node),
+		e, err := reconcile.NewEngine(reconcile.Config{Proxmox: px, Journal: ld.Journal(), Provider: NodeProvider(fleet, node), Nodes: []string{node},
 			RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond, SettleDelay: time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
@@ -72,6 +72,11 @@ func TestShardsSplitAndMoveOnFailover(t *testing.T) {
 	rep, err := engine(a, "pve1").ReconcileOnce(ctx)
 	if err != nil || len(rep.Guests) != 1 || rep.Guests[0].Ref != onA {
 		t.Fatalf("shard a's pass: %v\n%s", err, rep)
+	}
+	// A one-shot for shard b's guest, sent to shard a's engine, is
+	// refused: it would run under a second journal.
+	if _, err := engine(a, "pve1").Apply(ctx, reconcile.OneShot{Key: "wrong-shard", Ref: onB, Kind: reconcile.ActionStart}); !errors.Is(err, reconcile.ErrNotInScope) {
+		t.Fatalf("one-shot for another shard's guest: %v", err)
 	}
 	var once sync.Once
 	eb := engine(b, "pve2")
