@@ -169,7 +169,7 @@ func runDemo(ctx context.Context, s *settings, verifier *signedop.Verifier, logg
 // is stopped: the part of the demo examples/hub plays against.
 func serveDemoOps(ctx context.Context, s *settings, engine *reconcile.Engine, verifier *signedop.Verifier,
 	logger *slog.Logger, out *output.Printer, stderr io.Writer) int {
-	ops, err := startOps(s.listen, engine, verifier, logger)
+	ops, err := startOps(s.listen, s.opsTLS, engine, verifier, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "agent: %v\n", err)
 		return exit(out, cli.ExitFailure, err.Error())
@@ -177,7 +177,7 @@ func serveDemoOps(ctx context.Context, s *settings, engine *reconcile.Engine, ve
 	out.Textf("")
 	out.Textf("6. Signed operations: a hub may now ask this agent for one-shot operations")
 	ops.announce(out, s.agentID, s.keyIDs, "   ")
-	out.Textf("   Try: go run ./examples/hub -demo -key HUB_KEY -agent http://%s -agent-id %s", ops.addr, s.agentID)
+	out.Textf("   Try: go run ./examples/hub -demo -key HUB_KEY -agent %s://%s -agent-id %s", scheme(s.opsTLS), ops.addr, s.agentID)
 	out.Textf("   Stop the agent with Ctrl-C.")
 	<-ctx.Done()
 	out.Shutdown("stopping: no new operation starts; waiting up to " + s.grace.String() + " for running ones")

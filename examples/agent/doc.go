@@ -63,6 +63,9 @@
 //	-hub-keys           GUESTWARD_HUB_KEYS            with -listen: PEM file of the hub public keys to trust
 //	-agent-id           GUESTWARD_AGENT_ID            with -listen: this agent's id, the audience tokens must name
 //	-health-listen      GUESTWARD_HEALTH_LISTEN       serve the engine's health on this host:port (see below)
+//	-tls-cert           GUESTWARD_TLS_CERT            PEM certificate (chain) to serve -listen and -health-listen over TLS
+//	-tls-key            GUESTWARD_TLS_KEY             PEM private key of -tls-cert; the two go together
+//	-tls-client-ca      GUESTWARD_TLS_CLIENT_CA       PEM CA certificates; -listen then requires a client certificate they sign
 //
 // The token secret has no flag: a flag's value is visible to every user of
 // the host in the process list. Without -fingerprint or -ca-file the server
@@ -87,18 +90,45 @@
 //	go run ./examples/agent -demo -listen 127.0.0.1:8780 -hub-keys /tmp/hub.key.pub -agent-id demo-agent
 //	go run ./examples/hub -demo -key /tmp/hub.key -agent http://127.0.0.1:8780 -agent-id demo-agent
 //
-// The listener speaks plain HTTP: the signature makes a request authentic
-// and the JWT ID makes it run once, but nothing hides it from the network.
-// A request carrying a secret (cipassword) should travel over TLS: listen on
-// loopback behind a TLS-terminating proxy, or on a network nobody else reads.
 // When stopped, the agent answers new requests 503 while it drains, and
 // gives those in progress the -shutdown-grace to finish.
+//
+// # TLS
+//
+// Without TLS flags both listeners speak plain HTTP. The signature makes a
+// request authentic and the JWT ID makes it run once, but nothing hides it
+// from the network: anyone on the path reads the operation, a secret it
+// sets (cipassword) included, and a captured token can be replayed, though
+// only for what it signs and until it expires. When -listen binds an
+// address other than loopback without TLS, the agent logs a warning at
+// start saying so.
+//
+// -tls-cert and -tls-key (PEM, both or neither) serve -listen and
+// -health-listen over TLS: 1.3 with any client that offers it, 1.2 at
+// least. -tls-client-ca adds mutual TLS on -listen only: a client must
+// present a certificate that one of the file's CA certificates signs, or
+// the handshake fails before any request is read; the health asks for
+// none, so a probe needs no certificate. A plain-HTTP request to a TLS
+// listener is answered 400 and runs nothing. The files are read once, at
+// start: to change them, restart the agent. A missing or unreadable file,
+// a key that is not the certificate's, a client CA file without a
+// certificate, -tls-client-ca without -tls-cert or without -listen, or TLS
+// flags with neither listener stop the agent at start with exit code 2:
+//
+//	agent ... -listen :8780 -hub-keys hub.pub -agent-id agent-7 \
+//	      -tls-cert /etc/guestward/agent.crt -tls-key /etc/guestward/agent.key \
+//	      -tls-client-ca /etc/guestward/hub-ca.pem
+//
+// examples/hub takes an https agent URL, but trusts only the system roots
+// and presents no client certificate: it cannot yet reach an agent with a
+// private CA's certificate or with -tls-client-ca.
 //
 // # Health
 //
 // With -health-listen 127.0.0.1:8781 (any host:port; port 0 picks one, and
-// the agent says which), the agent serves GET /healthz over plain HTTP,
-// from before its first recovery until it exits: reconcile's
+// the agent says which), the agent serves GET /healthz (over TLS with
+// -tls-cert, else plain HTTP), from before its first recovery until it
+// exits: reconcile's
 // Engine.HealthHandler, which answers 503 until recovery has completed
 // and while the agent stops, and 200 otherwise, with the engine's status
 // as JSON (the last pass, the pass in progress and its phase, operations

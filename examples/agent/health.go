@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -20,11 +21,13 @@ const HealthPath = "/healthz"
 type healthServer struct {
 	srv    *http.Server
 	addr   string
+	scheme string // http or https
 	served chan error
 }
 
-// startHealth listens on addr and serves e's health at HealthPath.
-func startHealth(addr string, e *reconcile.Engine, logger *slog.Logger) (*healthServer, error) {
+// startHealth listens on addr and serves e's health at HealthPath, over
+// TLS with cfg, or in clear when cfg is nil.
+func startHealth(addr string, cfg *tls.Config, e *reconcile.Engine, logger *slog.Logger) (*healthServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("-health-listen: %w", err)
@@ -39,11 +42,13 @@ func startHealth(addr string, e *reconcile.Engine, logger *slog.Logger) (*health
 			WriteTimeout:      5 * time.Second,
 			MaxHeaderBytes:    8 << 10,
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+			TLSConfig:         cfg,
 		},
 		addr:   ln.Addr().String(),
+		scheme: scheme(cfg),
 		served: make(chan error, 1),
 	}
-	go func() { h.served <- h.srv.Serve(ln) }()
+	go func() { h.served <- serveOn(h.srv, ln) }()
 	return h, nil
 }
 
@@ -60,10 +65,14 @@ func (h *healthServer) stop() {
 
 // announce says where the health is served.
 func (h *healthServer) announce(out *output.Printer) {
-	url := "http://" + h.addr + HealthPath
+	url := h.scheme + "://" + h.addr + HealthPath
 	out.Object(struct {
 		Type string `json:"type"`
 		URL  string `json:"url"`
 	}{"health", url})
-	out.Textf("Health at %s (plain HTTP): 503 until recovery has completed and while stopping, 200 otherwise", url)
+	how := "plain HTTP"
+	if h.scheme == "https" {
+		how = "TLS"
+	}
+	out.Textf("Health at %s (%s): 503 until recovery has completed and while stopping, 200 otherwise", url, how)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -55,6 +56,11 @@ type settings struct {
 	hubKeys     string
 	agentID     string
 	keyIDs      []string // of the keys -hub-keys names, once read
+	tlsCert     string
+	tlsKey      string
+	tlsClientCA string
+	opsTLS      *tls.Config // for -listen, once read; nil without TLS
+	healthTLS   *tls.Config // for -health-listen, once read; nil without TLS
 }
 
 func newFlags(stderr io.Writer) (*flag.FlagSet, *settings) {
@@ -83,10 +89,11 @@ func newFlags(stderr io.Writer) (*flag.FlagSet, *settings) {
 	fs.BoolVar(&s.once, "once", false, "recover, run one pass and exit: 0 converged, 3 not converged, 1 could not run")
 	fs.Var(&s.output, "output", "what goes to stdout: text for a person, json for one JSON object per line (env GUESTWARD_OUTPUT)")
 	fs.BoolVar(&s.fullReports, "full-reports", false, "with -output json: each pass's report line carries the whole report, guest by guest, not only the summary (env GUESTWARD_FULL_REPORTS)")
-	fs.StringVar(&s.listen, "listen", "", "take operations signed by a hub, as POST "+OpsPath+" on this `address` (host:port; plain HTTP) (env GUESTWARD_LISTEN)")
-	fs.StringVar(&s.healthAddr, "health-listen", "", "serve the engine's health as GET "+HealthPath+" on this `address` (host:port; plain HTTP; 127.0.0.1:port keeps it on this host) (env GUESTWARD_HEALTH_LISTEN)")
+	fs.StringVar(&s.listen, "listen", "", "take operations signed by a hub, as POST "+OpsPath+" on this `address` (host:port; HTTPS with -tls-cert, else plain HTTP) (env GUESTWARD_LISTEN)")
+	fs.StringVar(&s.healthAddr, "health-listen", "", "serve the engine's health as GET "+HealthPath+" on this `address` (host:port; HTTPS with -tls-cert, else plain HTTP; 127.0.0.1:port keeps it on this host) (env GUESTWARD_HEALTH_LISTEN)")
 	fs.StringVar(&s.hubKeys, "hub-keys", "", "with -listen: PEM `file` of the hub public keys to trust, one PUBLIC KEY block each (env GUESTWARD_HUB_KEYS)")
 	fs.StringVar(&s.agentID, "agent-id", "", "with -listen: this agent's `id`; operations signed for another id are refused (env GUESTWARD_AGENT_ID)")
+	s.registerTLS(fs)
 	s.logs.Register(fs)
 	fs.BoolVar(&s.demo, "demo", false, "run the demonstration against an in-process fake Proxmox VE cluster; needs nothing else")
 	fs.StringVar(&s.demoPVE, "demo-pve", "", "with -demo: the Proxmox VE `version` the fake cluster emulates, 7.4 to 9.0 (default 8.4.1)")
@@ -109,6 +116,7 @@ Flags:
 func bindings() []cli.Binding {
 	b := cli.ConnBindings()
 	b = append(b, cli.LogBindings()...)
+	b = append(b, tlsBindings()...)
 	return append(b,
 		cli.Binding{Flag: "desired", Env: "GUESTWARD_DESIRED"},
 		cli.Binding{Flag: "journal", Env: "GUESTWARD_JOURNAL"},
@@ -154,6 +162,9 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 	}
 	verifier, err := s.verifier()
 	if err != nil {
+		return fail(stderr, err)
+	}
+	if err := s.loadTLS(); err != nil {
 		return fail(stderr, err)
 	}
 	logger := s.logs.Logger(stderr)
@@ -221,6 +232,9 @@ func (s *settings) validate(fs *flag.FlagSet) error {
 		return cli.Usagef("-health-listen serves until stopped; drop -once")
 	case s.healthAddr != "" && s.demo:
 		return cli.Usagef("-health-listen applies to the agent's daemon, not to -demo")
+	}
+	if err := s.validateTLS(); err != nil {
+		return err
 	}
 	if s.demo {
 		for _, name := range []string{"url", "token-id", "token-secret-file", "ca-file", "fingerprint", "desired", "journal", "dry-run", "once"} {
@@ -360,7 +374,7 @@ func serve(ctx context.Context, s *settings, verifier *signedop.Verifier, client
 		info.version, s.conn.URL, output.Count(info.declared, "guest"), s.desired, jdesc, mode)
 	if s.healthAddr != "" {
 		// Up before recovery: it answers 503 until recovery has completed.
-		hs, err := startHealth(s.healthAddr, engine, logger)
+		hs, err := startHealth(s.healthAddr, s.healthTLS, engine, logger)
 		if err != nil {
 			fmt.Fprintf(stderr, "agent: %v\n", err)
 			return exit(out, cli.ExitFailure, err.Error())
@@ -411,7 +425,7 @@ func serve(ctx context.Context, s *settings, verifier *signedop.Verifier, client
 	}
 
 	if verifier != nil {
-		ops, err := startOps(s.listen, engine, verifier, logger)
+		ops, err := startOps(s.listen, s.opsTLS, engine, verifier, logger)
 		if err != nil {
 			fmt.Fprintf(stderr, "agent: %v\n", err)
 			return exit(out, cli.ExitFailure, err.Error())

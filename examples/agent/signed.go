@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -45,14 +46,20 @@ func (s *settings) verifier() (*signedop.Verifier, error) {
 type opServer struct {
 	srv    *http.Server
 	addr   string
+	scheme string // http or https
 	served chan error
 }
 
-// startOps listens on addr and serves signed operations for e.
-func startOps(addr string, e *reconcile.Engine, v *signedop.Verifier, logger *slog.Logger) (*opServer, error) {
+// startOps listens on addr and serves signed operations for e, over TLS
+// with cfg, or in clear when cfg is nil, which it warns about unless addr
+// is loopback.
+func startOps(addr string, cfg *tls.Config, e *reconcile.Engine, v *signedop.Verifier, logger *slog.Logger) (*opServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("-listen: %w", err)
+	}
+	if cfg == nil {
+		warnClear(logger, ln.Addr())
 	}
 	mux := http.NewServeMux()
 	mux.Handle(OpsPath, signedop.Handler(e, v))
@@ -63,11 +70,13 @@ func startOps(addr string, e *reconcile.Engine, v *signedop.Verifier, logger *sl
 			ReadTimeout:       30 * time.Second,
 			MaxHeaderBytes:    16 << 10,
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+			TLSConfig:         cfg,
 		},
 		addr:   ln.Addr().String(),
+		scheme: scheme(cfg),
 		served: make(chan error, 1),
 	}
-	go func() { o.served <- o.srv.Serve(ln) }()
+	go func() { o.served <- serveOn(o.srv, ln) }()
 	return o, nil
 }
 
@@ -90,7 +99,7 @@ func (o *opServer) announce(out *output.Printer, agentID string, keys []string, 
 		URL     string   `json:"url"`
 		AgentID string   `json:"agent_id"`
 		KeyIDs  []string `json:"key_ids"`
-	}{"listen", "http://" + o.addr + OpsPath, agentID, keys})
-	out.Textf("%sTaking signed operations for agent %q at http://%s%s, from %s %v",
-		indent, agentID, o.addr, OpsPath, output.Count(len(keys), "hub key"), keys)
+	}{"listen", o.scheme + "://" + o.addr + OpsPath, agentID, keys})
+	out.Textf("%sTaking signed operations for agent %q at %s://%s%s, from %s %v",
+		indent, agentID, o.scheme, o.addr, OpsPath, output.Count(len(keys), "hub key"), keys)
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,12 +19,12 @@ import (
 	"github.com/guestward/guestward/reconcile/signedop"
 )
 
-var opsURL = regexp.MustCompile(`http://127\.0\.0\.1:[0-9]+/v1/op`)
+var opsURL = regexp.MustCompile(`https?://[^\s"]+/v1/op`)
 
-// signedAgent runs the agent with args and -listen in this process until
-// the test stops it, and returns the URL it takes signed operations at,
-// the hub's key, and a function that stops the agent and returns its exit
-// code and outputs.
+// signedAgent runs the agent with args and -listen (127.0.0.1:0 unless
+// args set it) in this process until the test stops it, and returns the
+// URL it takes signed operations at, the hub's key, and a function that
+// stops the agent and returns its exit code and outputs.
 func signedAgent(t *testing.T, env map[string]string, dir string, args ...string) (url string, h *testHub, stop func() (int, string, string)) {
 	t.Helper()
 	keyPath := filepath.Join(dir, "hub.key")
@@ -39,7 +40,10 @@ func signedAgent(t *testing.T, env map[string]string, dir string, args ...string
 	var stderr bytes.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	args = append(args, "-listen", "127.0.0.1:0", "-hub-keys", keyPath+".pub", "-agent-id", "agent-7")
+	if !slices.Contains(args, "-listen") {
+		args = append(args, "-listen", "127.0.0.1:0")
+	}
+	args = append(args, "-hub-keys", keyPath+".pub", "-agent-id", "agent-7")
 	go func() { done <- run(ctx, args, cli.MapEnv(env), out, &stderr) }()
 	select {
 	case <-seen:
@@ -67,10 +71,11 @@ func signedAgent(t *testing.T, env map[string]string, dir string, args ...string
 }
 
 type testHub struct {
-	t    *testing.T
-	priv []byte
-	url  string
-	out  *notifyWriter // the agent's standard output
+	t      *testing.T
+	priv   []byte
+	url    string
+	out    *notifyWriter // the agent's standard output
+	client *http.Client  // nil: http.DefaultClient
 }
 
 // waitOutput waits until the agent has printed want.
@@ -102,7 +107,11 @@ func (h *testHub) post(method, token string) (int, map[string]any) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := h.client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		h.t.Fatal(err)
 	}

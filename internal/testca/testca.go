@@ -62,19 +62,31 @@ func New(t testing.TB) *CA {
 // the given DNS names and IP addresses (either may be empty).
 func (ca *CA) Issue(t testing.TB, dnsNames []string, ips ...net.IP) tls.Certificate {
 	t.Helper()
+	return ca.issue(t, "pve", x509.ExtKeyUsageServerAuth, dnsNames, ips)
+}
+
+// IssueClient returns a client certificate for mutual TLS, with its key
+// and parsed Leaf, whose subject's common name is name.
+func (ca *CA) IssueClient(t testing.TB, name string) tls.Certificate {
+	t.Helper()
+	return ca.issue(t, name, x509.ExtKeyUsageClientAuth, nil, nil)
+}
+
+func (ca *CA) issue(t testing.TB, cn string, usage x509.ExtKeyUsage, dnsNames []string, ips []net.IP) tls.Certificate {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(ca.next.Add(1)),
-		Subject:      pkix.Name{CommonName: "pve"},
+		Subject:      pkix.Name{CommonName: cn},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
 		DNSNames:     dnsNames,
 		IPAddresses:  ips,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {
