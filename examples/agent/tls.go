@@ -2,12 +2,10 @@ package main
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"flag"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 
 	"github.com/guestward/guestward/examples/internal/cli"
 )
@@ -50,13 +48,9 @@ func (s *settings) loadTLS() error {
 	if s.tlsClientCA == "" {
 		return nil
 	}
-	pemBytes, err := os.ReadFile(s.tlsClientCA)
+	pool, err := cli.CertPool("tls-client-ca", s.tlsClientCA)
 	if err != nil {
-		return cli.Usagef("-tls-client-ca: %v", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pemBytes) {
-		return cli.Usagef("-tls-client-ca %s holds no PEM certificate", s.tlsClientCA)
+		return err
 	}
 	s.opsTLS.ClientCAs = pool
 	s.opsTLS.ClientAuth = tls.RequireAndVerifyClientCert

@@ -2,8 +2,6 @@ package main
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
 	"io"
 	"net"
 	"net/http"
@@ -24,25 +22,13 @@ import (
 // paths.
 func writePair(t *testing.T, dir, name string, cert tls.Certificate) (certFile, keyFile string) {
 	t.Helper()
-	var certPEM []byte
-	for _, der := range cert.Certificate {
-		certPEM = append(certPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
-	}
-	key, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
-	must(t, err)
-	certFile = filepath.Join(dir, name+".crt")
-	keyFile = filepath.Join(dir, name+".key")
-	must(t, os.WriteFile(certFile, certPEM, 0o600))
-	must(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600))
-	return certFile, keyFile
+	return testca.WritePair(t, dir, name, cert)
 }
 
 // writeCA writes ca's certificate as a PEM file in dir.
 func writeCA(t *testing.T, dir, name string, ca *testca.CA) string {
 	t.Helper()
-	path := filepath.Join(dir, name+".pem")
-	must(t, os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), 0o600))
-	return path
+	return ca.WriteCert(t, dir, name)
 }
 
 // httpsClient trusts ca and presents cert when it is not nil.
