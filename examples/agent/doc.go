@@ -119,9 +119,9 @@
 //	      -tls-cert /etc/guestward/agent.crt -tls-key /etc/guestward/agent.key \
 //	      -tls-client-ca /etc/guestward/hub-ca.pem
 //
-// examples/hub takes an https agent URL, but trusts only the system roots
-// and presents no client certificate: it cannot yet reach an agent with a
-// private CA's certificate or with -tls-client-ca.
+// examples/hub reaches such an agent with -ca (the CA that issued the
+// agent's certificate) and -client-cert and -client-key (a certificate
+// the agent's -tls-client-ca signed).
 //
 // # Health
 //

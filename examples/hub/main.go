@@ -45,6 +45,14 @@
 //	-agent-id  GUESTWARD_AGENT_ID    the agent's id, the token's audience
 //	-issuer    GUESTWARD_HUB_ISSUER  the hub's name in the token (default "hub")
 //
+// Towards an https agent (its -tls-cert), the hub trusts the system's
+// roots, or with -ca (GUESTWARD_HUB_CA) only the CA certificates of that
+// PEM file: the way to an agent whose certificate a private CA issued. For
+// an agent started with -tls-client-ca, -client-cert and -client-key
+// (GUESTWARD_HUB_CLIENT_CERT, GUESTWARD_HUB_CLIENT_KEY) name the PEM
+// client certificate and key the hub presents. These flags need an https
+// agent URL, and are checked before anything is sent.
+//
 // The key id is the key's JWK thumbprint, which the agent computes from the
 // public keys it trusts: nothing to keep in step.
 //
@@ -60,6 +68,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -141,6 +150,10 @@ type settings struct {
 	digest  string
 	timeout time.Duration
 	allow   bool
+
+	// TLS towards the agent: the CAs to trust instead of the system's,
+	// and a client certificate for an agent that asks for one.
+	ca, clientCert, clientKey string
 }
 
 const usageHead = `hub: sign one-shot operations and send them to an agent that takes them (agent -listen).
@@ -180,6 +193,9 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 	fs.StringVar(&s.digest, "digest", "", "with -do set_config: refuse the change if the config's `digest` is no longer this")
 	fs.DurationVar(&s.timeout, "timeout", 0, "with -do shutdown: how long the guest gets; 0 means Proxmox's default")
 	fs.BoolVar(&s.allow, "allow-irreversible", false, "approve an action that cannot be undone (cipassword, say); signed with the rest")
+	fs.StringVar(&s.ca, "ca", "", "with an https agent: trust only the CA certificates in this PEM `file`, instead of the system's (env GUESTWARD_HUB_CA)")
+	fs.StringVar(&s.clientCert, "client-cert", "", "with an https agent: present this PEM client certificate `file`, for an agent started with -tls-client-ca; needs -client-key (env GUESTWARD_HUB_CLIENT_CERT)")
+	fs.StringVar(&s.clientKey, "client-key", "", "PEM private key `file` of -client-cert (env GUESTWARD_HUB_CLIENT_KEY)")
 	version := cli.RegisterVersion(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -196,6 +212,9 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 		{Flag: "agent", Env: "GUESTWARD_AGENT_URL"},
 		{Flag: "agent-id", Env: "GUESTWARD_AGENT_ID"},
 		{Flag: "issuer", Env: "GUESTWARD_HUB_ISSUER"},
+		{Flag: "ca", Env: "GUESTWARD_HUB_CA"},
+		{Flag: "client-cert", Env: "GUESTWARD_HUB_CLIENT_CERT"},
+		{Flag: "client-key", Env: "GUESTWARD_HUB_CLIENT_KEY"},
 	}); err != nil {
 		return fail(stderr, err)
 	}
@@ -203,7 +222,7 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 		return fail(stderr, cli.Usagef("no key: set -key or GUESTWARD_HUB_KEY"))
 	}
 	if s.keygen {
-		for _, name := range []string{"demo", "agent", "agent-id", "op-key", "guest", "do"} {
+		for _, name := range []string{"demo", "agent", "agent-id", "op-key", "guest", "do", "ca", "client-cert", "client-key"} {
 			if cli.Given(fs, name) {
 				return fail(stderr, cli.Usagef("-keygen only makes a key: drop -%s", name))
 			}
@@ -226,8 +245,12 @@ func run(ctx context.Context, args []string, env cli.LookupEnv, stdout, stderr i
 	if s.ttl <= 0 {
 		return fail(stderr, cli.Usagef("-ttl must be positive, not %v", s.ttl))
 	}
+	client, err := s.httpClient(endpoint)
+	if err != nil {
+		return fail(stderr, err)
+	}
 	h := &hub{priv: priv, kid: hubkey.KeyID(priv.Public().(ed25519.PublicKey)), issuer: s.issuer, agentID: s.agentID,
-		ttl: s.ttl, endpoint: endpoint, client: &http.Client{Timeout: 2 * time.Minute}}
+		ttl: s.ttl, endpoint: endpoint, client: client}
 	if s.demo {
 		for _, name := range []string{"op-key", "guest", "do", "set", "delete", "digest", "timeout", "allow-irreversible"} {
 			if cli.Given(fs, name) {
@@ -278,6 +301,40 @@ func (s *settings) endpoint() (string, error) {
 		return "", cli.Usagef("-agent %q: want http://host:port or https://host:port", s.agent)
 	}
 	return strings.TrimSuffix(u.String(), "/") + opsPath, nil
+}
+
+// httpClient is the client that posts to endpoint, with the TLS the flags
+// ask for. Every error is a *cli.UsageError naming the flag.
+func (s *settings) httpClient(endpoint string) (*http.Client, error) {
+	client := &http.Client{Timeout: 2 * time.Minute}
+	if s.ca == "" && s.clientCert == "" && s.clientKey == "" {
+		return client, nil
+	}
+	if !strings.HasPrefix(endpoint, "https://") {
+		return nil, cli.Usagef("-ca, -client-cert and -client-key need an https -agent, not %q", s.agent)
+	}
+	if (s.clientCert == "") != (s.clientKey == "") {
+		return nil, cli.Usagef("-client-cert and -client-key go together: give both or neither")
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if s.ca != "" {
+		pool, err := cli.CertPool("ca", s.ca)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = pool
+	}
+	if s.clientCert != "" {
+		cert, err := tls.LoadX509KeyPair(s.clientCert, s.clientKey)
+		if err != nil {
+			return nil, cli.Usagef("-client-cert %s, -client-key %s: %v", s.clientCert, s.clientKey, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = cfg
+	client.Transport = tr
+	return client, nil
 }
 
 // oneShot builds the operation the flags describe.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -29,9 +30,10 @@ func hubRun(env map[string]string, args ...string) (int, string, string) {
 // agent is the demo fleet behind signedop.Handler, as examples/agent
 // -demo -listen serves it, trusting the key at keyPath+".pub".
 type agent struct {
-	fleet *demo.Fleet
-	url   string
-	env   map[string]string
+	fleet   *demo.Fleet
+	url     string
+	env     map[string]string
+	handler http.Handler // what the agent serves, for another server
 }
 
 func newAgent(t *testing.T) *agent {
@@ -68,9 +70,10 @@ func newAgent(t *testing.T) *agent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(signedop.Handler(e, v))
+	handler := signedop.Handler(e, v)
+	srv := httptest.NewServer(handler)
 	t.Cleanup(srv.Close)
-	return &agent{fleet: fleet, url: srv.URL, env: map[string]string{
+	return &agent{fleet: fleet, url: srv.URL, handler: handler, env: map[string]string{
 		"GUESTWARD_HUB_KEY": keyPath, "GUESTWARD_AGENT_URL": srv.URL, "GUESTWARD_AGENT_ID": "agent-7",
 	}}
 }
