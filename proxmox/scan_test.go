@@ -90,11 +90,13 @@ func configSeeds(tb testing.TB) [][]byte {
 	return seeds
 }
 
-func compareConfigs(t *testing.T, b []byte) {
+// compareWalk decodes b with walk and with reference, and fails t unless
+// both fail or both give the same value.
+func compareWalk[T any](t *testing.T, b []byte, reference func([]byte) (T, error), walk func(*T, []byte) error) {
 	t.Helper()
-	want, wantErr := referenceConfig(b)
-	var got Config
-	gotErr := got.unmarshalData(b)
+	want, wantErr := reference(b)
+	var got T
+	gotErr := walk(&got, b)
 	if (gotErr != nil) != (wantErr != nil) {
 		t.Fatalf("%q: error %v, reference %v", b, gotErr, wantErr)
 	}
@@ -104,6 +106,11 @@ func compareConfigs(t *testing.T, b []byte) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("%q: (-reference +walk):\n%s", b, diff)
 	}
+}
+
+func compareConfigs(t *testing.T, b []byte) {
+	t.Helper()
+	compareWalk(t, b, referenceConfig, (*Config).unmarshalData)
 }
 
 func TestConfigWalkMatchesReference(t *testing.T) {
@@ -256,18 +263,7 @@ func pendingSeeds() [][]byte {
 
 func comparePending(t *testing.T, b []byte) {
 	t.Helper()
-	want, wantErr := referencePending(b)
-	var got pendingConfigData
-	gotErr := got.unmarshalData(b)
-	if (gotErr != nil) != (wantErr != nil) {
-		t.Fatalf("%q: error %v, reference %v", b, gotErr, wantErr)
-	}
-	if gotErr != nil {
-		return
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Fatalf("%q: (-reference +walk):\n%s", b, diff)
-	}
+	compareWalk(t, b, referencePending, (*pendingConfigData).unmarshalData)
 }
 
 func TestPendingWalkMatchesReference(t *testing.T) {

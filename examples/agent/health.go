@@ -1,11 +1,8 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
-	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"time"
 
@@ -18,49 +15,30 @@ const HealthPath = "/healthz"
 
 // healthServer serves reconcile's health handler on the -health-listen
 // address.
-type healthServer struct {
-	srv    *http.Server
-	addr   string
-	scheme string // http or https
-	served chan error
-}
+type healthServer struct{ *listener }
+
+// healthGrace is how long stopping waits for a probe in progress: the
+// handler never waits, so a second is plenty.
+const healthGrace = time.Second
 
 // startHealth listens on addr and serves e's health at HealthPath, over
 // TLS with cfg, or in clear when cfg is nil.
 func startHealth(addr string, cfg *tls.Config, e *reconcile.Engine, logger *slog.Logger) (*healthServer, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("-health-listen: %w", err)
-	}
 	mux := http.NewServeMux()
 	mux.Handle(HealthPath, e.HealthHandler())
-	h := &healthServer{
-		srv: &http.Server{
-			Handler:           mux,
-			ReadHeaderTimeout: 5 * time.Second,
-			ReadTimeout:       5 * time.Second,
-			WriteTimeout:      5 * time.Second,
-			MaxHeaderBytes:    8 << 10,
-			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-			TLSConfig:         cfg,
-		},
-		addr:   ln.Addr().String(),
-		scheme: scheme(cfg),
-		served: make(chan error, 1),
+	l, err := listen("health-listen", addr, &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       5 * time.Second,
+		WriteTimeout:      5 * time.Second,
+		MaxHeaderBytes:    8 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		TLSConfig:         cfg,
+	})
+	if err != nil {
+		return nil, err
 	}
-	go func() { h.served <- serveOn(h.srv, ln) }()
-	return h, nil
-}
-
-// stop closes the listener, letting a probe in progress finish briefly:
-// the handler never waits, so a second is plenty.
-func (h *healthServer) stop() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if err := h.srv.Shutdown(ctx); err != nil {
-		_ = h.srv.Close()
-	}
-	<-h.served
+	return &healthServer{l}, nil
 }
 
 // announce says where the health is served.

@@ -381,7 +381,7 @@ func serve(ctx context.Context, s *settings, verifier *signedop.Verifier, client
 		}
 		// Stopped last (deferred first): it answers 503 while the engine
 		// drains.
-		defer hs.stop()
+		defer hs.stop(healthGrace)
 		hs.announce(out)
 	}
 

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
-	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"sort"
 	"time"
@@ -42,54 +39,33 @@ func (s *settings) verifier() (*signedop.Verifier, error) {
 	return v, nil
 }
 
-// opServer serves signedop.Handler on the -listen address.
-type opServer struct {
-	srv    *http.Server
-	addr   string
-	scheme string // http or https
-	served chan error
-}
+// opServer serves signedop.Handler on the -listen address. Its stop lets
+// requests in progress finish for at most the grace given, then closes
+// their connections, which ends their contexts: an operation interrupted
+// so stays in flight in the journal, for Recover.
+type opServer struct{ *listener }
 
 // startOps listens on addr and serves signed operations for e, over TLS
 // with cfg, or in clear when cfg is nil, which it warns about unless addr
 // is loopback.
 func startOps(addr string, cfg *tls.Config, e *reconcile.Engine, v *signedop.Verifier, logger *slog.Logger) (*opServer, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("-listen: %w", err)
-	}
-	if cfg == nil {
-		warnClear(logger, ln.Addr())
-	}
 	mux := http.NewServeMux()
 	mux.Handle(OpsPath, signedop.Handler(e, v))
-	o := &opServer{
-		srv: &http.Server{
-			Handler:           mux,
-			ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout:       30 * time.Second,
-			MaxHeaderBytes:    16 << 10,
-			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-			TLSConfig:         cfg,
-		},
-		addr:   ln.Addr().String(),
-		scheme: scheme(cfg),
-		served: make(chan error, 1),
+	l, err := listen("listen", addr, &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		TLSConfig:         cfg,
+	})
+	if err != nil {
+		return nil, err
 	}
-	go func() { o.served <- serveOn(o.srv, ln) }()
-	return o, nil
-}
-
-// stop lets requests in progress finish for at most grace, then closes
-// their connections, which ends their contexts: an operation interrupted
-// so stays in flight in the journal, for Recover.
-func (o *opServer) stop(grace time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	if err := o.srv.Shutdown(ctx); err != nil {
-		_ = o.srv.Close()
+	if cfg == nil {
+		warnClear(logger, l.bound)
 	}
-	<-o.served // http.ErrServerClosed, or the listener's failure: stopping either way
+	return &opServer{l}, nil
 }
 
 // announce says where signed operations are taken, and from whom.
