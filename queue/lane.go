@@ -3,7 +3,9 @@ package queue
 // lane holds the waiting jobs of one active key, in submit order, in a list
 // linked through the handles themselves, so that queuing a job allocates
 // nothing beyond its handle. A key is active while it has a waiting or
-// running job; an inactive key has no lane.
+// running job, and its lane is then scheduled; the lane of an inactive key
+// is idle, kept in its shard's map for the key's next job, or gone (see
+// retention.go).
 //
 // A job that leaves the line early (canceled, dropped) is finished in place
 // and stays linked, a hole, until the lane reaches it or is dropped, so

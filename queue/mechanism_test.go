@@ -76,7 +76,8 @@ func TestLingeringWorkerNeverHoldsBackASecondLane(t *testing.T) {
 	}
 }
 
-// Lanes and the handles linked through them are recycled from key to key.
+// Lanes and the handles linked through them are recycled from key to key
+// once evicted.
 // Jobs of many keys, with holes left by canceled jobs and lanes dropped with
 // holes in them and reused thousands of times, must each run under their
 // own key, in order, never beside another job of the same key; and no
@@ -109,6 +110,9 @@ func TestRecycledLanesKeepJobsApart(t *testing.T) {
 		}
 	}
 	q := New[int](WithMaxConcurrent(slots), WithObserver(obs))
+	// Evict nearly every lane that goes idle, so that lanes pass from key
+	// to key rather than wait, idle, for their own key's next job.
+	q.idleCap = 2
 	ctx := context.Background()
 	var all []*Handle[int]
 	for round := range rounds {
@@ -277,5 +281,133 @@ func TestSleepingLastWorkerIsWokenBySubmitAndClose(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// holdSlot submits a job for key that holds a slot until the returned
+// function is called, so that the queue never runs dry meanwhile.
+func holdSlot(t *testing.T, q *Queue[int], key int) (release func()) {
+	t.Helper()
+	gate, started := make(chan struct{}), make(chan struct{})
+	h, err := q.Submit(context.Background(), key, func(context.Context) error {
+		close(started)
+		<-gate
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, started, "the slot-holding job to start")
+	return func() {
+		close(gate)
+		if err := h.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A busy queue keeps the lane of a key that ran out of work, so that the
+// key's next job finds it: no allocation, no map insert or delete.
+func TestBusyQueueKeepsIdleLanes(t *testing.T) {
+	q := New[int](WithMaxConcurrent(2))
+	release := holdSlot(t, q, -1)
+	ctx := context.Background()
+	const keys = 3 * retainIdle // more than an idle queue keeps
+	round := func() {
+		for k := range keys {
+			if err := q.Do(ctx, k, noop); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	round()
+	lanes := make(map[int]*lane[int], keys)
+	lookup := func(k int) *lane[int] {
+		s := q.shard(k)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		l := s.lanes[k]
+		if l == nil || l.scheduled || l.n != 0 || l.head != nil {
+			t.Fatalf("key %d after its job: lane %+v, want an idle one", k, l)
+		}
+		return l
+	}
+	for k := range keys {
+		lanes[k] = lookup(k)
+	}
+	if allocs := testing.AllocsPerRun(1, round); allocs != 0 {
+		t.Errorf("a round over keys seen before allocated %v times, want 0", allocs)
+	}
+	for k := range keys {
+		if l := lookup(k); l != lanes[k] {
+			t.Fatalf("key %d has a new lane", k)
+		}
+	}
+	if st := q.Stats(); st.Keys != 1 || st.Running != 1 {
+		t.Errorf("Stats = %+v, want 1 key (the slot holder) and 1 running", st)
+	}
+	release()
+	closeCtx, cancel := context.WithTimeout(ctx, settleIn)
+	defer cancel()
+	if err := q.Close(closeCtx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A busy queue evicts idle lanes past its bound, and the evicted lanes
+// serve other keys, their jobs in order.
+func TestIdleLanesBoundedWhileBusy(t *testing.T) {
+	q := New[int](WithMaxConcurrent(3))
+	q.idleCap = 8
+	release := holdSlot(t, q, -1)
+	ctx := context.Background()
+	check := func() {
+		t.Helper()
+		for i := range q.shards {
+			s := &q.shards[i]
+			s.mu.Lock()
+			idle, nfree := len(s.lanes)-s.active, s.nfree
+			s.mu.Unlock()
+			if idle > q.idleCap || nfree > max(q.idleCap/2, shardFree) {
+				t.Fatalf("shard %d: %d idle lanes, %d free, bound %d", i, idle, nfree, q.idleCap)
+			}
+		}
+	}
+	const keys = 5000
+	for k := range keys {
+		// Two jobs a key, the second submitted while the first may run,
+		// each checking that it follows the other.
+		var seq atomic.Int32
+		var hs [2]*Handle[int]
+		for i := range hs {
+			h, err := q.Submit(ctx, k, func(context.Context) error {
+				if got := seq.Add(1); got != int32(i+1) {
+					return fmt.Errorf("key %d: job %d ran as number %d", k, i, got)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			hs[i] = h
+		}
+		for _, h := range hs {
+			if err := h.Wait(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if k%250 == 0 {
+			check()
+		}
+	}
+	check()
+	if st := q.Stats(); st.Keys != 1 {
+		t.Errorf("Stats().Keys = %d, want 1 (the slot holder)", st.Keys)
+	}
+	release()
+	closeCtx, cancel := context.WithTimeout(ctx, settleIn)
+	defer cancel()
+	if err := q.Close(closeCtx); err != nil {
+		t.Fatal(err)
 	}
 }

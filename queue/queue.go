@@ -50,6 +50,7 @@ type Queue[K comparable] struct {
 	// line or started.
 	afterDoEnqueue atomic.Pointer[func()]
 	lingerSleep    time.Duration // lingerSleep, but for tests
+	idleCap        int           // shardIdle, but for tests: see retention.go
 
 	// Tests only: set before any work, called without locks at each turn
 	// of a lingering worker, and before the last worker sleeps.
@@ -70,6 +71,7 @@ func New[K comparable](opts ...Option) *Queue[K] {
 		lingerMark: new(lane[K]),
 
 		lingerSleep: lingerSleep,
+		idleCap:     shardIdle,
 	}
 	for i := range q.shards {
 		q.shards[i].q = q
@@ -120,11 +122,13 @@ func (q *Queue[K]) Do(ctx context.Context, key K, fn func(context.Context) error
 		s.mu.Unlock()
 		return ErrClosed
 	}
-	if s.lanes[key] == nil && q.takeSlot() {
+	if l := s.lanes[key]; (l == nil || !l.scheduled) && q.takeSlot() {
 		// Nothing waits for this key and a slot is free: the job is first
 		// in line and may start now, right here.
-		l := s.newLane(key)
-		l.scheduled = true
+		if l == nil {
+			l = s.newLane(key)
+		}
+		s.activate(l)
 		q.afterDo()
 		s.mu.Unlock()
 		return q.runInline(l, ctx, fn)
@@ -291,7 +295,7 @@ func (s *shard[K]) enqueue(h *Handle[K], key K, jo JobOption) (_ *Handle[K], sta
 	}
 	q.queued.Add(1)
 	if !l.scheduled {
-		l.scheduled = true
+		s.activate(l)
 		if q.nready.Load() == 0 && q.mailbox.CompareAndSwap(q.lingerMark, l) {
 			// A lingering worker, with its slot, takes it; nothing else
 			// waits for a slot, so it jumps nobody's turn.
@@ -343,7 +347,7 @@ func (s *shard[K]) remove(h *Handle[K], err error, outcome Outcome) *Event {
 	key := l.key
 	if l.n == 0 {
 		// A lane with no job left waits for no slot. If it holds one, its
-		// worker finds it empty and drops it.
+		// worker finds it empty and idles it.
 		q.mu.Lock()
 		idle := l.ready
 		if idle {
@@ -351,8 +355,7 @@ func (s *shard[K]) remove(h *Handle[K], err error, outcome Outcome) *Event {
 		}
 		q.mu.Unlock()
 		if idle {
-			l.scheduled = false
-			s.dropLane(l)
+			s.idle(l)
 		}
 	}
 	return s.finish(key, h, err, outcome, 0)
@@ -462,8 +465,9 @@ func (s *shard[K]) dropAll(events []*Event) []*Event {
 		}
 	}
 	for _, l := range lanes {
-		// remove drops and recycles l with its last job, unlinking the
-		// list, unless a worker holds it; l.n says when it is empty.
+		// remove idles l with its last job, unlinking the list (and may
+		// evict and recycle it), unless a worker holds it; l.n says when
+		// it is empty.
 		for h := l.head; h != nil && l.n > 0; {
 			next := h.next
 			if h.state == waiting {
@@ -504,7 +508,7 @@ func (q *Queue[K]) Stats() Stats {
 	for i := range q.shards {
 		s := &q.shards[i]
 		s.mu.Lock()
-		keys += len(s.lanes)
+		keys += s.active
 		s.mu.Unlock()
 	}
 	q.mu.Lock()

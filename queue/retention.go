@@ -9,9 +9,10 @@ type shard[K comparable] struct {
 	q  *Queue[K]
 	mu sync.Mutex
 
-	lanes   map[K]*lane[K]
-	highLen int      // largest len(lanes) since the map was last rebuilt
-	free    *lane[K] // recycled lanes
+	lanes   map[K]*lane[K] // active and idle lanes, by key
+	active  int            // lanes that are scheduled: keys with work
+	highLen int            // largest len(lanes) since the map was last rebuilt
+	free    *lane[K]       // recycled lanes
 	nfree   int
 
 	// Context watchers registered by Handle.Done, by handle.
@@ -20,18 +21,25 @@ type shard[K comparable] struct {
 	_ [64]byte // keeps neighbouring shards' locks off one cache line
 }
 
-// Memory retention. Recycled lanes save an allocation each time a key turns
-// active, and a map that keeps its size saves regrowing it. While the queue
-// is busy each shard keeps as many free lanes as its peak of active keys.
-// When the whole queue runs dry (no job waits or runs), every shard whose
-// peak was above its share of retainIdle keys rebuilds its map and trims its
-// free list to its share of maxFreeLanes, returning to the size of a new
-// queue; smaller peaks are kept, so a queue that often runs dry between
-// bursts of a few hundred keys does not reallocate them each time. An idle
-// queue thus holds at most retainIdle lanes' worth of memory, whatever it
-// has seen. The decision is the queue's, not each shard's: a shard runs dry
-// far more often than the queue, and trimming it each time would reallocate
-// its lanes on every swing of the load.
+// Memory retention. A key that runs out of work keeps its lane, idle, in
+// its shard's map, so that its next job (keys of a busy queue get work
+// again and again) finds it there: no allocation, and no map insert and
+// delete, which cost a submission and a worker more than anything else
+// they do once a busy queue has more keys than it runs at once.
+//
+// While the queue is busy, a shard holds at most shardIdle idle lanes
+// (maxIdleLanes over the queue); one more, and it evicts idle lanes down to
+// half that, keeping them on its free list for new keys. When the whole
+// queue runs dry (no job waits or runs), every shard whose map has held
+// more than its share of retainIdle lanes since it was last rebuilt drops
+// its idle lanes, rebuilds its map and trims its free list to its share of
+// maxFreeLanes, returning to the size of a new queue; smaller shards keep
+// their lanes, so a queue that often runs dry between bursts of a few
+// hundred keys does not reallocate them each time. An idle queue thus
+// holds at most retainIdle lanes in its maps and maxFreeLanes on its free
+// lists, whatever it has seen. The decision is the queue's, not each
+// shard's: a shard runs dry far more often than the queue, and trimming it
+// each time would reallocate its lanes on every swing of the load.
 //
 // A queue fed by one submitter runs dry whenever that submitter is
 // descheduled; so that it does not trim and reallocate its lanes each time,
@@ -39,19 +47,21 @@ type shard[K comparable] struct {
 // shards to trim (see freeSlot).
 //
 // Go maps never give back the memory of deleted entries, so a shard whose
-// map stays busy after a burst of more than retainIdle keys of its own is
-// also rebuilt once few keys remain; the ratio keeps a shard whose load
-// swings from rebuilding over and over.
+// map stays busy after a burst of many keys at once is rebuilt when an
+// eviction leaves it holding less than 1/shrinkRatio of its peak.
 const (
 	maxFreeLanes = 64
-	retainIdle   = 1024 // peak of active keys an idle queue keeps memory for
-	shrinkRatio  = 32   // rebuild a busy map when len <= peak / shrinkRatio
+	retainIdle   = 1024    // lanes an idle queue keeps in its maps
+	maxIdleLanes = 1 << 16 // idle lanes a busy queue keeps in its maps
+	shrinkRatio  = 32      // rebuild a busy map when len <= peak / shrinkRatio
 
 	shardFree   = maxFreeLanes / shardCount
 	shardRetain = retainIdle / shardCount
+	shardIdle   = maxIdleLanes / shardCount
 )
 
-// newLane makes a lane for key. Called with s.mu held.
+// newLane makes an idle lane for key, which has none. Called with s.mu
+// held.
 func (s *shard[K]) newLane(key K) *lane[K] {
 	l := s.free
 	if l != nil {
@@ -74,45 +84,88 @@ func (s *shard[K]) newLane(key K) *lane[K] {
 	return l
 }
 
-// dropLane forgets an idle lane: its key, and any holes left in its list.
-// The lane must be in no list of q's. Called with s.mu held.
-func (s *shard[K]) dropLane(l *lane[K]) {
+// activate marks the idle lane l scheduled: its key has work. Called with
+// s.mu held.
+func (s *shard[K]) activate(l *lane[K]) {
+	l.scheduled = true
+	s.active++
+}
+
+// idle marks lane l idle: its key has no job waiting or running. It forgets
+// any holes left in its list and keeps it for the key's next job, unless
+// the shard holds too many idle lanes already, in which case some, l among
+// them perhaps, are evicted: the caller must not touch l again. The lane
+// must be in no list of q's. Called with s.mu held.
+func (s *shard[K]) idle(l *lane[K]) {
 	l.unlinkAll()
-	delete(s.lanes, l.key)
-	if s.nfree < max(shardFree, s.highLen) {
+	l.scheduled = false
+	s.active--
+	if len(s.lanes)-s.active > s.q.idleCap {
+		s.evict()
+	}
+}
+
+// evict forgets idle lanes until the shard holds half as many as it may
+// (q.idleCap), and rebuilds its map if that leaves it far below its peak.
+// Map iteration order picks which. Called with s.mu held.
+func (s *shard[K]) evict() {
+	keep := s.q.idleCap / 2
+	for key, l := range s.lanes {
+		if len(s.lanes)-s.active <= keep {
+			break
+		}
+		if !l.scheduled {
+			delete(s.lanes, key)
+			s.recycle(l, max(keep, shardFree))
+		}
+	}
+	if n := len(s.lanes); n <= s.highLen/shrinkRatio {
+		s.rebuild(false, max(keep, shardFree))
+	}
+}
+
+// recycle puts the evicted lane l on the free list if it holds fewer than
+// limit lanes, and lets it go otherwise. Called with s.mu held.
+func (s *shard[K]) recycle(l *lane[K], limit int) {
+	if s.nfree < limit {
 		*l = lane[K]{tagged: l.tagged[:0], work: l.work, freeNext: s.free}
 		s.free = l
 		s.nfree++
 	} else {
 		*l = lane[K]{}
 	}
-	if n := len(s.lanes); n > 0 && s.highLen > retainIdle && n <= s.highLen/shrinkRatio {
-		s.rebuild()
-	}
 }
 
-// rebuild replaces the shard's map by one sized for the keys it holds, and
-// trims its free list to match. Called with s.mu held.
-func (s *shard[K]) rebuild() {
+// rebuild replaces the shard's map by one sized for the lanes it keeps:
+// all of them, or the active ones only when dropIdle is set. It trims the
+// free list to freeLimit. Called with s.mu held.
+func (s *shard[K]) rebuild(dropIdle bool, freeLimit int) {
 	n := len(s.lanes)
+	if dropIdle {
+		n = s.active
+	}
 	m := make(map[K]*lane[K], n)
-	for k, v := range s.lanes {
-		m[k] = v
+	for key, l := range s.lanes {
+		if dropIdle && !l.scheduled {
+			s.recycle(l, freeLimit)
+			continue
+		}
+		m[key] = l
 	}
 	s.lanes = m
-	if s.highLen > shardRetain && n <= shardRetain {
+	if s.highLen > shardRetain && len(m) <= shardRetain {
 		s.q.oversized.Add(-1)
 	}
-	s.highLen = n
-	for limit := max(shardFree, n); s.nfree > limit; s.nfree-- {
+	s.highLen = len(m)
+	for ; s.nfree > freeLimit; s.nfree-- {
 		l := s.free
 		s.free, l.freeNext = l.freeNext, nil
 	}
 }
 
-// sweep rebuilds every idle shard whose peak was above its share of
-// retainIdle. Called without locks when the queue has run dry; work that
-// arrives meanwhile only makes it skip a shard.
+// sweep drops the idle lanes of every idle shard whose map has held more
+// than its share of retainIdle. Called without locks when the queue has
+// run dry; work that arrives meanwhile only makes it skip a shard.
 func (q *Queue[K]) sweep() {
 	for i := range q.shards {
 		if q.oversized.Load() == 0 {
@@ -120,8 +173,8 @@ func (q *Queue[K]) sweep() {
 		}
 		s := &q.shards[i]
 		s.mu.Lock()
-		if len(s.lanes) == 0 && s.highLen > shardRetain {
-			s.rebuild()
+		if s.active == 0 && s.highLen > shardRetain {
+			s.rebuild(true, shardFree)
 		}
 		s.mu.Unlock()
 	}

@@ -59,8 +59,7 @@ func (q *Queue[K]) release(l *lane[K], linger bool) *lane[K] {
 	s := l.s
 	more := l.n > 0
 	if !more {
-		l.scheduled = false
-		s.dropLane(l)
+		s.idle(l) // l may be evicted and reused: only more touches it below
 	}
 	q.mu.Lock()
 	s.mu.Unlock()
