@@ -94,8 +94,12 @@ func (q *Queue[K]) release(l *lane[K], linger bool) *lane[K] {
 const lingerTurns = 2
 
 // lingerSleep is how long the last worker of a queue that would run dry
-// with shards to trim waits, asleep, for work before it exits.
-const lingerSleep = time.Millisecond
+// with shards to trim waits, asleep, for work before it exits: as long as
+// the Go scheduler lets a goroutine run before it preempts it, so that a
+// submitter that merely lost its processor for a turn finds its keys'
+// lanes still there. At 1ms, one submitter over 10,000 keys on 2 cores
+// still made the queue trim and reallocate them now and then.
+const lingerSleep = 10 * time.Millisecond
 
 // linger keeps an idle worker, and its slot, for a scheduler turn or two, so
 // that a submitter producing one job at a time hands its jobs to a worker
