@@ -9,11 +9,12 @@
 // A [Queue] keeps one FIFO, a lane, per key that has work. [Queue.Do] appends
 // a job to its key's lane and waits for its result; [Queue.Submit] appends it
 // and returns a [Handle] at once. A lane with waiting jobs is run by a worker
-// goroutine, one job at a time. When the lane runs dry it is forgotten, and
-// its worker moves to another lane that waits or, after a moment's wait for
-// more work, exits: an idle key holds no goroutine and no memory, so a queue
-// that has seen a hundred thousand keys costs no more, once idle, than a
-// new one.
+// goroutine, one job at a time. When the lane runs dry its worker moves to
+// another lane that waits or, after a moment's wait for more work, exits;
+// the lane stays, idle, for the key's next job while the queue is busy (up
+// to 65,536 idle lanes). An idle key holds no goroutine, and once the whole
+// queue has run dry it keeps at most 1,024 idle lanes, so a queue that has
+// seen a hundred thousand keys costs no more, once idle, than a new one.
 //
 // # Ordering
 //
