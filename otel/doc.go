@@ -38,7 +38,7 @@
 //	guestward.pass.phase.duration     s          phase: recover, desired, list, observe, plan, act
 //	guestward.pass.guests             {guest}    counter; outcome, skip_reason (per pass)
 //	guestward.guests                  {guest}    gauge, as of the last full pass; outcome, skip_reason
-//	guestward.actions                 {action}   counter; kind, outcome
+//	guestward.actions                 {action}   counter; kind, outcome, recovered (only when true)
 //	guestward.action.duration         s          kind, outcome
 //	guestward.task.wait               s          kind: time an operation waited for its Proxmox tasks
 //	guestward.operations.in_flight    {operation} gauge
@@ -57,7 +57,10 @@
 // A phase a pass did not take (a dry run does not recover; a targeted pass
 // does not list) is not recorded. guestward.actions counts the operations the
 // engine ran, from passes, one-shots and reverts; an action a Policy vetoed
-// is not run, and shows as a guest with outcome "vetoed".
+// is not run, and shows as a guest with outcome "vetoed". An operation
+// Recover resolved (interrupted, or left in flight by a stopped process)
+// is counted again with recovered="true" and the outcome Recover found;
+// guestward.action.duration leaves it out.
 //
 // # Traces
 //

@@ -317,7 +317,9 @@ func (i *Instruments) passSpans(rep reconcile.Report, durs [len(phaseNames)]time
 
 // OnEvent records an operation's progress: its start and end for the
 // in-flight gauge and its span, and at its end the action by kind and
-// outcome, its duration, and its wait for Proxmox tasks.
+// outcome, its duration, and its wait for Proxmox tasks. An operation
+// Recover resolved is counted with the attribute recovered=true, and its
+// duration and task wait, unknown, are not recorded.
 func (i *Instruments) OnEvent(ev reconcile.Event) {
 	switch ev.Phase {
 	case "start":
@@ -343,11 +345,17 @@ func (i *Instruments) OnEvent(ev reconcile.Event) {
 		}
 	case "done", "failed":
 		ctx := i.bg
-		attrs := i.attrs(attribute.String("kind", string(ev.Kind)), attribute.String("outcome", string(ev.Outcome)))
-		i.actions.Add(ctx, 1, attrs)
-		i.actionDur.Record(ctx, ev.Duration.Seconds(), attrs)
-		if ev.UPID != "" || ev.TaskWait > 0 {
-			i.taskWait.Record(ctx, ev.TaskWait.Seconds(), i.attrs(attribute.String("kind", string(ev.Kind))))
+		if ev.Recovered {
+			// Its duration and task wait are unknown: count it only.
+			i.actions.Add(ctx, 1, i.attrs(attribute.String("kind", string(ev.Kind)), attribute.String("outcome", string(ev.Outcome)),
+				attribute.Bool("recovered", true)))
+		} else {
+			attrs := i.attrs(attribute.String("kind", string(ev.Kind)), attribute.String("outcome", string(ev.Outcome)))
+			i.actions.Add(ctx, 1, attrs)
+			i.actionDur.Record(ctx, ev.Duration.Seconds(), attrs)
+			if ev.UPID != "" || ev.TaskWait > 0 {
+				i.taskWait.Record(ctx, ev.TaskWait.Seconds(), i.attrs(attribute.String("kind", string(ev.Kind))))
+			}
 		}
 		i.mu.Lock()
 		sp, started := i.open[ev.OpID]
@@ -360,10 +368,14 @@ func (i *Instruments) OnEvent(ev reconcile.Event) {
 			return
 		}
 		if sp == nil {
-			// It failed before its intent was journaled: it never started.
+			// It failed before its intent was journaled, and never
+			// started; or Recover resolved it, and it started before.
 			_, sp = i.tracer.Start(i.bg, "guestward.action", trace.WithTimestamp(ev.At.Add(-ev.Duration)), trace.WithAttributes(i.opAttrs(ev)...))
 		}
 		sp.SetAttributes(attribute.String("guestward.outcome", string(ev.Outcome)))
+		if ev.Recovered {
+			sp.SetAttributes(attribute.Bool("guestward.recovered", true))
+		}
 		if ev.UPID != "" {
 			sp.SetAttributes(attribute.String("proxmox.upid", string(ev.UPID)))
 		}

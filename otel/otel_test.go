@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -445,5 +446,34 @@ func TestWithAttributesSeparatesEngines(t *testing.T) {
 		if !found && (sp.Name() == "guestward.pass" || sp.Name() == "guestward.action") {
 			t.Errorf("span %s has no cluster attribute", sp.Name())
 		}
+	}
+}
+
+// An operation Recover resolved closes its span and in-flight count if this
+// process started it, and is counted apart, with no duration recorded.
+func TestRecoveredEvent(t *testing.T) {
+	s := newSetup(t)
+	at := time.Now()
+	s.ins.OnEvent(reconcile.Event{Ref: qemu(100), Kind: reconcile.ActionStart, OpID: "a", Phase: "start", At: at})
+	s.ins.OnEvent(reconcile.Event{Ref: qemu(100), Kind: reconcile.ActionStart, OpID: "a", Phase: "failed", At: at,
+		Outcome: reconcile.OutcomeInterrupted, Duration: time.Second})
+	// Recover resolves a, and b, which another process started.
+	for _, op := range []string{"a", "b"} {
+		s.ins.OnEvent(reconcile.Event{Ref: qemu(100), Kind: reconcile.ActionStart, OpID: op, Phase: "done", At: at,
+			Outcome: reconcile.OutcomeSucceeded, Recovered: true})
+	}
+	m := s.collect(t)
+	want := map[string]int64{
+		"kind=start,outcome=interrupted":              1,
+		"kind=start,outcome=succeeded,recovered=true": 2,
+	}
+	if got := counts(t, m["guestward.actions"]); !maps.Equal(got, want) {
+		t.Errorf("guestward.actions %v, want %v", got, want)
+	}
+	if got := counts(t, m["guestward.action.duration"]); !maps.Equal(got, map[string]int64{"kind=start,outcome=interrupted": 1}) {
+		t.Errorf("guestward.action.duration %v: a recovered operation has no duration to record", got)
+	}
+	if got := counts(t, m["guestward.operations.in_flight"])[""]; got != 0 {
+		t.Errorf("in flight %d, want 0", got)
 	}
 }

@@ -203,7 +203,8 @@
 // how long each phase took (Report.Phases) and what became of each guest;
 // Config.OnEvent is told of each operation's start, tasks and end, the last
 // event carrying its outcome, duration and time spent waiting for Proxmox
-// tasks. With queue.WithObserver, proxmox.WithRequestObserver and
+// tasks, and of each operation Recover resolves (Event.Recovered). With
+// queue.WithObserver, proxmox.WithRequestObserver and
 // journal.Observe, these cover a pass from the desired state to the journal.
 // The module github.com/guestward/guestward/otel turns them into
 // OpenTelemetry metrics and spans.

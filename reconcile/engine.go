@@ -581,6 +581,12 @@ func (e *Engine) endOp() {
 // started, and one last event, "done" or "failed". An operation that fails
 // before its intent is journaled (the journal refused it, say) has only
 // its "failed" event.
+//
+// An operation that was still in flight in the journal (one that ended
+// OutcomeInterrupted, or that a stopped process left behind) gets its
+// outcome from Recover, which reports it with a "done" or "failed" event of
+// its own, Recovered set: after an interrupted operation's "failed" event,
+// or as the only event of an operation another process started.
 type Event struct {
 	Ref    proxmox.Ref
 	Kind   ActionKind
@@ -597,6 +603,12 @@ type Event struct {
 	Outcome  ActionOutcome
 	Duration time.Duration
 	TaskWait time.Duration
+
+	// Recovered: Recover resolved the operation; see above. Its Outcome is
+	// succeeded, failed or conflict, its Detail says how it was resolved
+	// or why it failed, and Duration and TaskWait are zero: the operation
+	// ran, if at all, before this Recover, perhaps in another process.
+	Recovered bool
 }
 
 func (e *Engine) event(ev Event) {

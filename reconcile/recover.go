@@ -27,6 +27,8 @@ type RecoveredOp struct {
 	// "no task: never reached Proxmox", "change in effect", ...
 	How   string `json:"how"`
 	Error string `json:"error,omitempty"` // the operation's failure, or why it stays unresolved
+
+	outcome ActionOutcome // once resolved
 }
 
 // RecoveryReport lists what Recover did.
@@ -199,6 +201,7 @@ func (e *Engine) recover(ctx context.Context, wait bool) (RecoveryReport, error)
 		}
 		rep.Ops = append(rep.Ops, r)
 		if r.To != "" {
+			e.recoveredEvent(o, &r)
 			e.log.InfoContext(ctx, "recovered operation", "op", r.OpID, "guest", r.Ref.String(), "kind", r.Kind, "to", r.To, "how", r.How)
 		} else {
 			e.log.WarnContext(ctx, "operation still unresolved", "op", r.OpID, "guest", r.Ref.String(), "kind", r.Kind, "err", r.Error)
@@ -368,7 +371,7 @@ func (e *Engine) laterTask(ctx context.Context, o *op, prev proxmox.UPID, at tim
 // nothingDone says that err proves Proxmox did not act; the failure is then
 // journaled with nothingDoneMark, which leaves a one-shot's key usable.
 func (e *Engine) finishRecovered(ctx context.Context, o *op, r *RecoveredOp, err error, how string, nothingDone bool) {
-	_, state := classify(o.kind, err)
+	outcome, state := classify(o.kind, err)
 	rec := journal.Entry{OpID: o.id, State: state}
 	if err != nil {
 		rec.Error = err.Error()
@@ -381,7 +384,20 @@ func (e *Engine) finishRecovered(ctx context.Context, o *op, r *RecoveredOp, err
 		r.Error = fmt.Sprintf("recording the outcome: %v", jerr)
 		return
 	}
-	r.To, r.How = state, how
+	r.To, r.How, r.outcome = state, how, outcome
+}
+
+// recoveredEvent reports an operation Recover resolved (see Event).
+func (e *Engine) recoveredEvent(o *op, r *RecoveredOp) {
+	if e.cfg.OnEvent == nil {
+		return
+	}
+	phase, detail := "done", r.How
+	if r.To != journal.Succeeded {
+		phase, detail = "failed", r.Error
+	}
+	e.event(Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: phase, UPID: r.UPID, Detail: detail,
+		Outcome: r.outcome, Recovered: true})
 }
 
 func randDuration(n time.Duration) time.Duration {

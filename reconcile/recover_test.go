@@ -4,6 +4,7 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -260,5 +261,60 @@ func TestRecoverAdoptsTheRetryOfATaskThatDidNothing(t *testing.T) {
 	}
 	if n := f.srv.TaskCount(qemu(100), "qmstart"); n != 2 {
 		t.Errorf("%d start tasks, want 2: the request ran again", n)
+	}
+}
+
+// Recover reports each operation it resolves with a last event of its own,
+// so that displays and metrics see operations a crash interrupted.
+func TestRecoverReportsResolvedOperations(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		events []reconcile.Event
+	)
+	onEvent := func(c *reconcile.Config) {
+		c.OnEvent = func(ev reconcile.Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			events = append(events, ev)
+		}
+	}
+	f := newFixture(t, nil, onEvent)
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 101, Config: map[string]string{"memory": "512"}})
+	at := time.Now()
+	// op-1 reached Proxmox and its answer was lost; op-2 never did.
+	intent(t, f.j, "op-1", qemu(100), reconcile.ActionStart, "", at)
+	upid, err := f.client.Start(ctxT(t), qemu(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	intent(t, f.j, "op-2", qemu(101), reconcile.ActionStart, "", at)
+	if _, err := f.eng.Recover(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(events) != 2 {
+		t.Fatalf("%d events, want 2: %+v", len(events), events)
+	}
+	byOp := map[string]reconcile.Event{}
+	for _, ev := range events {
+		if !ev.Recovered || ev.Kind != reconcile.ActionStart || ev.At.IsZero() || ev.Duration != 0 || ev.TaskWait != 0 {
+			t.Errorf("event %+v: want a recovered start, with a time and no duration", ev)
+		}
+		byOp[ev.OpID] = ev
+	}
+	if ev := byOp["op-1"]; ev.Phase != "done" || ev.Outcome != reconcile.OutcomeSucceeded || ev.UPID != upid || ev.Ref != qemu(100) || ev.Detail != "task adopted" {
+		t.Errorf("op-1: %+v, want done, succeeded, task %s adopted", ev, upid)
+	}
+	if ev := byOp["op-2"]; ev.Phase != "failed" || ev.Outcome != reconcile.OutcomeFailed || ev.UPID != "" || ev.Ref != qemu(101) || !strings.Contains(ev.Detail, "not started") {
+		t.Errorf("op-2: %+v, want failed, not started", ev)
+	}
+	// A second Recover finds nothing in flight and reports nothing.
+	mu.Unlock()
+	_, err = f.eng.Recover(ctxT(t))
+	mu.Lock()
+	if err != nil || len(events) != 2 {
+		t.Fatalf("second Recover: %v, %d events", err, len(events))
 	}
 }

@@ -150,7 +150,8 @@
 //
 //	start     what the agent runs against (url, proxmox_version, journal, journal_backend, desired, ...)
 //	recovery  the operations Recover resolved ("ops", each with its guest), "unresolved", "error"
-//	event     one step of one action: guest, kind, phase (start, task, done, failed), op_id, upid, detail
+//	event     one step of one action: guest, kind, phase (start, task, done, failed), op_id, upid, detail,
+//	          and recovered: true when Recover resolved an operation an earlier run left in flight
 //	progress  where a pass stands: pass number, targeted, phase (recover, list, observe, plan, act,
 //	          done), done and total guests, elapsed_seconds, and in the done line the pass's
 //	          error if it could not act; at most about a hundred lines per phase however

@@ -288,6 +288,9 @@ type eventRecord struct {
 	UPID   proxmox.UPID         `json:"upid,omitempty"`
 	Detail string               `json:"detail,omitempty"`
 	At     time.Time            `json:"at"`
+	// Recovered: Recover resolved the operation, which an earlier run
+	// started or left interrupted.
+	Recovered bool `json:"recovered,omitempty"`
 }
 
 // Event writes the progress of one action; use it as
@@ -295,7 +298,7 @@ type eventRecord struct {
 func (p *Printer) Event(ev reconcile.Event) {
 	if p.json {
 		p.Object(eventRecord{Type: "event", Guest: ev.Ref.String(), Kind: ev.Kind, Phase: ev.Phase,
-			OpID: ev.OpID, UPID: ev.UPID, Detail: ev.Detail, At: ev.At})
+			OpID: ev.OpID, UPID: ev.UPID, Detail: ev.Detail, At: ev.At, Recovered: ev.Recovered})
 		return
 	}
 	p.mu.Lock()
@@ -313,8 +316,15 @@ func (p *Printer) Event(ev reconcile.Event) {
 	default:
 		what = ev.Phase
 	}
+	if ev.Recovered {
+		// Not one of the pass's actions: it counts toward no progress.
+		what = "recovered: " + what
+		if ev.Phase == "done" && ev.Detail != "" {
+			what += " (" + ev.Detail + ")"
+		}
+	}
 	progress := ""
-	if p.total > 0 && (ev.Phase == "done" || ev.Phase == "failed") {
+	if p.total > 0 && !ev.Recovered && (ev.Phase == "done" || ev.Phase == "failed") {
 		p.done++
 		progress = fmt.Sprintf("  [%d/%d]", p.done, p.total)
 	}

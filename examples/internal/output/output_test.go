@@ -53,9 +53,11 @@ func TestEventProgress(t *testing.T) {
 	p.Event(reconcile.Event{Ref: web, Kind: reconcile.ActionStart, Phase: "start"})
 	p.Event(reconcile.Event{Ref: web, Kind: reconcile.ActionStart, Phase: "task", UPID: "UPID:x"})
 	p.Event(reconcile.Event{Ref: web, Kind: reconcile.ActionStart, Phase: "done"})
+	// An operation Recover resolved is not one of the pass's actions.
+	p.Event(reconcile.Event{Ref: web, Kind: reconcile.ActionStart, Phase: "done", Detail: "task adopted", Recovered: true})
 	p.Event(reconcile.Event{Ref: web, Kind: reconcile.ActionStop, Phase: "failed", Detail: "VM is locked"})
 	out := b.String()
-	for _, want := range []string{"sent", "running as task UPID:x", "done  [1/2]", "FAILED: VM is locked  [2/2]"} {
+	for _, want := range []string{"sent", "running as task UPID:x", "done  [1/2]", "recovered: done (task adopted)\n", "FAILED: VM is locked  [2/2]"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("events lack %q:\n%s", want, out)
 		}
