@@ -2,7 +2,9 @@ package reconcile_test
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -316,5 +318,38 @@ func TestRecoverReportsResolvedOperations(t *testing.T) {
 	mu.Lock()
 	if err != nil || len(events) != 2 {
 		t.Fatalf("second Recover: %v, %d events", err, len(events))
+	}
+}
+
+// An operation this engine started and a crash interrupted ends twice in
+// its events: interrupted, then as Recover finds it, marked recovered.
+func TestRecoveredEventFollowsTheInterruption(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		events []reconcile.Event
+	)
+	f := newFixture(t, nil, func(c *reconcile.Config) {
+		c.OnEvent = func(ev reconcile.Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			events = append(events, ev)
+		}
+	})
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+	if res, err := f.eng.Apply(crashAt(t, checkpoint.AfterTaskRecord), reconcile.OneShot{Key: "k", Ref: qemu(100), Kind: reconcile.ActionStart}); err == nil {
+		t.Fatalf("Apply: %+v, want the simulated crash", res)
+	}
+	if _, err := f.eng.Recover(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var got []string
+	for _, ev := range events {
+		got = append(got, fmt.Sprintf("%s/%s/%v", ev.Phase, ev.Outcome, ev.Recovered))
+	}
+	want := []string{"start//false", "task//false", "failed/interrupted/false", "done/succeeded/true"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events %v, want %v", got, want)
 	}
 }
