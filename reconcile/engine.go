@@ -257,6 +257,11 @@ var ErrConfig = errors.New("reconcile: invalid engine config")
 // passes never overlap, and one-shot operations from Apply go through the
 // same queue as the passes.
 type Engine struct {
+	// claimGen counts the engine's journal records that claim a task
+	// (a UPID): bumped after each is appended, so that Recover can tell
+	// whether the claims it read are still all there are (see claimCache).
+	claimGen atomic.Uint64
+
 	cfg    Config
 	log    *slog.Logger
 	q      *queue.Queue[int]

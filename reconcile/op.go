@@ -310,7 +310,9 @@ func (e *Engine) execute(ctx context.Context, o *op) (rep ActionReport) {
 			mine = make(map[proxmox.UPID]bool)
 		}
 		mine[upid] = true
-		if err := e.cfg.Journal.Append(ctx, journal.Entry{OpID: o.id, State: journal.TaskRunning, UPID: string(upid)}); err != nil {
+		err = e.cfg.Journal.Append(ctx, journal.Entry{OpID: o.id, State: journal.TaskRunning, UPID: string(upid)})
+		e.claimGen.Add(1) // even on error: the record may have been kept
+		if err != nil {
 			return fail(OutcomeInterrupted, fmt.Errorf("journal task %s: %w", upid, err))
 		}
 		e.event(Event{Ref: o.ref, Kind: o.kind, OpID: o.id, Phase: "task", UPID: upid})
@@ -779,6 +781,45 @@ func (e *Engine) resizeInEffect(ctx context.Context, o *op) (outcomeSearch, erro
 	}
 	v, ok := e.normalizeSet(o.ref.Type).Volume(o.disk, cfg.Values[o.disk])
 	return outcomeSearch{applied: ok && v.Size >= o.size}, nil
+}
+
+// claimCache keeps, for one Recover, the tasks journaled operations own, so
+// that resolving many operations reads every operation once rather than
+// once each. Only the claims on the guest being resolved matter (a task
+// search is for one guest), and an operation on that guest runs in its
+// lane, which Recover holds while it resolves: so the claims read stay
+// complete unless this engine journaled a task since, which claimGen
+// tells.
+type claimCache struct {
+	gen uint64
+	set map[proxmox.UPID]bool // nil until read
+}
+
+// claims returns the tasks journaled operations own, reading them again
+// only if the engine has journaled a task since the last read. The map is
+// shared: callers must not change it.
+func (c *claimCache) claims(ctx context.Context, e *Engine) (map[proxmox.UPID]bool, error) {
+	gen := e.claimGen.Load()
+	if c.set != nil && c.gen == gen {
+		return c.set, nil
+	}
+	set, err := e.claimedTasks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.gen, c.set = gen, set
+	return set, nil
+}
+
+// journaled counts a task Recover itself journaled for an operation (ok
+// when the append succeeded): the cache takes it in rather than read every
+// operation again, unless another claim came meanwhile.
+func (c *claimCache) journaled(e *Engine, upid proxmox.UPID, ok bool) {
+	gen := e.claimGen.Add(1)
+	if ok && c.set != nil && c.gen == gen-1 {
+		c.set[upid] = true
+		c.gen = gen
+	}
 }
 
 // claimedTasks returns the tasks that journaled operations own: every UPID

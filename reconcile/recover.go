@@ -160,6 +160,7 @@ func (e *Engine) recover(ctx context.Context, wait bool) (RecoveryReport, error)
 		return RecoveryReport{}, fmt.Errorf("reading in-flight operations: %w", err)
 	}
 	var rep RecoveryReport
+	var claims claimCache
 	for _, en := range inflight {
 		r := RecoveredOp{OpID: en.OpID, Kind: ActionKind(en.Kind), Key: userKey(en.IdempKey), From: en.State, UPID: proxmox.UPID(en.UPID)}
 		o, err := opFromEntry(en)
@@ -189,7 +190,7 @@ func (e *Engine) recover(ctx context.Context, wait bool) (RecoveryReport, error)
 				moved = true
 			default:
 				r.From, r.UPID = cur.State, proxmox.UPID(cur.UPID)
-				e.resolve(ctx, o, cur, &r, wait)
+				e.resolve(ctx, o, cur, &r, wait, &claims)
 			}
 			return nil
 		})
@@ -218,12 +219,12 @@ func (e *Engine) recover(ctx context.Context, wait bool) (RecoveryReport, error)
 
 // resolve settles one in-flight operation, filling in r. Unless wait is
 // set, an operation whose task still runs is left unresolved.
-func (e *Engine) resolve(ctx context.Context, o *op, en journal.Entry, r *RecoveredOp, wait bool) {
+func (e *Engine) resolve(ctx context.Context, o *op, en journal.Entry, r *RecoveredOp, wait bool, claims *claimCache) {
 	upid := proxmox.UPID(en.UPID)
 	if upid == "" {
 		// Read inside the lane, so that the tasks of operations that ran
 		// on this guest meanwhile are known to be theirs.
-		claimed, err := e.claimedTasks(ctx)
+		claimed, err := claims.claims(ctx, e)
 		if err != nil {
 			r.Error = err.Error()
 			return
@@ -235,7 +236,9 @@ func (e *Engine) resolve(ctx context.Context, o *op, en journal.Entry, r *Recove
 			return
 		case found.task != nil:
 			upid = found.task.UPID
-			if err := e.cfg.Journal.Append(ctx, journal.Entry{OpID: o.id, State: journal.TaskRunning, UPID: string(upid)}); err != nil {
+			err := e.cfg.Journal.Append(ctx, journal.Entry{OpID: o.id, State: journal.TaskRunning, UPID: string(upid)})
+			claims.journaled(e, upid, err == nil)
+			if err != nil {
 				r.Error = fmt.Sprintf("recording the adopted task %s: %v", upid, err)
 				return
 			}
@@ -302,19 +305,21 @@ func (e *Engine) resolve(ctx context.Context, o *op, en journal.Entry, r *Recove
 		// lock timeout) under the same operation, and may have sent the
 		// request again, and crashed, before it could record the new
 		// task: look for it before taking the operation as done.
-		next, ferr := e.laterTask(ctx, o, upid, en.At)
+		next, ferr := e.laterTask(ctx, o, upid, en.At, claims)
 		switch {
 		case ferr != nil:
 			r.Error = fmt.Sprintf("task %s did nothing (%v), and looking for a later attempt failed: %v", upid, err, ferr)
 			return
 		case next != nil:
-			if jerr := e.cfg.Journal.Append(ctx, journal.Entry{OpID: o.id, State: journal.TaskRunning, UPID: string(next.UPID)}); jerr != nil {
+			jerr := e.cfg.Journal.Append(ctx, journal.Entry{OpID: o.id, State: journal.TaskRunning, UPID: string(next.UPID)})
+			claims.journaled(e, next.UPID, jerr == nil)
+			if jerr != nil {
 				r.Error = fmt.Sprintf("recording the adopted task %s: %v", next.UPID, jerr)
 				return
 			}
 			r.UPID, r.How = next.UPID, "retried task adopted"
 			en.UPID = string(next.UPID)
-			e.resolve(ctx, o, en, r, wait)
+			e.resolve(ctx, o, en, r, wait, claims)
 			return
 		}
 		nothingDone = true
@@ -328,7 +333,7 @@ func (e *Engine) resolve(ctx context.Context, o *op, en journal.Entry, r *Recove
 // owned by no journaled operation. It waits SettleDelay after the
 // operation's latest record (at), so that a request sent again just before
 // a crash has reached Proxmox.
-func (e *Engine) laterTask(ctx context.Context, o *op, prev proxmox.UPID, at time.Time) (*proxmox.TaskInfo, error) {
+func (e *Engine) laterTask(ctx context.Context, o *op, prev proxmox.UPID, at time.Time, claims *claimCache) (*proxmox.TaskInfo, error) {
 	pi, err := prev.Parse()
 	if err != nil {
 		return nil, err
@@ -338,11 +343,10 @@ func (e *Engine) laterTask(ctx context.Context, o *op, prev proxmox.UPID, at tim
 			return nil, err
 		}
 	}
-	claimed, err := e.claimedTasks(ctx)
+	claimed, err := claims.claims(ctx, e)
 	if err != nil {
 		return nil, err
 	}
-	claimed[prev] = true
 	types := []string{o.taskType()}
 	if ha := o.haTaskType(); ha != "" {
 		types = append(types, ha)
@@ -358,7 +362,7 @@ func (e *Engine) laterTask(ctx context.Context, o *op, prev proxmox.UPID, at tim
 		sort.SliceStable(tasks, func(i, j int) bool { return tasks[i].StartTime.Before(tasks[j].StartTime) })
 		for i := range tasks {
 			t := &tasks[i]
-			if claimed[t.UPID] || t.ID != strconv.Itoa(o.ref.VMID) || !e.ownTask(t.UPID) || t.StartTime.Before(pi.StartTime) {
+			if claimed[t.UPID] || t.UPID == prev || t.ID != strconv.Itoa(o.ref.VMID) || !e.ownTask(t.UPID) || t.StartTime.Before(pi.StartTime) {
 				continue
 			}
 			return t, nil

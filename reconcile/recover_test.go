@@ -1,12 +1,14 @@
 package reconcile_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -351,5 +353,171 @@ func TestRecoveredEventFollowsTheInterruption(t *testing.T) {
 	want := []string{"start//false", "task//false", "failed/interrupted/false", "done/succeeded/true"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("events %v, want %v", got, want)
+	}
+}
+
+// countingJournal counts full reads of the journal's operations.
+type countingJournal struct {
+	*journal.MemoryJournal
+	ops atomic.Int64
+}
+
+func (c *countingJournal) Ops(ctx context.Context) ([]journal.Entry, error) {
+	c.ops.Add(1)
+	return c.MemoryJournal.Ops(ctx)
+}
+
+// Recover reads the journal's operations once for all the operations it
+// resolves, not once for each, while every task it finds stays told apart.
+func TestRecoverReadsTheOperationsOnce(t *testing.T) {
+	f := newFixture(t, nil)
+	j := &countingJournal{MemoryJournal: journal.NewMemory()}
+	eng := f.newEngine(j)
+	const n = 10
+	at := time.Now()
+	upids := map[string]proxmox.UPID{}
+	for i := range n {
+		vmid := 100 + i
+		f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: vmid, Config: map[string]string{"memory": "512"}})
+		op := fmt.Sprintf("op-%d", i)
+		intent(t, j, op, qemu(vmid), reconcile.ActionStart, "", at)
+		if i%2 == 0 {
+			// Half reached Proxmox, their answers lost.
+			upid, err := f.client.Start(ctxT(t), qemu(vmid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			upids[op] = upid
+		}
+	}
+	rep, err := eng.Recover(ctxT(t))
+	if err != nil || len(rep.Ops) != n {
+		t.Fatalf("%+v %v", rep, err)
+	}
+	for _, op := range rep.Ops {
+		if want, sent := upids[op.OpID]; sent && (op.To != journal.Succeeded || op.UPID != want) ||
+			!sent && (op.To != journal.Failed || op.UPID != "") {
+			t.Errorf("%+v: want task %q adopted", op, want)
+		}
+	}
+	if got := j.ops.Load(); got != 1 {
+		t.Errorf("%d reads of every operation for %d in flight, want 1", got, n)
+	}
+}
+
+// Two operations of one guest in flight, one task in Proxmox: the task is
+// adopted once, and the other operation never reached Proxmox.
+func TestRecoverAdoptsATaskOnce(t *testing.T) {
+	f := newFixture(t, nil)
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+	at := time.Now()
+	intent(t, f.j, "op-1", qemu(100), reconcile.ActionStart, "", at)
+	intent(t, f.j, "op-2", qemu(100), reconcile.ActionStart, "", at)
+	upid, err := f.client.Start(ctxT(t), qemu(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := f.eng.Recover(ctxT(t))
+	if err != nil || len(rep.Ops) != 2 {
+		t.Fatalf("%+v %v", rep, err)
+	}
+	adopted := 0
+	for _, op := range rep.Ops {
+		if op.UPID == upid {
+			adopted++
+		}
+	}
+	if adopted != 1 {
+		t.Fatalf("task %s adopted by %d operations: %+v", upid, adopted, rep.Ops)
+	}
+}
+
+// gatedJournal holds back task records until released, and tells when the
+// operations are first read.
+type gatedJournal struct {
+	countingJournal
+	read    chan struct{} // closed after the first read of every operation
+	held    chan struct{} // closed when a task record starts waiting
+	release chan struct{} // task records wait for it
+	once    sync.Once
+	holding sync.Once
+}
+
+func (g *gatedJournal) Ops(ctx context.Context) ([]journal.Entry, error) {
+	ops, err := g.countingJournal.Ops(ctx)
+	g.once.Do(func() { close(g.read) })
+	return ops, err
+}
+
+func (g *gatedJournal) Append(ctx context.Context, e journal.Entry) error {
+	if e.State == journal.TaskRunning {
+		g.holding.Do(func() { close(g.held) })
+		<-g.release
+	}
+	return g.countingJournal.Append(ctx, e)
+}
+
+// A task an operation of this engine journals after Recover has read the
+// claims, while Recover waits for that operation's lane, is still known
+// as that operation's: an older operation of the same guest never adopts
+// it.
+func TestRecoverSeesTasksJournaledMeanwhile(t *testing.T) {
+	f := newFixture(t, nil)
+	j := &gatedJournal{countingJournal: countingJournal{MemoryJournal: journal.NewMemory()},
+		read: make(chan struct{}), held: make(chan struct{}), release: make(chan struct{})}
+	eng := f.newEngine(j)
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 100, Config: map[string]string{"memory": "512"}})
+	f.add(proxmoxtest.GuestSpec{Type: proxmox.QEMU, VMID: 101, Config: map[string]string{"memory": "512"}})
+	if _, err := eng.Recover(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	// Left in flight behind the engine's back: one on each guest, neither
+	// of which reached Proxmox.
+	at := time.Now().Add(-time.Second)
+	intent(t, j, "op-a", qemu(101), reconcile.ActionStart, "", at)
+	intent(t, j, "op-b", qemu(100), reconcile.ActionStart, "", at)
+
+	applied := make(chan error, 1)
+	go func() {
+		_, err := eng.Apply(ctxT(t), reconcile.OneShot{Key: "c", Ref: qemu(100), Kind: reconcile.ActionStart})
+		applied <- err
+	}()
+	// The one-shot's task has started; its record waits for release, in
+	// the guest's lane. Recover reads the claims for op-a, then waits for
+	// that lane.
+	select {
+	case <-j.held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the one-shot never reached its task record")
+	}
+	recovered := make(chan reconcile.RecoveryReport, 1)
+	go func() {
+		rep, _ := eng.Recover(ctxT(t))
+		recovered <- rep
+	}()
+	select {
+	case <-j.read:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Recover never read the claims")
+	}
+	close(j.release)
+	if err := <-applied; err != nil {
+		t.Fatal(err)
+	}
+	rep := <-recovered
+	found := false
+	for _, op := range rep.Ops {
+		if op.OpID == "op-b" {
+			found = true
+			if op.To != journal.Failed || op.UPID != "" {
+				t.Errorf("op-b: %+v: it took the one-shot's task", op)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("Recover did not resolve op-b: %+v", rep.Ops)
+	}
+	if n := f.srv.TaskCount(qemu(100), "qmstart"); n != 1 {
+		t.Errorf("%d start tasks, want 1", n)
 	}
 }
