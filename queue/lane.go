@@ -23,9 +23,8 @@ type lane[K comparable] struct {
 	scheduled bool
 	freeNext  *lane[K] // free list link
 
-	// work starts a worker on this lane: go l.work(). Made once per lane
-	// and kept when it is recycled, so that starting a worker allocates
-	// nothing, as go q.work(l) would.
+	// work runs a worker on this lane; see start. Made the first time a
+	// worker starts on the lane, and kept when it is recycled.
 	work func()
 
 	// Guarded by q.mu.
@@ -148,4 +147,16 @@ func (l *lane[K]) untag(h *Handle[K]) {
 			return
 		}
 	}
+}
+
+// start starts a worker on lane l, which holds a slot: go l.work(), with a
+// function made once per lane, so that starting a worker allocates
+// nothing, as go q.work(l) would, and a lane that a worker already running
+// takes over never allocates one. Called by whoever took the slot for l,
+// the only one to touch l.work until the worker runs.
+func (l *lane[K]) start() {
+	if l.work == nil {
+		l.work = func() { l.s.q.work(l) }
+	}
+	go l.work()
 }

@@ -195,7 +195,7 @@ func (q *Queue[K]) runInline(l *lane[K], ctx context.Context, fn func(context.Co
 		ev.KeyDepth, ev.Depth = l.n, int(q.queued.Load())
 	}
 	if next := q.release(l, false); next != nil {
-		go next.work()
+		next.start()
 	}
 	if q.opts.observer != nil {
 		q.opts.observer(ev)
@@ -241,7 +241,7 @@ func (q *Queue[K]) Submit(ctx context.Context, key K, fn func(context.Context) e
 // enqueue asked for, and reports a coalesced job.
 func (q *Queue[K]) started(start *lane[K], ev *Event) {
 	if start != nil {
-		go start.work()
+		start.start()
 	}
 	q.emit(ev)
 }

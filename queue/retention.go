@@ -70,7 +70,6 @@ func (s *shard[K]) newLane(key K) *lane[K] {
 		s.nfree--
 	} else {
 		l = new(lane[K])
-		l.work = func() { l.s.q.work(l) }
 	}
 	l.key = key
 	l.s = s
