@@ -19,9 +19,10 @@
 // # Ordering
 //
 //   - Same key: never two jobs at once, and strictly in submit order. Submit
-//     order is the order in which Do or Submit calls took the lock that
-//     guards the key; calls that return in sequence on one goroutine are
-//     ordered as called.
+//     order is the order in which Do and Submit calls put their jobs in
+//     line: by taking the lock that guards the key or, for a Submit that
+//     finds it taken, by leaving the job to its holder (see Cost). Calls
+//     that return in sequence on one goroutine are ordered as called.
 //   - Different keys: run in parallel. With [WithMaxConcurrent] at most n
 //     jobs run at once; keys with waiting work then take turns, one job each
 //     in round-robin order, so a key with ten thousand queued jobs delays a
@@ -56,14 +57,20 @@
 // Keys are spread by hash over 32 shards, each with its own lock for its
 // keys' lanes and jobs; one more lock guards the slots and the line of keys
 // waiting for one. A submission for a key that already has work takes only
-// its shard's lock. Do on an idle key runs the job on the caller's
-// goroutine and allocates nothing; Do behind other work allocates the job
-// and its completion channel. Submit allocates one 80-byte handle, whatever
-// its context, and nothing else once each of its keys has had a job: jobs
-// are linked through their handles, a key keeps its lane while the queue
-// is busy, and a worker with nothing to do lingers a scheduler turn or two,
-// so that a submitter producing jobs one by one can hand them to it instead
-// of starting a goroutine for each. A key's first job allocates its lane.
+// its shard's lock, and Submit does not wait for it: when another goroutine
+// holds it, Submit pushes the job onto the shard's lock-free inbox and
+// returns, and the holder moves the job into line as it lets go of the
+// lock. Submit with [Coalesce], or on a queue with [WithMaxQueuedPerKey],
+// must look at the key's line first, and waits for the lock. Do on an idle
+// key runs the job on the caller's goroutine and allocates nothing; Do
+// behind other work allocates the job and its completion channel. Submit
+// allocates one 80-byte handle (with a key of one word, such as an int),
+// whatever its context, and nothing else once each of its keys has had a
+// job: jobs are linked through their handles, a key keeps its lane while
+// the queue is busy, and a worker with nothing to do lingers a scheduler
+// turn or two, so that a submitter producing jobs one by one can hand them
+// to it instead of starting a goroutine for each. A key's first job
+// allocates its lane.
 // Nothing watches a waiting job's context on its own: whoever waits for
 // the job watches it (Do, [Handle.Wait]), [Handle.Done] registers a watcher
 // when called, and a job nobody waits for is checked when its turn comes,

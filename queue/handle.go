@@ -12,10 +12,10 @@ type Handle[K comparable] struct {
 
 	// Guarded by s.mu. Kept to 80 bytes: it is Submit's one allocation.
 	state   uint8
-	tagged  bool       // listed in its lane's tagged list
-	watched bool       // Done registered a context watcher (see shard.watches)
-	lane    *lane[K]   // while waiting
-	next    *Handle[K] // next in its lane's list while linked (see lane)
+	tagged  bool // listed in its lane's tagged list
+	watched bool // Done registered a context watcher (see shard.watches)
+	key     K
+	next    *Handle[K] // next in its lane's list while linked (see lane), or in the inbox
 	fn      func(context.Context) error
 	// ctxOrErr holds the job's context until it finishes, then its error
 	// (written before done is closed). One field for both saves the 16
@@ -48,8 +48,8 @@ const (
 // ran, its context ended before it started, or Close dropped it.
 func (h *Handle[K]) Done() <-chan struct{} {
 	s := h.s
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.lock()
+	defer s.unlock()
 	if h.done == nil {
 		h.done = make(chan struct{})
 		if h.state == finished {
@@ -71,10 +71,10 @@ func (h *Handle[K]) Done() <-chan struct{} {
 func (h *Handle[K]) Wait(ctx context.Context) error {
 	s := h.s
 	for {
-		s.mu.Lock()
+		s.lock()
 		if h.state == finished {
 			err := h.err()
-			s.mu.Unlock()
+			s.unlock()
 			return err
 		}
 		if h.done == nil {
@@ -82,7 +82,7 @@ func (h *Handle[K]) Wait(ctx context.Context) error {
 		}
 		done, jobCtx := h.done, h.ctx()
 		waiting := h.state == waiting
-		s.mu.Unlock()
+		s.unlock()
 		var jobDone <-chan struct{}
 		if waiting {
 			// While the job waits, its context ending resolves it: watch
@@ -143,17 +143,17 @@ const (
 // resolves it with ctx.Err().
 func (q *Queue[K]) cancel(h *Handle[K], ctx context.Context) cancelResult {
 	s := h.s
-	s.mu.Lock()
+	s.lock()
 	if h.state != waiting {
-		s.mu.Unlock()
+		s.unlock()
 		return tooLate
 	}
 	if h.ctx() != ctx {
-		s.mu.Unlock()
+		s.unlock()
 		return replaced
 	}
 	ev := s.remove(h, ctx.Err(), Canceled)
-	s.mu.Unlock()
+	s.unlock()
 	q.noteDequeued()
 	q.emit(ev)
 	return canceledNow

@@ -22,6 +22,7 @@ type lane[K comparable] struct {
 	// slot; every lane with a waiting job is scheduled.
 	scheduled bool
 	freeNext  *lane[K] // free list link
+	nextStart *lane[K] // link in the shard's list of workers to start
 
 	// work runs a worker on this lane; see start. Made the first time a
 	// worker starts on the lane, and kept when it is recycled.

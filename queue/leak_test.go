@@ -225,7 +225,7 @@ func TestFinishedHandleReleasesJob(t *testing.T) {
 	}
 	h.s.mu.Lock()
 	defer h.s.mu.Unlock()
-	if h.fn != nil || h.ctxOrErr != nil || h.lane != nil || h.next != nil || h.watched || h.s.watches != nil {
+	if h.fn != nil || h.ctxOrErr != nil || h.next != nil || h.watched || h.s.watches != nil {
 		t.Fatal("finished handle still references its job")
 	}
 }

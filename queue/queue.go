@@ -20,31 +20,18 @@ import (
 // shard (by hash), whose lock guards the key's lane and jobs; the scheduler's
 // lock, q.mu, guards the slots and the ready list. Locks are taken in that
 // order: a shard's, then q.mu, never the other way round. A submission for a
-// key whose lane already waits or runs takes only its shard's lock.
+// key whose lane already waits or runs takes only its shard's lock, or, if
+// it is held, leaves the job on the shard's inbox (see inbox.go).
 type Queue[K comparable] struct {
-	opts   options
-	epoch  time.Time // origin of Handle.enq
-	seed   maphash.Seed
-	shards []shard[K] // len is shardCount
-
-	closed    atomic.Bool
-	queued    atomic.Int64 // jobs waiting, in every shard
-	oversized atomic.Int32 // shards whose peak calls for a sweep (see retention.go)
-
-	mu     sync.Mutex
-	readyH *lane[K] // lanes with waiting jobs and no slot, oldest first
-	readyT *lane[K]
-
-	// The lingering worker's mailbox (see linger): nil when no worker
-	// lingers, lingerMark when one does with nothing to do, or the lane a
-	// submitter handed it. Only a holder of q.mu sets it from nil, only a
-	// submitter from lingerMark to a lane, only the lingering worker back.
-	mailbox    atomic.Pointer[lane[K]]
+	// Read by every submission, written at most once after New.
+	opts       options
+	epoch      time.Time // origin of Handle.enq
+	seed       maphash.Seed
+	shards     []shard[K] // len is shardCount
+	closed     atomic.Bool
+	dropping   atomic.Bool // Close gave up waiting: drop what is not started
 	lingerMark *lane[K]
-	nready     atomic.Int32  // lanes in the ready list; written under q.mu
-	running    int           // slots in use: lanes that are busy, and a lingering worker
 	wake       chan struct{} // wakes a lingering worker that sleeps; buffered
-	drained    chan struct{} // closed when closed && queued == 0 && running == 0
 
 	// Tests only: called under the key's shard lock once Do's job is in
 	// line or started.
@@ -55,7 +42,30 @@ type Queue[K comparable] struct {
 	// Tests only: set before any work, called without locks at each turn
 	// of a lingering worker, and before the last worker sleeps.
 	lingerHook, sleepHook func()
+
+	// Written by workers: kept off the cache lines of the fields above,
+	// which every submission reads.
+	_ cacheLinePad
+
+	mu     sync.Mutex
+	readyH *lane[K] // lanes with waiting jobs and no slot, oldest first
+	readyT *lane[K]
+
+	// The lingering worker's mailbox (see linger): nil when no worker
+	// lingers, lingerMark when one does with nothing to do, or the lane a
+	// submitter handed it. Only a holder of q.mu sets it from nil, only a
+	// submitter from lingerMark to a lane, only the lingering worker back.
+	mailbox   atomic.Pointer[lane[K]]
+	nready    atomic.Int32  // lanes in the ready list; written under q.mu
+	running   int           // slots in use: lanes that are busy, and a lingering worker
+	drained   chan struct{} // closed when closed && queued == 0 && running == 0
+	oversized atomic.Int32  // shards whose peak calls for a sweep (see retention.go)
 }
+
+// cacheLinePad keeps the fields before it and after it on different cache
+// lines (128 bytes: some processors fetch lines in pairs), so that writing
+// one does not slow down goroutines that read the other.
+type cacheLinePad [128]byte
 
 // shardCount is the number of shards, a power of two: enough that
 // submitters and workers on different keys seldom meet on one lock.
@@ -117,9 +127,9 @@ func (q *Queue[K]) Do(ctx context.Context, key K, fn func(context.Context) error
 	jo := mergeJobOptions(opts)
 
 	s := q.shard(key)
-	s.mu.Lock()
+	s.lock()
 	if q.closed.Load() {
-		s.mu.Unlock()
+		s.unlock()
 		return ErrClosed
 	}
 	if l := s.lanes[key]; (l == nil || !l.scheduled) && q.takeSlot() {
@@ -129,20 +139,21 @@ func (q *Queue[K]) Do(ctx context.Context, key K, fn func(context.Context) error
 			l = s.newLane(key)
 		}
 		s.activate(l)
+		s.running++
 		q.afterDo()
-		s.mu.Unlock()
+		s.unlock()
 		return q.runInline(l, ctx, fn)
 	}
-	h := &Handle[K]{s: s, fn: fn, ctxOrErr: ctx, done: make(chan struct{})}
-	h, start, ev, err := s.enqueue(h, key, jo)
+	h := &Handle[K]{s: s, key: key, fn: fn, ctxOrErr: ctx, done: make(chan struct{})}
+	h, ev, err := s.enqueue(h, jo)
 	if err == nil {
 		q.afterDo()
 	}
-	s.mu.Unlock()
+	s.unlock()
 	if err != nil {
 		return err
 	}
-	q.started(start, ev)
+	q.emit(ev)
 
 	select {
 	case <-h.done:
@@ -190,9 +201,10 @@ func (q *Queue[K]) runInline(l *lane[K], ctx context.Context, fn func(context.Co
 		ev = Event{Key: l.key, Outcome: Ran, Ran: time.Since(start), Err: err}
 	}
 
-	l.s.mu.Lock()
+	l.s.lock()
+	l.s.running--
 	if q.opts.observer != nil {
-		ev.KeyDepth, ev.Depth = l.n, int(q.queued.Load())
+		ev.KeyDepth, ev.Depth = l.n, q.waiting()
 	}
 	if next := q.release(l, false); next != nil {
 		next.start()
@@ -222,42 +234,59 @@ func (q *Queue[K]) Submit(ctx context.Context, key K, fn func(context.Context) e
 	}
 	jo := mergeJobOptions(opts)
 	s := q.shard(key)
-	h := &Handle[K]{s: s, fn: fn, ctxOrErr: ctx} // outside the lock: keep it short
-	s.mu.Lock()
+	h := &Handle[K]{s: s, key: key, fn: fn, ctxOrErr: ctx} // outside the lock: keep it short
+	if jo.tag != "" || q.opts.maxPerKey > 0 {
+		// The job's fate depends on its lane: take the lock.
+		s.lock()
+		if q.closed.Load() {
+			s.unlock()
+			return nil, ErrClosed
+		}
+		h, ev, err := s.enqueue(h, jo)
+		s.unlock()
+		if err != nil {
+			return nil, err
+		}
+		q.emit(ev)
+		return h, nil
+	}
+	if q.opts.observer != nil {
+		h.enq = time.Since(q.epoch)
+	}
+	// Count the job before looking at closed: Close sets closed before
+	// it reads the count, so it waits for the job unless we see closed.
+	s.queued.Add(1)
 	if q.closed.Load() {
-		s.mu.Unlock()
+		s.queued.Add(-1)
+		q.noteDequeued()
 		return nil, ErrClosed
 	}
-	h, start, ev, err := s.enqueue(h, key, jo)
-	s.mu.Unlock()
-	if err != nil {
-		return nil, err
+	if s.mu.TryLock() {
+		if s.inbox.Load() != nil {
+			s.drain() // older jobs first
+		}
+		s.add(h)
+		s.unlock()
+		return h, nil
 	}
-	q.started(start, ev)
+	// Somebody holds the lock: leave the job to them (see inbox.go).
+	s.push(h)
+	s.settle()
 	return h, nil
 }
 
-// started completes a submission outside the lock: it starts the worker
-// enqueue asked for, and reports a coalesced job.
-func (q *Queue[K]) started(start *lane[K], ev *Event) {
-	if start != nil {
-		start.start()
-	}
-	q.emit(ev)
-}
-
-// enqueue appends the new job h to key's lane, or, when h carries a tag and
-// a job with that tag waits, merges h into that job and returns the job's
-// handle instead of h. It returns the job's handle, the lane whose worker
-// the caller must start, if any, and the observer's event for a coalesced
-// job. Called with s.mu held.
+// enqueue appends the new job h to its key's lane, or, when h carries a tag
+// and a job with that tag waits, merges h into that job and returns the
+// job's handle instead of h. It returns the job's handle and the
+// observer's event for a coalesced job. Called with s.mu held.
 //
 // Nothing watches a job's context while it waits: the worker checks it
 // before running the job (a job whose context has ended never runs), Do and
 // Handle.Wait watch it while they wait, and Handle.Done registers a watcher
 // when it is called. Jobs nobody waits for cost no watcher.
-func (s *shard[K]) enqueue(h *Handle[K], key K, jo JobOption) (_ *Handle[K], start *lane[K], ev *Event, err error) {
+func (s *shard[K]) enqueue(h *Handle[K], jo JobOption) (_ *Handle[K], ev *Event, err error) {
 	q := s.q
+	key := h.key
 	l := s.lanes[key]
 	if l != nil && jo.tag != "" {
 		if old := l.findTagged(jo.tag); old != nil {
@@ -273,48 +302,59 @@ func (s *shard[K]) enqueue(h *Handle[K], key K, jo JobOption) (_ *Handle[K], sta
 			}
 			if q.opts.observer != nil {
 				ev = &Event{Key: key, Outcome: Coalesced, Waited: q.since(old.enq)}
-				ev.KeyDepth, ev.Depth = l.n, int(q.queued.Load())
+				ev.KeyDepth, ev.Depth = l.n, q.waiting()
 			}
-			return old, nil, ev, nil
+			return old, ev, nil
 		}
 	}
 	if l != nil && q.opts.maxPerKey > 0 && l.n >= q.opts.maxPerKey {
-		return nil, nil, nil, fmt.Errorf("%w: key %v has %d waiting (limit %d)", ErrFull, key, l.n, q.opts.maxPerKey)
-	}
-	if l == nil {
-		l = s.newLane(key)
+		return nil, nil, fmt.Errorf("%w: key %v has %d waiting (limit %d)", ErrFull, key, l.n, q.opts.maxPerKey)
 	}
 	if q.opts.observer != nil {
 		h.enq = time.Since(q.epoch)
 	}
-	h.lane = l
-	l.push(h)
+	s.queued.Add(1)
+	l = s.add(h)
 	if jo.tag != "" {
 		h.tagged = true
 		l.tagged = append(l.tagged, taggedJob[K]{tag: jo.tag, h: h})
 	}
-	q.queued.Add(1)
-	if !l.scheduled {
-		s.activate(l)
-		if q.nready.Load() == 0 && q.mailbox.CompareAndSwap(q.lingerMark, l) {
-			// A lingering worker, with its slot, takes it; nothing else
-			// waits for a slot, so it jumps nobody's turn.
-			select {
-			case q.wake <- struct{}{}: // in case it sleeps
-			default:
-			}
-			return h, nil, nil, nil
-		}
-		q.mu.Lock()
-		if q.hasSlot() {
-			q.running++
-			start = l
-		} else {
-			q.pushReady(l)
-		}
-		q.mu.Unlock()
+	return h, nil, nil
+}
+
+// add appends the waiting job h, already counted in s.queued, to its key's
+// lane, and schedules the lane if it was idle, and returns it. A lane that
+// takes a slot is put on the shard's list of workers to start when s.mu is
+// released. Called with s.mu held.
+func (s *shard[K]) add(h *Handle[K]) *lane[K] {
+	q := s.q
+	l := s.lanes[h.key]
+	if l == nil {
+		l = s.newLane(h.key)
 	}
-	return h, start, nil, nil
+	l.push(h)
+	if l.scheduled {
+		return l
+	}
+	s.activate(l)
+	if q.nready.Load() == 0 && q.mailbox.CompareAndSwap(q.lingerMark, l) {
+		// A lingering worker, with its slot, takes it; nothing else
+		// waits for a slot, so it jumps nobody's turn.
+		select {
+		case q.wake <- struct{}{}: // in case it sleeps
+		default:
+		}
+		return l
+	}
+	q.mu.Lock()
+	if q.hasSlot() {
+		q.running++
+		l.nextStart, s.startH = s.startH, l
+	} else {
+		q.pushReady(l)
+	}
+	q.mu.Unlock()
+	return l
 }
 
 // hasSlot reports whether one more lane may run. Called with q.mu held.
@@ -337,13 +377,12 @@ func mergeJobOptions(opts []JobOption) JobOption {
 // place, and forgets the lane if that leaves it idle. Called with s.mu held.
 func (s *shard[K]) remove(h *Handle[K], err error, outcome Outcome) *Event {
 	q := s.q
-	l := h.lane
-	h.lane = nil
+	l := s.lanes[h.key] // a key with a waiting job keeps its lane
 	if h.tagged {
 		l.untag(h)
 	}
 	l.n-- // h stays linked, a hole: finish marks it
-	q.queued.Add(-1)
+	s.queued.Add(-1)
 	key := l.key
 	if l.n == 0 {
 		// A lane with no job left waits for no slot. If it holds one, its
@@ -380,8 +419,18 @@ func (s *shard[K]) finish(key K, h *Handle[K], err error, outcome Outcome, ran t
 	if l := s.lanes[key]; l != nil {
 		ev.KeyDepth = l.n
 	}
-	ev.Depth = int(q.queued.Load())
+	ev.Depth = q.waiting()
 	return ev
+}
+
+// waiting returns the number of jobs waiting, over all shards. A job is
+// counted from the moment its submission is under way (see Submit).
+func (q *Queue[K]) waiting() int {
+	var n int64
+	for i := range q.shards {
+		n += q.shards[i].queued.Load()
+	}
+	return int(n)
 }
 
 // since returns the time elapsed since enq, a time since q.epoch.
@@ -412,13 +461,17 @@ func (q *Queue[K]) Close(ctx context.Context) error {
 	case q.wake <- struct{}{}: // a worker asleep in freeSlot exits now
 	default:
 	}
-	// A submission checks closed under its shard's lock: once every shard
-	// has been locked after the store, no submission is under way, and
-	// queued counts every job Close must wait for.
+	// A submission that takes its shard's lock checks closed under it:
+	// once every shard has been locked after the store, none of those is
+	// under way. One that does not (Submit's inbox path) counts its job
+	// in its shard's queued before it checks closed: either it sees
+	// closed and takes its job back, or the count of waiting jobs that
+	// Close reads below includes it. Either way, queued counts every job
+	// Close must wait for, and the job reaches its lane or is dropped
+	// (see drain) even if Close gives up.
 	for i := range q.shards {
-		q.shards[i].mu.Lock()
-		//lint:ignore SA2001 the empty critical section is the barrier
-		q.shards[i].mu.Unlock()
+		q.shards[i].lock()
+		q.shards[i].unlock()
 	}
 	q.mu.Lock()
 	if q.drained == nil {
@@ -434,7 +487,9 @@ func (q *Queue[K]) Close(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 
-	// Give up on everything that has not started.
+	// Give up on everything that has not started, and on what a
+	// submission that was under way when closed was set still pushes.
+	q.dropping.Store(true)
 	var events []*Event
 	for i := range q.shards {
 		events = q.shards[i].dropAll(events)
@@ -456,8 +511,8 @@ func (q *Queue[K]) Close(ctx context.Context) error {
 // dropAll resolves every waiting job of the shard with ErrClosed, appending
 // the observer's events to events.
 func (s *shard[K]) dropAll(events []*Event) []*Event {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.lock()
+	defer s.unlock()
 	var lanes []*lane[K]
 	for _, l := range s.lanes {
 		if l.n > 0 {
@@ -484,7 +539,7 @@ func (s *shard[K]) dropAll(events []*Event) []*Event {
 // checkDrained closes q.drained when the closed queue has no work left.
 // Called with q.mu held.
 func (q *Queue[K]) checkDrained() {
-	if q.drained != nil && q.queued.Load() == 0 && q.running == 0 {
+	if q.drained != nil && q.waiting() == 0 && q.running == 0 {
 		select {
 		case <-q.drained:
 		default:
@@ -504,18 +559,13 @@ type Stats struct {
 // Stats returns a snapshot of the queue's load. Its fields are read one
 // after the other, not at one instant.
 func (q *Queue[K]) Stats() Stats {
-	var keys int
+	var keys, running int
 	for i := range q.shards {
 		s := &q.shards[i]
-		s.mu.Lock()
+		s.lock()
 		keys += s.active
-		s.mu.Unlock()
+		running += s.running
+		s.unlock()
 	}
-	q.mu.Lock()
-	running := q.running
-	if q.mailbox.Load() == q.lingerMark {
-		running-- // a lingering worker runs nothing
-	}
-	q.mu.Unlock()
-	return Stats{Keys: keys, Waiting: int(q.queued.Load()), Running: running, Closed: q.closed.Load()}
+	return Stats{Keys: keys, Waiting: q.waiting(), Running: running, Closed: q.closed.Load()}
 }

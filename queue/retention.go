@@ -1,6 +1,9 @@
 package queue
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // shard owns the lanes of the keys that hash to it. Its lock guards its map,
 // its lanes' lists and flags (except those of the ready list, under q.mu),
@@ -9,8 +12,13 @@ type shard[K comparable] struct {
 	q  *Queue[K]
 	mu sync.Mutex
 
+	// Jobs of its keys waiting: in its lanes, on its inbox, or about to
+	// be pushed by a submission under way (see Submit).
+	queued atomic.Int64
+
 	lanes   map[K]*lane[K] // active and idle lanes, by key
 	active  int            // lanes that are scheduled: keys with work
+	running int            // jobs of its keys running (for Stats)
 	highLen int            // largest len(lanes) since the map was last rebuilt
 	free    *lane[K]       // recycled lanes
 	nfree   int
@@ -18,7 +26,16 @@ type shard[K comparable] struct {
 	// Context watchers registered by Handle.Done, by handle.
 	watches map[*Handle[K]]func() bool
 
-	_ [64]byte // keeps neighbouring shards' locks off one cache line
+	// Jobs pushed without the lock, newest first, linked through next
+	// (see inbox.go); and what a drain leaves for after the lock is
+	// released: workers to start (lanes linked through nextStart),
+	// events to report, and whether it dropped jobs.
+	inbox   atomic.Pointer[Handle[K]]
+	startH  *lane[K]
+	events  []*Event
+	dropped bool
+
+	_ cacheLinePad // keeps neighbouring shards' locks off one cache line
 }
 
 // Memory retention. A key that runs out of work keeps its lane, idle, in
@@ -171,10 +188,10 @@ func (q *Queue[K]) sweep() {
 			return
 		}
 		s := &q.shards[i]
-		s.mu.Lock()
+		s.lock()
 		if s.active == 0 && s.highLen > shardRetain {
 			s.rebuild(true, shardFree)
 		}
-		s.mu.Unlock()
+		s.unlock()
 	}
 }

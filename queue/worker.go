@@ -11,41 +11,52 @@ import (
 // until no lane is ready. A worker holds one slot for its whole life, so the
 // number of running lanes never exceeds the global limit.
 func (q *Queue[K]) work(l *lane[K]) {
-	for l != nil {
-		s := l.s
-		s.mu.Lock()
+	s := l.s
+	s.lock()
+	for {
 		h := l.pop()
 		if h == nil {
 			// Its jobs left the line while it waited for its turn.
-			l = q.release(l, true)
+			if l = q.release(l, true); l == nil {
+				return
+			}
+			s = l.s
+			s.lock()
 			continue
 		}
-		q.queued.Add(-1)
+		s.queued.Add(-1)
 		if h.tagged {
 			l.untag(h)
 		}
 		h.state = running // from here on, cancel leaves h to us
-		h.lane = nil
+		s.running++
 		s.unwatch(h)
 		ctx, fn := h.ctx(), h.fn
-		s.mu.Unlock()
+		s.unlock()
 
 		outcome, err := q.run(ctx, fn)
 
-		s.mu.Lock()
+		s.lock()
+		s.running--
 		if ev := s.finish(l.key, h, err, outcome.Outcome, outcome.ran); ev != nil {
 			// Report before the worker moves on, or lingers.
-			s.mu.Unlock()
+			s.unlock()
 			q.emit(ev)
-			s.mu.Lock()
+			s.lock()
 		}
-		if outcome.Outcome == Canceled && l.n > 0 {
-			// Skipping a job that never ran costs the lane no turn,
-			// exactly as if it had left the line when its context ended.
-			s.mu.Unlock()
+		if l.n > 0 && (outcome.Outcome == Canceled || q.nready.Load() == 0) {
+			// Go on with l's next job, still holding the lock: skipping
+			// a job that never ran costs the lane no turn, exactly as
+			// if it had left the line when its context ended, and with
+			// no lane waiting for a slot, l's turn goes on. A lane
+			// that becomes ready after this look waits for the next.
 			continue
 		}
-		l = q.release(l, true)
+		if l = q.release(l, true); l == nil {
+			return
+		}
+		s = l.s
+		s.lock()
 	}
 }
 
@@ -53,14 +64,15 @@ func (q *Queue[K]) work(l *lane[K]) {
 // oldest ready lane (l itself goes to the back of the line if it has more
 // work), or back to l when nobody else waits. It returns the lane that now
 // holds the slot, or nil when the slot is free. Called with l.s.mu held,
-// which it releases. A worker (linger) that finds nothing to do lingers
-// briefly before it gives up its slot; see linger.
+// which it releases (see shard.unlock). A worker (linger) that finds
+// nothing to do lingers briefly before it gives up its slot; see linger.
 func (q *Queue[K]) release(l *lane[K], linger bool) *lane[K] {
 	s := l.s
 	more := l.n > 0
 	if !more {
 		s.idle(l) // l may be evicted and reused: only more touches it below
 	}
+	starts, events, dropped := s.takePending()
 	q.mu.Lock()
 	s.mu.Unlock()
 	// l stays scheduled while it has work, so no submitter touches its
@@ -75,14 +87,42 @@ func (q *Queue[K]) release(l *lane[K], linger bool) *lane[K] {
 		next = q.popReady()
 	case q.readyH != nil:
 		next = q.popReady()
-	case linger && q.mailbox.CompareAndSwap(nil, q.lingerMark):
-		q.mu.Unlock()
-		return q.linger()
-	default:
+	case starts == nil && events == nil && !dropped && s.inbox.Load() == nil:
+		// Nothing left to do after the lock: the slot may go at once.
+		if linger && q.mailbox.CompareAndSwap(nil, q.lingerMark) {
+			q.mu.Unlock()
+			return q.linger()
+		}
 		return q.freeSlot(linger) // unlocks q.mu
+	default:
+		// Jobs were pushed while s.mu was held: drain them, which may
+		// make a lane ready, before deciding what to do with the slot.
+		q.mu.Unlock()
+		q.launch(starts, events, dropped)
+		s.settle()
+		return q.idle(linger)
 	}
 	q.mu.Unlock()
+	q.launch(starts, events, dropped)
+	s.settle()
 	return next
+}
+
+// idle decides what a worker with no lane does with its slot: take the
+// oldest ready lane, linger, or give the slot up. It returns the lane the
+// worker takes, or nil once the slot is free. Called without locks.
+func (q *Queue[K]) idle(linger bool) *lane[K] {
+	q.mu.Lock()
+	if q.readyH != nil {
+		next := q.popReady()
+		q.mu.Unlock()
+		return next
+	}
+	if linger && q.mailbox.CompareAndSwap(nil, q.lingerMark) {
+		q.mu.Unlock()
+		return q.linger()
+	}
+	return q.freeSlot(linger) // unlocks q.mu
 }
 
 // lingerTurns is how many times a worker with nothing to do yields the
@@ -175,7 +215,7 @@ func (q *Queue[K]) stopLingering() *lane[K] {
 // lanes as soon as it resumes. The queue holds that goroutine for that
 // moment only.
 func (q *Queue[K]) freeSlot(mayWait bool) *lane[K] {
-	if q.running == 1 && q.queued.Load() == 0 && q.oversized.Load() > 0 {
+	if q.running == 1 && q.waiting() == 0 && q.oversized.Load() > 0 {
 		if mayWait && !q.closed.Load() && q.mailbox.CompareAndSwap(nil, q.lingerMark) {
 			q.mu.Unlock()
 			select {
