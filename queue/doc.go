@@ -9,12 +9,21 @@
 // A [Queue] keeps one FIFO, a lane, per key that has work. [Queue.Do] appends
 // a job to its key's lane and waits for its result; [Queue.Submit] appends it
 // and returns a [Handle] at once. A lane with waiting jobs is run by a worker
-// goroutine, one job at a time. When the lane runs dry its worker moves to
-// another lane that waits or, after a moment's wait for more work, exits;
-// the lane stays, idle, for the key's next job while the queue is busy (up
-// to 65,536 idle lanes). An idle key holds no goroutine, and once the whole
-// queue has run dry it keeps at most 1,024 idle lanes, so a queue that has
-// seen a hundred thousand keys costs no more, once idle, than a new one.
+// goroutine, one job at a time. After each job, a worker passes to the
+// oldest lane waiting for one, if any; when its lane runs dry and none
+// waits, it exits after a moment's wait for more work. The lane stays,
+// idle, for the key's next job while the queue is busy (up to 65,536 idle
+// lanes). An idle key holds no goroutine, and once the whole queue has run
+// dry it keeps at most 1,024 idle lanes, so a queue that has seen a hundred
+// thousand keys costs no more, once idle, than a new one.
+//
+// A lane that gets work starts a worker of its own while fewer run than
+// there are processors (GOMAXPROCS). Beyond that it waits for a running
+// worker to pass to it; if they all stay in their jobs for a millisecond
+// meanwhile, the queue starts more, doubling them every millisecond, up to
+// the limit set with [WithMaxConcurrent]. Short jobs thus run on about one
+// worker per processor, which is fastest, and jobs that block, on the
+// network say, still run in parallel, a few milliseconds later at most.
 //
 // # Ordering
 //
@@ -23,10 +32,11 @@
 //     line: by taking the lock that guards the key or, for a Submit that
 //     finds it taken, by leaving the job to its holder (see Cost). Calls
 //     that return in sequence on one goroutine are ordered as called.
-//   - Different keys: run in parallel. With [WithMaxConcurrent] at most n
-//     jobs run at once; keys with waiting work then take turns, one job each
-//     in round-robin order, so a key with ten thousand queued jobs delays a
-//     key with one by at most one job per running slot.
+//   - Different keys: run in parallel, on as many workers as they need (see
+//     Model). With [WithMaxConcurrent] at most n jobs run at once. Keys with
+//     waiting work take turns, one job each in round-robin order, so a key
+//     with ten thousand queued jobs delays a key with one by at most one job
+//     per running worker.
 //   - Coalescing ([Coalesce]) is the one exception to submit order, and only
 //     among jobs that asked for it: a tagged job replaces a waiting job of the
 //     same key and tag and runs in that job's place in line.

@@ -63,6 +63,7 @@ func (q *Queue[K]) popReady() *lane[K] {
 	l.nextReady = nil
 	l.ready = false
 	q.nready.Add(-1)
+	q.progress++
 	return l
 }
 

@@ -90,8 +90,10 @@ func (f optionFunc) apply(o *options) { f(o) }
 
 // WithMaxConcurrent limits how many jobs, over all keys, run at once. When
 // the limit is reached, keys with waiting jobs take turns: each runs one job,
-// then goes to the back of the line. 0, the default, means no global limit
-// (every key with work runs). Negative values are treated as 0.
+// then goes to the back of the line. 0, the default, means no global limit:
+// every key with work runs, on one worker per processor while jobs are
+// short, and on one worker each when they block (see the package's Model).
+// Negative values are treated as 0.
 func WithMaxConcurrent(n int) Option {
 	return optionFunc(func(o *options) { o.maxConcurrent = max(n, 0) })
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,6 +61,15 @@ type Queue[K comparable] struct {
 	running   int           // slots in use: lanes that are busy, and a lingering worker
 	drained   chan struct{} // closed when closed && queued == 0 && running == 0
 	oversized atomic.Int32  // shards whose peak calls for a sweep (see retention.go)
+
+	// Workers started at once, and the watch over lanes left waiting
+	// despite a free slot (see stalls.go).
+	procs      int         // start a worker at once while running < procs
+	procsFixed bool        // tests only: procs stays as set
+	progress   uint64      // lanes taken from the ready list so far
+	watchMark  uint64      // progress when the watch was armed
+	watchArmed bool        // watchTimer will fire
+	watchTimer *time.Timer // runs checkStalls
 }
 
 // cacheLinePad keeps the fields before it and after it on different cache
@@ -82,6 +92,7 @@ func New[K comparable](opts ...Option) *Queue[K] {
 
 		lingerSleep: lingerSleep,
 		idleCap:     shardIdle,
+		procs:       runtime.GOMAXPROCS(0),
 	}
 	for i := range q.shards {
 		q.shards[i].q = q
@@ -347,11 +358,17 @@ func (s *shard[K]) add(h *Handle[K]) *lane[K] {
 		return l
 	}
 	q.mu.Lock()
-	if q.hasSlot() {
+	switch {
+	case !q.hasSlot():
+		q.pushReady(l)
+	case q.running < q.procs:
 		q.running++
 		l.nextStart, s.startH = s.startH, l
-	} else {
+	default:
+		// A slot is free, but a worker per processor runs already: l
+		// waits for one of them, unless they are stuck (see stalls.go).
 		q.pushReady(l)
+		q.watchStalls()
 	}
 	q.mu.Unlock()
 	return l
