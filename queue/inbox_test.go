@@ -115,9 +115,9 @@ func TestLockDrainsTheInboxFirst(t *testing.T) {
 	}
 }
 
-// A submission under way when Close gives up may push its job after Close
-// has dropped the waiting ones: the drain drops it too, reports it, and
-// the queue counts as drained.
+// A submission under way when Close gives up may put its job in after
+// Close has dropped the waiting ones, through the inbox or under the lock:
+// it is dropped too and reported, and the queue counts as drained.
 func TestDrainDropsJobsOnceCloseHasGivenUp(t *testing.T) {
 	var events []Event
 	var evMu sync.Mutex
@@ -129,32 +129,41 @@ func TestDrainDropsJobsOnceCloseHasGivenUp(t *testing.T) {
 	ctx := context.Background()
 	s := q.shard(9)
 
-	s.mu.Lock()
-	h, err := q.Submit(ctx, 9, func(context.Context) error {
+	mustNotRun := func(context.Context) error {
 		t.Error("a dropped job ran")
 		return nil
-	})
+	}
+
+	// Two submissions under way when Close gives up, both past their
+	// look at closed: one finds the shard's lock held and leaves its job
+	// on the inbox, the other takes the lock after Close has given up.
+	s.mu.Lock()
+	h1, err := q.Submit(ctx, 9, mustNotRun)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// What Close does once its context has ended, while the job is still
-	// on the inbox of a shard whose lock somebody holds.
-	q.closed.Store(true)
-	q.dropping.Store(true)
+	q.dropping.Store(true) // Close's context has ended
 	s.unlock()
+	h2, err := q.Submit(ctx, 9, mustNotRun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.closed.Store(true)
 
 	waitCtx, cancel := context.WithTimeout(ctx, settleIn)
 	defer cancel()
-	if err := h.Wait(waitCtx); !errors.Is(err, ErrClosed) {
-		t.Fatalf("job result %v, want ErrClosed", err)
+	for _, h := range []*Handle[int]{h1, h2} {
+		if err := h.Wait(waitCtx); !errors.Is(err, ErrClosed) {
+			t.Fatalf("job result %v, want ErrClosed", err)
+		}
 	}
 	if err := q.Close(waitCtx); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 	evMu.Lock()
 	defer evMu.Unlock()
-	if len(events) != 1 || events[0].Outcome != Dropped || events[0].Key != 9 {
-		t.Fatalf("events %+v, want one Dropped for key 9", events)
+	if len(events) != 2 || events[0].Outcome != Dropped || events[1].Outcome != Dropped || events[0].Key != 9 {
+		t.Fatalf("events %+v, want two Dropped for key 9", events)
 	}
 	if st := q.Stats(); st.Waiting != 0 || st.Keys != 0 {
 		t.Fatalf("stats %+v after the drop", st)

@@ -273,10 +273,14 @@ func (q *Queue[K]) Submit(ctx context.Context, key K, fn func(context.Context) e
 		return nil, ErrClosed
 	}
 	if s.mu.TryLock() {
-		if s.inbox.Load() != nil {
-			s.drain() // older jobs first
+		if s.inbox.Load() != nil || q.dropping.Load() {
+			// Behind the older jobs; or dropped, as they would be,
+			// if Close has given up since we looked at closed.
+			s.push(h)
+			s.drain()
+		} else {
+			s.add(h)
 		}
-		s.add(h)
 		s.unlock()
 		return h, nil
 	}
