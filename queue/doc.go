@@ -90,27 +90,22 @@
 // Get and Done on distinct items, which keeps no per-key order, while the
 // queue has 8 slots; trivial jobs, submitters adding as fast as they can,
 // the clock running from the first submission until every job has run;
-// medians of 9 interleaved runs of 500,000 jobs on 2 cores shared with
-// other work (go1.26.8, linux/amd64). Such a machine swings between a
-// fast and a slow state, which moves both sides by up to 2.5x; these
-// figures are from the slow state, and CPU time per job is given too:
+// medians of 10 interleaved runs of 500,000 jobs on 2 cores shared with
+// other work (go1.26.8, linux/amd64), with CPU time per job too, which
+// swings less with the machine's load than jobs per second:
 //
 //	keys   submitters  jobs/s: queue  workqueue  ratio  CPU ns/job: queue  workqueue
-//	100    1                   1.89M      1.21M  1.56x               911       1269
-//	100    8                   1.78M      0.72M  2.45x              1061       2268
-//	100    64                  1.51M      0.56M  2.72x              1272       2891
-//	10000  1                   1.59M      1.10M  1.45x              1015       1469
-//	10000  8                   1.58M      0.75M  2.10x              1215       2202
-//	10000  64                  1.62M      0.61M  2.67x              1168       2322
+//	100    1                   2.46M      0.83M  2.95x               689       2022
+//	100    8                   1.75M      0.62M  2.80x               972       2478
+//	100    64                  2.34M      0.53M  4.44x               716       2794
+//	10000  1                   3.10M      0.89M  3.47x               539       1864
+//	10000  8                   2.10M      0.65M  3.25x               821       2322
+//	10000  64                  2.36M      0.57M  4.15x               728       2553
 //
 // Allocations per job over 3,000,000 jobs are 1.000 at 100 keys and
-// 1.004-1.007 at 10,000: each key's first job allocates its lane, and the
-// first goroutine started on a lane the function it runs. Once every key
+// 1.003-1.004 at 10,000: each key's first job allocates its lane (and the
+// first goroutine started on a lane the function it runs). Once every key
 // has had a job, 1.000 in every shape.
-//
-// With one submitter the submitter is the bottleneck: it runs only about
-// half the time, the rest waiting for a processor that the workers hold or
-// for a lock they hold.
 //
 // The benchmarks in this package compare the queue with a minimal per-key
 // FIFO that offers none of these guarantees.
