@@ -88,12 +88,8 @@ func (q *Queue[K]) release(l *lane[K], linger bool) *lane[K] {
 	case q.readyH != nil:
 		next = q.popReady()
 	case starts == nil && events == nil && !dropped && s.inbox.Load() == nil:
-		// Nothing left to do after the lock: the slot may go at once.
-		if linger && q.mailbox.CompareAndSwap(nil, q.lingerMark) {
-			q.mu.Unlock()
-			return q.linger()
-		}
-		return q.freeSlot(linger) // unlocks q.mu
+		// Nothing left to do after the lock: decide now.
+		return q.idleLocked(linger) // unlocks q.mu
 	default:
 		// Jobs were pushed while s.mu was held: drain them, which may
 		// make a lane ready, before deciding what to do with the slot.
@@ -113,6 +109,11 @@ func (q *Queue[K]) release(l *lane[K], linger bool) *lane[K] {
 // worker takes, or nil once the slot is free. Called without locks.
 func (q *Queue[K]) idle(linger bool) *lane[K] {
 	q.mu.Lock()
+	return q.idleLocked(linger)
+}
+
+// idleLocked is idle, called with q.mu held, which it releases.
+func (q *Queue[K]) idleLocked(linger bool) *lane[K] {
 	if q.readyH != nil {
 		next := q.popReady()
 		q.mu.Unlock()
